@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# harmony_lab developer entry point. Creates .venv on first use, then:
+#   bash dev.sh lab     JupyterLab on notebooks/ with the embedded Realtime stack and demo traffic
+#   bash dev.sh test    every test (unit, real Postgres, real clients, real browser)
+#   bash dev.sh bench   every benchmark, regenerating bench/README.md
+#   bash dev.sh setup   only create/refresh the environment
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=${HARMONY_LAB_VENV:-.venv}
+
+need_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"; else return 1; fi; }
+
+setup_python() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating $VENV"
+    "$PY" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.harmony-lab-installed" extras="$1"
+  local want; want="$extras $(cat pyproject.toml | cksum)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "==> installing harmony_lab[$extras] into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".[$extras]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+setup_browser() {
+  if [ -x /usr/bin/chromium ]; then return 0; fi
+  echo "==> installing Debian's chromium (browser tests)"
+  if ! need_root bash -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null'; then
+    echo "!! could not install chromium (needs root or passwordless sudo); browser tests will be skipped" >&2
+  fi
+}
+
+setup_node() {
+  if ! command -v npm >/dev/null; then
+    echo "!! node/npm not found; realtime-js conformance tests will be skipped" >&2
+    return 0
+  fi
+  if [ -f tests/js/package.json ] && [ ! -d tests/js/node_modules ]; then
+    echo "==> installing realtime-js for the conformance tests"
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+cmd=${1:-test}; shift || true
+case "$cmd" in
+  setup) setup_python "lab,test" ;;
+  lab)
+    setup_python "lab"
+    exec "$VENV/bin/harmony-lab" lab "$@" ;;
+  test)
+    setup_python "lab,test"
+    setup_browser
+    setup_node
+    "$VENV/bin/ruff" check harmony_lab tests bench
+    exec "$VENV/bin/python" -m pytest "$@" ;;
+  bench)
+    setup_python "lab,test"
+    exec "$VENV/bin/python" bench/run_all.py "$@" ;;
+  *) echo "usage: bash dev.sh {lab|test|bench|setup} [args...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,86 @@
+"""harmony_lab — explore Supabase Realtime from Jupyter.
+
+The public API is exactly ``__all__``. Names are imported lazily so ``import harmony_lab`` stays
+cheap (pandas, pyarrow and the widgets load only when first used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # the envelope
+    "RealtimeEvent": "harmony_lab.events",
+    "EventKind": "harmony_lab.events",
+    "ChannelStatus": "harmony_lab.events",
+    "PresenceStatus": "harmony_lab.events",
+    # the embedded default
+    "LocalRealtime": "harmony_lab.local",
+    "LocalPostgres": "harmony_lab.local",
+    # the manager
+    "RealtimeConnectionManager": "harmony_lab.manager",
+    "BackoffPolicy": "harmony_lab.manager",
+    "TableSubscription": "harmony_lab.manager",
+    "Backfill": "harmony_lab.manager",
+    # frames and widgets
+    "LiveFrame": "harmony_lab.frames",
+    "LiveTableWidget": "harmony_lab.widgets",
+    "PresenceRosterWidget": "harmony_lab.widgets",
+    "StatusTimelineWidget": "harmony_lab.widgets",
+    "dashboard": "harmony_lab.widgets",
+    # recordings
+    "Recorder": "harmony_lab.recording",
+    "read_recording": "harmony_lab.recording",
+    "replay": "harmony_lab.recording",
+    # demo traffic
+    "Simulator": "harmony_lab.demo",
+}
+
+__all__ = [
+    "Backfill",
+    "BackoffPolicy",
+    "ChannelStatus",
+    "EventKind",
+    "LiveFrame",
+    "LiveTableWidget",
+    "LocalPostgres",
+    "LocalRealtime",
+    "PresenceRosterWidget",
+    "PresenceStatus",
+    "RealtimeConnectionManager",
+    "RealtimeEvent",
+    "Recorder",
+    "Simulator",
+    "StatusTimelineWidget",
+    "TableSubscription",
+    "__version__",
+    "dashboard",
+    "read_recording",
+    "replay",
+]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from harmony_lab.demo import Simulator
+    from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus, RealtimeEvent
+    from harmony_lab.frames import LiveFrame
+    from harmony_lab.local import LocalPostgres, LocalRealtime
+    from harmony_lab.manager import Backfill, BackoffPolicy, RealtimeConnectionManager, TableSubscription
+    from harmony_lab.recording import Recorder, read_recording, replay
+    from harmony_lab.widgets import LiveTableWidget, PresenceRosterWidget, StatusTimelineWidget, dashboard
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harmony_lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

