@@ -1,0 +1,147 @@
+"""ChangeStream against a real PostgreSQL: delivery after commit, commit order, reconnect, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+
+from harmony_lab.capture import Change, ChangeStream, ChangeStreamError, poll_changes
+from harmony_lab.local import LocalPostgres
+from harmony_lab.local.schema import ALICE, BOB, GENERAL, RANDOM
+
+
+async def _next(it: Any) -> Change:
+    return await asyncio.wait_for(anext(it), 10.0)
+
+
+async def _nothing(it: Any, wait: float = 0.3) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(it), wait)
+
+
+def _insert_message(c: psycopg.Connection[Any], content: str, channel: int = GENERAL) -> None:
+    c.execute(
+        "INSERT INTO messages (channel_id, user_id, content) VALUES (%s, %s, %s)", [channel, ALICE, content]
+    )
+
+
+async def test_changes_arrive_after_commit_in_commit_order(harmony_dsn: str) -> None:
+    async with ChangeStream(harmony_dsn) as stream:
+        it = aiter(stream)
+        with psycopg.connect(harmony_dsn) as a, psycopg.connect(harmony_dsn) as b:
+            for i in range(3):
+                _insert_message(a, f"a{i}")  # transaction A open, not committed
+            _insert_message(b, "b0", RANDOM)
+            await _nothing(it)  # nothing before a commit
+            b.commit()  # B commits first although it began later
+            first = await _next(it)
+            assert (first.op, first.table, first.new["content"]) == ("INSERT", "messages", "b0")
+            await _nothing(it)
+            a.commit()
+            got = [await _next(it) for _ in range(3)]
+        assert [c.new["content"] for c in got] == ["a0", "a1", "a2"]
+        assert len({c.xid for c in got}) == 1
+        assert got[0].xid != first.xid
+        assert got[0].commit_ts_us >= first.commit_ts_us
+        assert [c.lsn for c in got] == sorted(c.lsn for c in got)
+        assert stream.stats["insert"] == 4
+        assert stream.stats["transactions"] == 2
+
+
+async def test_reconnects_after_walsender_is_terminated(harmony_dsn: str) -> None:
+    reasons: list[str] = []
+    async with ChangeStream(harmony_dsn, on_reconnect=reasons.append) as stream:
+        it = aiter(stream)
+        slot = stream.slot_name
+        with psycopg.connect(harmony_dsn, autocommit=True) as c:
+            _insert_message(c, "before")
+            assert (await _next(it)).new["content"] == "before"
+            killed = c.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s",
+                [slot],
+            ).fetchall()
+            assert killed == [(True,)]
+            for _ in range(200):  # wait for the new slot
+                if reasons:
+                    break
+                await asyncio.sleep(0.05)
+            assert reasons
+            assert "terminat" in reasons[0]
+            assert stream.slot_name != slot
+            _insert_message(c, "after")
+            assert (await _next(it)).new["content"] == "after"
+        assert stream.stats["reconnects"] == 1
+        assert stream.stats["connected"] is True
+
+
+async def test_close_ends_iteration_and_drops_the_slot(harmony_dsn: str) -> None:
+    stream = ChangeStream(harmony_dsn)
+    await stream.start()
+    slot = stream.slot_name
+    with psycopg.connect(harmony_dsn, autocommit=True) as c:
+        assert c.execute(
+            "SELECT temporary FROM pg_replication_slots WHERE slot_name = %s", [slot]
+        ).fetchall() == [(True,)]
+        _insert_message(c, "queued before close")
+        await asyncio.sleep(0.3)
+        await stream.close()
+        await stream.close()  # idempotent
+        items = [c async for c in stream]  # what was queued is still delivered, then the end
+        assert [i.new["content"] for i in items] == ["queued before close"]
+        for _ in range(100):
+            if not c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [slot]).fetchall():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail(f"slot {slot} still exists after close()")
+
+
+async def test_refuses_a_missing_publication(db_dsn: str) -> None:
+    with pytest.raises(ChangeStreamError, match="publication 'nope' does not exist"):
+        await ChangeStream(db_dsn, publication="nope").start()
+
+
+async def test_refuses_tables_without_replica_identity(conn: psycopg.Connection[Any], db_dsn: str) -> None:
+    conn.execute("CREATE TABLE nopk (a int, b text)")
+    conn.execute("CREATE TABLE withpk (a int PRIMARY KEY)")
+    conn.execute("CREATE PUBLICATION nopk_pub FOR TABLE nopk, withpk")
+    with pytest.raises(
+        ChangeStreamError, match=r"public\.nopk .*ALTER TABLE public\.nopk REPLICA IDENTITY FULL"
+    ):
+        await ChangeStream(db_dsn, publication="nopk_pub").start()
+    conn.execute("ALTER TABLE nopk REPLICA IDENTITY FULL")
+    async with ChangeStream(db_dsn, publication="nopk_pub") as stream:
+        conn.execute("INSERT INTO nopk VALUES (1, 'x')")
+        conn.execute("UPDATE nopk SET b = 'y'")
+        up = [await _next(aiter(stream)) for _ in range(2)][1]
+        assert (up.op, up.old, up.new) == ("UPDATE", {"a": 1, "b": "x"}, {"a": 1, "b": "y"})
+
+
+async def test_refuses_wal_level_replica() -> None:
+    with (
+        LocalPostgres(settings={"wal_level": "replica"}) as pg,
+        pytest.raises(ChangeStreamError, match=r"wal_level is 'replica'.*ALTER SYSTEM SET wal_level"),
+    ):
+        await ChangeStream(pg.dsn).start()
+
+
+def test_poll_changes_uses_the_same_decoder(harmony_dsn: str) -> None:
+    with psycopg.connect(harmony_dsn, autocommit=True) as c:
+        c.execute("SELECT pg_create_logical_replication_slot('poll_test', 'pgoutput', true)")
+        assert poll_changes(c, "poll_test") == []
+        c.execute(
+            "INSERT INTO notifications (user_id, kind, payload) VALUES (%s, 'mention', '{\"by\": \"bob\"}')",
+            [BOB],
+        )
+        c.execute("UPDATE notifications SET read_at = '2025-11-03 09:32:55.123+00' WHERE kind = 'mention'")
+        changes = poll_changes(c, "poll_test")
+        assert [ch.op for ch in changes] == ["INSERT", "UPDATE"]
+        assert changes[0].new["payload"] == {"by": "bob"}
+        assert changes[1].new["read_at"] == "2025-11-03T09:32:55.123+00:00"
+        assert changes[1].old["read_at"] is None
+        assert changes[1].old_is_full
+        assert changes[1].pk_columns == ("id",)  # the real PK, although FULL flags every column
+        assert poll_changes(c, "poll_test") == []
