@@ -1,0 +1,329 @@
+"""``harmony-lab lab``: the embedded stack + demo traffic + JupyterLab on the notebooks.
+
+JupyterLab runs as a child process (``python -m jupyterlab``) in its own session, so a Ctrl-C in the
+terminal reaches only us: we then stop Lab with SIGTERM (it shuts its kernels down), the simulator
+and the stack, in that order. The child gets ``HARMONY_LAB_*`` in its environment, so
+``harmony_lab.demo.stack()`` in a notebook finds the running stack instead of starting another.
+The flags keep Lab offline-quiet (no news, no update check, read-only extension manager) and its
+settings and workspaces in harmony-lab's own folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import webbrowser
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final, TextIO
+
+__all__ = ["LabProcess", "find_notebooks", "lab_command", "state_dir"]
+
+logger = logging.getLogger(__name__)
+
+FIRST_NOTEBOOK: Final = "01_quickstart.ipynb"
+_NOTIFICATION_SETTINGS: Final = {"fetchNews": "false", "checkForUpdates": False}
+
+
+def state_dir() -> Path:
+    """Where harmony-lab keeps Lab settings, workspaces and logs (``$XDG_CACHE_HOME/harmony-lab``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "harmony-lab"
+
+
+def _repo_notebooks() -> Path | None:
+    """``notebooks/`` of the checkout this package was imported from (editable installs), if any."""
+    pkg = Path(__file__).resolve().parent.parent  # harmony_lab/
+    candidate = pkg.parent / "notebooks"
+    if candidate.is_dir() and (candidate / FIRST_NOTEBOOK).is_file():
+        return candidate
+    return None
+
+
+def _shipped_notebooks() -> Any:
+    """The notebooks inside the installed package (``harmony_lab/demo/notebooks``), if shipped."""
+    try:
+        folder = resources.files("harmony_lab.demo").joinpath("notebooks")
+    except ModuleNotFoundError:  # pragma: no cover - the package itself is missing
+        return None
+    return folder if folder.is_dir() and folder.joinpath(FIRST_NOTEBOOK).is_file() else None
+
+
+def find_notebooks(explicit: str | os.PathLike[str] | None, *, copy_to: Path | None = None) -> Path:
+    """The folder Lab should serve.
+
+    ``explicit`` wins. Else the checkout's ``notebooks/``. Else (installed from a wheel) the notebooks
+    shipped in the package are copied into ``copy_to`` (default ``./harmony-lab-notebooks``) — files
+    that already exist there are kept, so your edits survive.
+    """
+    if explicit is not None:
+        path = Path(explicit).expanduser().resolve()
+        if not path.is_dir():
+            raise FileNotFoundError(f"--notebooks {explicit}: no such folder")
+        return path
+    repo = _repo_notebooks()
+    if repo is not None:
+        return repo
+    shipped = _shipped_notebooks()
+    if shipped is None:
+        raise FileNotFoundError(
+            "no notebooks found: run from a harmony_lab checkout (it has notebooks/), or pass --notebooks DIR"
+        )
+    target = (copy_to or Path.cwd() / "harmony-lab-notebooks").resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in shipped.iterdir():
+        if entry.name.endswith(".ipynb") and not (target / entry.name).exists():
+            (target / entry.name).write_bytes(entry.read_bytes())
+    logger.info("copied the shipped notebooks to %s", target)
+    return target
+
+
+def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
+    """``preferred`` when it can be bound, else a free ephemeral port."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free TCP port")  # pragma: no cover
+
+
+def lab_command(
+    *,
+    port: int,
+    token: str,
+    root_dir: Path,
+    settings_dir: Path,
+    open_browser: bool,
+    ip: str = "127.0.0.1",
+    default_url: str | None = None,
+    python: str = sys.executable,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The ``python -m jupyterlab`` command line (offline-safe flags, see browser-widget-testing §1/§5)."""
+    cmd = [
+        python,
+        "-m",
+        "jupyterlab",
+        f"--ip={ip}",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root_dir}",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+        f"--LabApp.user_settings_dir={settings_dir / 'user-settings'}",
+        f"--LabApp.workspaces_dir={settings_dir / 'workspaces'}",
+        "--ServerApp.open_browser=False",  # we open it ourselves once the server answers
+    ]
+    if default_url:
+        cmd.append(f"--ServerApp.default_url={default_url}")
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    cmd += list(extra)
+    del open_browser  # kept in the signature for callers; opening happens in LabProcess
+    return cmd
+
+
+def _write_settings(settings_dir: Path) -> None:
+    target = settings_dir / "user-settings" / "@jupyterlab" / "apputils-extension"
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / "notification.jupyterlab-settings"
+    if not path.exists():
+        path.write_text(json.dumps(_NOTIFICATION_SETTINGS))
+    (settings_dir / "workspaces").mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class LabProcess:
+    """A running JupyterLab child process."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    token: str
+    root_dir: Path
+    log_path: Path
+
+    @property
+    def lab_url(self) -> str:
+        return f"{self.url}/lab/tree/{FIRST_NOTEBOOK}?token={self.token}"
+
+    @classmethod
+    def launch(
+        cls,
+        *,
+        root_dir: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        ip: str = "127.0.0.1",
+        settings_dir: Path | None = None,
+        log: TextIO | None = None,
+        extra: Sequence[str] = (),
+    ) -> LabProcess:
+        settings_dir = settings_dir or state_dir() / "lab"
+        _write_settings(settings_dir)
+        port = port if port else free_port(8888, ip)
+        token = secrets.token_hex(16)
+        default_url = f"/lab/tree/{FIRST_NOTEBOOK}" if (root_dir / FIRST_NOTEBOOK).exists() else None
+        cmd = lab_command(
+            port=port,
+            token=token,
+            root_dir=root_dir,
+            settings_dir=settings_dir,
+            open_browser=False,
+            ip=ip,
+            default_url=default_url,
+            extra=extra,
+        )
+        log_path = settings_dir / "lab.log"
+        child_env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1", **env}
+        out: Any = log if log is not None else open(log_path, "wb")  # noqa: SIM115 - owned by the child
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=root_dir,
+                env=child_env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # terminal Ctrl-C reaches us, not Lab (no "Shutdown? y/n")
+            )
+        finally:
+            if log is None:
+                out.close()
+        host = ip if ip not in ("0.0.0.0", "::") else "127.0.0.1"
+        return cls(proc, f"http://{host}:{port}", token, root_dir, log_path)
+
+    def wait_ready(self, timeout: float = 120.0, stop: threading.Event | None = None) -> None:
+        """Poll ``/api/status`` until Lab answers; raise with the log tail if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        status_url = f"{self.url}/api/status?token={self.token}"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with code {self.proc.returncode}:\n{self.log_tail()}")
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            try:
+                with urllib.request.urlopen(status_url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"JupyterLab did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (Lab shuts its kernels down), then SIGKILL to the whole session if it lingers."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("JupyterLab did not exit within %.0f s; killing it", timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM (instead of exceptions), restoring the old handlers after."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        logger.info("signal %d: shutting down", signum)
+        stop.set()
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def run_lab(
+    *,
+    port: int | None,
+    open_browser: bool,
+    notebooks: str | None,
+    rate: float,
+    users: int,
+    seed: int | None,
+    ip: str = "127.0.0.1",
+    out: TextIO = sys.stdout,
+    extra: Sequence[str] = (),
+) -> int:
+    from harmony_lab.demo._background import DemoStack
+
+    if not _have_jupyterlab():
+        raise RuntimeError(
+            "JupyterLab is not installed in this environment: pip install 'harmony-lab[lab]' "
+            "(or run `bash dev.sh lab` in a checkout, which creates the environment)"
+        )
+    root = find_notebooks(notebooks)
+    with stop_signals() as stop:
+        demo = DemoStack(rate=rate, users=users, seed=seed)
+        lab: LabProcess | None = None
+        try:
+            demo.start()
+            if stop.is_set():
+                return 0
+            lab = LabProcess.launch(root_dir=root, env=demo.env(), port=port, ip=ip, extra=extra)
+            lab.wait_ready(stop=stop)
+            out.write(
+                f"harmony-lab: embedded Realtime at {demo.rt.url} with demo traffic ({rate:g} actions/s)\n"
+                f"harmony-lab: JupyterLab serving {root}\n"
+                f"    {lab.lab_url}\n"
+                f"    (log: {lab.log_path})  Press Ctrl-C to stop.\n"
+            )
+            out.flush()
+            if open_browser:
+                webbrowser.open(lab.lab_url)
+            while not stop.wait(0.5):
+                if lab.proc.poll() is not None:
+                    out.write(f"harmony-lab: JupyterLab exited ({lab.proc.returncode}):\n{lab.log_tail()}\n")
+                    return lab.proc.returncode or 1
+            return 0
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            out.write("harmony-lab: stopping JupyterLab, the simulator and the stack…\n")
+            out.flush()
+            try:
+                if lab is not None:
+                    lab.stop()
+            finally:
+                demo.stop()
+            out.write("harmony-lab: stopped.\n")
+            out.flush()
+
+
+def _have_jupyterlab() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("jupyterlab") is not None

@@ -1,0 +1,143 @@
+"""``stack()``: the running stack a notebook should use.
+
+``harmony-lab lab`` (and Binder's ``start``) run one embedded stack plus demo traffic in the
+background and hand its coordinates to the notebooks through the environment:
+``HARMONY_LAB_URL``, ``HARMONY_LAB_ANON_KEY``, ``HARMONY_LAB_SERVICE_ROLE_KEY``, ``HARMONY_LAB_DSN`` and
+``HARMONY_LAB_JWT_SECRET``. :func:`stack` returns a :class:`RemoteStack` for those; without them it
+starts a ``LocalRealtime`` in this process (on its own thread, so it keeps serving while cells run)
+and returns that. Either way the object has ``url``, ``anon_key``, ``service_role_key``, ``dsn``,
+``token_for()``, ``await execute()``, ``faults`` and ``env()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = ["ENV_KEYS", "RemoteStack", "stack", "stack_from_env"]
+
+logger = logging.getLogger(__name__)
+
+ENV_URL: Final = "HARMONY_LAB_URL"
+ENV_ANON: Final = "HARMONY_LAB_ANON_KEY"
+ENV_SERVICE: Final = "HARMONY_LAB_SERVICE_ROLE_KEY"
+ENV_DSN: Final = "HARMONY_LAB_DSN"
+ENV_SECRET: Final = "HARMONY_LAB_JWT_SECRET"
+ENV_KEYS: Final = (ENV_URL, ENV_ANON, ENV_SERVICE, ENV_DSN, ENV_SECRET)
+_REQUIRED: Final = (ENV_URL, ENV_ANON, ENV_SERVICE, ENV_DSN)
+
+
+@dataclass(frozen=True)
+class RemoteStack:
+    """A stack started by another process (``harmony-lab lab``, Binder), described by the environment."""
+
+    url: str
+    anon_key: str
+    service_role_key: str
+    dsn: str
+    jwt_secret: str | None = None
+    _faults: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def faults(self) -> Any:
+        """The server's faults over its admin HTTP endpoint (``RemoteFaults``)."""
+        if self._faults is None:
+            from harmony_lab.server.faults import RemoteFaults
+
+            object.__setattr__(self, "_faults", RemoteFaults(self.url, self.service_role_key))
+        return self._faults
+
+    def token_for(self, user_id: Any, role: str = "authenticated", expires_in: int = 3600) -> str:
+        """A user JWT signed with the stack's secret (needs ``HARMONY_LAB_JWT_SECRET``)."""
+        if not self.jwt_secret:
+            raise RuntimeError(
+                f"token_for() needs the stack's JWT secret; set {ENV_SECRET} (harmony-lab lab and "
+                "harmony-lab stack export it)"
+            )
+        from harmony_lab.local.schema import claims_for
+        from harmony_lab.server._auth import make_token
+
+        now = int(time.time())
+        claims = claims_for(str(user_id), role=role, iat=now, exp=now + int(expires_in))
+        return make_token(self.jwt_secret, claims)
+
+    async def execute(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Run one statement on the stack's database; the rows it returned (empty if none)."""
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            cur = await conn.execute(sql, args or None)
+            return list(await cur.fetchall()) if cur.description is not None else []
+
+    def env(self) -> dict[str, str]:
+        out = {
+            ENV_URL: self.url,
+            ENV_ANON: self.anon_key,
+            ENV_SERVICE: self.service_role_key,
+            ENV_DSN: self.dsn,
+        }
+        if self.jwt_secret:
+            out[ENV_SECRET] = self.jwt_secret
+        return out
+
+    def stop(self) -> None:
+        """Nothing to stop: the stack belongs to the process that started it."""
+
+    def __repr__(self) -> str:
+        return f"<RemoteStack {self.url} (started by another process; faults over HTTP)>"
+
+
+def stack_from_env(environ: Mapping[str, str] | None = None) -> RemoteStack | None:
+    """The stack described by ``HARMONY_LAB_*`` variables, or None when they are not all set."""
+    env = os.environ if environ is None else environ
+    present = [k for k in _REQUIRED if env.get(k)]
+    if not present:
+        return None
+    if len(present) != len(_REQUIRED):
+        missing = [k for k in _REQUIRED if not env.get(k)]
+        raise RuntimeError(f"incomplete harmony_lab environment: {missing} unset while {present} are set")
+    return RemoteStack(
+        env[ENV_URL], env[ENV_ANON], env[ENV_SERVICE], env[ENV_DSN], env.get(ENV_SECRET) or None
+    )
+
+
+_lock = threading.Lock()
+_local: Any = None
+
+
+def stack(*, local: bool | None = None) -> Any:
+    """The stack for this notebook: the one ``harmony-lab lab`` runs (from the environment), else an
+    in-process ``LocalRealtime`` started on its own thread (one per process, reused on re-runs).
+
+    ``local=True`` always uses the in-process stack; ``local=False`` requires the environment.
+    """
+    if local is not True:
+        remote = stack_from_env()
+        if remote is not None:
+            logger.info("using the stack from the environment: %s", remote.url)
+            return remote
+        if local is False:
+            raise RuntimeError(
+                f"no running stack in the environment ({', '.join(_REQUIRED)}); start one with "
+                "`harmony-lab lab` or `harmony-lab stack`, or call stack() to start one in this process"
+            )
+    global _local
+    with _lock:
+        if _local is None or not _is_running(_local):
+            from harmony_lab.local import LocalRealtime
+
+            _local = LocalRealtime().start()
+            logger.info("started an in-process LocalRealtime: %s", _local.url)
+        return _local
+
+
+def _is_running(rt: Any) -> bool:
+    running = getattr(rt, "running", None)
+    if running is None:
+        return True
+    return bool(running() if callable(running) else running)
