@@ -1,0 +1,782 @@
+"""LiveFrame: one table's change stream as an always-current, typed pandas DataFrame."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import html
+import itertools
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+
+from harmony_lab.events import EventKind, RealtimeEvent
+from harmony_lab.frames import _dtypes
+from harmony_lab.frames._filter import RowFilter, parse_filter
+from harmony_lab.frames._rate import RateMeter
+from harmony_lab.frames._util import strict_kwargs
+
+if TYPE_CHECKING:
+    from harmony_lab.widgets import LiveTableWidget
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FrameChange", "LiveFrame"]
+
+ChangeOp = Literal["insert", "update", "delete", "evict", "schema", "reset"]
+_OPS = ("INSERT", "UPDATE", "DELETE")
+_MODES = ("upsert", "append")
+_COUNTERS = (
+    "events",  # change events applied to this frame (live and backfilled)
+    "inserts",  # live INSERTs that created a row (append mode: INSERT events logged)
+    "updates",  # live UPDATEs applied (append mode: UPDATE events logged)
+    "deletes",  # live DELETEs that removed a row (append mode: DELETE events logged)
+    "key_changes",  # UPDATEs whose primary key changed
+    "unknown_deletes",  # DELETEs of keys the frame did not hold (no error)
+    "duplicates",  # live INSERTs of a key already held (applied as an overwrite)
+    "backfilled",  # backfilled events applied (not counted as inserts/updates/deletes)
+    "suppressed",  # events the manager marked suppressed (applied: the data did change)
+    "evicted",  # rows dropped because of max_rows (oldest first)
+    "unkeyed",  # events without any primary-key information
+    "ignored",  # events for another table, kind, op or not matching the filter
+    "errors",  # events that carried server errors (applied as far as they go)
+    "callback_errors",  # on_change callbacks that raised (logged)
+)
+_APPEND_META = {"_op": "text", "_commit_ts": "timestamptz"}
+_STATIC_ROWS = 20
+_sub_counter = itertools.count(1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FrameChange:
+    """What one applied event did to a frame; passed to ``on_change`` callbacks.
+
+    ``op``: ``insert``, ``update``, ``delete``, ``evict`` (dropped by ``max_rows``), ``schema`` (new
+    columns or types; ``columns`` lists them) or ``reset`` (``clear()``). ``rid`` is the frame's
+    internal row id (stable for a row's life, also across key-changing updates), ``key`` the primary
+    key tuple (``old_key`` the previous one for a key-changing update).
+    """
+
+    op: ChangeOp
+    rid: int | None = None
+    key: tuple[Any, ...] | None = None
+    old_key: tuple[Any, ...] | None = None
+    event: RealtimeEvent | None = None
+    columns: tuple[str, ...] = ()
+
+
+class _Row:
+    __slots__ = ("key", "values")
+
+    def __init__(self, key: tuple[Any, ...], values: dict[str, Any]) -> None:
+        self.key = key
+        self.values = values
+
+
+def _freeze(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    try:
+        hash(key)
+    except TypeError:
+        return tuple(
+            json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict | list) else v for v in key
+        )
+    return key
+
+
+def _is_manager(source: Any) -> bool:
+    return callable(getattr(source, "subscribe_to_table", None))
+
+
+class LiveFrame:
+    """A live, typed view of one table, fed by change events.
+
+    ``source`` is one of:
+
+    * a ``RealtimeConnectionManager``: the frame subscribes itself (``subscribe_to_table``) under a
+      channel name of its own (``name``, default ``liveframe-<table>-<n>``);
+    * a replay of a recording, or any async iterable of ``RealtimeEvent``: the frame consumes it;
+    * ``None``: feed it yourself with :meth:`apply`.
+
+    **Starting.** The constructor is synchronous. When an event loop is running (always the case in a
+    Jupyter cell) it schedules the subscription/consumption as a task on that loop and returns at
+    once; ``await lf.ready()`` waits until the subscription is confirmed (or the source is being
+    read) and re-raises its failure. Outside a running loop nothing starts until ``await lf.ready()``.
+    ``await lf.close()`` (or ``async with LiveFrame(...) as lf``) unsubscribes and stops.
+
+    **Semantics.** ``mode="upsert"`` keeps one row per primary key: the key comes from ``key`` (a
+    column name or names) or, when ``key`` is None, from the events' ``pk`` (falling back to an ``id``
+    column). INSERT adds (an INSERT of a held key overwrites it, counted in ``duplicates``), UPDATE
+    merges the new values into the row (a changed key moves the row; an unseen key adds it), DELETE
+    removes (unknown keys are counted, never an error). ``mode="append"`` keeps every event as a row of
+    a rolling log with ``_op`` and ``_commit_ts`` columns in front. At most ``max_rows`` rows are kept;
+    the oldest-inserted go first (``None``: unbounded). New columns may appear at any time: earlier
+    rows read them as missing. Backfilled events are applied but counted only in ``backfilled`` (and a
+    backfilled row identical to the held one changes nothing). Suppressed events are applied: the data
+    did change, suppression is about notifying a user.
+
+    Each event costs O(row width), independent of the number of rows. The DataFrame (``.df``,
+    :meth:`to_pandas`) and Arrow table (:meth:`to_arrow`) are built on demand, typed from the Postgres
+    column types (see :mod:`harmony_lab.frames._dtypes`; ``numeric`` becomes ``Float64``), and cached
+    until the next change. Rows are in insertion order with a fresh ``RangeIndex``.
+
+    ``filter`` (``"column=op.value"``) goes to the server for a manager source and is evaluated here
+    for other sources. ``event`` is ``"*"`` or one of INSERT, UPDATE, DELETE.
+
+    Apply events on the event loop's thread (callbacks and widgets assume it).
+    """
+
+    @strict_kwargs
+    def __init__(
+        self,
+        source: Any,
+        table: str,
+        *,
+        key: str | Sequence[str] | None = None,
+        mode: str = "upsert",
+        max_rows: int | None = 10_000,
+        filter: str | None = None,
+        event: str = "*",
+        schema: str = "public",
+        name: str | None = None,
+        rate_window_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(table, str) or not table:
+            raise TypeError(f"table must be a non-empty string such as 'messages'; got {table!r}")
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {', '.join(map(repr, _MODES))}; got {mode!r}")
+        if max_rows is not None and (
+            not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows <= 0
+        ):
+            raise ValueError(f"max_rows must be a positive int or None (unbounded); got {max_rows!r}")
+        ev = (event or "").upper()
+        if ev not in ("*", *_OPS):
+            raise ValueError(f"event must be '*', 'INSERT', 'UPDATE' or 'DELETE'; got {event!r}")
+        if key is None:
+            key_cols: tuple[str, ...] | None = None
+        elif isinstance(key, str):
+            key_cols = (key,)
+        elif isinstance(key, Sequence) and key and all(isinstance(k, str) for k in key):
+            key_cols = tuple(key)
+        else:
+            raise TypeError(f"key must be None, a column name or a sequence of column names; got {key!r}")
+        if mode == "append" and key is not None:
+            raise ValueError("key has no meaning with mode='append' (every event is its own row); drop it")
+        self._row_filter: RowFilter | None = parse_filter(filter) if filter is not None else None
+        if isinstance(source, str | bytes):
+            raise TypeError(
+                "source must be a RealtimeConnectionManager, an async iterable of RealtimeEvent "
+                "(e.g. harmony_lab.replay(path)), an iterable of events, or None; "
+                f"got {type(source).__name__}"
+            )
+        self.table = table
+        self.schema = schema
+        self.mode = mode
+        self.max_rows = max_rows
+        self.filter = filter
+        self.event = ev
+        self._key_cols = key_cols
+        self._source = source
+        self._is_manager = _is_manager(source)
+        self.name = name or f"liveframe-{table}-{next(_sub_counter)}"
+
+        self._rows: OrderedDict[int, _Row] = OrderedDict()
+        self._index: dict[tuple[Any, ...], int] = {}
+        self._next_rid = 0
+        self._columns: dict[str, str | None] = dict(_APPEND_META) if mode == "append" else {}
+        self._last_columns: tuple[tuple[str, str], ...] | None = None
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._rate = RateMeter(rate_window_s, clock=clock)
+        self._version = 0
+        self._df: pd.DataFrame | None = None
+        self._df_version = -1
+        self._listeners: list[Callable[[FrameChange], Any]] = []
+        self._warned_unkeyed = False
+        self._status = "idle"
+        self._channel_status: str | None = None
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._unsub_status: Callable[[], Any] | None = None
+        self._subscribed = False
+        self._widget: LiveTableWidget | None = None
+        self._thread = threading.get_ident()
+
+        if source is None:
+            self._ready.set()
+        elif self._is_manager or isinstance(source, AsyncIterable):
+            self._status = "pending"
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                logger.debug("LiveFrame %s: no running loop; starts on `await ready()`", self.table)
+            else:
+                self._thread = threading.get_ident()
+                self._task = loop.create_task(self._run(), name=f"LiveFrame[{self.schema}.{self.table}]")
+        elif isinstance(source, Iterable):
+            for e in source:
+                self.apply(e)
+            self._status = "finished"
+            self._ready.set()
+        else:
+            raise TypeError(
+                "source must be a RealtimeConnectionManager (has subscribe_to_table), an async iterable "
+                f"of RealtimeEvent, an iterable of events, or None; got {type(source).__name__}"
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _run(self) -> None:
+        src = self._source
+        try:
+            if self._is_manager:
+                self._status = "subscribing"
+                self._subscribed = True
+                if callable(getattr(src, "on_status_change", None)):
+                    self._unsub_status = src.on_status_change(self.name, self._on_channel_status)
+                await src.subscribe_to_table(
+                    self.name,
+                    self.table,
+                    schema=self.schema,
+                    event=self.event,
+                    filter=self.filter,
+                    callback=self._on_manager_event,
+                )
+                self._status = "live"
+                self._ready.set()
+                return
+            self._status = "live"
+            self._ready.set()
+            n = 0
+            async for ev in src:
+                self.apply(ev)
+                n += 1
+                if n % 256 == 0:
+                    await asyncio.sleep(0)  # let widgets tick while a fast replay streams
+            self._status = "finished"
+        except asyncio.CancelledError:
+            self._status = "closed"
+            raise
+        except Exception as exc:
+            self._error = exc
+            self._status = "error"
+            logger.exception("LiveFrame %s.%s: the source failed (%s)", self.schema, self.table, self.name)
+            self._ready.set()
+
+    def _on_manager_event(self, event: RealtimeEvent, *_: Any) -> None:
+        self.apply(event)
+
+    def _on_channel_status(self, *args: Any) -> None:
+        for a in args:
+            status = getattr(a, "status", a)
+            if status is not None and str(status) in (
+                "disconnected",
+                "connecting",
+                "connected",
+                "reconnecting",
+                "error",
+            ):
+                self._channel_status = str(status)
+                return
+
+    async def ready(self) -> LiveFrame:
+        """Wait until the subscription is confirmed / the source is being read; re-raise its failure.
+
+        Bound the wait with ``asyncio.timeout(...)`` if you need to.
+        """
+        if self._task is None and self._status == "pending":
+            self._thread = threading.get_ident()
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"LiveFrame[{self.schema}.{self.table}]"
+            )
+        waiter = asyncio.ensure_future(self._ready.wait())
+        try:
+            waits: set[asyncio.Future[Any]] = {waiter}
+            if self._task is not None:
+                waits.add(self._task)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self._error is not None:
+            raise RuntimeError(
+                f"LiveFrame {self.schema}.{self.table}: the source failed: {self._error}"
+            ) from self._error
+        return self
+
+    async def wait_until(
+        self, predicate: Callable[[LiveFrame], bool], *, within_s: float = 10.0, poll_s: float = 0.01
+    ) -> LiveFrame:
+        """Wait until ``predicate(frame)`` is true (e.g. ``lambda lf: len(lf) >= 3``).
+
+        Raises TimeoutError (showing the frame) when that takes longer than ``within_s`` seconds.
+        """
+        deadline = time.monotonic() + within_s
+        while not predicate(self):
+            if self._error is not None:
+                raise RuntimeError(f"the source failed: {self._error}") from self._error
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met within {within_s} s: {self!r}")
+            await asyncio.sleep(poll_s)
+        return self
+
+    async def close(self) -> None:
+        """Stop consuming / unsubscribe from the manager. Rows stay readable."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._unsub_status is not None:
+            self._unsub_status()
+            self._unsub_status = None
+        if self._subscribed:
+            self._subscribed = False
+            await self._source.unsubscribe(self.name)
+        self._status = "closed"
+
+    async def __aenter__(self) -> LiveFrame:
+        return await self.ready()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ applying events
+
+    def on_change(self, callback: Callable[[FrameChange], Any]) -> Callable[[], None]:
+        """Call ``callback(change)`` after every change (see :class:`FrameChange`); returns a remover."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable; got {callback!r}")
+        self._listeners.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return remove
+
+    def _emit(self, change: FrameChange) -> None:
+        for cb in tuple(self._listeners):
+            try:
+                cb(change)
+            except Exception:
+                self._counters["callback_errors"] += 1
+                logger.exception(
+                    "LiveFrame %s: on_change callback %r raised on %s", self.table, cb, change.op
+                )
+
+    def apply(self, event: RealtimeEvent) -> bool:
+        """Apply one event; returns True when the frame changed. Other tables/kinds are ignored."""
+        c = self._counters
+        if event.kind is not EventKind.CHANGE or event.table != self.table:
+            c["ignored"] += 1
+            return False
+        if event.schema is not None and event.schema != self.schema:
+            c["ignored"] += 1
+            return False
+        self._merge_columns(event)  # the schema is learnt from every event of the table
+        op = (event.op or "").upper()
+        if op not in _OPS or (self.event != "*" and op != self.event):
+            c["ignored"] += 1
+            return False
+        if (
+            self._row_filter is not None
+            and not self._is_manager
+            and op != "DELETE"
+            and not self._row_filter.matches(event.new)
+        ):
+            c["ignored"] += 1
+            return False
+        c["events"] += 1
+        if event.errors:
+            c["errors"] += 1
+            logger.debug("LiveFrame %s: event with server errors %s", self.table, event.errors)
+        if event.suppressed:
+            c["suppressed"] += 1
+        if event.backfilled:
+            c["backfilled"] += 1
+        else:
+            self._rate.add()
+        changed = self._append(event, op) if self.mode == "append" else self._upsert(event, op)
+        if changed:
+            self._version += 1
+        return changed
+
+    def apply_many(self, events: Iterable[RealtimeEvent]) -> int:
+        """Apply events in order; returns how many changed the frame."""
+        return sum(1 for e in events if self.apply(e))
+
+    def _merge_columns(self, event: RealtimeEvent) -> None:
+        added: list[str] = []
+        retyped = False
+        cols = event.columns
+        if cols and cols is not self._last_columns and cols != self._last_columns:
+            for name, typ in cols:
+                have = self._columns.get(name, ...)
+                if have is ...:
+                    self._columns[name] = typ
+                    added.append(name)
+                elif have != typ:
+                    self._columns[name] = typ
+                    retyped = True
+            self._last_columns = cols
+        values = event.new or event.old
+        if values:
+            for name in values:
+                if name not in self._columns:
+                    self._columns[name] = None
+                    added.append(name)
+        if added or retyped:
+            self._version += 1
+            if self._listeners:
+                self._emit(FrameChange("schema", event=event, columns=tuple(added)))
+
+    def _key_from(
+        self, event: RealtimeEvent, values: Mapping[str, Any] | None, *, use_pk: bool = True
+    ) -> tuple[Any, ...] | None:
+        cols = self._key_cols
+        pk = event.pk if use_pk else None
+        if cols is None:
+            if pk:
+                cols = self._key_cols = tuple(pk)
+            elif values and "id" in values:
+                cols = self._key_cols = ("id",)
+                logger.info("LiveFrame %s: events carry no primary key; keying rows by 'id'", self.table)
+            else:
+                return None
+        if values and all(c in values for c in cols):
+            return _freeze(tuple(values[c] for c in cols))
+        if pk and len(pk) == len(cols) and all(c in pk for c in cols):
+            return _freeze(tuple(pk[c] for c in cols))
+        return None
+
+    def _new_row(self, key: tuple[Any, ...] | None, values: dict[str, Any], event: RealtimeEvent) -> int:
+        rid = self._next_rid
+        self._next_rid += 1
+        row_key = (("__rid__", rid),) if key is None else key
+        self._rows[rid] = _Row(row_key, values)
+        self._index[row_key] = rid
+        if self._listeners:
+            self._emit(FrameChange("insert", rid, row_key, event=event))
+        if self.max_rows is not None:
+            while len(self._rows) > self.max_rows:
+                old_rid, old = self._rows.popitem(last=False)
+                if self._index.get(old.key) == old_rid:
+                    del self._index[old.key]
+                self._counters["evicted"] += 1
+                if self._listeners:
+                    self._emit(FrameChange("evict", old_rid, old.key))
+        return rid
+
+    def _remove(self, rid: int, event: RealtimeEvent | None) -> None:
+        row = self._rows.pop(rid)
+        if self._index.get(row.key) == rid:
+            del self._index[row.key]
+        if self._listeners:
+            self._emit(FrameChange("delete", rid, row.key, event=event))
+
+    def _append(self, event: RealtimeEvent, op: str) -> bool:
+        values = dict(event.old if op == "DELETE" and event.old else event.new or event.old or {})
+        values["_op"] = op
+        values["_commit_ts"] = event.commit_ts.isoformat() if event.commit_ts is not None else None
+        if not event.backfilled:
+            self._counters[{"INSERT": "inserts", "UPDATE": "updates", "DELETE": "deletes"}[op]] += 1
+        self._new_row(None, values, event)
+        return True
+
+    def _upsert(self, event: RealtimeEvent, op: str) -> bool:
+        c = self._counters
+        live = not event.backfilled
+        if op == "DELETE":
+            key = self._key_from(event, event.old or event.new)
+            rid = self._index.get(key) if key is not None else None
+            if rid is None:
+                c["unknown_deletes"] += 1
+                if key is None:
+                    c["unkeyed"] += 1
+                return False
+            self._remove(rid, event)
+            if live:
+                c["deletes"] += 1
+            return True
+
+        new = event.new or {}
+        key = self._key_from(event, new)
+        if key is None:
+            c["unkeyed"] += 1
+            if not self._warned_unkeyed:
+                self._warned_unkeyed = True
+                logger.warning(
+                    "LiveFrame %s: %s event without primary-key information; pass key=... "
+                    "(rows without a key are kept but can never be updated or deleted)",
+                    self.table,
+                    op,
+                )
+            if live:
+                c["inserts" if op == "INSERT" else "updates"] += 1
+            self._new_row(None, dict(new), event)
+            return True
+
+        if op == "UPDATE" and event.old and self._key_cols is not None:
+            old_key = self._key_from(event, event.old, use_pk=False)
+            if old_key is not None and old_key != key and old_key in self._index:
+                return self._move(event, old_key, key, new, live)
+
+        rid = self._index.get(key)
+        if rid is None:
+            if live:
+                c["inserts" if op == "INSERT" else "updates"] += 1
+            self._new_row(key, dict(new), event)
+            return True
+        row = self._rows[rid]
+        if op == "INSERT":
+            if not live and row.values == new:
+                return False
+            row.values = dict(new)
+        else:
+            if not live and all(row.values.get(k, ...) == v for k, v in new.items()):
+                return False
+            row.values.update(new)
+        if live:
+            c["duplicates" if op == "INSERT" else "updates"] += 1
+        if self._listeners:
+            self._emit(FrameChange("update", rid, key, event=event))
+        return True
+
+    def _move(
+        self,
+        event: RealtimeEvent,
+        old_key: tuple[Any, ...],
+        key: tuple[Any, ...],
+        new: Mapping[str, Any],
+        live: bool,
+    ) -> bool:
+        rid = self._index.pop(old_key)
+        clash = self._index.get(key)
+        if clash is not None:
+            # a row already holds the new key: its DELETE (or key change) was missed; the move wins
+            logger.debug("LiveFrame %s: key change %r → %r replaces a held row", self.table, old_key, key)
+            self._remove(clash, event)
+        row = self._rows[rid]
+        row.key = key
+        row.values.update(new)
+        self._index[key] = rid
+        if live:
+            self._counters["updates"] += 1
+        self._counters["key_changes"] += 1
+        if self._listeners:
+            self._emit(FrameChange("update", rid, key, old_key, event))
+        return True
+
+    def clear(self) -> None:
+        """Drop every row (counters and columns stay)."""
+        self._rows.clear()
+        self._index.clear()
+        self._version += 1
+        if self._listeners:
+            self._emit(FrameChange("reset"))
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, key: object) -> bool:
+        return self._normal_key(key) in self._index
+
+    def _normal_key(self, key: object) -> tuple[Any, ...]:
+        return _freeze(key if isinstance(key, tuple) else (key,))
+
+    def get(self, key: object, default: Any = None) -> dict[str, Any] | Any:
+        """The raw (JSON-like) values of the row with this key (a value or a tuple), or ``default``."""
+        rid = self._index.get(self._normal_key(key))
+        return default if rid is None else dict(self._rows[rid].values)
+
+    @property
+    def key(self) -> tuple[str, ...] | None:
+        """The primary-key column names (learnt from the first keyed event when not given)."""
+        return self._key_cols
+
+    @property
+    def columns(self) -> list[tuple[str, str | None]]:
+        """``(name, postgres type)`` in order of first appearance (type None when never reported)."""
+        return list(self._columns.items())
+
+    @property
+    def counters(self) -> dict[str, float]:
+        """A snapshot of the counters plus ``events_per_s`` and ``rows``."""
+        out: dict[str, float] = dict(self._counters)
+        out["rows"] = len(self._rows)
+        out["events_per_s"] = round(self._rate.rate(), 3)
+        return out
+
+    @property
+    def inserts(self) -> int:
+        return self._counters["inserts"]
+
+    @property
+    def updates(self) -> int:
+        return self._counters["updates"]
+
+    @property
+    def deletes(self) -> int:
+        return self._counters["deletes"]
+
+    @property
+    def events_per_s(self) -> float:
+        """Live (non-backfilled) events per second over the sliding window."""
+        return self._rate.rate()
+
+    def rate_history(self, seconds: int = 60) -> list[int]:
+        """Live events per whole second for the last ``seconds`` seconds (oldest first)."""
+        return self._rate.history(seconds)
+
+    @property
+    def status(self) -> str:
+        """idle (fed by hand), pending, subscribing, live, finished, error or closed.
+
+        For a manager source, the channel's status (connected, reconnecting, …) once it is known.
+        """
+        if self._status == "live" and self._channel_status is not None:
+            return self._channel_status
+        return self._status
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    @property
+    def version(self) -> int:
+        """Increments on every change; equal versions mean equal contents."""
+        return self._version
+
+    def _column_values(self, rows: Sequence[_Row], name: str) -> list[Any]:
+        return [r.values.get(name) for r in rows]
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """The rows as a typed DataFrame (cached until the next change; a cheap copy each call)."""
+        if self._df is None or self._df_version != self._version:
+            rows = list(self._rows.values())
+            data = {
+                name: _dtypes.to_pandas(self._column_values(rows, name), typ, name)
+                for name, typ in self._columns.items()
+            }
+            df = pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
+            df.attrs["pg_types"] = dict(self._columns)
+            df.attrs["key"] = list(self._key_cols or ())
+            df.attrs["table"] = f"{self.schema}.{self.table}"
+            self._df = df
+            self._df_version = self._version
+        return self._df.copy(deep=False)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Same as :attr:`df`."""
+        return self.df
+
+    def to_arrow(self) -> pa.Table:
+        """The rows as a typed Arrow table (json as JSON text, arrays as lists)."""
+        rows = list(self._rows.values())
+        arrays = [_dtypes.to_arrow(self._column_values(rows, n), t, n) for n, t in self._columns.items()]
+        meta = {
+            b"pg_types": json.dumps(dict(self._columns)).encode(),
+            b"table": f"{self.schema}.{self.table}".encode(),
+        }
+        schema = pa.schema(
+            [pa.field(n, a.type) for n, a in zip(self._columns, arrays, strict=True)], metadata=meta
+        )
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    # ------------------------------------------------------------------ for the widgets
+
+    def _wire_columns(self) -> list[list[str | None]]:
+        return [[n, t, _dtypes.wire_type(t)] for n, t in self._columns.items()]
+
+    def _wire_batch(self, rids: Iterable[int]) -> pa.RecordBatch:
+        """Rows by rid as a record batch of the browser's wire types, with a ``__rid`` column first."""
+        ids: list[int] = []
+        rows: list[_Row] = []
+        for rid in rids:
+            row = self._rows.get(rid)
+            if row is not None:
+                ids.append(rid)
+                rows.append(row)
+        arrays = [pa.array(ids, type=pa.int64())]
+        names = ["__rid"]
+        for n, t in self._columns.items():
+            arrays.append(_dtypes.to_wire(self._column_values(rows, n), t, n))
+            names.append(n)
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def _rids(self) -> list[int]:
+        return list(self._rows)
+
+    # ------------------------------------------------------------------ display
+
+    def widget(self) -> LiveTableWidget:
+        """This frame's :class:`~harmony_lab.widgets.LiveTableWidget` (created once)."""
+        if self._widget is None:
+            from harmony_lab.widgets import LiveTableWidget  # widgets build on frames
+
+            self._widget = LiveTableWidget(self)
+        return self._widget
+
+    def __repr__(self) -> str:
+        key = ",".join(self._key_cols) if self._key_cols else "?"
+        c = self._counters
+        return (
+            f"<LiveFrame {self.schema}.{self.table} mode={self.mode} key=({key}) "
+            f"rows={len(self._rows)}/{self.max_rows if self.max_rows is not None else '∞'} "
+            f"inserts={c['inserts']} updates={c['updates']} deletes={c['deletes']} "
+            f"rate={self._rate.rate():.1f}/s status={self.status}>"
+        )
+
+    def _repr_html_(self) -> str:
+        """A static table of the newest rows (what nbviewer and GitHub show)."""
+        df = self.df
+        c = self._counters
+        tail = df.tail(_STATIC_ROWS)
+        shown = f"last {len(tail)} of {len(df)}" if len(df) > len(tail) else f"{len(df)}"
+        summary = (
+            f"LiveFrame <b>{html.escape(self.schema)}.{html.escape(self.table)}</b> · {shown} rows · "
+            f"{c['inserts']} inserts, {c['updates']} updates, {c['deletes']} deletes · "
+            f"{self._rate.rate():.1f} events/s · {html.escape(self.status)}"
+        )
+        table = tail.to_html(index=False, border=0, na_rep="NA", classes="harmony-liveframe", escape=True)
+        return f'<div class="harmony-liveframe-static"><p>{summary}</p>{table}</div>'
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **_: Any
+    ) -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]:
+        data: dict[str, Any] = {"text/plain": repr(self), "text/html": self._repr_html_()}
+        metadata: dict[str, Any] = {}
+        if _widgets_can_render():
+            bundle = self.widget()._repr_mimebundle_()
+            if bundle is not None:
+                wdata, wmeta = bundle if isinstance(bundle, tuple) else (bundle, {})
+                for mime, value in wdata.items():
+                    if mime != "text/plain":
+                        data[mime] = value
+                metadata.update(wmeta or {})
+        if include:
+            data = {k: v for k, v in data.items() if k in include}
+        if exclude:
+            data = {k: v for k, v in data.items() if k not in exclude}
+        return data, metadata
+
+
+def _widgets_can_render() -> bool:
+    """True inside a Jupyter kernel (a front end with a widget manager may be listening)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
