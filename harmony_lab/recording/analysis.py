@@ -1,0 +1,393 @@
+"""Analysis of recorded event streams (DataFrames from :func:`harmony_lab.read_recording`).
+
+Every function takes the DataFrame as read (one row per event, the recording schema) and returns a
+new DataFrame; nothing is modified in place. The plots return matplotlib ``Figure`` objects built
+without pyplot (no global state, safe with the Agg backend) that render as PNG in notebooks,
+including statically saved ones.
+
+Public as :mod:`harmony_lab.analysis`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from harmony_lab.events import ChannelStatus
+from harmony_lab.recording._codec import JSON_COLUMNS, decode_json
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "event_rates",
+    "gaps",
+    "lag_summary",
+    "parse_json",
+    "plot_rates",
+    "plot_status_timeline",
+    "presence_sessions",
+    "status_durations",
+]
+
+_STATUSES = [s.value for s in ChannelStatus]
+_BY = ("kind", "channel", "table", "op")
+
+
+def _need(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{what} expects a DataFrame from read_recording(); got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} needs the columns {missing} (use a DataFrame from read_recording())")
+
+
+def _tick(freq: str | pd.Timedelta) -> pd.Timedelta:
+    try:
+        td = pd.Timedelta(freq)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"freq must be a fixed duration such as '100ms', '1s', '10s', '1min'; got {freq!r}"
+        ) from None
+    if td <= pd.Timedelta(0):
+        raise ValueError(f"freq must be positive; got {freq!r}")
+    return td
+
+
+def parse_json(df: pd.DataFrame, columns: Iterable[str] = JSON_COLUMNS) -> pd.DataFrame:
+    """A copy of ``df`` with the JSON text columns (``pk``, ``new``, ``old``, ``payload``) parsed.
+
+    Values get back the Python types they were recorded with (datetimes, Decimals, tuples…) using
+    the ``json_types`` column; without it, plain ``json.loads`` results.
+    """
+    cols = list(columns)
+    bad = [c for c in cols if c not in JSON_COLUMNS]
+    if bad:
+        raise ValueError(f"not JSON columns: {bad}; the JSON columns are {list(JSON_COLUMNS)}")
+    _need(df, cols, "parse_json")
+    out = df.copy()
+    if "json_types" in df.columns:
+        notes = [json.loads(t) if isinstance(t, str) and t else {} for t in df["json_types"]]
+    else:
+        notes = [{}] * len(df)
+    for c in cols:
+        out[c] = pd.Series(
+            [
+                decode_json(v if isinstance(v, str) else None, n.get(c))
+                for v, n in zip(df[c], notes, strict=True)
+            ],
+            index=df.index,
+            dtype=object,
+        )
+    return out
+
+
+def event_rates(
+    df: pd.DataFrame, freq: str | pd.Timedelta = "1s", *, by: str | None = "kind"
+) -> pd.DataFrame:
+    """Events per second in bins of ``freq``, one column per value of ``by`` (or ``events``).
+
+    The index is the bin start (UTC), covering every bin from the first to the last event (empty
+    bins are 0). ``by`` is one of ``kind``, ``channel``, ``table``, ``op`` or None for the total.
+    """
+    if by is not None and by not in _BY:
+        raise ValueError(f"by must be one of {list(_BY)} or None; got {by!r}")
+    td = _tick(freq)
+    _need(df, ["received_at"] + ([by] if by else []), "event_rates")
+    if df.empty:
+        return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name="time"))
+    bins = df["received_at"].dt.floor(td)
+    if by is None:
+        counts = bins.value_counts().sort_index().to_frame("events")
+    else:
+        key = df[by].astype(object).where(df[by].notna(), "<none>")
+        counts = df.groupby([bins, key]).size().unstack(fill_value=0)
+    full = pd.date_range(bins.min(), bins.max(), freq=td)
+    counts = counts.reindex(full, fill_value=0)
+    rates = counts.astype(float) / td.total_seconds()
+    rates.index.name = "time"
+    rates.columns.name = by or None
+    return rates
+
+
+def lag_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Commit → receive latency of change events per ``(schema, table)``, in milliseconds.
+
+    Columns ``count``, ``min_ms``, ``p50_ms``, ``p95_ms``, ``p99_ms``, ``max_ms``, ``mean_ms``.
+    Percentiles interpolate linearly (numpy's default). Backfilled rows (read by query, not
+    streamed) and rows without ``commit_ts`` are left out.
+    """
+    _need(df, ["kind", "received_at", "commit_ts", "schema", "table", "backfilled"], "lag_summary")
+    cols = ["count", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"]
+    ch = df[(df["kind"] == "change") & df["commit_ts"].notna() & ~df["backfilled"].astype(bool)]
+    if ch.empty:
+        return pd.DataFrame(
+            columns=cols, index=pd.MultiIndex.from_tuples([], names=["schema", "table"])
+        ).astype(float)
+    lag = (ch["received_at"] - ch["commit_ts"]) / pd.Timedelta(milliseconds=1)
+    g = lag.groupby([ch["schema"], ch["table"]])
+    out = pd.DataFrame(
+        {
+            "count": g.size(),
+            "min_ms": g.min(),
+            "p50_ms": g.quantile(0.50),
+            "p95_ms": g.quantile(0.95),
+            "p99_ms": g.quantile(0.99),
+            "max_ms": g.max(),
+            "mean_ms": g.mean(),
+        }
+    )
+    out.index.names = ["schema", "table"]
+    return out
+
+
+def _meta_ids(metas: Any) -> set[str]:
+    if isinstance(metas, dict) and "metas" in metas:
+        metas = metas["metas"]
+    if not isinstance(metas, list):
+        return set()
+    out = set()
+    for m in metas:
+        if isinstance(m, dict) and m.get("phx_ref") is not None:
+            out.add(str(m["phx_ref"]))
+        else:
+            out.add(json.dumps(m, sort_keys=True, default=str))
+    return out
+
+
+def presence_sessions(df: pd.DataFrame) -> pd.DataFrame:
+    """Join → leave intervals per presence key and channel.
+
+    A key is present while it has at least one presence (meta; metas are told apart by ``phx_ref``):
+    a ``join`` opens a session, the ``leave`` of its last meta closes it (``end_reason='leave'``); a
+    ``sync`` reopens the keys it lists and closes those it no longer lists (``'sync'``); a status
+    change of the channel away from ``connected`` closes every open session (``'disconnect'``,
+    presence is unknown then). Sessions still open at the end have ``left_at`` NaT and
+    ``end_reason='open'``. Columns: channel, key, joined_at, left_at, duration, end_reason.
+    """
+    _need(df, ["kind", "channel", "op", "payload", "received_at", "status"], "presence_sessions")
+    cols = ["channel", "key", "joined_at", "left_at", "duration", "end_reason"]
+    rel = df[(df["kind"] == "presence") | (df["kind"] == "status")].sort_values("received_at", kind="stable")
+    open_: dict[tuple[str, str], dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+
+    def close(k: tuple[str, str], at: pd.Timestamp, reason: str) -> None:
+        s = open_.pop(k)
+        rows.append({"channel": k[0], "key": k[1], "joined_at": s["at"], "left_at": at, "end_reason": reason})
+
+    for kind, channel, op, payload_text, at, status in zip(
+        rel["kind"], rel["channel"], rel["op"], rel["payload"], rel["received_at"], rel["status"], strict=True
+    ):
+        if kind == "status":
+            if status != "connected":
+                for k in [k for k in open_ if k[0] == channel]:
+                    close(k, at, "disconnect")
+            continue
+        payload = json.loads(payload_text) if isinstance(payload_text, str) else None
+        if not isinstance(payload, dict):
+            continue
+        if op == "sync":
+            listed = {str(key): _meta_ids(metas) for key, metas in payload.items()}
+            for k in [k for k in open_ if k[0] == channel and k[1] not in listed]:
+                close(k, at, "sync")
+            for key, ids in listed.items():
+                k = (channel, key)
+                if k in open_:
+                    open_[k]["ids"] = ids or {"?"}
+                else:
+                    open_[k] = {"at": at, "ids": ids or {"?"}}
+        elif op == "join":
+            k = (channel, str(payload.get("key")))
+            ids = _meta_ids(payload.get("new")) or {"?"}
+            if k in open_:
+                open_[k]["ids"] |= ids
+            else:
+                open_[k] = {"at": at, "ids": ids}
+        elif op == "leave":
+            k = (channel, str(payload.get("key")))
+            if k not in open_:
+                continue
+            open_[k]["ids"] -= _meta_ids(payload.get("left")) | {"?"}
+            current = payload.get("current")
+            if not open_[k]["ids"] or (isinstance(current, list) and not current):
+                close(k, at, "leave")
+    for k in list(open_):
+        s = open_.pop(k)
+        rows.append(
+            {"channel": k[0], "key": k[1], "joined_at": s["at"], "left_at": pd.NaT, "end_reason": "open"}
+        )
+    out = pd.DataFrame(rows, columns=cols)
+    out["joined_at"] = pd.to_datetime(out["joined_at"], utc=True)
+    out["left_at"] = pd.to_datetime(out["left_at"], utc=True)
+    out["duration"] = out["left_at"] - out["joined_at"]
+    return out.sort_values(["channel", "joined_at", "key"], kind="stable").reset_index(drop=True)
+
+
+def _status_intervals(df: pd.DataFrame, end: Any = None) -> pd.DataFrame:
+    """One row per status interval: session_id, channel, status, start, end, attempt."""
+    st = df[df["kind"] == "status"].sort_values(["received_at"], kind="stable")
+    last_seen = df.groupby("session_id")["received_at"].max() if "session_id" in df else None
+    end_ts = None if end is None else pd.Timestamp(end)
+    if end_ts is not None and end_ts.tzinfo is None:
+        raise ValueError(f"end must be timezone-aware; got {end!r}")
+    rows = []
+    sess_col = st["session_id"] if "session_id" in st else pd.Series("", index=st.index)
+    for (sid, channel), grp in st.groupby([sess_col, st["channel"]], sort=True):
+        times = list(grp["received_at"])
+        statuses = list(grp["status"])
+        stop = end_ts if end_ts is not None else (last_seen[sid] if last_seen is not None else times[-1])
+        for i, (t, s) in enumerate(zip(times, statuses, strict=True)):
+            nxt = times[i + 1] if i + 1 < len(times) else max(stop, t)
+            rows.append({"session_id": sid, "channel": channel, "status": s, "start": t, "end": nxt})
+    return pd.DataFrame(rows, columns=["session_id", "channel", "status", "start", "end"])
+
+
+def status_durations(df: pd.DataFrame, *, end: Any = None) -> pd.DataFrame:
+    """Seconds spent in each status per channel, with reconnect and error counts.
+
+    A status lasts from its status event to the channel's next one; the last lasts until ``end``
+    (default: the last event of that recording session). One row per channel; columns: one per
+    status (seconds), ``total_s``, ``reconnects`` (times the channel became ``connected`` again
+    after having been connected in the same session), ``reconnect_attempts`` (``reconnecting``
+    status events) and ``errors`` (entries into ``error``).
+    """
+    _need(df, ["kind", "channel", "status", "received_at"], "status_durations")
+    cols = [*_STATUSES, "total_s", "reconnects", "reconnect_attempts", "errors"]
+    iv = _status_intervals(df, end)
+    if iv.empty:
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="channel"))
+    iv["seconds"] = (iv["end"] - iv["start"]).dt.total_seconds()
+    secs = iv.pivot_table(index="channel", columns="status", values="seconds", aggfunc="sum", fill_value=0.0)
+    out = pd.DataFrame(index=secs.index)
+    for s in _STATUSES:
+        out[s] = secs[s].astype(float) if s in secs.columns else 0.0
+    out["total_s"] = out[_STATUSES].sum(axis=1)
+    reconnects: dict[str, int] = {}
+    attempts: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for (_sid, channel), grp in iv.groupby(["session_id", "channel"], sort=False):
+        prev = None
+        connected_before = False
+        for s in grp["status"]:
+            if s == "reconnecting":
+                attempts[channel] = attempts.get(channel, 0) + 1
+            if s != prev:
+                if s == "connected":
+                    if connected_before:
+                        reconnects[channel] = reconnects.get(channel, 0) + 1
+                    connected_before = True
+                elif s == "error":
+                    errors[channel] = errors.get(channel, 0) + 1
+            prev = s
+    out["reconnects"] = [reconnects.get(c, 0) for c in out.index]
+    out["reconnect_attempts"] = [attempts.get(c, 0) for c in out.index]
+    out["errors"] = [errors.get(c, 0) for c in out.index]
+    out.index.name = "channel"
+    out.columns.name = None
+    return out[cols]
+
+
+def gaps(df: pd.DataFrame) -> pd.DataFrame:
+    """The recorded gaps (events that may be missing): channel, gap_start, gap_end, duration, reason.
+
+    Includes gaps the manager reported (reconnects without replay, …) and ``recorder_overflow``
+    gaps the recorder wrote when it had to drop events.
+    """
+    _need(df, ["kind", "channel", "gap_start", "gap_end", "reason", "received_at"], "gaps")
+    g = df[df["kind"] == "gap"]
+    cols = [c for c in ("session_id", "seq", "received_at") if c in df.columns]
+    out = g[[*cols, "channel", "gap_start", "gap_end", "reason"]].copy()
+    out["duration"] = out["gap_end"] - out["gap_start"]
+    return out.sort_values(["gap_start", "channel"], kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- plots
+
+_STATUS_COLORS = {
+    "connected": "#2e7d32",
+    "connecting": "#f9a825",
+    "reconnecting": "#ef6c00",
+    "error": "#c62828",
+    "disconnected": "#9e9e9e",
+}
+
+
+def _figure(width: float, height: float) -> Figure:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install matplotlib") from None
+
+    class NotebookFigure(Figure):
+        """A Figure that shows itself as PNG in Jupyter without pyplot."""
+
+        def _repr_png_(self) -> bytes:
+            buf = io.BytesIO()
+            self.savefig(buf, format="png", bbox_inches="tight")
+            return buf.getvalue()
+
+    fig = NotebookFigure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_status_timeline(df: pd.DataFrame, *, end: Any = None) -> Figure:
+    """A Gantt-style timeline: one row per channel, colored by status; gaps hatched on top."""
+    import matplotlib.dates as mdates
+    from matplotlib.patches import Patch
+
+    iv = _status_intervals(df, end) if not df.empty else _status_intervals(df.iloc[0:0], end)
+    channels = sorted(iv["channel"].unique()) if not iv.empty else []
+    fig = _figure(10, 1.2 + 0.5 * max(len(channels), 1))
+    ax = fig.add_subplot()
+    for row, channel in enumerate(channels):
+        sub = iv[iv["channel"] == channel]
+        for status, grp in sub.groupby("status"):
+            starts = mdates.date2num(grp["start"].dt.tz_convert("UTC").dt.tz_localize(None))
+            ends = mdates.date2num(grp["end"].dt.tz_convert("UTC").dt.tz_localize(None))
+            ax.broken_barh(
+                list(zip(starts, ends - starts, strict=True)),
+                (row - 0.4, 0.8),
+                facecolors=_STATUS_COLORS.get(str(status), "#000000"),
+            )
+    if "gap_start" in df.columns:
+        g = df[(df["kind"] == "gap") & df["gap_start"].notna() & df["gap_end"].notna()]
+        for _, r in g.iterrows():
+            if r["channel"] in channels:
+                row = channels.index(r["channel"])
+                a = mdates.date2num(r["gap_start"].tz_convert("UTC").tz_localize(None))
+                b = mdates.date2num(r["gap_end"].tz_convert("UTC").tz_localize(None))
+                ax.broken_barh([(a, max(b - a, 1e-9))], (row - 0.45, 0.9), facecolors="none", hatch="///")
+    ax.set_yticks(range(len(channels)), channels)
+    ax.set_ylim(-0.6, max(len(channels), 1) - 0.4)
+    ax.xaxis_date()
+    ax.set_xlabel("time (UTC)")
+    ax.set_title("channel status")
+    ax.legend(
+        handles=[Patch(color=c, label=s) for s, c in _STATUS_COLORS.items()],
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize="small",
+    )
+    return fig
+
+
+def plot_rates(df: pd.DataFrame, freq: str | pd.Timedelta = "1s", *, by: str | None = "kind") -> Figure:
+    """Events per second over time (see :func:`event_rates`), one line per ``by`` value."""
+    rates = event_rates(df, freq, by=by)
+    fig = _figure(10, 3.5)
+    ax = fig.add_subplot()
+    x = rates.index.tz_convert("UTC").tz_localize(None) if len(rates) else rates.index
+    for col in rates.columns:
+        ax.step(x, rates[col].to_numpy(), where="post", label=str(col))
+    ax.set_ylabel("events / s")
+    ax.set_xlabel("time (UTC)")
+    ax.set_title(f"event rate ({freq} bins)")
+    if len(rates.columns):
+        ax.legend(fontsize="small")
+    return fig
