@@ -27,6 +27,7 @@ __all__ = ["Converter", "converter_for", "parse_array", "to_json_value"]
 
 Converter = Callable[[str], Any]
 
+_PG_SPACE: Final = " \t\n\r\v\f"  # array_in's scanner_isspace (str.strip() would also eat \x1c-\x1f)
 _NON_FINITE: Final = frozenset({"NaN", "Infinity", "-Infinity"})
 _INT_RE: Final = re.compile(r"-?\d+\Z")
 
@@ -131,7 +132,7 @@ def parse_array(text: str, element: Converter = _text, delimiter: str = ",") -> 
             pos += 1
             return out
         while True:
-            while pos < n and text[pos] == " ":
+            while pos < n and text[pos] in _PG_SPACE:
                 pos += 1
             if pos >= n:
                 raise fail("unterminated")
@@ -168,10 +169,10 @@ def parse_array(text: str, element: Converter = _text, delimiter: str = ",") -> 
                     else:
                         buf.append(text[j])
                         j += 1
-                raw = "".join(buf).strip()
+                raw = "".join(buf).strip(_PG_SPACE)
                 pos = j
                 out.append(None if raw.upper() == "NULL" else element(raw))
-            while pos < n and text[pos] == " ":
+            while pos < n and text[pos] in _PG_SPACE:
                 pos += 1
             if pos >= n:
                 raise fail("unterminated")
@@ -184,7 +185,7 @@ def parse_array(text: str, element: Converter = _text, delimiter: str = ",") -> 
             raise fail(f"unexpected {text[pos]!r}")
 
     result = parse_level()
-    if text[pos:].strip():
+    if text[pos:].strip(_PG_SPACE):
         raise fail("trailing characters")
     return result
 
