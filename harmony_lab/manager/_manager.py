@@ -1,0 +1,779 @@
+"""RealtimeConnectionManager: the seed's resilient manager, over the official realtime-py client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+from realtime import AsyncRealtimeClient
+
+from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus, RealtimeEvent
+from harmony_lab.manager._backoff import BackoffPolicy
+from harmony_lab.manager._bus import CallbackGuard, EventBus, EventStream
+from harmony_lab.manager._clock import Clock, SystemClock
+from harmony_lab.manager._convert import jwt_claims
+from harmony_lab.manager._machine import (
+    ChannelState,
+    GapEnd,
+    HealthTick,
+    MachineConfig,
+    SetStatus,
+    Stop,
+    TokenRefreshed,
+)
+from harmony_lab.manager._presence import PresenceHandle, _coerce_status
+from harmony_lab.manager._runner import ChannelRunner, TokenUnavailableError
+from harmony_lab.manager._specs import ChannelSpec, TableSubscription, unknown_kwargs_error
+
+__all__ = ["RealtimeConnectionManager"]
+
+logger = logging.getLogger("harmony_lab.manager")
+
+_TOKEN_EVENTS = {"SIGNED_IN", "TOKEN_REFRESHED", "USER_UPDATED", "MFA_CHALLENGE_VERIFIED", "INITIAL_SESSION"}
+_OPTIONS = (
+    "backoff",
+    "heartbeat_interval",
+    "rapid_close_window",
+    "rapid_close_cooldown",
+    "health_interval",
+    "error_reset_after",
+    "clock",
+    "rng",
+    "access_token",
+    "dsn",
+    "join_timeout",
+    "token_wait",
+)
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def realtime_url(url: str) -> str:
+    """The realtime endpoint for a Supabase-style project URL (``http://host`` → ``http://host/realtime/v1``).
+
+    URLs that already point at a socket (``/realtime/v1``, ``/socket``, or a ``ws(s)://`` URL with a
+    path) are kept; realtime-py appends ``/websocket``.
+    """
+    if not isinstance(url, str) or not url.startswith(("http://", "https://", "ws://", "wss://")):
+        raise ValueError(f"url must start with http://, https://, ws:// or wss://; got {url!r}")
+    base = url.rstrip("/")
+    if base.endswith("/websocket"):
+        base = base[: -len("/websocket")]
+    scheme_end = base.index("://") + 3
+    path = base[scheme_end:].partition("/")[2]
+    if path.endswith(("realtime/v1", "socket")) or (url.startswith("ws") and path):
+        return base
+    return base + "/realtime/v1"
+
+
+class RealtimeConnectionManager:
+    """Named Realtime subscriptions that survive anything a network or a server can do.
+
+    Every named subscription has its own status (``disconnected``, ``connecting``, ``connected``,
+    ``reconnecting``, ``error``) driven by a pure state machine (see ``_machine.py``) and its own
+    WebSocket via the official ``realtime.AsyncRealtimeClient``. Everything observed becomes a
+    :class:`~harmony_lab.events.RealtimeEvent` with a per-manager increasing ``seq``.
+
+    Runs on the running event loop (Jupyter's, or your script's ``asyncio.run(main())``); it never
+    starts a loop or a thread of its own.
+
+    >>> mgr = RealtimeConnectionManager(rt.url, rt.anon_key, dsn=rt.dsn)          # doctest: +SKIP
+    >>> await mgr.subscribe_to_table("msgs", "messages", filter="channel_id=eq.1",  # doctest: +SKIP
+    ...                              callback=print, backfill=Backfill("created_at"))
+    """
+
+    _instance: ClassVar[RealtimeConnectionManager | None] = None
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        backoff: BackoffPolicy | None = None,
+        heartbeat_interval: float = 25.0,
+        rapid_close_window: float = 10.0,
+        rapid_close_cooldown: float = 30.0,
+        health_interval: float = 60.0,
+        error_reset_after: float = 180.0,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        access_token: str | None = None,
+        dsn: str | None = None,
+        join_timeout: float = 10.0,
+        token_wait: float = 10.0,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            raise unknown_kwargs_error("RealtimeConnectionManager", set(unknown), ["url", "key", *_OPTIONS])
+        if not isinstance(key, str) or not key:
+            raise ValueError("key must be the project's API key (anon or service_role), a non-empty string")
+        if backoff is not None and not isinstance(backoff, BackoffPolicy):
+            raise TypeError(f"backoff must be a BackoffPolicy(...), got {backoff!r}")
+        self.url = url
+        self._realtime_url = realtime_url(url)
+        self._key = key
+        self.heartbeat_interval = _positive("heartbeat_interval", heartbeat_interval)
+        self.health_interval = _positive("health_interval", health_interval)
+        self.join_timeout = _positive("join_timeout", join_timeout)
+        self.token_wait = float(token_wait) if token_wait == 0 else _positive("token_wait", token_wait)
+        self.backoff = backoff or BackoffPolicy()
+        self._machine_config = MachineConfig(
+            backoff=self.backoff,
+            rapid_close_window=rapid_close_window,
+            rapid_close_cooldown=rapid_close_cooldown,
+            error_reset_after=error_reset_after,
+        )
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._access_token = access_token
+        self.dsn = dsn
+        self._seq = itertools.count(1)
+        self._guard = CallbackGuard()
+        self._bus = EventBus(self._make, self._guard)
+        self._runners: dict[str, ChannelRunner] = {}
+        self._presence: dict[str, PresenceHandle] = {}
+        self._status_callbacks: dict[str, list[Callable[[ChannelState], Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._health_task: asyncio.Task[None] | None = None
+        self._token_changed: asyncio.Event | None = None
+        self._auth: Any = None
+        self._auth_subscription: Any = None
+        self._session_checked = False
+        self._supabase: Any = None
+        self._closed = False
+        self.suppressed = 0
+
+    # ------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_supabase(cls, client: Any, **options: Any) -> RealtimeConnectionManager:
+        """A manager for a ``supabase.AsyncClient``: same URL and key, its auth attached, its PostgREST
+        client used for backfills when no ``dsn`` is given."""
+        url = getattr(client, "supabase_url", None)
+        key = getattr(client, "supabase_key", None)
+        if url is None or key is None or not hasattr(client, "auth"):
+            raise TypeError(
+                "from_supabase takes a supabase AsyncClient (await supabase.acreate_client(url, key)); "
+                f"got {type(client).__name__}"
+            )
+        manager = cls(str(url), key, **options)
+        manager._supabase = client
+        manager.attach_auth(client.auth)
+        return manager
+
+    @classmethod
+    def get_instance(cls, *args: Any, **kwargs: Any) -> RealtimeConnectionManager:
+        """The process-wide manager (the seed's singleton). Created by the first call, which needs
+        ``url`` and ``key``; later calls return it (arguments, if given, must match)."""
+        if cls._instance is None:
+            if not args and "url" not in kwargs:
+                raise RuntimeError(
+                    "get_instance() needs url and key the first time: get_instance(url, key, ...)"
+                )
+            cls._instance = cls(*args, **kwargs)
+            return cls._instance
+        inst = cls._instance
+        url = args[0] if args else kwargs.get("url")
+        key = args[1] if len(args) > 1 else kwargs.get("key")
+        if (url is not None and url != inst.url) or (key is not None and key != inst._key):
+            raise ValueError(
+                f"get_instance(): the manager already exists for {inst.url!r}; "
+                "call RealtimeConnectionManager.reset_instance() first to start another"
+            )
+        return inst
+
+    @classmethod
+    def reset_instance(cls) -> None:
+        """Forget the singleton (tests). If it still has live channels, its ``cleanup()`` is scheduled
+        on the running loop; without a running loop, call ``await manager.cleanup()`` first."""
+        inst = cls._instance
+        cls._instance = None
+        if inst is None or inst._closed or not inst._runners:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "reset_instance(): the manager still has channels and no event loop is running; "
+                "await manager.cleanup() before resetting"
+            ) from None
+        task = loop.create_task(inst.cleanup())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+    # ------------------------------------------------------------------------------- subscriptions
+    async def subscribe_to_table(
+        self,
+        name: str,
+        table: str,
+        *,
+        schema: str = "public",
+        event: str = "*",
+        filter: Any = None,
+        callback: Callable[[RealtimeEvent], Any] | None = None,
+        backfill: Any = None,
+        primary_key: tuple[str, ...] | str | None = None,
+    ) -> ChannelState:
+        """Subscribe channel ``name`` to postgres changes of ``schema.table``; returns its status once the
+        first attempt settled (connected, or a failure the manager is now retrying).
+
+        ``filter`` (a string or ``F`` expression) is validated before anything is sent."""
+        sub = TableSubscription(
+            table, schema=schema, event=event, filter=filter, backfill=backfill, primary_key=primary_key
+        )
+        return await self._subscribe(ChannelSpec(name, tables=(sub,)), callback)
+
+    async def subscribe_to_multiple_tables(
+        self,
+        name: str,
+        subscriptions: Iterable[TableSubscription],
+        callback: Callable[[RealtimeEvent], Any] | None = None,
+    ) -> ChannelState:
+        """One channel, several postgres_changes bindings (``TableSubscription`` each)."""
+        subs = tuple(subscriptions)
+        if not subs:
+            raise ValueError("subscribe_to_multiple_tables needs at least one TableSubscription")
+        for sub in subs:
+            if not isinstance(sub, TableSubscription):
+                raise TypeError(f"expected TableSubscription(...) items, got {sub!r}")
+        return await self._subscribe(ChannelSpec(name, tables=subs), callback)
+
+    async def subscribe(
+        self, name: str, event: str, callback: Callable[[RealtimeEvent], Any]
+    ) -> ChannelState:
+        """The seed's legacy form: broadcast ``event`` (``"*"`` for all) on channel ``name``."""
+        if not isinstance(event, str) or not event:
+            raise ValueError(f"event must be a broadcast event name (or '*'), got {event!r}")
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        runner = self._runners.get(name)
+        if runner is not None and not runner.spec.tables and runner.spec.broadcast and self._is_live(runner):
+            cbs = runner.broadcast_callbacks.setdefault(event, [])
+            if callback not in cbs:
+                cbs.append(callback)
+            return runner.machine.snapshot()
+        spec = ChannelSpec(name)
+        state = await self._subscribe(spec, None, broadcast=(event, callback))
+        return state
+
+    async def _subscribe(
+        self,
+        spec: ChannelSpec,
+        callback: Callable[[RealtimeEvent], Any] | None,
+        *,
+        broadcast: tuple[str, Callable[[RealtimeEvent], Any]] | None = None,
+        presence: tuple[str, PresenceStatus, Mapping[str, Any] | None] | None = None,
+    ) -> ChannelState:
+        self._check_open()
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        existing = self._runners.get(spec.name)
+        if existing is not None and existing.spec == spec and self._is_live(existing) and presence is None:
+            if callback is not None and callback not in existing.callbacks:
+                existing.callbacks[:] = [callback]
+            self._sync_subscription_callbacks(existing, spec)
+            return existing.machine.snapshot()
+        if existing is not None:
+            await self._remove(spec.name, reason="replaced")
+        runner = ChannelRunner(self, spec)
+        if callback is not None:
+            runner.callbacks.append(callback)
+        if broadcast is not None:
+            runner.broadcast_callbacks.setdefault(broadcast[0], []).append(broadcast[1])
+        if presence is not None:
+            user_id, status, meta = presence
+            handle = PresenceHandle(self, runner, user_id, status, meta)
+            runner.presence = handle
+            self._presence[spec.name] = handle
+        self._runners[spec.name] = runner
+        await self._resolve_primary_keys(runner)
+        self._ensure_health_loop()
+        runner.start()
+        try:
+            await runner.wait(
+                lambda status, attempt: (
+                    status in (ChannelStatus.CONNECTED, ChannelStatus.ERROR) or attempt > 0
+                ),
+                timeout=self.join_timeout + self.token_wait + 5.0,
+            )
+        except TimeoutError:
+            logger.warning(
+                "channel %r: still %s after the first attempt's time budget", spec.name, runner.machine.status
+            )
+        return runner.machine.snapshot()
+
+    def _sync_subscription_callbacks(self, runner: ChannelRunner, spec: ChannelSpec) -> None:
+        runner.spec = spec  # equal spec; keeps the newest per-binding callbacks
+
+    @staticmethod
+    def _is_live(runner: ChannelRunner) -> bool:
+        return runner.machine.status is not ChannelStatus.DISCONNECTED
+
+    async def unsubscribe(self, name: str) -> None:
+        """Leave channel ``name`` and forget it (no error if unknown)."""
+        await self._remove(name, reason="unsubscribed")
+
+    async def _remove(self, name: str, *, reason: str) -> None:
+        runner = self._runners.pop(name, None)
+        handle = self._presence.pop(name, None)
+        if handle is not None:
+            handle._close()
+        if runner is not None:
+            await runner.stop(reason)
+            await runner.settle()
+
+    async def cleanup(self) -> None:
+        """Leave every channel, stop background tasks, end every ``events()`` stream."""
+        for name in list(self._runners):
+            await self._remove(name, reason="cleanup")
+        if self._health_task is not None:
+            self._health_task.cancel()
+            self._health_task = None
+        self.detach_auth()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._guard.drain()
+        self._bus.close()
+        if RealtimeConnectionManager._instance is self:
+            RealtimeConnectionManager._instance = None
+
+    async def aclose(self) -> None:
+        await self.cleanup()
+        self._closed = True
+
+    async def __aenter__(self) -> RealtimeConnectionManager:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this RealtimeConnectionManager was closed; create a new one")
+
+    # ------------------------------------------------------------------------------------ broadcast
+    async def broadcast(self, name: str, event: str, payload: Mapping[str, Any]) -> None:
+        """Send broadcast ``event`` with ``payload`` (a JSON object) on the connected channel ``name``."""
+        runner = self._runner(name)
+        if not isinstance(payload, Mapping):
+            raise TypeError(
+                "broadcast payload must be a mapping (realtime-py drops non-object payloads), "
+                f"got {type(payload).__name__}"
+            )
+        channel = runner.channel
+        if channel is None or runner.machine.status is not ChannelStatus.CONNECTED:
+            raise RuntimeError(
+                f"channel {name!r} is {runner.machine.status} ({runner.machine.reason}); "
+                "broadcast not sent — "
+                f"await manager.wait_for_status({name!r}, 'connected') first"
+            )
+        await channel.send_broadcast(event, dict(payload))
+
+    # ------------------------------------------------------------------------------------- presence
+    async def join_presence(
+        self,
+        name: str,
+        user_id: Any,
+        status: PresenceStatus | str = PresenceStatus.ONLINE,
+        meta: Mapping[str, Any] | None = None,
+    ) -> PresenceHandle:
+        """Join presence on channel ``name`` as ``user_id`` (the presence key); returns a handle."""
+        user = str(user_id)
+        if not user:
+            raise ValueError("user_id must be non-empty")
+        st = _coerce_status(status)
+        spec = ChannelSpec(name, presence_key=user)
+        await self._subscribe(spec, None, presence=(user, st, meta))
+        return self._presence[name]
+
+    def _dnd(self) -> bool:
+        return any(h.status is PresenceStatus.DND and not h.closed for h in self._presence.values())
+
+    # --------------------------------------------------------------------------------------- status
+    def _runner(self, name: str) -> ChannelRunner:
+        runner = self._runners.get(name)
+        if runner is None:
+            known = ", ".join(sorted(self._runners)) or "none"
+            raise KeyError(f"no channel named {name!r}; channels: {known}")
+        return runner
+
+    def get_status(self, name: str) -> ChannelState:
+        """Status, reason, attempt count and timestamps of channel ``name``."""
+        return self._runner(name).machine.snapshot()
+
+    @property
+    def channels(self) -> dict[str, ChannelState]:
+        return {name: r.machine.snapshot() for name, r in self._runners.items()}
+
+    async def wait_for_status(
+        self,
+        name: str,
+        *statuses: ChannelStatus | str,
+        timeout: float | None = 30.0,  # noqa: ASYNC109 - a deadline for the status, like asyncio.wait_for
+    ) -> ChannelState:
+        """Wait until channel ``name`` is in one of ``statuses``; TimeoutError names where it is instead."""
+        wanted = {ChannelStatus(s) for s in statuses} or {ChannelStatus.CONNECTED}
+        runner = self._runner(name)
+        try:
+            await runner.wait(lambda status, _attempt: status in wanted, timeout)
+        except TimeoutError:
+            state = runner.machine.snapshot()
+            raise TimeoutError(
+                f"channel {name!r} not {'/'.join(sorted(wanted))} after {timeout} s; it is {state!r}"
+            ) from None
+        return runner.machine.snapshot()
+
+    def on_status_change(self, name: str, callback: Callable[[ChannelState], Any]) -> Callable[[], None]:
+        """``callback(state)`` on every status change of channel ``name`` (``"*"``: all channels)."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        self._status_callbacks.setdefault(name, []).append(callback)
+
+        def remove() -> None:
+            cbs = self._status_callbacks.get(name, [])
+            if callback in cbs:
+                cbs.remove(callback)
+
+        return remove
+
+    def get_debug_info(self) -> dict[str, Any]:
+        """Per channel: status, attempts, last error, last event time, events received, bindings,
+        heartbeat RTT, socket state; plus manager-wide counters."""
+        token = self._access_token
+        claims = jwt_claims(token) if token else None
+        return {
+            "url": self._realtime_url,
+            "channels": {name: r.debug() for name, r in self._runners.items()},
+            "presence": {name: repr(h) for name, h in self._presence.items()},
+            "events_published": self._last_seq,
+            "listeners": len(self._bus._listeners),
+            "streams": self._bus.streams,
+            "callback_errors": dict(self._guard.errors),
+            "last_callback_error": dict(self._guard.last_error),
+            "suppressed": self.suppressed,
+            "auth": {
+                "token": "user JWT" if token else "API key",
+                "role": (claims or {}).get("role"),
+                "exp": (claims or {}).get("exp"),
+                "attached": self._auth is not None,
+            },
+            "config": {
+                "backoff": self.backoff,
+                "heartbeat_interval": self.heartbeat_interval,
+                "rapid_close_window": self._machine_config.rapid_close_window,
+                "rapid_close_cooldown": self._machine_config.rapid_close_cooldown,
+                "health_interval": self.health_interval,
+                "error_reset_after": self._machine_config.error_reset_after,
+            },
+        }
+
+    # --------------------------------------------------------------------------------------- events
+    _last_seq = 0
+
+    def _make(self, **fields: Any) -> RealtimeEvent:
+        seq = next(self._seq)
+        self._last_seq = seq
+        return RealtimeEvent(
+            seq=seq, received_at=self._clock.now(), received_mono_ns=time.monotonic_ns(), **fields
+        )
+
+    def _emit(self, **fields: Any) -> RealtimeEvent:
+        ev = self._make(**fields)
+        self._bus.publish(ev)
+        return ev
+
+    def _deliver(
+        self, ev: RealtimeEvent, callbacks: Iterable[Callable[[RealtimeEvent], Any]], *, where: str
+    ) -> None:
+        seen: list[Callable[..., Any]] = []
+        for cb in callbacks:
+            if cb in seen:
+                continue
+            seen.append(cb)
+            self._guard.call(where, cb, ev)
+        self._bus.publish(ev)
+
+    def _deliver_change(
+        self, runner: ChannelRunner, ev: RealtimeEvent, subs: Iterable[TableSubscription]
+    ) -> None:
+        if ev.table == "notifications" and self._dnd():
+            self.suppressed += 1
+            self._bus.publish(ev.replace(suppressed=True))
+            return
+        callbacks = [*runner.callbacks, *(s.callback for s in subs if s.callback is not None)]
+        self._deliver(ev, callbacks, where=f"channel {runner.name!r}")
+
+    def _emit_status(self, runner: ChannelRunner, d: SetStatus) -> None:
+        log = logger.warning if d.status in (ChannelStatus.ERROR, ChannelStatus.RECONNECTING) else logger.info
+        log("channel %r: %s → %s (%s) attempt=%d", runner.name, d.previous, d.status, d.reason, d.attempt)
+        self._emit(
+            kind=EventKind.STATUS,
+            channel=runner.name,
+            topic=f"realtime:{runner.name}",
+            status=d.status,
+            reason=d.reason,
+            attempt=d.attempt,
+            payload={"previous": str(d.previous), "at": d.at.isoformat(), **d.details},
+        )
+        state = runner.machine.snapshot()
+        for cb in [*self._status_callbacks.get(runner.name, ()), *self._status_callbacks.get("*", ())]:
+            self._guard.call("status callback", cb, state)
+
+    def _emit_gap(self, runner: ChannelRunner, gap: GapEnd) -> None:
+        self._emit(
+            kind=EventKind.GAP,
+            channel=runner.name,
+            topic=f"realtime:{runner.name}",
+            gap_start=gap.start,
+            gap_end=gap.end,
+            reason=gap.reason,
+            payload={"recovered": gap.recovered, "seconds": (gap.end - gap.start).total_seconds()},
+        )
+
+    def add_listener(self, fn: Callable[[RealtimeEvent], Any]) -> Callable[[], None]:
+        """``fn(event)`` for every event of every channel; returns a function that removes it."""
+        return self._bus.add_listener(fn)
+
+    def events(
+        self,
+        *,
+        maxsize: int = 10_000,
+        kinds: Iterable[EventKind | str] | None = None,
+        channels: Iterable[str] | None = None,
+    ) -> EventStream:
+        """``async for ev in manager.events():`` — a bounded stream (overflow: see ``EventStream``)."""
+        return EventStream(self._bus, maxsize=maxsize, kinds=kinds, channels=channels)
+
+    # -------------------------------------------------------------------------------------- health
+    def _ensure_health_loop(self) -> None:
+        if self._health_task is None or self._health_task.done():
+            self._health_task = asyncio.ensure_future(self._health_loop())
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval)
+            for runner in list(self._runners.values()):
+                try:
+                    runner.feed(HealthTick())
+                except Exception:
+                    logger.exception("health check of channel %r failed", runner.name)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                logger.error("manager task failed: %r", t.exception(), exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    # ----------------------------------------------------------------------------------------- auth
+    def attach_auth(self, auth: Any) -> Callable[[], None]:
+        """Follow a supabase-py auth client (``client.auth``): tokens on SIGNED_IN/TOKEN_REFRESHED,
+        teardown on SIGNED_OUT. Returns a function that detaches."""
+        if not hasattr(auth, "on_auth_state_change"):
+            raise TypeError(
+                f"attach_auth takes a supabase auth client (client.auth), got {type(auth).__name__}"
+            )
+        self.detach_auth()
+        self._auth = auth
+        self._session_checked = False
+        self._auth_subscription = auth.on_auth_state_change(self._on_auth_state_change)
+        return self.detach_auth
+
+    def detach_auth(self) -> None:
+        sub, self._auth_subscription = self._auth_subscription, None
+        if sub is not None:
+            try:
+                sub.unsubscribe()
+            except Exception:
+                logger.exception("detaching from the auth client failed")
+        self._auth = None
+
+    def _on_auth_state_change(self, event: Any, session: Any) -> None:
+        """supabase-py calls this synchronously inside the auth call."""
+        pending = self._apply_auth_event(event, session)
+        if pending is not None:
+            self._spawn(pending)
+
+    async def handle_auth_event(self, event: Any, session: Any) -> None:
+        """Apply an auth event (``"SIGNED_IN"``, ``"TOKEN_REFRESHED"``, ``"SIGNED_OUT"``, …) by hand."""
+        pending = self._apply_auth_event(event, session)
+        if pending is not None:
+            await pending
+
+    def _apply_auth_event(self, event: Any, session: Any) -> Any:
+        name = str(getattr(event, "value", event))
+        if name == "SIGNED_OUT":
+            self._access_token = None
+            self._session_checked = True
+            for handle in self._presence.values():
+                handle._close()
+            for runner in list(self._runners.values()):
+                runner.feed(Stop("signed_out"))
+            return self._settle_all()
+        if name in _TOKEN_EVENTS:
+            token = getattr(session, "access_token", None) if session is not None else None
+            if not token:
+                logger.warning("auth event %s without a session token; ignored", name)
+                return None
+            self._access_token = token
+            self._session_checked = True
+            if self._token_changed is not None:
+                self._token_changed.set()
+            return self._push_token(token)
+        logger.debug("auth event %s does not concern realtime", name)
+        return None
+
+    async def _settle_all(self) -> None:
+        for runner in list(self._runners.values()):
+            await runner.settle()
+
+    async def _push_token(self, token: str) -> None:
+        for runner in list(self._runners.values()):
+            client = runner.client
+            if client is not None and client.is_connected:
+                try:
+                    await client.set_auth(token)
+                except Exception as exc:
+                    logger.warning("channel %r: pushing the new access token failed: %s", runner.name, exc)
+            runner.feed(TokenRefreshed())
+
+    async def _token_for_join(self) -> str:
+        """The token to join with; waits up to ``token_wait`` for a refresh if it has expired."""
+        if self._auth is not None and not self._session_checked and self._access_token is None:
+            self._session_checked = True
+            try:
+                session = await self._auth.get_session()
+            except Exception as exc:
+                logger.warning(
+                    "reading the persisted auth session failed (%s); joining with the API key", exc
+                )
+                session = None
+            if session is not None and getattr(session, "access_token", None) and self._access_token is None:
+                self._access_token = session.access_token
+        if self._token_changed is None:
+            self._token_changed = asyncio.Event()
+        deadline = self._clock.monotonic() + self.token_wait
+        while True:
+            token = self._access_token or self._key
+            exp = (jwt_claims(token) or {}).get("exp")
+            now = self._clock.now().timestamp()
+            if not isinstance(exp, int | float) or exp > now + 1.0:
+                return token
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                raise TokenUnavailableError(
+                    f"access token expired {now - exp:.0f} s ago and no refreshed token arrived within "
+                    f"{self.token_wait:g} s; refresh the session (await client.auth.refresh_session()) or "
+                    "sign in again — the channel reconnects as soon as a new token arrives"
+                )
+            self._token_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._token_changed.wait(), remaining)
+
+    async def _new_client(self, token: str) -> AsyncRealtimeClient:
+        client = AsyncRealtimeClient(
+            self._realtime_url,
+            token=self._key,
+            auto_reconnect=False,
+            hb_interval=3600,
+            max_retries=1,
+            timeout=self.join_timeout,  # type: ignore[arg-type]
+        )
+        if token != self._key:
+            await client.set_auth(token)
+        return client
+
+    # ------------------------------------------------------------------------------ PKs and backfill
+    async def _resolve_primary_keys(self, runner: ChannelRunner) -> None:
+        for sub in runner.spec.tables:
+            key = (sub.schema, sub.table)
+            if key in runner.pk:
+                continue
+            pk = None
+            try:
+                if self.dsn:
+                    from harmony_lab.manager._db import primary_key_via_dsn
+
+                    pk = await primary_key_via_dsn(self.dsn, sub.schema, sub.table)
+                elif self._supabase is not None:
+                    from harmony_lab.manager._db import primary_key_via_openapi
+
+                    pk = await primary_key_via_openapi(str(self._supabase.rest_url), self._key, sub.table)
+            except Exception as exc:
+                logger.warning(
+                    "primary key of %s.%s could not be introspected (%s); falling back to DELETE old "
+                    "records / an 'id' column — pass primary_key= to be explicit",
+                    sub.schema,
+                    sub.table,
+                    exc,
+                )
+            if pk:
+                runner.pk[key] = pk
+
+    async def _fetch_backfill(
+        self, sub: TableSubscription, since: Any
+    ) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
+        from harmony_lab.manager import _db
+
+        if self.dsn:
+            claims = jwt_claims(self._access_token) if self._access_token else jwt_claims(self._key)
+            return await _db.backfill_via_dsn(self.dsn, sub, since, claims=claims)
+        if self._supabase is not None:
+            return await _db.backfill_via_postgrest(self._supabase, sub, since)
+        raise RuntimeError(
+            "backfill needs a database: pass dsn= (LocalRealtime: rt.dsn) or build the manager with "
+            "RealtimeConnectionManager.from_supabase(client) to use PostgREST"
+        )
+
+    # ---------------------------------------------------------------------------------------- doctor
+    async def doctor(self, table: str, *, schema: str = "public", role: str | None = None) -> Any:
+        """Check that ``schema.table`` can stream changes to ``role`` (default: the token's role):
+        publication membership, replica identity, primary key, grants and RLS. Needs ``dsn``."""
+        from harmony_lab.manager._doctor import run_doctor
+
+        if not self.dsn:
+            raise RuntimeError(
+                "doctor() reads the database catalog: create the manager with dsn= (LocalRealtime: rt.dsn)"
+            )
+        if role is None:
+            claims = jwt_claims(self._access_token or self._key) or {}
+            role = str(claims.get("role") or "anon")
+        return await run_doctor(self.dsn, table, schema=schema, role=role)
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self._runners.values():
+            counts[str(r.machine.status)] = counts.get(str(r.machine.status), 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no channels"
+        return f"<RealtimeConnectionManager {self._realtime_url} {summary}>"
+
+    def _repr_markdown_(self) -> str:
+        lines = [
+            f"**RealtimeConnectionManager** `{self._realtime_url}`",
+            "",
+            "| channel | status | reason | attempt | events |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in self._runners.items():
+            s = r.machine.snapshot()
+            lines.append(f"| {name} | {s.status} | {s.reason} | {s.attempt} | {r.events_received} |")
+        return "\n".join(lines)
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()

@@ -1,0 +1,666 @@
+"""The asyncio driver of one named channel over the official ``realtime.AsyncRealtimeClient``.
+
+One runner = one named subscription = one realtime-py client (one WebSocket) and one channel object,
+both re-created on every (re)connect: ``subscribe()`` works once per channel object, and realtime-py's
+own reconnection is switched off (``auto_reconnect=False``) so it never fights the state machine.
+A socket per subscription also isolates failures (one channel's join errors or rate limits never
+disturb another's); a notebook has a handful of subscriptions, well within connection limits.
+
+Hooks into realtime-py 2.34.1 (read its source before changing them):
+
+* Heartbeat replies. realtime-py routes each inbound message with ``client.channels.get(topic)`` and
+  drops replies on topic ``phoenix``. The runner replaces ``client.channels`` with a ``dict`` subclass
+  whose ``get("phoenix")`` returns a small sink, so our own heartbeats (sent with refs ``hl-N``) have
+  their replies matched. Iteration over ``channels`` (rejoin, set_auth, close) is unaffected.
+* Socket loss. With ``auto_reconnect=False`` realtime-py marks joined channels errored and calls the
+  subscribe callback with ``CHANNEL_ERROR`` and the websockets exception; the runner also watches
+  ``client._listen_task`` so a listener that dies for any other reason is noticed.
+* Every callback given to realtime-py is wrapped: an exception there would kill its listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import websockets
+from realtime import AsyncRealtimeChannel, AsyncRealtimeClient, Message, RealtimeSubscribeStates
+from realtime.message import ReplyMessage
+
+from harmony_lab.events import ChannelStatus, EventKind, RealtimeEvent
+from harmony_lab.manager._convert import SeenRows, change_fields, guess_primary_key, pk_of, row_version
+from harmony_lab.manager._liveness import ClockWatch, HeartbeatTracker
+from harmony_lab.manager._machine import (
+    Cancelled,
+    ChannelMachine,
+    ClockJump,
+    Closed,
+    Connect,
+    ConnectFailed,
+    ConnectRequested,
+    Decision,
+    GapEnd,
+    GapStart,
+    HeartbeatOk,
+    Input,
+    Joined,
+    JoinFailed,
+    PostgresSubscribed,
+    RetryDue,
+    ScheduleRetry,
+    SetStatus,
+    SocketOpen,
+    StallDetected,
+    Stop,
+    TearDown,
+    TokenUnavailable,
+)
+from harmony_lab.manager._specs import ChannelSpec, TableSubscription
+
+if TYPE_CHECKING:
+    from harmony_lab.manager._manager import RealtimeConnectionManager
+    from harmony_lab.manager._presence import PresenceHandle
+
+__all__ = ["ChannelRunner", "describe_exception"]
+
+logger = logging.getLogger("harmony_lab.manager")
+
+# postgres_changes system errors the server does not retry and neither should we (protocol §4.4)
+_FATAL_PG_PREFIXES = ("Error parsing", "Unable to subscribe", "No subscription params", "Column selection")
+_GRACEFUL = ("unsubscribed", "signed_out", "cleanup", "replaced")
+
+
+class TokenUnavailableError(Exception):
+    """No usable access token (expired, no refresh arrived in time)."""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A short human description of a connect/close failure."""
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        body = b""
+        with contextlib.suppress(Exception):
+            body = exc.response.body or b""
+        detail = body.decode("utf-8", "replace")[:200] if body else ""
+        return f"HTTP {exc.response.status_code}" + (f" {detail}" if detail else "")
+    if isinstance(exc, websockets.exceptions.ConnectionClosed):
+        frame = exc.rcvd or exc.sent
+        if frame is None:
+            return "connection lost (1006, no close frame)"
+        return f"{frame.code}" + (f" {frame.reason}" if frame.reason else "")
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _close_code(exc: BaseException) -> int | None:
+    if isinstance(exc, websockets.exceptions.ConnectionClosed):
+        frame = exc.rcvd or exc.sent
+        return frame.code if frame is not None else 1006
+    return None
+
+
+class _PhoenixSink:
+    """Receives what realtime-py would drop: replies on topic ``phoenix`` (our heartbeats)."""
+
+    def __init__(self, on_reply: Callable[[str | None], None]) -> None:
+        self._on_reply = on_reply
+
+    def _handle_message(self, message: Any) -> None:
+        if isinstance(message, ReplyMessage):
+            try:
+                self._on_reply(message.ref)
+            except Exception:
+                logger.exception("heartbeat reply handling failed")
+
+
+class _Router(dict[str, Any]):
+    """``client.channels`` replacement: routes topic ``phoenix`` to the sink, everything else as before."""
+
+    def __init__(self, sink: _PhoenixSink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "phoenix":
+            return self._sink
+        return super().get(key, default)
+
+
+class ChannelRunner:
+    """Drives one :class:`ChannelMachine` with real I/O."""
+
+    def __init__(self, manager: RealtimeConnectionManager, spec: ChannelSpec) -> None:
+        self.m = manager
+        self.spec = spec
+        self.name = spec.name
+        self.machine = ChannelMachine(
+            spec.name, config=manager._machine_config, clock=manager._clock, rng=manager._rng
+        )
+        self.callbacks: list[Callable[[RealtimeEvent], Any]] = []
+        self.broadcast_callbacks: dict[str, list[Callable[[RealtimeEvent], Any]]] = {}
+        self.presence: PresenceHandle | None = None
+        self.client: AsyncRealtimeClient | None = None
+        self.channel: AsyncRealtimeChannel | None = None
+        self.generation = 0
+        self.heartbeats = HeartbeatTracker()
+        self.clock_watch = ClockWatch(threshold=max(5.0, 2 * manager.heartbeat_interval))
+        self.pk: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.seen = SeenRows()
+        self.events_received = 0
+        self.last_event_at: Any = None
+        self.duplicates_skipped = 0
+        self.backfilled = 0
+        self.connects = 0
+        self._last_pg_payload: object = None
+        self._retry_task: asyncio.Task[None] | None = None
+        self._attempt_task: asyncio.Task[None] | None = None
+        self._hb_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiters: list[tuple[Callable[[ChannelStatus, int], bool], asyncio.Future[None]]] = []
+        for sub in spec.tables:
+            if sub.primary_key:
+                self.pk[(sub.schema, sub.table)] = tuple(sub.primary_key)
+
+    # ---------------------------------------------------------------------------------- machine glue
+    def feed(self, inp: Input) -> None:
+        for decision in self.machine.handle(inp):
+            self._apply(decision)
+
+    def _apply(self, d: Decision) -> None:
+        match d:
+            case SetStatus():
+                self.m._emit_status(self, d)
+                self._notify_waiters()
+            case Connect():
+                self._start_attempt()
+            case TearDown(reason=reason):
+                self._teardown(reason)
+            case ScheduleRetry(delay=delay):
+                self._cancel_retry()
+                self._retry_task = self._spawn(self._retry_after(delay))
+            case Cancelled():
+                self._cancel_retry()
+            case GapStart():
+                pass  # the status event announces it; the gap event is emitted once complete
+            case GapEnd():
+                self.m._emit_gap(self, d)
+                if d.recovered and any(s.backfill for s in self.spec.tables):
+                    self._spawn(self._backfill(d))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.error("channel %r: internal task failed: %r", self.name, exc, exc_info=exc)
+
+    def _cancel_retry(self) -> None:
+        if self._retry_task is not None and self._retry_task is not asyncio.current_task():
+            self._retry_task.cancel()
+        self._retry_task = None
+
+    async def _retry_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._retry_task = None
+        self.feed(RetryDue())
+
+    # --------------------------------------------------------------------------------- status waits
+    def _notify_waiters(self) -> None:
+        status, attempt = self.machine.status, self.machine.attempt
+        for pred, fut in list(self._waiters):
+            if not fut.done() and pred(status, attempt):
+                fut.set_result(None)
+        self._waiters = [(p, f) for p, f in self._waiters if not f.done()]
+
+    async def wait(
+        self,
+        pred: Callable[[ChannelStatus, int], bool],
+        timeout: float | None,  # noqa: ASYNC109 - passed on to asyncio.wait_for
+    ) -> None:
+        if pred(self.machine.status, self.machine.attempt):
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((pred, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        finally:
+            if not fut.done():
+                fut.cancel()
+
+    # --------------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        self.feed(ConnectRequested())
+
+    async def stop(self, reason: str) -> None:
+        self.feed(Stop(reason))
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Wait for teardown work (closing sockets) spawned so far."""
+        pending = [t for t in self._tasks if t is not asyncio.current_task() and t is not self._retry_task]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _start_attempt(self) -> None:
+        self.generation += 1
+        if self._attempt_task is not None and self._attempt_task is not asyncio.current_task():
+            self._attempt_task.cancel()
+        self._attempt_task = self._spawn(self._attempt(self.generation))
+
+    def _teardown(self, reason: str) -> None:
+        self.generation += 1
+        current = asyncio.current_task()
+        for task in (self._hb_task, self._attempt_task):
+            if task is not None and task is not current:
+                task.cancel()
+        self._hb_task = None
+        self._attempt_task = None
+        client, channel = self.client, self.channel
+        self.client = self.channel = None
+        self.heartbeats.reset()
+        if client is not None:
+            self._spawn(self._dispose(client, channel, graceful=reason in _GRACEFUL))
+
+    async def _dispose(
+        self, client: AsyncRealtimeClient, channel: AsyncRealtimeChannel | None, *, graceful: bool
+    ) -> None:
+        if channel is not None:
+            if graceful and client.is_connected and channel.is_joined:
+                try:
+                    await asyncio.wait_for(channel.unsubscribe(), 2.0)
+                except Exception as exc:
+                    logger.info("channel %r: phx_leave not sent (%s); closing the socket", self.name, exc)
+            channel.rejoin_timer.reset()
+            channel.join_push.destroy()
+            for push in list(channel.messages_waiting_for_ack.values()):
+                push.destroy()
+            channel.messages_waiting_for_ack.clear()
+        try:
+            await client.close()
+        except Exception as exc:
+            logger.info("channel %r: closing the old socket raised %s (ignored: it is gone)", self.name, exc)
+
+    # ----------------------------------------------------------------------------------- attempt
+    async def _attempt(self, gen: int) -> None:
+        try:
+            token = await self.m._token_for_join()
+        except TokenUnavailableError as exc:
+            if gen == self.generation:
+                self.feed(TokenUnavailable(str(exc)))
+            return
+        if gen != self.generation:
+            return
+        client = await self.m._new_client(token)
+        sink = _PhoenixSink(lambda ref: self._on_heartbeat_reply(gen, ref))
+        client.channels = _Router(sink)
+        self.client = client
+        self.connects += 1
+        try:
+            await client.connect()
+        except Exception as exc:
+            if gen == self.generation:
+                self.feed(ConnectFailed(describe_exception(exc)))
+            else:
+                await client.close()
+            return
+        if gen != self.generation:
+            await client.close()
+            return
+        listen_task = getattr(client, "_listen_task", None)
+        if listen_task is not None:
+            listen_task.add_done_callback(lambda t: self._on_listen_done(gen, t))
+        self.feed(SocketOpen())
+        self._hb_task = self._spawn(self._heartbeat_loop(gen, client))
+        channel = self._build_channel(client, gen)
+        self.channel = channel
+        try:
+            await channel.subscribe(
+                lambda state, err: self._guarded(self._on_subscribe_state, gen, state, err)
+            )
+        except Exception as exc:
+            if gen == self.generation:
+                self.feed(JoinFailed(describe_exception(exc)))
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run one of our realtime-py callbacks; never let an exception reach its listener loop."""
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("channel %r: handling a realtime-py callback failed", self.name)
+
+    def _on_listen_done(self, gen: int, task: asyncio.Task[Any]) -> None:
+        if gen != self.generation or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.feed(Closed(f"listener stopped: {describe_exception(exc)}", code=_close_code(exc)))
+        elif self.client is not None and not self.client.is_connected:
+            self.feed(Closed("socket closed"))
+
+    def _build_channel(self, client: AsyncRealtimeClient, gen: int) -> AsyncRealtimeChannel:
+        spec = self.spec
+        presence_on = spec.presence_key is not None
+        params: Any = {
+            "config": {
+                "broadcast": {"ack": False, "self": False},
+                "presence": {"key": spec.presence_key or "", "enabled": presence_on},
+                "private": False,
+            }
+        }
+        channel = client.channel(self.name, params)
+        for sub in spec.tables:
+            channel.on_postgres_changes(
+                sub.event,  # type: ignore[arg-type]
+                lambda payload: self._guarded(self._on_pg, gen, payload),
+                table=sub.table,
+                schema=sub.schema,
+                filter=sub.filter if isinstance(sub.filter, str) else None,
+            )
+        if spec.broadcast:
+            channel.on_broadcast("*", lambda payload: self._guarded(self._on_broadcast, gen, payload))
+        channel.on_system(lambda payload: self._guarded(self._on_system_ok, gen, payload))
+        if presence_on:
+            channel.on_presence_sync(lambda: self._guarded(self._on_presence, gen, "sync", None))
+            channel.on_presence_join(
+                lambda key, cur, new: self._guarded(
+                    self._on_presence, gen, "join", {"key": key, "current": cur, "new": new}
+                )
+            )
+            channel.on_presence_leave(
+                lambda key, cur, left: self._guarded(
+                    self._on_presence, gen, "leave", {"key": key, "current": cur, "left": left}
+                )
+            )
+        return channel
+
+    # ---------------------------------------------------------------------------------- liveness
+    async def _heartbeat_loop(self, gen: int, client: AsyncRealtimeClient) -> None:
+        clock = self.m._clock
+        interval = self.m.heartbeat_interval
+        self.clock_watch.reset()
+        self.clock_watch.observe(clock.monotonic(), clock.now().timestamp())
+        while gen == self.generation:
+            tick = self.heartbeats.tick(clock.monotonic())
+            if tick.stalled:
+                self.m._emit(
+                    kind=EventKind.HEARTBEAT,
+                    channel=self.name,
+                    payload={"timeout": True, "waited_s": tick.waited},
+                )
+                self.feed(
+                    StallDetected(
+                        f"no heartbeat reply for {tick.waited:.1f} s (heartbeat interval {interval:g} s)"
+                    )
+                )
+                return
+            if not client.is_connected:
+                return
+            assert tick.ref is not None
+            await client.send(Message(topic="phoenix", event="heartbeat", payload={}, ref=tick.ref))
+            await asyncio.sleep(interval)
+            delta = self.clock_watch.observe(clock.monotonic(), clock.now().timestamp())
+            if delta is not None and gen == self.generation:
+                self.feed(ClockJump(delta))
+                return
+
+    def _on_heartbeat_reply(self, gen: int, ref: str | None) -> None:
+        if gen != self.generation:
+            return
+        rtt = self.heartbeats.reply(ref, self.m._clock.monotonic())
+        if rtt is None:
+            return
+        self.m._emit(kind=EventKind.HEARTBEAT, channel=self.name, payload={"rtt_ms": rtt * 1000})
+        self.feed(HeartbeatOk(rtt))
+
+    # ------------------------------------------------------------------------------ subscribe state
+    def _on_subscribe_state(self, gen: int, state: RealtimeSubscribeStates, err: Exception | None) -> None:
+        if gen != self.generation:
+            return
+        if state is RealtimeSubscribeStates.SUBSCRIBED:
+            self.feed(Joined(postgres=self.spec.postgres))
+            if self.presence is not None and self.machine.joined:
+                self.presence._on_joined()
+            return
+        if state is RealtimeSubscribeStates.TIMED_OUT:
+            self.feed(JoinFailed(f"join timed out after {self.m.join_timeout:g} s"))
+            return
+        if state is RealtimeSubscribeStates.CLOSED:
+            self.feed(Closed("channel closed by the server (phx_close)"))
+            return
+        # CHANNEL_ERROR
+        if isinstance(err, websockets.exceptions.ConnectionClosed):
+            frame = err.rcvd or err.sent
+            self.feed(Closed((frame.reason if frame else "") or "connection closed", code=_close_code(err)))
+            return
+        detail: Any = None
+        if err is not None:
+            try:
+                detail = json.loads(str(err))
+            except ValueError:
+                detail = None
+        if isinstance(detail, dict) and "extension" in detail:
+            self.m._emit(
+                kind=EventKind.SYSTEM,
+                channel=self.name,
+                topic=f"realtime:{self.name}",
+                payload=detail,
+                reason=str(detail.get("message")),
+            )
+            message = str(detail.get("message", ""))
+            if detail.get("extension") == "postgres_changes" and message.startswith(_FATAL_PG_PREFIXES):
+                self.feed(JoinFailed(f"postgres_changes: {message}", fatal=True))
+            else:
+                self.feed(Closed(f"server system error: {message}"))
+        elif isinstance(detail, dict) and "reason" in detail:
+            self.feed(JoinFailed(str(detail["reason"])))
+        elif isinstance(detail, dict) and not detail:
+            self.feed(Closed("channel crashed on the server (phx_error)"))
+        else:
+            text = str(err) if err is not None else "unknown channel error"
+            fatal = "mismatch between server and client bindings" in text
+            self.feed(JoinFailed(text, fatal=fatal))
+
+    def _on_system_ok(self, gen: int, payload: Any) -> None:
+        if gen != self.generation:
+            return
+        data = payload.model_dump() if hasattr(payload, "model_dump") else dict(payload)
+        self.m._emit(
+            kind=EventKind.SYSTEM,
+            channel=self.name,
+            topic=f"realtime:{self.name}",
+            payload=data,
+            reason=str(data.get("message")),
+        )
+        if data.get("extension") == "postgres_changes" and "Subscribed to PostgreSQL" in str(
+            data.get("message")
+        ):
+            self.feed(PostgresSubscribed())
+
+    # ------------------------------------------------------------------------------------ delivery
+    def _touch(self) -> None:
+        self.events_received += 1
+        self.last_event_at = self.m._clock.now()
+
+    def _matching_subs(self, payload: Any) -> list[TableSubscription]:
+        ids = set(payload.get("ids") or ())
+        op = str(getattr(payload["data"].get("type"), "value", payload["data"].get("type")))
+        out = []
+        channel = self.channel
+        if channel is None:
+            return list(self.spec.tables)
+        for sub, binding in zip(self.spec.tables, channel.postgres_changes_callbacks, strict=False):
+            if binding.id in ids and sub.event in ("*", op):
+                out.append(sub)
+        return out
+
+    def _resolve_pk(self, fields: dict[str, Any]) -> tuple[str, ...] | None:
+        key = (fields["schema"], fields["table"])
+        pk = self.pk.get(key)
+        if pk is not None:
+            return pk
+        guessed = guess_primary_key(fields["columns"], fields["op"], fields["old"])
+        if guessed is not None and (fields["op"] == "DELETE" or guessed == ("id",)):
+            self.pk[key] = guessed
+        return guessed
+
+    def _on_pg(self, gen: int, payload: Any) -> None:
+        if gen != self.generation or payload is self._last_pg_payload:
+            return
+        self._last_pg_payload = payload
+        self._touch()
+        fields = change_fields(payload)
+        pk_cols = self._resolve_pk(fields)
+        pk = pk_of(pk_cols, fields["new"], fields["old"])
+        subs = self._matching_subs(payload)
+        if pk is not None and fields["op"] in ("INSERT", "UPDATE") and fields["new"]:
+            for sub in subs:
+                if sub.backfill is None:
+                    continue
+                version = row_version(fields["new"].get(sub.backfill.column))
+                key = SeenRows.key(fields["schema"], fields["table"], pk)
+                prior = self.seen.get(key)
+                if prior is not None and prior == (version, "backfill"):
+                    self.duplicates_skipped += 1
+                    return
+                self.seen.add(key, version, "live")
+        ev = self.m._make(
+            kind=EventKind.CHANGE, channel=self.name, topic=f"realtime:{self.name}", pk=pk, **fields
+        )
+        self.m._deliver_change(self, ev, subs)
+
+    def _on_broadcast(self, gen: int, payload: Any) -> None:
+        if gen != self.generation:
+            return
+        self._touch()
+        event = str(payload.get("event"))
+        ev = self.m._make(
+            kind=EventKind.BROADCAST,
+            channel=self.name,
+            topic=f"realtime:{self.name}",
+            op=event,
+            payload=payload.get("payload"),
+        )
+        targets = list(self.broadcast_callbacks.get("*", ())) + [
+            cb
+            for name, cbs in self.broadcast_callbacks.items()
+            if name != "*" and name.lower() == event.lower()
+            for cb in cbs
+        ]
+        self.m._deliver(ev, [*self.callbacks, *targets], where=f"channel {self.name!r}")
+
+    def _on_presence(self, gen: int, op: str, detail: dict[str, Any] | None) -> None:
+        if gen != self.generation or self.channel is None:
+            return
+        self._touch()
+        if op == "sync":
+            payload: Any = {k: list(v) for k, v in self.channel.presence_state().items()}
+        else:
+            payload = detail
+        ev = self.m._make(
+            kind=EventKind.PRESENCE, channel=self.name, topic=f"realtime:{self.name}", op=op, payload=payload
+        )
+        if self.presence is not None and op == "sync":
+            self.presence._on_sync(self.channel.presence_state(), ev)
+        self.m._deliver(ev, self.callbacks, where=f"channel {self.name!r}")
+
+    # ------------------------------------------------------------------------------------ backfill
+    async def _backfill(self, gap: GapEnd) -> None:
+        for sub in self.spec.tables:
+            if sub.backfill is None:
+                continue
+            try:
+                rows, columns = await self.m._fetch_backfill(sub, gap.start)
+            except Exception as exc:
+                logger.error(
+                    "channel %r: backfill of %s failed: %s", self.name, sub.describe(), exc, exc_info=exc
+                )
+                self.m._emit(
+                    kind=EventKind.SYSTEM,
+                    channel=self.name,
+                    reason="backfill_failed",
+                    payload={"table": sub.table, "error": f"{type(exc).__name__}: {exc}"},
+                )
+                continue
+            key_cols = self.pk.get((sub.schema, sub.table))
+            if key_cols is None and rows:
+                key_cols = ("id",) if "id" in rows[0] else None
+            delivered = skipped = 0
+            for row in rows:
+                pk = pk_of(key_cols, row)
+                op = "INSERT"
+                if pk is not None:
+                    key = SeenRows.key(sub.schema, sub.table, pk)
+                    version = row_version(row.get(sub.backfill.column))
+                    prior = self.seen.get(key)
+                    if prior is not None and prior[0] == version:
+                        skipped += 1
+                        continue
+                    if prior is not None:
+                        op = "UPDATE"
+                    self.seen.add(key, version, "backfill")
+                ev = self.m._make(
+                    kind=EventKind.CHANGE,
+                    channel=self.name,
+                    topic=f"realtime:{self.name}",
+                    schema=sub.schema,
+                    table=sub.table,
+                    op=op,
+                    new=row,
+                    pk=pk,
+                    columns=columns,
+                    backfilled=True,
+                    payload={"gap_start": gap.start.isoformat(), "gap_end": gap.end.isoformat()},
+                )
+                delivered += 1
+                self.m._deliver_change(self, ev, [sub])
+            self.backfilled += delivered
+            self.duplicates_skipped += skipped
+            self.m._emit(
+                kind=EventKind.SYSTEM,
+                channel=self.name,
+                reason="backfill",
+                payload={"table": sub.table, "rows": len(rows), "delivered": delivered, "skipped": skipped},
+            )
+
+    # --------------------------------------------------------------------------------- debug info
+    def debug(self) -> dict[str, Any]:
+        state = self.machine.snapshot()
+        client = self.client
+        return {
+            "status": str(state.status),
+            "reason": state.reason,
+            "attempts": state.attempt,
+            "since": state.since,
+            "last_connected_at": state.last_connected_at,
+            "last_error": state.last_error,
+            "last_error_at": state.last_error_at,
+            "gap_open_since": state.gap_open_since,
+            "last_event_at": self.last_event_at,
+            "events_received": self.events_received,
+            "bindings": self.spec.bindings(),
+            "heartbeat": self.heartbeats.summary(),
+            "connects": self.connects,
+            "backfilled": self.backfilled,
+            "duplicates_skipped": self.duplicates_skipped,
+            "socket": {
+                "connected": bool(client is not None and client.is_connected),
+                "channel_state": str(getattr(self.channel, "state", None).value)
+                if self.channel is not None
+                else None,  # type: ignore[union-attr]
+            },
+        }
+
+    def __repr__(self) -> str:
+        return f"<ChannelRunner {self.name!r} {self.machine.status}>"

@@ -1,0 +1,179 @@
+"""What a named subscription asks for: validated before any join."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from harmony_lab.filters import Condition, Filter, FilterError, format_filter, parse_filter
+
+__all__ = ["EVENTS", "Backfill", "ChannelSpec", "TableSubscription", "strict_kwargs", "unknown_kwargs_error"]
+
+EVENTS = ("*", "INSERT", "UPDATE", "DELETE")
+
+T = TypeVar("T")
+
+
+def unknown_kwargs_error(owner: str, unknown: set[str] | list[str], valid: list[str]) -> TypeError:
+    """A TypeError naming the unknown arguments, the valid ones, and a close match if any."""
+    parts = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, valid, n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return TypeError(f"{owner}() got unknown argument(s) {', '.join(parts)}; valid: {', '.join(valid)}")
+
+
+def strict_kwargs(cls: type[T]) -> type[T]:
+    """Make a dataclass reject unknown keyword arguments with a message naming the valid ones."""
+    init = cls.__init__
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        unknown = set(kwargs) - set(valid)
+        if unknown:
+            raise unknown_kwargs_error(cls.__name__, unknown, valid)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls
+
+
+def _identifier(owner: str, name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{owner}.{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+@strict_kwargs
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backfill:
+    """Fetch rows changed during a gap when the connection comes back.
+
+    ``column``: a timestamp (or other monotonically increasing) column; rows with
+    ``column >= gap_start - lookback`` are fetched, filtered like the subscription, ordered by
+    ``column``, at most ``limit``. They are delivered as change events with ``backfilled=True``: op
+    ``INSERT``, or ``UPDATE`` when a row with that primary key was delivered before. A row whose
+    (primary key, ``column`` value) was already delivered is skipped, live or backfilled, so nothing
+    arrives twice. Use ``updated_at`` to also catch updates.
+    """
+
+    column: str = "created_at"
+    lookback: float = 2.0
+    limit: int = 10_000
+
+    def __post_init__(self) -> None:
+        _identifier("Backfill", "column", self.column)
+        if isinstance(self.lookback, bool) or not isinstance(self.lookback, int | float) or self.lookback < 0:
+            raise ValueError(f"Backfill.lookback must be seconds >= 0, got {self.lookback!r}")
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise ValueError(f"Backfill.limit must be an int >= 1, got {self.limit!r}")
+
+
+def _normalise_filter(value: object) -> tuple[str | None, tuple[Condition, ...]]:
+    if value is None:
+        return None, ()
+    if isinstance(value, Condition):
+        conditions: tuple[Condition, ...] = (value,)
+    elif isinstance(value, Filter):
+        conditions = tuple(value)
+    elif isinstance(value, str):
+        conditions = parse_filter(value)
+    else:
+        raise FilterError(
+            f"filter must be a string like 'channel_id=eq.42' or an F expression, got {type(value).__name__}",
+            reason=repr(value),
+            stage="parse",
+        )
+    if not conditions:
+        return None, ()
+    return format_filter(conditions), conditions
+
+
+@strict_kwargs
+@dataclasses.dataclass(frozen=True, slots=True)
+class TableSubscription:
+    """One postgres_changes binding: ``event`` on ``schema.table`` rows matching ``filter``.
+
+    ``filter`` is a string (``"channel_id=eq.42"``) or an ``F`` expression; it is parsed here, so a bad
+    filter raises :class:`~harmony_lab.filters.FilterError` before anything is sent. The wire form is
+    normalised (``F.eq("a", 1)`` → ``"a=eq.1"``). ``primary_key`` names the PK column(s) when they
+    cannot be introspected. ``callback`` (optional) gets this binding's change events.
+    """
+
+    table: str
+    schema: str = "public"
+    event: str = "*"
+    filter: str | Condition | Filter | None = None
+    callback: Callable[..., Any] | None = dataclasses.field(default=None, compare=False)
+    backfill: Backfill | None = None
+    primary_key: tuple[str, ...] | str | None = None
+
+    def __post_init__(self) -> None:
+        _identifier("TableSubscription", "table", self.table)
+        _identifier("TableSubscription", "schema", self.schema)
+        if not isinstance(self.event, str) or self.event.upper() not in EVENTS:
+            raise ValueError(
+                f"TableSubscription.event must be one of {', '.join(EVENTS)}; got {self.event!r}"
+            )
+        object.__setattr__(self, "event", self.event.upper())
+        wire, _ = _normalise_filter(self.filter)
+        object.__setattr__(self, "filter", wire)
+        if self.backfill is not None and not isinstance(self.backfill, Backfill):
+            raise TypeError(f"backfill must be a Backfill(...), got {self.backfill!r}")
+        pk = self.primary_key
+        if isinstance(pk, str):
+            pk = (pk,)
+        if pk is not None:
+            pk = tuple(pk)
+            if not pk or not all(isinstance(c, str) and c for c in pk):
+                raise ValueError(
+                    f"primary_key must be a column name or a tuple of them, got {self.primary_key!r}"
+                )
+        object.__setattr__(self, "primary_key", pk)
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable, got {self.callback!r}")
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        return parse_filter(self.filter) if isinstance(self.filter, str) else ()
+
+    def binding(self) -> dict[str, Any]:
+        """The postgres_changes binding as sent in the join."""
+        out: dict[str, Any] = {"event": self.event, "schema": self.schema, "table": self.table}
+        if self.filter:
+            out["filter"] = self.filter
+        return out
+
+    def describe(self) -> str:
+        flt = f" filter={self.filter}" if self.filter else ""
+        return f"{self.event} {self.schema}.{self.table}{flt}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """Everything that defines the join of one named channel (equality = "same subscription")."""
+
+    name: str
+    tables: tuple[TableSubscription, ...] = ()
+    broadcast: bool = True
+    presence_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"channel name must be a non-empty string, got {self.name!r}")
+
+    @property
+    def postgres(self) -> bool:
+        return bool(self.tables)
+
+    def bindings(self) -> list[str]:
+        out = [t.describe() for t in self.tables]
+        if self.broadcast:
+            out.append("broadcast *")
+        if self.presence_key is not None:
+            out.append(f"presence key={self.presence_key}")
+        return out
