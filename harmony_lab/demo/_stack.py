@@ -52,19 +52,22 @@ class RemoteStack:
             object.__setattr__(self, "_faults", RemoteFaults(self.url, self.service_role_key))
         return self._faults
 
-    def token_for(self, user_id: Any, role: str = "authenticated", expires_in: int = 3600) -> str:
-        """A user JWT signed with the stack's secret (needs ``HARMONY_LAB_JWT_SECRET``)."""
+    def token_for(
+        self, user_id: Any, role: str = "authenticated", expires_in: float = 3600, **claims: Any
+    ) -> str:
+        """A user JWT like ``LocalRealtime.token_for`` (needs ``HARMONY_LAB_JWT_SECRET``)."""
         if not self.jwt_secret:
             raise RuntimeError(
                 f"token_for() needs the stack's JWT secret; set {ENV_SECRET} (harmony-lab lab and "
                 "harmony-lab stack export it)"
             )
-        from harmony_lab.local.schema import claims_for
         from harmony_lab.server._auth import make_token
 
         now = int(time.time())
-        claims = claims_for(str(user_id), role=role, iat=now, exp=now + int(expires_in))
-        return make_token(self.jwt_secret, claims)
+        body: dict[str, Any] = {"sub": str(user_id), "role": role, "aud": "authenticated"}
+        body.update(iat=now, exp=int(now + expires_in))
+        body.update(claims)
+        return make_token(self.jwt_secret, body)
 
     async def execute(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         """Run one statement on the stack's database; the rows it returned (empty if none)."""
@@ -137,7 +140,8 @@ def stack(*, local: bool | None = None) -> Any:
 
 
 def _is_running(rt: Any) -> bool:
-    running = getattr(rt, "running", None)
-    if running is None:
-        return True
-    return bool(running() if callable(running) else running)
+    try:
+        rt.url  # noqa: B018 - raises RuntimeError once the stack was stopped
+    except RuntimeError:
+        return False
+    return True
