@@ -1,0 +1,616 @@
+"""Evaluate postgres_changes filter conditions in Python with Postgres semantics (pure, no I/O).
+
+Supabase Realtime evaluates every filter in SQL: ``'<row value>'::T OP '<filter value>'::T`` with ``T``
+the column's type (``realtime.check_equality_op``). Doing that per change per subscriber costs a
+round trip, so the common types are compared here instead, with the same results (tests use
+Postgres as the oracle):
+
+* integers, ``numeric`` (exactly, as :class:`~decimal.Decimal`), ``float4``/``float8`` (``NaN`` equal to
+  itself and above everything, like Postgres), ``bool``, ``uuid``, ``date``, ``time``, ``timestamp``,
+  ``timestamptz`` (instants; ``±infinity``), enums (by their sort order), ``text``/``varchar``/``name``
+  and ``bpchar`` (trailing blanks ignored);
+* ``like``/``ilike`` through a LIKE→regex translation, ``match``/``imatch`` through a translation of
+  the common subset of Postgres regular expressions;
+* ``in`` with NULL items, ``isdistinct``, ``is null|true|false|unknown``, ``not.``; a NULL row value
+  never satisfies a plain comparison (negated or not).
+
+Whatever is not covered — other types, text ordering or case folding under a non-C collation with
+non-ASCII data, regex features Python spells differently — evaluates to :data:`DEFER`, and the hub
+asks Postgres (:func:`sql_check`) in one batched query.
+
+Row and filter values arrive in ``to_jsonb`` rendering (what :class:`~harmony_lab.capture.types.Change`
+carries and what the subscribe-time cast returns), so one converter serves both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import json
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from harmony_lab.filters import Condition
+
+__all__ = [
+    "DEFER",
+    "ColumnType",
+    "Predicate",
+    "classify",
+    "compile_condition",
+    "like_to_regex",
+    "pg_regex_to_python",
+    "pg_text",
+    "sql_check",
+]
+
+
+class _Defer:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFER"
+
+
+DEFER: Final = _Defer()
+"""Returned by a predicate that must be evaluated by Postgres."""
+
+Tri = bool | None  # SQL three-valued result: None = NULL (not visible)
+Predicate = Callable[[Any], Tri | _Defer]
+
+_INT_TYPES: Final = frozenset({"int2", "int4", "int8", "oid"})
+_FLOAT_TYPES: Final = frozenset({"float4", "float8"})
+_TEXT_TYPES: Final = frozenset({"text", "varchar", "name"})
+_SIMPLE: Final = {
+    "numeric": "numeric",
+    "bool": "bool",
+    "bpchar": "bpchar",
+    "uuid": "uuid",
+    "timestamptz": "timestamptz",
+    "timestamp": "timestamp",
+    "date": "date",
+    "time": "time",
+}
+_C_COLLATIONS: Final = frozenset({"C", "POSIX"})
+
+SQL_OPERATORS: Final = {
+    "eq": "=",
+    "neq": "<>",
+    "lt": "<",
+    "lte": "<=",
+    "gt": ">",
+    "gte": ">=",
+    "like": "LIKE",
+    "ilike": "ILIKE",
+    "match": "~",
+    "imatch": "~*",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ColumnType:
+    """What the evaluator needs to know about a column's type."""
+
+    typname: str
+    """``pg_type.typname`` (``int4``, ``_text``, an enum's name…)."""
+    regtype: str
+    """The type as SQL spells it (``format_type``): used in casts by the SQL fallback."""
+    category: str
+    """``int``, ``float``, ``numeric``, ``bool``, ``text``, ``bpchar``, ``uuid``, ``timestamptz``,
+    ``timestamp``, ``date``, ``time``, ``enum`` or ``other`` (SQL only)."""
+    c_collation: bool = True
+    """Text compares by code point and folds case in ASCII only (collation ``C``/``POSIX``)."""
+    enum_labels: tuple[str, ...] = ()
+
+
+def classify(
+    typname: str,
+    regtype: str,
+    *,
+    typtype: str = "b",
+    collation: str | None = None,
+    enum_labels: Sequence[str] = (),
+) -> ColumnType:
+    """Build a :class:`ColumnType`. ``collation`` is the effective collation name (``None`` = C)."""
+    if typtype == "e":
+        category = "enum"
+    elif typname in _INT_TYPES:
+        category = "int"
+    elif typname in _FLOAT_TYPES:
+        category = "float"
+    elif typname in _TEXT_TYPES:
+        category = "text"
+    else:
+        category = _SIMPLE.get(typname, "other")
+    c_coll = collation is None or collation in _C_COLLATIONS
+    return ColumnType(typname, regtype, category, c_coll, tuple(enum_labels))
+
+
+# --------------------------------------------------------------------------------------------
+# value → comparison key
+
+
+class _Unconvertible(Exception):
+    pass
+
+
+_POS_INF: Final = ("infinity", "+infinity")
+_NEG_INF: Final = ("-infinity",)
+
+
+def _ranked_time(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    def key(v: Any) -> Any:
+        if not isinstance(v, str):
+            raise _Unconvertible(v)
+        low = v.lower()
+        if low in _POS_INF:
+            return (1, 0)
+        if low in _NEG_INF:
+            return (-1, 0)
+        try:
+            return (0, parse(v))
+        except ValueError as exc:
+            raise _Unconvertible(v) from exc
+
+    return key
+
+
+def _parse_timestamptz(v: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(v)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamptz without offset: {v!r}")
+    return parsed
+
+
+def _parse_timestamp(v: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(v)
+    if parsed.tzinfo is not None:
+        raise ValueError(f"timestamp with offset: {v!r}")
+    return parsed
+
+
+def _float_key(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise _Unconvertible(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError) as exc:
+        raise _Unconvertible(v) from exc
+    return (1, 0) if f != f else (0, f)
+
+
+def _numeric_key(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise _Unconvertible(v)
+    try:
+        d = decimal.Decimal(repr(v)) if isinstance(v, float) else decimal.Decimal(v)
+    except (TypeError, ValueError, decimal.InvalidOperation) as exc:
+        raise _Unconvertible(v) from exc
+    return (1, 0) if d.is_nan() else (0, d)
+
+
+def _int_key(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise _Unconvertible(v)
+    if isinstance(v, int):
+        return v
+    try:
+        return int(v)
+    except (TypeError, ValueError) as exc:
+        raise _Unconvertible(v) from exc
+
+
+def _bool_key(v: Any) -> Any:
+    if isinstance(v, bool):
+        return v
+    raise _Unconvertible(v)
+
+
+def _text_key(v: Any) -> Any:
+    if isinstance(v, str):
+        return v
+    raise _Unconvertible(v)
+
+
+def _bpchar_key(v: Any) -> Any:
+    if isinstance(v, str):
+        return v.rstrip(" ")
+    raise _Unconvertible(v)
+
+
+def _uuid_key(v: Any) -> Any:
+    try:
+        return uuid.UUID(str(v))
+    except ValueError as exc:
+        raise _Unconvertible(v) from exc
+
+
+def _time_key(v: Any) -> Any:
+    if not isinstance(v, str):
+        raise _Unconvertible(v)
+    try:
+        return dt.time.fromisoformat(v)
+    except ValueError as exc:
+        raise _Unconvertible(v) from exc
+
+
+_KEYS: Final[dict[str, Callable[[Any], Any]]] = {
+    "int": _int_key,
+    "float": _float_key,
+    "numeric": _numeric_key,
+    "bool": _bool_key,
+    "text": _text_key,
+    "bpchar": _bpchar_key,
+    "uuid": _uuid_key,
+    "timestamptz": _ranked_time(_parse_timestamptz),
+    "timestamp": _ranked_time(_parse_timestamp),
+    "date": _ranked_time(dt.date.fromisoformat),
+    "time": _time_key,
+}
+
+
+def _key_function(ctype: ColumnType) -> Callable[[Any], Any] | None:
+    if ctype.category == "enum":
+        order = {label: i for i, label in enumerate(ctype.enum_labels)}
+
+        def enum_key(v: Any) -> Any:
+            try:
+                return order[v]
+            except (KeyError, TypeError) as exc:
+                raise _Unconvertible(v) from exc
+
+        return enum_key
+    return _KEYS.get(ctype.category)
+
+
+# --------------------------------------------------------------------------------------------
+# patterns
+
+
+def like_to_regex(pattern: str) -> str:
+    """A Python regex (for ``fullmatch`` with DOTALL) equivalent to SQL ``LIKE pattern`` (escape ``\\``)."""
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 >= n:
+                raise ValueError("LIKE pattern must not end with escape character")
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
+
+
+_BOUND = re.compile(r"\{(\d+)(,(\d*))?\}")
+_CLASS_ESCAPES: Final = frozenset("dDwWsS")
+_CONTROL_ESCAPES: Final = frozenset("ntrfv")
+
+
+def pg_regex_to_python(pattern: str) -> str | None:
+    """Translate a Postgres ARE into an equivalent Python regex for ``re.search``, or ``None``.
+
+    Covers literals, ``. * + ? *? +? ?? {m} {m,} {m,n}``, alternation, groups (``(…)``, ``(?:…)``),
+    ``^``/``$`` (whole-string anchors, as Postgres has no newline sensitivity by default),
+    bracket expressions without POSIX classes, ``\\d \\w \\s`` (and negations) and escaped punctuation.
+    Anything else (back references, lookaround, ``\\m \\y``, ``[[:alpha:]]``, directors…) → ``None``.
+    Use with ``re.DOTALL | re.ASCII`` (plus ``re.IGNORECASE`` for ``imatch``).
+    """
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 >= n:
+                return None
+            nxt = pattern[i + 1]
+            if nxt in _CLASS_ESCAPES or nxt in _CONTROL_ESCAPES:
+                out.append("\\" + nxt)
+            elif nxt.isascii() and not nxt.isalnum():
+                out.append(re.escape(nxt))
+            else:
+                return None
+            i += 2
+        elif ch == "[":
+            j = i + 1
+            body: list[str] = ["["]
+            if j < n and pattern[j] == "^":
+                body.append("^")
+                j += 1
+            if j < n and pattern[j] == "]":
+                body.append("\\]")
+                j += 1
+            closed = False
+            while j < n:
+                c = pattern[j]
+                if c == "]":
+                    closed = True
+                    j += 1
+                    break
+                if c == "[":
+                    return None
+                if c == "\\":
+                    if j + 1 >= n:
+                        return None
+                    nxt = pattern[j + 1]
+                    if nxt in "dws":
+                        body.append("\\" + nxt)
+                    elif nxt.isascii() and not nxt.isalnum():
+                        body.append(re.escape(nxt))
+                    else:
+                        return None
+                    j += 2
+                    continue
+                body.append("\\-" if c == "-" and (j + 1 < n and pattern[j + 1] == "]") else c)
+                j += 1
+            if not closed:
+                return None
+            inner = "".join(body[1:])
+            if any(op in inner for op in ("&&", "||", "~~", "--")):
+                return None
+            out.append("".join(body) + "]")
+            i = j
+        elif ch == "(":
+            if pattern.startswith("(?:", i):
+                out.append("(?:")
+                i += 3
+            elif pattern.startswith("(?", i):
+                return None
+            else:
+                out.append("(")
+                i += 1
+        elif ch == "{":
+            m = _BOUND.match(pattern, i)
+            if m is None:
+                return None
+            out.append(m.group(0))
+            i = m.end()
+        elif ch == "$":
+            out.append(r"\Z")
+            i += 1
+        elif ch in ")|*+?.^":
+            out.append(ch)
+            i += 1
+        else:
+            out.append(re.escape(ch))
+            i += 1
+    translated = "".join(out)
+    try:
+        re.compile(translated, re.DOTALL | re.ASCII)
+    except re.error:
+        return None
+    return translated
+
+
+_ASCII_LOWER: Final = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def _ascii_lower(s: str) -> str:
+    return s.translate(_ASCII_LOWER)
+
+
+# --------------------------------------------------------------------------------------------
+# predicates
+
+
+def compile_condition(cond: Condition, ctype: ColumnType, canonical: Any = None) -> Predicate:
+    """A predicate over one row value (``to_jsonb`` rendering; ``None`` = SQL NULL).
+
+    ``canonical`` is the filter value cast to the column type by Postgres, in ``to_jsonb`` rendering
+    (a list for ``in``); it is ignored for ``is``/``like``/``ilike``/``match``/``imatch``. The
+    predicate returns ``True``, ``False``, ``None`` (SQL NULL: not visible) or :data:`DEFER`.
+    """
+    base = _compile_base(cond, ctype, canonical)
+    if not cond.negate:
+        return base
+
+    def negated(v: Any) -> Tri | _Defer:
+        r = base(v)
+        if r is None or r is DEFER:
+            return r
+        return not r
+
+    return negated
+
+
+def _defer(_v: Any) -> _Defer:
+    return DEFER
+
+
+def _compile_base(cond: Condition, ctype: ColumnType, canonical: Any) -> Predicate:
+    op = cond.op
+    if op == "is":
+        keyword = cond.value
+
+        def is_(v: Any) -> Tri:
+            if keyword is None or keyword == "unknown":
+                return v is None
+            if keyword == "true":
+                return v is True
+            return v is False
+
+        return is_
+
+    if op in ("like", "ilike"):
+        return _compile_like(cond, ctype)
+    if op in ("match", "imatch"):
+        return _compile_match(cond, ctype)
+
+    if op == "in" and not canonical and cond.value == ():
+        return lambda v: False  # = any('{}') is false, even for NULL
+    key = _key_function(ctype)
+    if key is None:
+        if op == "isdistinct":
+            return lambda v: True if v is None else DEFER
+        return lambda v: None if v is None else DEFER
+    if ctype.category in ("text", "bpchar") and op in ("lt", "lte", "gt", "gte") and not ctype.c_collation:
+        return lambda v: None if v is None else DEFER
+
+    try:
+        if op == "in":
+            items = list(canonical or [])
+            fkeys = [key(x) for x in items if x is not None]
+            has_null = any(x is None for x in items)
+        else:
+            fkey = key(canonical)
+    except _Unconvertible:
+        if op == "isdistinct":
+            return lambda v: True if v is None else DEFER
+        return lambda v: None if v is None else DEFER
+
+    if op == "in":
+
+        def in_(v: Any) -> Tri | _Defer:
+            if not items:
+                return False  # = any('{}') is false even for NULL
+            if v is None:
+                return None
+            try:
+                k = key(v)
+            except _Unconvertible:
+                return DEFER
+            if k in fkeys:
+                return True
+            return None if has_null else False
+
+        return in_
+
+    compare = _COMPARE[op]
+
+    def cmp(v: Any) -> Tri | _Defer:
+        if v is None:
+            return True if op == "isdistinct" else None
+        try:
+            k = key(v)
+        except _Unconvertible:
+            return DEFER
+        return compare(k, fkey)
+
+    return cmp
+
+
+_COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "eq": lambda a, b: a == b,
+    "neq": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "isdistinct": lambda a, b: a != b,
+}
+
+
+def _compile_like(cond: Condition, ctype: ColumnType) -> Predicate:
+    if ctype.category != "text":
+        return lambda v: None if v is None else DEFER
+    pattern = str(cond.value)
+    insensitive = cond.op == "ilike"
+    try:
+        rx = re.compile(like_to_regex(_ascii_lower(pattern) if insensitive else pattern), re.DOTALL)
+    except ValueError:
+        return lambda v: None if v is None else DEFER
+    needs_ascii = insensitive and not ctype.c_collation
+    pattern_ascii = pattern.isascii()
+
+    def like(v: Any) -> Tri | _Defer:
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            return DEFER
+        if needs_ascii and not (pattern_ascii and v.isascii()):
+            return DEFER
+        return rx.fullmatch(_ascii_lower(v) if insensitive else v) is not None
+
+    return like
+
+
+def _compile_match(cond: Condition, ctype: ColumnType) -> Predicate:
+    if ctype.category != "text":
+        return lambda v: None if v is None else DEFER
+    pattern = str(cond.value)
+    translated = pg_regex_to_python(pattern)
+    if translated is None:
+        return lambda v: None if v is None else DEFER
+    flags = re.DOTALL | re.ASCII | (re.IGNORECASE if cond.op == "imatch" else 0)
+    rx = re.compile(translated, flags)
+    needs_ascii = not ctype.c_collation
+    pattern_ascii = pattern.isascii()
+
+    def match(v: Any) -> Tri | _Defer:
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            return DEFER
+        if needs_ascii and not (pattern_ascii and v.isascii()):
+            return DEFER
+        return rx.search(v) is not None
+
+    return match
+
+
+# --------------------------------------------------------------------------------------------
+# SQL fallback
+
+
+def pg_text(value: Any) -> str | None:
+    """A JSON row value as the text Postgres casts to the column type (``value #>> '{}'``).
+
+    Lists become array literals (the real server would fail on JSON arrays here; this does better).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return _array_literal(value)
+    if isinstance(value, float):
+        return repr(value) if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _array_literal(items: list[Any]) -> str:
+    parts = []
+    for item in items:
+        if item is None:
+            parts.append("NULL")
+        elif isinstance(item, list):
+            parts.append(_array_literal(item))
+        else:
+            text = pg_text(item) or ""
+            parts.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(parts) + "}"
+
+
+def sql_check(cond: Condition, regtype: str) -> str:
+    """SQL (two text parameters: row value, filter value) returning the condition's boolean.
+
+    ``regtype`` must come from ``format_type`` (safe to interpolate).
+    """
+    op = cond.op
+    if op == "is":
+        keyword = "NULL" if cond.value is None else str(cond.value).upper()
+        verb = "IS NOT" if cond.negate else "IS"
+        # the filter value parameter is unused: is takes a keyword
+        return f"(cast(%s::text as {regtype}) {verb} {keyword} or (%s::text is null and false))"
+    if op == "isdistinct":
+        verb = "IS NOT DISTINCT FROM" if cond.negate else "IS DISTINCT FROM"
+        return f"cast(%s::text as {regtype}) {verb} cast(%s::text as {regtype})"
+    if op == "in":
+        expr = f"cast(%s::text as {regtype}) = any(cast(%s::text as {regtype}[]))"
+    else:
+        expr = f"cast(%s::text as {regtype}) {SQL_OPERATORS[op]} (cast(%s::text as {regtype}))"
+    return f"not ({expr})" if cond.negate else f"({expr})"

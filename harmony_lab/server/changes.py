@@ -1,0 +1,799 @@
+"""The postgres_changes engine: one change capture, fanned out to channel subscribers.
+
+:class:`ChangesHub` runs ONE :class:`~harmony_lab.capture.stream.ChangeStream` on the publication and
+processes every captured :class:`~harmony_lab.capture.types.Change` once, in batches of whatever has
+arrived, for all subscribers:
+
+1. candidates: the subscriptions on that table (bindings are expanded to concrete tables at
+   subscribe time, as Supabase does) whose ``event`` matches;
+2. filters, evaluated in Python with Postgres semantics (:mod:`._pgchanges_eval`), with the rare
+   cases Python cannot decide sent to Postgres in one batched query;
+3. per role: tables without a primary key → ``Error 400``; a role that may not SELECT the key →
+   ``Error 401``; with RLS enabled (INSERT/UPDATE, roles without BYPASSRLS) one visibility query per
+   distinct ``(role, claims)`` for all rows of the batch (:func:`.rls.visible_rows`);
+4. one ``data`` object per ``(role, select)`` shape (:func:`.payloads.build_data`), shared by every
+   subscriber with that shape, handed over with :meth:`Subscriber.deliver` — one call per change per
+   subscriber, ``ids`` listing all of its matching bindings.
+
+UPDATEs with unchanged TOAST values: values come from the old image under REPLICA IDENTITY FULL,
+otherwise the hub reads the current values of those columns by primary key (one query per such
+change) — so ``record`` is complete, unlike Supabase, which leaves such columns out. If the row is
+gone by then, the columns are left out.
+
+The hub survives anything a single change or subscriber does: errors are logged with context and the
+next change is processed. Capture reconnects are logged (changes committed while disconnected are
+lost, as with Supabase's temporary slot); if the capture gives up, the hub starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Protocol
+
+import psycopg
+
+from harmony_lab.capture.types import UNCHANGED_TOAST, Change
+from harmony_lab.filters import Condition, FilterError, parse_filter
+from harmony_lab.server import rls
+from harmony_lab.server._pgchanges_eval import DEFER, Predicate, compile_condition, pg_text
+from harmony_lab.server.payloads import ERROR_400, ERROR_401, build_data, error_data, record_bytes
+
+__all__ = ["ChangesHub", "Subscriber", "parse_binding"]
+
+logger = logging.getLogger(__name__)
+
+_EVENTS: Final = ("INSERT", "UPDATE", "DELETE")
+_BATCH_MAX: Final = 500
+_QUEUE_MAX: Final = 20_000
+_ID_SPACE: Final = 2**27 - 1
+_UNABLE: Final = "Unable to subscribe to changes with given parameters."
+UNABLE_EXCEPTION: Final = _UNABLE + " An exception happened so please check your connect parameters: "
+UNABLE_NOT_ENABLED: Final = _UNABLE + " Please check Realtime is enabled for the given connect parameters: "
+
+
+class Subscriber(Protocol):
+    """A joined channel, as the hub sees it (the server's channel object implements this)."""
+
+    @property
+    def channel_name(self) -> str:
+        """The topic without ``realtime:``."""
+        ...
+
+    def deliver(self, ids: list[int], data: dict[str, Any]) -> None:
+        """Queue one postgres_changes message; must not block. ``data`` may be shared: don't mutate."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# binding parsing (the real server's parse_subscription_params)
+
+
+class BindingError(Exception):
+    """A binding the real server rejects; ``str()`` is its exact ``system`` message."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ParsedBinding:
+    id: int
+    event: str
+    schema: str
+    table: str
+    conditions: tuple[Condition, ...]
+    select: tuple[str, ...] | None
+
+
+def _inspect(value: Any) -> str:
+    """Elixir's ``inspect`` of decoded JSON (for messages that quote the client's params)."""
+    if value is None:
+        return "nil"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False).replace("#{", "\\#{")
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_inspect(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda kv: str(kv[0]))
+        return "%{" + ", ".join(f"{_inspect(k)} => {_inspect(v)}" for k, v in items) + "}"
+    return repr(value)
+
+
+def _to_log(params: ParsedBinding) -> str:
+    """``event: *, schema: public, table: x, filters: [...], select: nil`` (params_to_log)."""
+    filters = (
+        "["
+        + ", ".join(
+            "{"
+            + ", ".join(
+                [
+                    _inspect(c.column),
+                    _inspect(c.op),
+                    _inspect(c.wire_value),
+                    "true" if c.negate else "false",
+                ]
+            )
+            + "}"
+            for c in params.conditions
+        )
+        + "]"
+    )
+    select = "nil" if params.select is None else _inspect(list(params.select))
+    return (
+        f"event: {params.event}, schema: {params.schema}, table: {params.table}, "
+        f"filters: {filters}, select: {select}"
+    )
+
+
+def _action(raw: Mapping[str, Any]) -> str:
+    event = raw.get("event")
+    if isinstance(event, str) and event.upper() in _EVENTS:
+        return event.upper()
+    return "*"
+
+
+def parse_binding(raw: Mapping[str, Any]) -> ParsedBinding:
+    """Parse one ``postgres_changes`` binding like Supabase; raises :class:`BindingError`."""
+    if not isinstance(raw, Mapping):
+        raise BindingError(
+            "No subscription params provided. Please provide at least a `schema` or `table` to subscribe "
+            f"to: {_inspect(raw)}"
+        )
+    event = _action(raw)
+    select: tuple[str, ...] | None = None
+    if "select" in raw:
+        sel = raw["select"]
+        if isinstance(sel, str):
+            raise BindingError(
+                "Error parsing `select` params: expected a list of column name strings, "
+                'e.g. select: ["col1", "col2"]'
+            )
+        if isinstance(sel, list):
+            names = tuple(s for s in sel if isinstance(s, str))
+            select = names or None
+    schema, table, filt = raw.get("schema"), raw.get("table"), raw.get("filter")
+    has = {k: k in raw for k in ("schema", "table", "filter")}
+    conditions: tuple[Condition, ...] = ()
+    if (
+        has["schema"]
+        and has["table"]
+        and has["filter"]
+        and all(isinstance(v, str) for v in (schema, table, filt))
+    ):
+        try:
+            conditions = parse_filter(filt)
+        except FilterError as exc:
+            if exc.stage == "parse":
+                raise BindingError(f"Error parsing `filter` params: {exc.reason}") from exc
+            # a check-stage problem: the real server's trigger raises it inside Postgres
+            raise _CheckStageError(exc.reason, event, str(schema), str(table), filt, select) from exc
+    elif (
+        has["schema"]
+        and has["table"]
+        and not has["filter"]
+        and isinstance(schema, str)
+        and isinstance(table, str)
+    ):
+        pass
+    elif has["schema"] and not has["table"] and not has["filter"] and isinstance(schema, str):
+        table = "*"
+    elif has["table"] and not has["schema"] and not has["filter"] and isinstance(table, str):
+        schema = "public"
+    elif "user_token" in raw or "auth_token" in raw:
+        raise BindingError(
+            "No subscription params provided. Please provide at least a `schema` or `table` to subscribe "
+            "to: <redacted>"
+        )
+    else:
+        raise BindingError(
+            "No subscription params provided. Please provide at least a `schema` or `table` to subscribe "
+            f"to: {_inspect(dict(raw))}"
+        )
+    assert isinstance(schema, str)
+    assert isinstance(table, str)
+    if select is not None and (schema == "*" or table == "*"):
+        raise BindingError(
+            "Column selection is not supported for wildcard subscriptions. Provide an explicit schema and "
+            "table name."
+        )
+    return ParsedBinding(ChangesHub.binding_id(raw), event, schema, table, conditions, select)
+
+
+class _CheckStageError(BindingError):
+    """A filter problem the real server finds in its subscription trigger (message built later)."""
+
+    def __init__(
+        self, reason: str, event: str, schema: str, table: str, filt: str, select: tuple[str, ...] | None
+    ) -> None:
+        self.reason = reason
+        self.params_text = (
+            f"event: {event}, schema: {schema}, table: {table}, filters: {_inspect(filt)}, "
+            f"select: {'nil' if select is None else _inspect(list(select))}"
+        )
+        super().__init__(
+            f"{UNABLE_EXCEPTION}[{self.params_text}]. Exception: ERROR P0001 (raise_exception) {reason}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# state
+
+
+@dataclasses.dataclass(slots=True)
+class _Filter:
+    condition: Condition
+    column: str
+    regtype: str
+    predicate: Predicate
+
+
+@dataclasses.dataclass(slots=True)
+class _Sub:
+    """One binding of one subscriber on one concrete table."""
+
+    binding_id: int
+    event: str
+    oid: int
+    filters: list[_Filter]
+    select: tuple[str, ...] | None
+
+
+@dataclasses.dataclass(slots=True)
+class _SubscriberState:
+    subscriber: Subscriber
+    role: str
+    claims_json: str
+    subs: list[_Sub]
+    raw_bindings: list[dict[str, Any]]
+
+
+class ChangesHub:
+    """Fan out captured row changes to ``postgres_changes`` subscribers (see the module docstring).
+
+    >>> hub = ChangesHub(dsn)                                            # doctest: +SKIP
+    >>> await hub.start()                                                # doctest: +SKIP
+    >>> err = await hub.subscribe(channel, bindings, claims)             # None = subscribed
+    """
+
+    def __init__(
+        self, dsn: str, *, publication: str = "supabase_realtime", max_record_bytes: int = 1_048_576
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn:
+            raise TypeError(f"dsn must be a libpq connection string or URL, got {dsn!r}")
+        if not isinstance(max_record_bytes, int) or max_record_bytes <= 0:
+            raise ValueError(f"max_record_bytes must be a positive int, got {max_record_bytes!r}")
+        self._dsn = dsn
+        self._publication = publication
+        self._max_record_bytes = max_record_bytes
+        self._subscribers: dict[int, _SubscriberState] = {}
+        self._by_table: dict[int, dict[int, _SubscriberState]] = {}
+        self._queue: asyncio.Queue[Change] = asyncio.Queue(_QUEUE_MAX)
+        self._stream: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._work: psycopg.AsyncConnection[Any] | None = None
+        self._sub_conn: psycopg.AsyncConnection[Any] | None = None
+        self._sub_lock = asyncio.Lock()
+        self._started = False
+        self._closed = False
+        self._counts: dict[str, int] = dict.fromkeys(
+            (
+                "changes",
+                "changes_matched",
+                "deliveries",
+                "deliver_errors",
+                "batches",
+                "rls_queries",
+                "sql_filter_checks",
+                "toast_fetches",
+                "errors",
+                "capture_restarts",
+                "capture_reconnects",
+            ),
+            0,
+        )
+        self._last_latency_ms: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the change capture; returns when it is live (changes committed from now on count)."""
+        if self._started:
+            raise RuntimeError("ChangesHub.start() was already called; create a new hub to restart")
+        self._started = True
+        self._work = await rls.connect(self._dsn, application_name="harmony_lab_changes")
+        self._sub_conn = await rls.connect(self._dsn, application_name="harmony_lab_subscribe")
+        self._stream = await self._open_stream()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._capture_loop(), name="changes-hub-capture"),
+            loop.create_task(self._process_loop(), name="changes-hub-process"),
+        ]
+        logger.info("postgres_changes hub started on publication %r", self._publication)
+
+    async def close(self) -> None:
+        """Stop capture and processing and close the connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._stream is not None:
+            await self._stream.close()
+        for conn in (self._work, self._sub_conn):
+            if conn is not None:
+                await conn.close()
+        self._subscribers.clear()
+        self._by_table.clear()
+        logger.info("postgres_changes hub closed")
+
+    async def _open_stream(self) -> Any:
+        from harmony_lab.capture.stream import ChangeStream
+
+        stream = ChangeStream(self._dsn, publication=self._publication, on_reconnect=self._on_reconnect)
+        await stream.start()
+        return stream
+
+    def _on_reconnect(self, reason: str) -> None:
+        self._counts["capture_reconnects"] += 1
+        logger.warning(
+            "postgres_changes capture reconnected after %s; changes committed meanwhile were not seen", reason
+        )
+
+    async def _capture_loop(self) -> None:
+        delay = 0.5
+        while not self._closed:
+            try:
+                async for change in self._stream:
+                    await self._queue.put(change)
+                    delay = 0.5
+                if self._closed:
+                    return
+                logger.error("postgres_changes capture ended unexpectedly; starting a new one")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("postgres_changes capture failed; starting a new one in %.1f s", delay)
+            with contextlib.suppress(Exception):
+                await self._stream.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            try:
+                self._stream = await self._open_stream()
+                self._counts["capture_restarts"] += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("could not restart the postgres_changes capture")
+
+    async def _process_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < _BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._process(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._counts["errors"] += 1
+                logger.exception(
+                    "postgres_changes: a batch of %d changes (first %s.%s %s) failed; continuing",
+                    len(batch),
+                    batch[0].schema,
+                    batch[0].table,
+                    batch[0].op,
+                )
+
+    # -- API ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def binding_id(binding: Mapping[str, Any]) -> int:
+        """Deterministic id in ``1..2**27-1`` (identical maps → identical ids, in any process)."""
+        items = {k: v for k, v in binding.items() if k != "id"} if isinstance(binding, Mapping) else binding
+        canonical = json.dumps(items, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        digest = hashlib.sha256(canonical.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % _ID_SPACE + 1
+
+    async def subscribe(
+        self, subscriber: Subscriber, bindings: list[dict[str, Any]], claims: Mapping[str, Any]
+    ) -> str | None:
+        """Validate and register ``bindings`` for ``subscriber`` (replacing earlier ones).
+
+        Returns ``None`` on success, else the real server's ``system`` error message (nothing is
+        registered then: all bindings or none).
+        """
+        try:
+            state = await self._build_state(subscriber, bindings, claims)
+        except BindingError as exc:
+            return str(exc)
+        except psycopg.Error as exc:
+            logger.exception("postgres_changes subscribe for %r failed in Postgres", _name(subscriber))
+            return f"{UNABLE_EXCEPTION}[]. Exception: {rls.pg_error_message(exc)}"
+        self._register(subscriber, state)
+        return None
+
+    async def update_claims(self, subscriber: Subscriber, claims: Mapping[str, Any]) -> str | None:
+        """Re-check the subscriber's bindings with new claims (``access_token``); same convention.
+
+        On error the previous claims stay in force (the real server's insert is rolled back).
+        """
+        current = self._subscribers.get(id(subscriber))
+        if current is None:
+            return None
+        return await self.subscribe(subscriber, current.raw_bindings, claims)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Forget the subscriber (idempotent)."""
+        state = self._subscribers.pop(id(subscriber), None)
+        if state is None:
+            return
+        for sub in state.subs:
+            subs = self._by_table.get(sub.oid)
+            if subs is not None:
+                subs.pop(id(subscriber), None)
+                if not subs:
+                    del self._by_table[sub.oid]
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self._counts,
+            "subscribers": len(self._subscribers),
+            "subscriptions": sum(len(s.subs) for s in self._subscribers.values()),
+            "tables": len(self._by_table),
+            "queued": self._queue.qsize(),
+            "last_latency_ms": self._last_latency_ms,
+            "capture": self._stream.stats if self._stream is not None else None,
+        }
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._started else "not started")
+        return (
+            f"<ChangesHub {self._publication!r} {state} subscribers={len(self._subscribers)} "
+            f"changes={self._counts['changes']} deliveries={self._counts['deliveries']}>"
+        )
+
+    # -- subscribing -------------------------------------------------------------------------
+
+    async def _build_state(
+        self, subscriber: Subscriber, bindings: Sequence[Mapping[str, Any]], claims: Mapping[str, Any]
+    ) -> _SubscriberState:
+        if not isinstance(bindings, (list, tuple)):
+            raise BindingError(f"bindings must be a list of postgres_changes maps, got {_inspect(bindings)}")
+        parsed: list[tuple[Mapping[str, Any], ParsedBinding | _CheckStageError]] = []
+        for raw in bindings:
+            if raw is None:
+                continue  # the real server drops nil entries
+            try:
+                parsed.append((raw, parse_binding(raw)))
+            except _CheckStageError as exc:
+                parsed.append((raw, exc))
+        conn = self._sub_conn
+        if conn is None:
+            raise RuntimeError("ChangesHub.subscribe() before start()")
+        claims_json = json.dumps(dict(claims), separators=(",", ":"), ensure_ascii=False, default=str)
+        subs: list[_Sub] = []
+        async with self._sub_lock:
+            role: str | None = None
+            for _raw, item in parsed:
+                if isinstance(item, _CheckStageError):
+                    raise item
+                p = item
+                tables = await rls.publication_tables(conn, self._publication, p.schema, p.table)
+                if not tables:
+                    raise BindingError(f"{UNABLE_NOT_ENABLED}[{_to_log(p)}]")
+                try:
+                    if role is None:
+                        role = await rls.check_role(conn, claims.get("role"))
+                    infos = await rls.load_tables(conn, [oid for oid, _s, _t in tables], [role])
+                    for oid, _schema, _table in tables:
+                        info = infos.get(oid)
+                        if info is None:
+                            continue  # dropped meanwhile
+                        checked = await rls.check_subscription(conn, info, role, p.conditions, p.select)
+                        filters = [
+                            _Filter(
+                                c.condition,
+                                c.condition.column,
+                                c.column.ctype.regtype,
+                                compile_condition(c.condition, c.column.ctype, c.canonical),
+                            )
+                            for c in checked
+                        ]
+                        subs.append(_Sub(p.id, p.event, oid, filters, p.select))
+                except rls.CheckError as exc:
+                    raise BindingError(f"{UNABLE_EXCEPTION}[{_to_log(p)}]. Exception: {exc}") from exc
+        raw_bindings = [dict(b) for b in bindings if b is not None]
+        return _SubscriberState(
+            subscriber, role or str(claims.get("role") or ""), claims_json, subs, raw_bindings
+        )
+
+    def _register(self, subscriber: Subscriber, state: _SubscriberState) -> None:
+        self.unsubscribe(subscriber)
+        key = id(subscriber)
+        self._subscribers[key] = state
+        for sub in state.subs:
+            self._by_table.setdefault(sub.oid, {})[key] = state
+
+    # -- processing --------------------------------------------------------------------------
+
+    async def _process(self, batch: list[Change]) -> None:
+        self._counts["batches"] += 1
+        self._counts["changes"] += len(batch)
+        work: list[tuple[Change, list[_SubscriberState]]] = []
+        for change in batch:
+            if change.op not in _EVENTS:
+                continue  # TRUNCATE is never emitted
+            states = self._by_table.get(change.relation_id)
+            if not states:
+                continue
+            interested = [
+                s
+                for s in states.values()
+                if any(sub.oid == change.relation_id and sub.event in ("*", change.op) for sub in s.subs)
+            ]
+            if interested:
+                work.append((change, interested))
+        if not work:
+            return
+        conn = await self._work_conn()
+        oids = {c.relation_id for c, _ in work}
+        roles = {s.role for _, states in work for s in states}
+        tables = await rls.load_tables(conn, oids, roles)
+
+        # UPDATEs with unchanged TOAST values and no FULL old image: read the current values
+        prepared: list[tuple[Change, list[_SubscriberState], rls.TableInfo]] = []
+        for change, states in work:
+            table = tables.get(change.relation_id)
+            if table is None:
+                logger.warning(
+                    "postgres_changes: %s.%s vanished before delivery", change.schema, change.table
+                )
+                continue
+            if change.op == "UPDATE" and change.unchanged_toast:
+                change = await self._fill_toast(conn, change, table)
+            prepared.append((change, states, table))
+
+        # filters (Python first; the undecided ones in one SQL batch)
+        matches: list[dict[int, list[int]]] = []  # per change: subscriber key → matching binding ids
+        errors: list[dict[int, str]] = []  # per change: subscriber key → 400/401 error
+        deferred: list[
+            tuple[int, int, int, rls.SqlCheck]
+        ] = []  # (change idx, subscriber key, binding id, check)
+        pending: dict[tuple[int, int, int], int] = {}  # unresolved checks per (change, subscriber, binding)
+        for idx, (change, states, table) in enumerate(prepared):
+            per_sub: dict[int, list[int]] = {}
+            per_err: dict[int, str] = {}
+            for state in states:
+                key = id(state.subscriber)
+                subs = [s for s in state.subs if s.oid == change.relation_id and s.event in ("*", change.op)]
+                if change.op != "DELETE":
+                    if not table.pk:
+                        per_err[key] = ERROR_400
+                        per_sub[key] = _dedupe(s.binding_id for s in subs)
+                        continue
+                    allowed = table.selectable.get(state.role, frozenset())
+                    if not all(name in allowed for name in table.pk):
+                        per_err[key] = ERROR_401
+                        per_sub[key] = _dedupe(s.binding_id for s in subs)
+                        continue
+                for sub in subs:
+                    try:
+                        verdict = self._evaluate(change, sub)
+                    except Exception:
+                        self._counts["errors"] += 1
+                        logger.exception(
+                            "postgres_changes: filter evaluation failed for %s on %s.%s",
+                            _name(state.subscriber),
+                            change.schema,
+                            change.table,
+                        )
+                        continue
+                    if verdict is True:
+                        per_sub.setdefault(key, []).append(sub.binding_id)
+                    elif isinstance(verdict, list):
+                        pending[(idx, key, sub.binding_id)] = len(verdict)
+                        for check in verdict:
+                            deferred.append((idx, key, sub.binding_id, check))
+            matches.append(per_sub)
+            errors.append(per_err)
+        if deferred:
+            self._counts["sql_filter_checks"] += len(deferred)
+            results = await rls.evaluate_sql(conn, [d[3] for d in deferred])
+            failed: set[tuple[int, int, int]] = set()
+            for (idx, key, bid, _check), ok in zip(deferred, results, strict=True):
+                if not ok:
+                    failed.add((idx, key, bid))
+            for (idx, key, bid), _n in pending.items():
+                if (idx, key, bid) not in failed:
+                    ids = matches[idx].setdefault(key, [])
+                    if bid not in ids:
+                        ids.append(bid)
+
+        # RLS: per table, per (role, claims) group, all rows at once
+        hidden: set[tuple[int, int]] = set()  # (change idx, subscriber key) not visible
+        await self._apply_rls(conn, prepared, matches, errors, hidden)
+
+        # build and deliver
+        now_us = time.time_ns() // 1000
+        for idx, (change, states, table) in enumerate(prepared):
+            per_sub = matches[idx]
+            if not per_sub:
+                continue
+            self._counts["changes_matched"] += 1
+            self._last_latency_ms = max(0.0, (now_us - change.commit_ts_us) / 1000)
+            shapes: dict[tuple[Any, ...], dict[str, Any]] = {}
+            oversize: bool | None = None
+            for state in states:
+                key = id(state.subscriber)
+                ids = per_sub.get(key)
+                if not ids or (idx, key) in hidden:
+                    continue
+                try:
+                    err = errors[idx].get(key)
+                    if err is not None:
+                        shape_key: tuple[Any, ...] = ("error", err)
+                        if shape_key not in shapes:
+                            shapes[shape_key] = error_data(change, err)
+                        self._deliver(state, _dedupe(ids), shapes[shape_key])
+                        continue
+                    if oversize is None:
+                        oversize = record_bytes(change) > self._max_record_bytes
+                    by_select: dict[tuple[str, ...] | None, list[int]] = {}
+                    for sub in state.subs:
+                        if sub.binding_id in ids and sub.oid == change.relation_id:
+                            group = by_select.setdefault(sub.select, [])
+                            if sub.binding_id not in group:
+                                group.append(sub.binding_id)
+                    for select, group_ids in by_select.items():
+                        shape_key = (state.role, select)
+                        data = shapes.get(shape_key)
+                        if data is None:
+                            data = build_data(change, table, state.role, select, oversize=oversize)
+                            shapes[shape_key] = data
+                        self._deliver(state, group_ids, data)
+                except Exception:
+                    self._counts["errors"] += 1
+                    logger.exception(
+                        "postgres_changes: building the %s of %s.%s for %s failed",
+                        change.op,
+                        change.schema,
+                        change.table,
+                        _name(state.subscriber),
+                    )
+
+    def _evaluate(self, change: Change, sub: _Sub) -> bool | list[rls.SqlCheck]:
+        """``True``/``False``, or the conditions Postgres must decide (all others passed)."""
+        if not sub.filters:
+            return True
+        images: list[Mapping[str, Any]] = [change.old or {}] if change.op == "DELETE" else [change.new or {}]
+        for image in images:
+            checks: list[rls.SqlCheck] = []
+            ok = True
+            for f in sub.filters:
+                if f.column not in image or image[f.column] is UNCHANGED_TOAST:
+                    ok = False  # fail closed: the filter column is not in this image
+                    break
+                value = image[f.column]
+                r = f.predicate(value)
+                if r is DEFER:
+                    checks.append(rls.SqlCheck(f.condition, f.regtype, pg_text(value)))
+                elif r is not True:
+                    ok = False
+                    break
+            if ok:
+                return checks or True
+        return False
+
+    async def _apply_rls(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        prepared: list[tuple[Change, list[_SubscriberState], rls.TableInfo]],
+        matches: list[dict[int, list[int]]],
+        errors: list[dict[int, str]],
+        hidden: set[tuple[int, int]],
+    ) -> None:
+        # table oid → group (role, claims) → list of (change idx, subscriber key)
+        todo: dict[int, dict[tuple[str, str], list[tuple[int, int]]]] = {}
+        for idx, (change, states, table) in enumerate(prepared):
+            if change.op == "DELETE" or not table.rls:
+                continue
+            for state in states:
+                key = id(state.subscriber)
+                if key not in matches[idx] or key in errors[idx]:
+                    continue
+                if table.bypass.get(state.role, False):
+                    continue
+                todo.setdefault(table.oid, {}).setdefault((state.role, state.claims_json), []).append(
+                    (idx, key)
+                )
+        for oid, groups in todo.items():
+            indexes = sorted({idx for members in groups.values() for idx, _ in members})
+            table = prepared[indexes[0]][2]
+            rows = [dict(prepared[i][0].new or {}) for i in indexes]
+            position = {idx: n for n, idx in enumerate(indexes)}
+            group_keys = list(groups)
+            self._counts["rls_queries"] += len(group_keys)
+            try:
+                visible = await rls.visible_rows(conn, table, group_keys, rows)
+            except psycopg.Error:
+                logger.exception(
+                    "postgres_changes: RLS check on table oid %d failed; hiding the changes", oid
+                )
+                visible = [set() for _ in group_keys]
+            for group, seen in zip(group_keys, visible, strict=True):
+                for idx, key in groups[group]:
+                    if position[idx] not in seen:
+                        hidden.add((idx, key))
+
+    async def _fill_toast(
+        self, conn: psycopg.AsyncConnection[Any], change: Change, table: rls.TableInfo
+    ) -> Change:
+        missing = sorted(change.unchanged_toast)
+        new = dict(change.new or {})
+        old = change.old or {}
+        for name in list(missing):
+            if name in old and old[name] is not UNCHANGED_TOAST:
+                new[name] = old[name]
+                missing.remove(name)
+        if missing:
+            self._counts["toast_fetches"] += 1
+            try:
+                current = await rls.fetch_columns(conn, table, new, missing)
+            except psycopg.Error:
+                logger.exception(
+                    "postgres_changes: reading unchanged TOAST columns %s of %s.%s failed",
+                    missing,
+                    change.schema,
+                    change.table,
+                )
+                current = None
+            for name in missing:
+                if current is not None and name in current:
+                    new[name] = current[name]
+                else:
+                    new.pop(name, None)
+        return dataclasses.replace(change, new=new)
+
+    def _deliver(self, state: _SubscriberState, ids: list[int], data: dict[str, Any]) -> None:
+        try:
+            state.subscriber.deliver(list(ids), data)
+            self._counts["deliveries"] += 1
+        except Exception:
+            self._counts["deliver_errors"] += 1
+            logger.exception("postgres_changes: deliver() of %s raised; continuing", _name(state.subscriber))
+
+    async def _work_conn(self) -> psycopg.AsyncConnection[Any]:
+        conn = self._work
+        if conn is None or conn.closed or conn.broken:
+            logger.warning("postgres_changes: reconnecting the processing connection")
+            conn = self._work = await rls.connect(self._dsn, application_name="harmony_lab_changes")
+        return conn
+
+
+def _dedupe(ids: Any) -> list[int]:
+    out: list[int] = []
+    for i in ids:
+        if i not in out:
+            out.append(i)
+    return out
+
+
+def _name(subscriber: Any) -> str:
+    try:
+        return repr(subscriber.channel_name)
+    except Exception:
+        return repr(subscriber)
