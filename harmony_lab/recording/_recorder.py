@@ -301,6 +301,10 @@ class _Writer:
                 self.session_id,
                 self.root,
             )
+            try:
+                self._write_manifest(final=True)
+            except Exception:
+                logger.exception("recording %s: could not mark the manifest as failed", self.session_id)
             with self.flush_cond:
                 self.flush_cond.notify_all()
 
@@ -649,7 +653,7 @@ class Recorder:
         self._writer = _Writer(self)
         self._remove_listener: Callable[[], Any] | None = None
         self._pump_task: asyncio.Task[None] | None = None
-        self._wake_at = 4096
+        self._wake_at = max(1, min(4096, max_queue // 4))  # wake the writer well before overflow
 
     # ---- descriptions
 
