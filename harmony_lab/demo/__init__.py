@@ -11,13 +11,16 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "Simulator": "harmony_lab.demo._simulator",
     "PRESENCE_CHANNEL": "harmony_lab.demo._simulator",
+    "NOTEBOOK_USER": "harmony_lab.demo._background",
     "stack": "harmony_lab.demo._stack",
+    "traffic": "harmony_lab.demo._stack",
 }
-__all__ = ["PRESENCE_CHANNEL", "Simulator", "stack"]
+__all__ = ["NOTEBOOK_USER", "PRESENCE_CHANNEL", "Simulator", "stack", "traffic"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from harmony_lab.demo._background import NOTEBOOK_USER
     from harmony_lab.demo._simulator import PRESENCE_CHANNEL, Simulator
-    from harmony_lab.demo._stack import stack
+    from harmony_lab.demo._stack import stack, traffic
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Final
 
-from harmony_lab.demo._stack import ENV_SECRET
+from harmony_lab.demo._stack import ENV_SECRET, ENV_TRAFFIC
 
 __all__ = ["NOTEBOOK_USER", "TRAFFIC_ENV", "DemoStack", "write_env_file"]
 
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 NOTEBOOK_USER: Final = "alice"
 """The seed user the notebooks act as; background traffic never simulates her (she gets mentions and DMs)."""
 
-TRAFFIC_ENV: Final = "HARMONY_LAB_TRAFFIC"
+TRAFFIC_ENV: Final = ENV_TRAFFIC
 """Set (to the rate) in the environment of notebooks when a background simulator already runs."""
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-__all__ = ["ENV_KEYS", "RemoteStack", "stack", "stack_from_env"]
+__all__ = ["ENV_KEYS", "BackgroundTraffic", "RemoteStack", "stack", "stack_from_env", "traffic"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ ENV_ANON: Final = "HARMONY_LAB_ANON_KEY"
 ENV_SERVICE: Final = "HARMONY_LAB_SERVICE_ROLE_KEY"
 ENV_DSN: Final = "HARMONY_LAB_DSN"
 ENV_SECRET: Final = "HARMONY_LAB_JWT_SECRET"
+ENV_TRAFFIC: Final = "HARMONY_LAB_TRAFFIC"
 ENV_KEYS: Final = (ENV_URL, ENV_ANON, ENV_SERVICE, ENV_DSN, ENV_SECRET)
 _REQUIRED: Final = (ENV_URL, ENV_ANON, ENV_SERVICE, ENV_DSN)
 
@@ -41,6 +42,7 @@ class RemoteStack:
     service_role_key: str
     dsn: str
     jwt_secret: str | None = None
+    traffic: float | None = None  # actions/s of the simulator the other process runs, if any
     _faults: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -86,6 +88,8 @@ class RemoteStack:
         }
         if self.jwt_secret:
             out[ENV_SECRET] = self.jwt_secret
+        if self.traffic:
+            out[ENV_TRAFFIC] = f"{self.traffic:g}"
         return out
 
     def stop(self) -> None:
@@ -145,3 +149,44 @@ def _is_running(rt: Any) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+class BackgroundTraffic:
+    """Stands in for the simulator another process (``harmony-lab lab``, Binder) already runs."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+
+    async def stop(self) -> None:
+        """Nothing to stop here: the traffic belongs to the process that runs the stack."""
+
+    def __repr__(self) -> str:
+        return f"<BackgroundTraffic {self.rate:g} actions/s, run by the process that started the stack>"
+
+
+_sims: dict[int, Any] = {}
+
+
+async def traffic(
+    rt: Any, *, rate: float = 5.0, users: int = 12, seed: int | None = None, **options: Any
+) -> Any:
+    """Demo traffic for a notebook: a running :class:`~harmony_lab.demo.Simulator` on this kernel's
+    loop — or, when the stack comes from ``harmony-lab lab`` which already simulates, a
+    :class:`BackgroundTraffic` placeholder. Either way ``await result.stop()`` is safe.
+
+    The notebook's own user (``NOTEBOOK_USER``, alice) is never simulated. Calling it again for the
+    same stack returns the simulator that is still running (re-running a cell starts no second one).
+    """
+    from harmony_lab.demo._background import NOTEBOOK_USER
+    from harmony_lab.demo._simulator import Simulator
+
+    if isinstance(rt, RemoteStack) and rt.traffic:
+        return BackgroundTraffic(rt.traffic)
+    current = _sims.get(id(rt))
+    if current is not None and current.rt is rt and current.running:
+        return current
+    options.setdefault("exclude", (NOTEBOOK_USER,))
+    sim = Simulator(rt, users=users, rate=rate, seed=seed, **options)
+    await sim.start()
+    _sims[id(rt)] = sim
+    return sim
