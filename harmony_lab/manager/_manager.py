@@ -49,6 +49,7 @@ _OPTIONS = (
     "dsn",
     "join_timeout",
     "token_wait",
+    "presence_limit",
 )
 
 
@@ -111,6 +112,7 @@ class RealtimeConnectionManager:
         dsn: str | None = None,
         join_timeout: float = 10.0,
         token_wait: float = 10.0,
+        presence_limit: tuple[int, float] = (5, 30.0),
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -127,6 +129,15 @@ class RealtimeConnectionManager:
         self.join_timeout = _positive("join_timeout", join_timeout)
         self.token_wait = float(token_wait) if token_wait == 0 else _positive("token_wait", token_wait)
         self.backoff = backoff or BackoffPolicy()
+        if (
+            not isinstance(presence_limit, tuple)
+            or len(presence_limit) != 2
+            or isinstance(presence_limit[0], bool)
+            or not isinstance(presence_limit[0], int)
+            or presence_limit[0] < 1
+        ):
+            raise ValueError(f"presence_limit must be (max_calls, window_seconds), got {presence_limit!r}")
+        self.presence_limit = (presence_limit[0], _positive("presence_limit window", presence_limit[1]))
         self._machine_config = MachineConfig(
             backoff=self.backoff,
             rapid_close_window=rapid_close_window,
@@ -291,7 +302,15 @@ class RealtimeConnectionManager:
             runner.broadcast_callbacks.setdefault(broadcast[0], []).append(broadcast[1])
         if presence is not None:
             user_id, status, meta = presence
-            handle = PresenceHandle(self, runner, user_id, status, meta)
+            handle = PresenceHandle(
+                self,
+                runner,
+                user_id,
+                status,
+                meta,
+                max_calls=self.presence_limit[0],
+                window=self.presence_limit[1],
+            )
             runner.presence = handle
             self._presence[spec.name] = handle
         self._runners[spec.name] = runner
