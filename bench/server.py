@@ -1,0 +1,253 @@
+"""postgres_changes through the embedded server, measured with the official realtime-py client.
+
+Rows (all in one run, on one LocalRealtime):
+
+* ``cold start``              — ``async with LocalRealtime()`` (initdb, Postgres, schema, hub, server) → ready
+* ``latency @ N/s``           — commit acknowledged → realtime-py callback, p50/p99, at a paced N changes/s
+* ``max sustained``           — changes/s one realtime-py subscriber receives when rows are written as fast
+                                as possible (multi-row INSERTs, every row a change)
+* ``fan-out S × N/s``         — S subscriptions (channels spread over 10 sockets) × N changes/s: messages/s
+                                delivered and p99 latency
+* ``capture only`` (floor)    — bench/capture.py's figures when that script exists: the change stream alone,
+                                without fan-out, JSON and websockets
+
+    python bench/server.py            # full (about 2 minutes)
+    python bench/server.py --quick    # small sizes (< 60 s)
+
+The server runs with :meth:`ServerLimits.unlimited` (Supabase's Free-plan message rate would throttle
+the fan-out rows); everything else is the default stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+TABLE_SQL = """
+create table if not exists public.bench_events (id bigserial primary key, k int not null, note text);
+grant select on public.bench_events to anon, authenticated, service_role;
+do $$ begin
+  if not exists (select 1 from pg_publication_tables
+                 where pubname = 'supabase_realtime' and tablename = 'bench_events') then
+    alter publication supabase_realtime add table public.bench_events;
+  end if;
+end $$;
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Sink:
+    """realtime-py callbacks: record arrival times by row id."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[int, int] = {}
+        self.count = 0
+
+    def __call__(self, payload: dict[str, Any]) -> None:
+        self.count += 1
+        rid = payload["data"]["record"]["id"]
+        self.arrivals.setdefault(rid, time.perf_counter_ns())
+
+
+async def subscribe(rt: Any, n_channels: int, sink: Sink, prefix: str) -> Any:
+    from realtime import AsyncRealtimeClient
+
+    client = AsyncRealtimeClient(rt.ws_url, token=rt.service_role_key, auto_reconnect=False)
+    await client.connect()
+    ready = asyncio.Event()
+    systems = 0
+
+    def on_system(_payload: Any) -> None:
+        nonlocal systems
+        systems += 1
+        if systems >= n_channels:
+            ready.set()
+
+    for i in range(n_channels):
+        ch = client.channel(f"{prefix}-{i}")
+        ch.on_postgres_changes("INSERT", sink, table="bench_events")
+        ch.on_system(on_system)
+        await ch.subscribe()
+    await asyncio.wait_for(ready.wait(), 30)
+    return client
+
+
+async def paced(conn: Any, rate: float, seconds: float, k: int) -> dict[int, int]:
+    """Insert one row per tick at ``rate``/s; returns id → commit-acknowledged time."""
+    sent: dict[int, int] = {}
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        target = start + i * interval
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        cur = await conn.execute("insert into public.bench_events (k) values (%s) returning id", (k,))
+        row = await cur.fetchone()
+        sent[int(row[0])] = time.perf_counter_ns()
+    return sent
+
+
+async def wait_for(sink: Sink, ids: set[int], within: float) -> None:
+    """Poll until every id arrived or ``within`` seconds passed (missing ones are reported)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if ids.issubset(sink.arrivals.keys()):
+            return
+        await asyncio.sleep(0.02)
+
+
+def latencies(sent: dict[int, int], sink: Sink) -> list[float]:
+    return [(sink.arrivals[i] - t) / 1e6 for i, t in sent.items() if i in sink.arrivals]
+
+
+async def run(quick: bool) -> list[dict[str, Any]]:
+    import psycopg
+
+    from harmony_lab.local.stack import LocalRealtime
+    from harmony_lab.server import ServerLimits
+
+    rows: list[dict[str, Any]] = []
+    seconds = 3.0 if quick else 10.0
+    burst = 2000 if quick else 10000
+    fan_subs = 100
+    fan_rate = 100.0
+
+    t0 = time.perf_counter()
+    async with LocalRealtime(seed=False, limits=ServerLimits.unlimited()) as rt:
+        cold = time.perf_counter() - t0
+        rows.append({"metric": "cold start LocalRealtime → ready", "value": round(cold, 2), "unit": "s"})
+        await rt.execute(TABLE_SQL)
+        async with await psycopg.AsyncConnection.connect(rt.dsn, autocommit=True) as conn:
+            # 1. latency at 200 changes/s, one subscriber
+            sink = Sink()
+            client = await subscribe(rt, 1, sink, "lat")
+            sent = await paced(conn, 200.0, seconds, 1)
+            await wait_for(sink, set(sent), 10)
+            lat = latencies(sent, sink)
+            await client.close()
+            rows.append(
+                {
+                    "metric": "commit → realtime-py callback @ 200/s",
+                    "n": len(sent),
+                    "received": len(lat),
+                    "p50_ms": round(statistics.median(lat), 2) if lat else None,
+                    "p99_ms": round(pct(lat, 0.99), 2),
+                    "max_ms": round(max(lat), 2) if lat else None,
+                }
+            )
+
+            # 2. maximum sustained rate to one subscriber
+            sink = Sink()
+            client = await subscribe(rt, 1, sink, "max")
+            ids: list[int] = []
+            t_start = time.perf_counter_ns()
+            for _ in range(burst // 100):
+                cur = await conn.execute(
+                    "insert into public.bench_events (k) select 2 from generate_series(1, 100) returning id"
+                )
+                ids.extend(int(r[0]) for r in await cur.fetchall())
+            t_written = time.perf_counter_ns()
+            await wait_for(sink, set(ids), 120)
+            t_last = max(sink.arrivals.get(i, 0) for i in ids)
+            got = sum(1 for i in ids if i in sink.arrivals)
+            await client.close()
+            elapsed = (t_last - t_start) / 1e9
+            rows.append(
+                {
+                    "metric": "max sustained changes/s, one realtime-py subscriber",
+                    "n": len(ids),
+                    "received": got,
+                    "changes_per_s": round(got / elapsed) if elapsed > 0 else None,
+                    "write_rate_per_s": round(len(ids) / ((t_written - t_start) / 1e9)),
+                }
+            )
+
+            # 3. fan-out: 100 subscriptions × 100 changes/s
+            sink = Sink()
+            sinks: list[Sink] = []
+            clients = []
+            for c in range(10):
+                s = Sink()
+                sinks.append(s)
+                clients.append(await subscribe(rt, fan_subs // 10, s, f"fan{c}"))
+            t_fan = time.perf_counter()
+            sent = await paced(conn, fan_rate, seconds, 3)
+            await asyncio.gather(*(wait_for(s, set(sent), 30) for s in sinks))
+            fan_elapsed = time.perf_counter() - t_fan
+            delivered = sum(s.count for s in sinks)
+            lat = [(s_arr - sent[i]) / 1e6 for s in sinks for i, s_arr in s.arrivals.items() if i in sent]
+            for client in clients:
+                await client.close()
+            rows.append(
+                {
+                    "metric": f"fan-out {fan_subs} subscriptions × {fan_rate:g}/s",
+                    "expected_msgs": len(sent) * fan_subs,
+                    "delivered_msgs": delivered,
+                    "msgs_per_s": round(delivered / fan_elapsed),
+                    "p99_ms": round(pct(lat, 0.99), 2),
+                }
+            )
+            hub_stats = rt.hub.stats if rt.hub is not None else {}
+            rows.append(
+                {
+                    "metric": "hub counters",
+                    "changes": hub_stats.get("changes"),
+                    "batches": hub_stats.get("batches"),
+                    "deliveries": hub_stats.get("deliveries"),
+                    "errors": hub_stats.get("errors"),
+                }
+            )
+    return rows
+
+
+def capture_floor(quick: bool) -> list[dict[str, Any]]:
+    path = HERE / "capture.py"
+    if not path.exists():
+        return [{"metric": "capture only (floor)", "note": "bench/capture.py not present"}]
+    spec = importlib.util.spec_from_file_location("bench_capture", path)
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.main(["--quick"] if quick else [])
+    return [{"metric": f"capture only (floor): {r.get('metric', r.get('name', ''))}", **r} for r in rows]
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        rest = ", ".join(f"{k}={v}" for k, v in row.items() if k != "metric")
+        print(f"{row['metric']:<60} {rest}")
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    rows = asyncio.run(run(args.quick))
+    rows += capture_floor(args.quick)
+    print_table(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
