@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import make_change, message
+from frame_events import make_change, message
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.frames import LiveFrame

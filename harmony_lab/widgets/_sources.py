@@ -1,0 +1,90 @@
+"""Wiring a widget to whatever feeds it: a manager, a presence handle, an async iterable, or nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, Callable
+from datetime import datetime
+from typing import Any
+
+from harmony_lab.events import RealtimeEvent
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Feed", "to_ms"]
+
+
+def to_ms(when: datetime | str | float | None) -> int | None:
+    """Epoch milliseconds of a datetime, an ISO string or epoch seconds/ms; None stays None."""
+    if when is None:
+        return None
+    if isinstance(when, datetime):
+        return int(when.timestamp() * 1000)
+    if isinstance(when, int | float):
+        return int(when if when > 1e11 else when * 1000)
+    try:
+        return int(datetime.fromisoformat(str(when).replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        logger.debug("not a timestamp: %r", when)
+        return None
+
+
+class Feed:
+    """Connects ``handler(event)`` to a source; ``close()`` disconnects it.
+
+    * an object with ``add_listener(fn) -> remove`` (the manager): every event it observes;
+    * an async iterable of events (a replay): consumed by a task on the running loop;
+    * None: nothing (the owner calls its ``apply`` itself).
+    """
+
+    def __init__(self, source: Any, handler: Callable[[RealtimeEvent], Any], what: str) -> None:
+        self._remove: Callable[[], Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+        if source is None:
+            return
+        if callable(getattr(source, "add_listener", None)):
+            self._remove = source.add_listener(handler)
+        elif isinstance(source, AsyncIterable):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    f"{what}: reading an async iterable needs a running event loop "
+                    "(create the widget in a notebook cell or inside `async def`)"
+                ) from None
+            self._task = loop.create_task(self._consume(source, handler, what), name=what)
+        else:
+            raise TypeError(
+                f"{what}: source must be a RealtimeConnectionManager (add_listener), an async iterable "
+                f"of RealtimeEvent (e.g. harmony_lab.replay(path)) or None; got {type(source).__name__}"
+            )
+
+    async def _consume(
+        self, source: AsyncIterable[RealtimeEvent], handler: Callable[..., Any], what: str
+    ) -> None:
+        n = 0
+        try:
+            async for ev in source:
+                handler(ev)
+                n += 1
+                if n % 256 == 0:
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.error = exc
+            logger.exception("%s: the event source failed after %d events", what, n)
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    def close(self) -> None:
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None

@@ -1,0 +1,101 @@
+// PresenceRosterWidget front end: the roster from the `users` trait, re-rendered once a second so
+// "last seen" ages and typing indicators expire on their own.
+
+export function ago(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 10) return "just now";
+  if (s < 60) return `${s} s ago`;
+  const m = Math.round(s / 60);
+  if (m < 60) return `${m} min ago`;
+  const h = Math.round(m / 60);
+  if (h < 48) return `${h} h ago`;
+  return `${Math.round(h / 24)} d ago`;
+}
+
+export function colour(id) {
+  let hash = 0;
+  for (const ch of String(id)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+  return `hsl(${hash % 360}, 55%, 45%)`;
+}
+
+const LABEL = { online: "online", away: "away", dnd: "do not disturb", offline: "offline" };
+
+function h(tag, cls, text) {
+  const el = document.createElement(tag);
+  if (cls) el.className = cls;
+  if (text != null) el.textContent = text;
+  return el;
+}
+
+function render({ model, el }) {
+  const root = h("div", "hl-root hl-roster");
+  const bar = h("div", "hl-bar");
+  const title = h("span", "hl-title");
+  const count = h("span", "hl-count");
+  bar.append(title, count);
+  const list = h("ul", "hl-roster-list");
+  const empty = h("div", "hl-empty", "nobody here yet");
+  root.append(bar, list, empty);
+  el.appendChild(root);
+  let offset = 0; // kernel clock - browser clock
+
+  function draw() {
+    const users = model.get("users") || [];
+    const now = Date.now() + offset;
+    title.textContent = model.get("title") || "Presence";
+    const present = users.filter((u) => u.status !== "offline").length;
+    count.textContent = `${present} present · ${users.length} known`;
+    root.dataset.status = model.get("status") || "waiting";
+    root.dataset.present = String(present);
+    root.dataset.nusers = String(users.length);
+    empty.style.display = users.length ? "none" : "";
+    list.replaceChildren();
+    for (const u of users) {
+      const li = h("li", "hl-user");
+      li.dataset.user = u.id;
+      li.dataset.status = u.status;
+      const typing = !!u.typing && (u.typing_until_ms == null || u.typing_until_ms > now);
+      li.dataset.typing = typing ? "true" : "false";
+      const avatar = h("span", "hl-avatar", u.initials);
+      avatar.style.background = colour(u.id);
+      const dot = h("span", "hl-dot");
+      dot.dataset.status = u.status;
+      dot.title = LABEL[u.status] || u.status;
+      avatar.appendChild(dot);
+      const who = h("span", "hl-who");
+      const name = h("span", "hl-name", u.name);
+      name.title = u.id;
+      let sub;
+      if (typing) sub = h("span", "hl-typing", "typing");
+      else if (u.status === "offline") sub = h("span", "hl-sub", u.last_seen_ms ? `offline · last seen ${ago(now - u.last_seen_ms)}` : "offline");
+      else sub = h("span", "hl-sub", LABEL[u.status] || u.status);
+      who.append(name, sub);
+      li.append(avatar, who);
+      list.appendChild(li);
+    }
+  }
+
+  const onUsers = () => {
+    offset = (model.get("now_ms") || Date.now()) - Date.now();
+    draw();
+  };
+  model.on("change:users", onUsers);
+  model.on("change:status", draw);
+  model.on("change:title", draw);
+  const tick = setInterval(draw, 1000);
+  onUsers();
+  model.send({ type: "ready" });
+  return () => {
+    clearInterval(tick);
+    model.off("change:users", onUsers);
+    model.off("change:status", draw);
+    model.off("change:title", draw);
+    try {
+      model.send({ type: "bye" });
+    } catch (err) {
+      console.debug("harmony_lab: could not say bye (the kernel is gone?)", err);
+    }
+  };
+}
+
+export default { render };
