@@ -1,0 +1,214 @@
+"""The connection manager's cost and recovery, each against bare realtime-py in the same run.
+
+Rows (one LocalRealtime, server limits off):
+
+* ``throughput bare``      — broadcasts/s one bare ``realtime.AsyncRealtimeClient`` channel delivers to a
+                             callback (the baseline)
+* ``throughput manager``   — the same broadcasts through ``RealtimeConnectionManager.subscribe`` to a
+                             callback (envelope, seq, listener fan-out included); ``overhead`` = bare
+                             rate / manager rate
+* ``recovery drop+refuse`` — the server drops every socket and refuses handshakes for R s: time from the
+                             end of the refusal to ``connected`` (manager, default backoff base 1 s and a
+                             fast one) vs to ``SUBSCRIBED`` again (realtime-py ``auto_reconnect=True``,
+                             which gives up after 5 attempts; ``never`` when it did)
+* ``recovery stall``       — every socket stalls for S s: manager (heartbeat 1 s) reconnects; realtime-py
+                             alone keeps the stalled socket (its detection is the 20 s websockets ping)
+
+    python bench/manager.py            # full (about a minute)
+    python bench/manager.py --quick    # small sizes (< 60 s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from typing import Any
+
+N_FULL = 20_000
+N_QUICK = 3_000
+
+
+async def _blast(rt: Any, topic: str, n: int, done: asyncio.Event, counter: list[int]) -> float:
+    """Server-side broadcasts to ``topic``; returns seconds until the receiver counted ``n``."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        rt.server.broadcast(topic, "tick", {"i": i})
+        if i % 500 == 499:
+            await asyncio.sleep(0)  # let the server flush its writes
+    await asyncio.wait_for(done.wait(), 120)
+    return time.perf_counter() - t0
+
+
+async def throughput(rt: Any, n: int) -> list[dict[str, Any]]:
+    from realtime import AsyncRealtimeClient
+
+    from harmony_lab.manager import RealtimeConnectionManager
+
+    rows = []
+    # bare realtime-py
+    count = [0]
+    done = asyncio.Event()
+
+    def bare_cb(payload: Any) -> None:
+        count[0] += 1
+        if count[0] == n:
+            done.set()
+
+    client = AsyncRealtimeClient(rt.ws_url, token=rt.anon_key)
+    await client.connect()
+    channel = client.channel("bench-bare")
+    channel.on_broadcast("*", bare_cb)
+    await channel.subscribe()
+    bare_s = await _blast(rt, "bench-bare", n, done, count)
+    await client.close()
+    bare_rate = n / bare_s
+    rows.append({"metric": "throughput bare realtime-py", "events": n, "events_per_s": round(bare_rate)})
+
+    # the manager (plus one listener, as a LiveFrame or recorder would add)
+    mgr = RealtimeConnectionManager(rt.url, rt.anon_key)
+    count2 = [0]
+    done2 = asyncio.Event()
+
+    def mgr_cb(ev: Any) -> None:
+        count2[0] += 1
+        if count2[0] == n:
+            done2.set()
+
+    listened = [0]
+    mgr.add_listener(lambda ev: listened.__setitem__(0, listened[0] + 1))
+    await mgr.subscribe("bench-mgr", "*", mgr_cb)
+    mgr_s = await _blast(rt, "bench-mgr", n, done2, count2)
+    await mgr.cleanup()
+    mgr_rate = n / mgr_s
+    rows.append(
+        {
+            "metric": "throughput manager (callback + 1 listener)",
+            "events": n,
+            "events_per_s": round(mgr_rate),
+            "overhead": f"{bare_rate / mgr_rate:.2f}x",
+        }
+    )
+    return rows
+
+
+async def recovery_drop(rt: Any, refuse_s: float) -> list[dict[str, Any]]:
+    from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
+
+    from harmony_lab.manager import BackoffPolicy, RealtimeConnectionManager
+
+    rows = []
+    for label, backoff in (
+        ("manager, default backoff", BackoffPolicy()),
+        ("manager, backoff base 0.1 s cap 1 s", BackoffPolicy(base=0.1, max_delay=1.0)),
+    ):
+        mgr = RealtimeConnectionManager(rt.url, rt.anon_key, backoff=backoff)
+        await mgr.subscribe("bench-recover", "*", lambda ev: None)
+        rt.faults.refuse(refuse_s)
+        rt.faults.drop_all(1001)
+        fault_end = time.perf_counter() + refuse_s
+        await mgr.wait_for_status("bench-recover", "reconnecting", timeout=10)
+        await mgr.wait_for_status("bench-recover", "connected", timeout=120)
+        took = time.perf_counter() - fault_end
+        rows.append(
+            {
+                "metric": f"recovery drop+refuse {refuse_s:g} s: {label}",
+                "s_after_fault_end": round(took, 2),
+                "attempts": mgr.get_status("bench-recover").attempt,
+            }
+        )
+        await mgr.cleanup()
+        rt.faults.clear()
+        await asyncio.sleep(0.2)
+
+    # bare realtime-py with its own reconnection
+    subscribed = asyncio.Event()
+    states: list[str] = []
+
+    def on_state(state: Any, err: Any) -> None:
+        states.append(str(state))
+        if state is RealtimeSubscribeStates.SUBSCRIBED:
+            subscribed.set()
+
+    client = AsyncRealtimeClient(rt.ws_url, token=rt.anon_key, auto_reconnect=True)
+    await client.connect()
+    channel = client.channel("bench-bare-recover")
+    await channel.subscribe(on_state)
+    subscribed.clear()
+    rt.faults.refuse(refuse_s)
+    rt.faults.drop_all(1001)
+    fault_end = time.perf_counter() + refuse_s
+    try:
+        await asyncio.wait_for(subscribed.wait(), refuse_s + 30)
+        took: Any = round(time.perf_counter() - fault_end, 2)
+    except TimeoutError:
+        took = "never (gave up)"
+    rows.append(
+        {"metric": f"recovery drop+refuse {refuse_s:g} s: bare realtime-py", "s_after_fault_end": took}
+    )
+    await client.close()
+    rt.faults.clear()
+    return rows
+
+
+async def recovery_stall(rt: Any, stall_s: float) -> list[dict[str, Any]]:
+    from harmony_lab.manager import RealtimeConnectionManager
+
+    mgr = RealtimeConnectionManager(rt.url, rt.anon_key, heartbeat_interval=1.0)
+    await mgr.subscribe("bench-stall", "*", lambda ev: None)
+    await asyncio.sleep(1.2)
+    t0 = time.perf_counter()
+    rt.faults.stall(stall_s)
+    await mgr.wait_for_status("bench-stall", "reconnecting", timeout=10)
+    detected = time.perf_counter() - t0
+    await mgr.wait_for_status("bench-stall", "connected", timeout=60)
+    took = time.perf_counter() - (t0 + stall_s)
+    await mgr.cleanup()
+    return [
+        {
+            "metric": f"recovery stall {stall_s:g} s: manager (heartbeat 1 s)",
+            "detected_after_s": round(detected, 2),
+            "s_after_fault_end": round(took, 2),
+        },
+        {
+            "metric": f"recovery stall {stall_s:g} s: bare realtime-py",
+            "detected_after_s": "not detected (websockets ping: 20 s + 20 s)",
+        },
+    ]
+
+
+async def run(quick: bool) -> list[dict[str, Any]]:
+    from harmony_lab.local import LocalRealtime
+    from harmony_lab.server import ServerLimits
+
+    n = N_QUICK if quick else N_FULL
+    async with LocalRealtime(limits=ServerLimits.unlimited()) as rt:
+        rows = await throughput(rt, n)
+        rows += await recovery_drop(rt, 1.0 if quick else 3.0)
+        rows += await recovery_stall(rt, 2.0 if quick else 5.0)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        rest = ", ".join(f"{k}={v}" for k, v in row.items() if k != "metric")
+        print(f"{row['metric']:<58} {rest}")
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("realtime").setLevel(logging.CRITICAL)
+    rows = asyncio.run(run(args.quick))
+    print_table(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
