@@ -107,6 +107,8 @@ class StatusTimelineWidget(StreamingWidget):
         if not event.channel or not self._wanted(event.channel):
             return False
         t = to_ms(event.received_at) or int(self._wall() * 1000)
+        if t > self._latest_ms:
+            self._latest_ms = t
         kind = event.kind
         if kind is EventKind.STATUS and event.status is not None:
             lane = self._lane(event.channel)
@@ -145,7 +147,17 @@ class StatusTimelineWidget(StreamingWidget):
         self._mark_dirty()
         return True
 
+    _latest_ms = 0
+
+    def now_ms_for_display(self) -> int:
+        """The wall clock, or the newest event's time when replaying history older than the window."""
+        wall = int(self._wall() * 1000)
+        if self._latest_ms and wall - self._latest_ms > self.window_s * 1000:
+            return self._latest_ms
+        return wall
+
     def _trim(self, lane: _Lane, now: int) -> None:
+        now = max(now, self._latest_ms)
         horizon = now - int(self.window_s * 1000) * 2
         for items in (lane.spans, lane.retries, lane.gaps):
             drop = 0
@@ -183,7 +195,7 @@ class StatusTimelineWidget(StreamingWidget):
     def _push(self) -> None:
         with self.hold_sync():
             self.lanes = self.state()
-            self.now_ms = int(self._wall() * 1000)
+            self.now_ms = self.now_ms_for_display()
 
     def _snapshot(self) -> None:
         self._push()
