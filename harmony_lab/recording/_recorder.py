@@ -713,6 +713,10 @@ class Recorder:
             )
             self.bindings = {"error": f"get_debug_info() failed: {exc!r}"}
         else:
+            # channels unsubscribed since an earlier snapshot keep their last known entry
+            old = self.bindings if isinstance(self.bindings, dict) else {}
+            if isinstance(info, dict) and isinstance(info.get("channels"), dict):
+                info = {**info, "channels": {**old.get("channels", {}), **info["channels"]}}
             self.bindings = info
 
     # ---- lifecycle
@@ -764,6 +768,8 @@ class Recorder:
         w = self._writer
         if w.error is not None:
             raise RecordingError(f"recording {self.session_id} failed: {w.error!r}") from w.error
+        if event.kind is EventKind.STATUS and self._source_kind == "manager":
+            self._snapshot_bindings()  # subscriptions change with statuses (we are on the loop thread)
         if self.kinds is not None and event.kind not in self.kinds:
             return
         q = w.queue

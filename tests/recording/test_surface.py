@@ -1,0 +1,28 @@
+"""The public surface of the recording area is exactly what the lead exports."""
+
+from __future__ import annotations
+
+import harmony_lab
+import harmony_lab.analysis
+import harmony_lab.recording
+
+
+def test_recording_exports():
+    assert set(harmony_lab.recording.__all__) == {"Recorder", "read_recording", "replay"}
+    for name in harmony_lab.recording.__all__:
+        assert getattr(harmony_lab, name) is getattr(harmony_lab.recording, name)
+
+
+def test_analysis_exports():
+    assert set(harmony_lab.analysis.__all__) == {
+        "event_rates",
+        "gaps",
+        "lag_summary",
+        "parse_json",
+        "plot_rates",
+        "plot_status_timeline",
+        "presence_sessions",
+        "status_durations",
+    }
+    for name in harmony_lab.analysis.__all__:
+        assert callable(getattr(harmony_lab.analysis, name))
