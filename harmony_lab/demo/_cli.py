@@ -49,7 +49,9 @@ def register(subparsers: Any) -> None:
             "so the notebooks use that stack. Ctrl-C stops everything."
         ),
     )
-    p.add_argument("--port", type=int, default=None, help="JupyterLab port (default: 8888, else a free one)")
+    p.add_argument(
+        "--port", type=int, default=None, help="JupyterLab port (default: 8888 if free; 0: any free port)"
+    )
     p.add_argument("--ip", default="127.0.0.1", help="JupyterLab address (127.0.0.1)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument(

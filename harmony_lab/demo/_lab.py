@@ -179,7 +179,7 @@ class LabProcess:
     ) -> LabProcess:
         settings_dir = settings_dir or state_dir() / "lab"
         _write_settings(settings_dir)
-        port = port if port else free_port(8888, ip)
+        port = free_port(8888, ip) if port is None else (port or free_port(None, ip))
         token = secrets.token_hex(16)
         default_url = f"/lab/tree/{FIRST_NOTEBOOK}" if (root_dir / FIRST_NOTEBOOK).exists() else None
         cmd = lab_command(

@@ -108,9 +108,13 @@ def stack_from_env(environ: Mapping[str, str] | None = None) -> RemoteStack | No
     if len(present) != len(_REQUIRED):
         missing = [k for k in _REQUIRED if not env.get(k)]
         raise RuntimeError(f"incomplete harmony_lab environment: {missing} unset while {present} are set")
-    return RemoteStack(
-        env[ENV_URL], env[ENV_ANON], env[ENV_SERVICE], env[ENV_DSN], env.get(ENV_SECRET) or None
-    )
+    secret = env.get(ENV_SECRET) or None
+    rate = env.get(ENV_TRAFFIC)
+    try:
+        traffic = float(rate) if rate else None
+    except ValueError:
+        raise RuntimeError(f"{ENV_TRAFFIC} must be a number of actions per second; got {rate!r}") from None
+    return RemoteStack(env[ENV_URL], env[ENV_ANON], env[ENV_SERVICE], env[ENV_DSN], secret, traffic)
 
 
 _lock = threading.Lock()

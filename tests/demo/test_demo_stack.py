@@ -85,3 +85,31 @@ def test_env_file_is_shell_sourceable(tmp_path):
     ).stdout
     assert out == "http://127.0.0.1:5|host='a b' x=$HOME"
     assert oct(path.stat().st_mode)[-3:] == "600"
+
+
+async def test_traffic_defers_to_a_background_simulator_and_is_reused(rt, monkeypatch):
+    from harmony_lab.demo import NOTEBOOK_USER, traffic
+    from harmony_lab.demo._stack import BackgroundTraffic
+
+    for key, value in {**full_env(rt), "HARMONY_LAB_TRAFFIC": "2.5"}.items():
+        monkeypatch.setenv(key, value)
+    remote = stack()
+    assert remote.traffic == 2.5
+    assert remote.env()["HARMONY_LAB_TRAFFIC"] == "2.5"
+    background = await traffic(remote)
+    assert isinstance(background, BackgroundTraffic)
+    assert "2.5 actions/s" in repr(background)
+    await background.stop()
+
+    monkeypatch.setenv("HARMONY_LAB_TRAFFIC", "fast")
+    with pytest.raises(RuntimeError, match="HARMONY_LAB_TRAFFIC must be a number"):
+        stack()
+
+    sim = await traffic(rt, rate=20, users=3, seed=1, presence=False)
+    try:
+        assert sim.running
+        assert await traffic(rt) is sim  # re-running the cell starts no second simulator
+        assert NOTEBOOK_USER not in {u.username for u in sim.users}
+        assert NOTEBOOK_USER in {u.username for u in sim.bystanders}
+    finally:
+        await sim.stop()
