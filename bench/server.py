@@ -212,6 +212,8 @@ async def run(quick: bool) -> list[dict[str, Any]]:
                     "batches": hub_stats.get("batches"),
                     "deliveries": hub_stats.get("deliveries"),
                     "errors": hub_stats.get("errors"),
+                    "process_s": hub_stats.get("process_s"),
+                    "max_batch": hub_stats.get("max_batch"),
                 }
             )
     return rows

@@ -10,7 +10,9 @@ arrived, for all subscribers:
    cases Python cannot decide sent to Postgres in one batched query;
 3. per role: tables without a primary key → ``Error 400``; a role that may not SELECT the key →
    ``Error 401``; with RLS enabled (INSERT/UPDATE, roles without BYPASSRLS) one visibility query per
-   distinct ``(role, claims)`` for all rows of the batch (:func:`.rls.visible_rows`);
+   distinct ``(role, claims)`` for all rows of the batch (:func:`.rls.visible_rows`). Like Supabase,
+   the check looks the row up by primary key when the change is processed, so a row deleted or
+   changed again in the meantime is judged by its current state (or hidden if gone);
 4. one ``data`` object per ``(role, select)`` shape (:func:`.payloads.build_data`), shared by every
    subscriber with that shape, handed over with :meth:`Subscriber.deliver` — one call per change per
    subscriber, ``ids`` listing all of its matching bindings.
@@ -301,6 +303,8 @@ class ChangesHub:
             ),
             0,
         )
+        self._process_s = 0.0
+        self._max_batch = 0
         self._last_latency_ms: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -383,6 +387,7 @@ class ChangesHub:
             batch = [await self._queue.get()]
             while len(batch) < _BATCH_MAX and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            t0 = time.perf_counter()
             try:
                 await self._process(batch)
             except asyncio.CancelledError:
@@ -396,6 +401,8 @@ class ChangesHub:
                     batch[0].table,
                     batch[0].op,
                 )
+            self._process_s += time.perf_counter() - t0
+            self._max_batch = max(self._max_batch, len(batch))
 
     # -- API ---------------------------------------------------------------------------------
 
@@ -456,6 +463,8 @@ class ChangesHub:
             "tables": len(self._by_table),
             "queued": self._queue.qsize(),
             "last_latency_ms": self._last_latency_ms,
+            "process_s": round(self._process_s, 3),
+            "max_batch": self._max_batch,
             "capture": self._stream.stats if self._stream is not None else None,
         }
 

@@ -740,3 +740,19 @@ def test_constructor_validates():
         ChangesHub("")
     with pytest.raises(ValueError, match="max_record_bytes"):
         ChangesHub("postgresql://x", max_record_bytes=0)
+
+
+async def test_capture_reconnect_is_survived(env):
+    rec = await env.sub([b(event="INSERT")])
+    slot = env.hub.stats["capture"]["slot"]
+    cur = await env.db.execute("select active_pid from pg_replication_slots where slot_name = %s", (slot,))
+    (pid,) = await cur.fetchone()
+    await env.sql("select pg_terminate_backend(%s)", pid)
+    for _ in range(600):
+        if env.hub.stats["capture_reconnects"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    assert env.hub.stats["capture_reconnects"] == 1
+    await env.sql("insert into s2.items (id) values (42)")
+    await rec.wait(1)
+    assert rec.datas()[0]["record"]["id"] == 42
