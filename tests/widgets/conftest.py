@@ -1,114 +1,27 @@
-"""Widget tests on the Python side: every comm message the widgets send is captured.
-
-``comm.create_comm`` is the documented hook for providing the Comm implementation (ipykernel
-installs its own); here it is a Comm that records what would go to the front end, with timestamps
-and buffer sizes, and lets tests deliver front-end messages (``ready``, ``bye``, trait updates).
-"""
+"""Widget tests on the Python side: every comm message the widgets send is captured."""
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import comm
-import pyarrow as pa
 import pytest
-from comm.base_comm import BaseComm
 
 from harmony_lab.events import RealtimeEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "frames"))
 from frame_events import MESSAGE_COLUMNS, make_change, message
+from recording_comm import RecordingComm, install, rows_of
 
-__all__ = ["MESSAGE_COLUMNS", "make_change", "message"]
-
-
-class RecordingComm(BaseComm):
-    def __init__(self, **kwargs: Any) -> None:
-        self.sent: list[dict[str, Any]] = []
-        super().__init__(**kwargs)
-
-    def publish_msg(
-        self,
-        msg_type: str,
-        data: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        buffers: list[Any] | None = None,
-        **keys: Any,
-    ) -> None:
-        self.sent.append(
-            {
-                "msg_type": msg_type,
-                "data": data or {},
-                "buffers": [bytes(b) for b in buffers or []],
-                "t": time.monotonic(),
-            }
-        )
-
-    # helpers for tests -------------------------------------------------------------------
-    def customs(self, kind: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for m in self.sent:
-            d = m["data"]
-            if m["msg_type"] == "comm_msg" and d.get("method") == "custom":
-                content = d["content"]
-                if kind is None or content.get("type") == kind:
-                    out.append({**content, "_buffers": m["buffers"], "_t": m["t"]})
-        return out
-
-    def updates(self) -> list[dict[str, Any]]:
-        return [
-            m["data"]["state"]
-            for m in self.sent
-            if m["msg_type"] == "comm_msg" and m["data"].get("method") == "update"
-        ]
-
-    def front(self, content: Mapping[str, Any]) -> None:
-        """Deliver a custom message from the front end."""
-        self.handle_msg({"content": {"data": {"method": "custom", "content": dict(content)}}, "buffers": []})
-
-    def front_state(self, **state: Any) -> None:
-        """Deliver a trait change from the front end (like model.save_changes())."""
-        self.handle_msg({"content": {"data": {"method": "update", "state": state}}, "buffers": []})
-
-    def clear(self) -> None:
-        self.sent.clear()
+__all__ = ["MESSAGE_COLUMNS", "RecordingComm", "make_change", "message", "rows_of"]
 
 
 @pytest.fixture(autouse=True)
 def recording_comms(monkeypatch: pytest.MonkeyPatch) -> list[RecordingComm]:
-    made: list[RecordingComm] = []
-
-    def create(*args: Any, **kwargs: Any) -> RecordingComm:
-        c = RecordingComm(*args, **kwargs)
-        made.append(c)
-        return c
-
-    monkeypatch.setattr(comm, "create_comm", create)
-    return made
-
-
-def rows_of(buffer: bytes) -> list[dict[str, Any]]:
-    return pa.ipc.open_stream(buffer).read_all().to_pylist()
+    return install(monkeypatch)
 
 
 @pytest.fixture
 def change() -> Callable[..., RealtimeEvent]:
     return make_change
-
-
-def status_event(
-    channel: str, status: str, *, at: float, attempt: int | None = None, reason: str | None = None
-):
-    return RealtimeEvent(
-        kind="status",
-        channel=channel,
-        status=status,
-        attempt=attempt,
-        reason=reason,
-        received_at=datetime.fromtimestamp(at, UTC),
-    )

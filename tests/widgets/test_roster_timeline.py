@@ -6,7 +6,9 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from conftest import RecordingComm, make_change, status_event
+from frame_events import make_change
+from recording_comm import RecordingComm
+from widget_events import status_event
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.widgets import PresenceRosterWidget, StatusTimelineWidget

@@ -7,7 +7,8 @@ import itertools
 import time
 
 import pytest
-from conftest import RecordingComm, make_change, message, rows_of
+from frame_events import make_change, message
+from recording_comm import RecordingComm, rows_of
 
 from harmony_lab.frames import LiveFrame
 from harmony_lab.widgets import LiveTableWidget
