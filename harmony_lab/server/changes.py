@@ -388,19 +388,33 @@ class ChangesHub:
             while len(batch) < _BATCH_MAX and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             t0 = time.perf_counter()
+            self._counts["batches"] += 1
+            self._counts["changes"] += len(batch)
             try:
                 await self._process(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self._counts["errors"] += 1
                 logger.exception(
-                    "postgres_changes: a batch of %d changes (first %s.%s %s) failed; continuing",
-                    len(batch),
-                    batch[0].schema,
-                    batch[0].table,
-                    batch[0].op,
+                    "postgres_changes: a batch of %d changes failed; processing them one by one", len(batch)
                 )
+                for change in batch if len(batch) > 1 else ():
+                    try:
+                        await self._process([change])
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        self._counts["errors"] += 1
+                        logger.exception(
+                            "postgres_changes: dropping the %s on %s.%s at LSN %X (commit %d µs); continuing",
+                            change.op,
+                            change.schema,
+                            change.table,
+                            change.lsn,
+                            change.commit_ts_us,
+                        )
+                if len(batch) == 1:
+                    self._counts["errors"] += 1
             self._process_s += time.perf_counter() - t0
             self._max_batch = max(self._max_batch, len(batch))
 
@@ -540,8 +554,6 @@ class ChangesHub:
     # -- processing --------------------------------------------------------------------------
 
     async def _process(self, batch: list[Change]) -> None:
-        self._counts["batches"] += 1
-        self._counts["changes"] += len(batch)
         work: list[tuple[Change, list[_SubscriberState]]] = []
         for change in batch:
             if change.op not in _EVENTS:
