@@ -358,7 +358,7 @@ function render({ model, el }) {
     root.dataset.paused = paused ? "true" : "false";
     const pending = (model.get("pending") || 0);
     root.dataset.pending = String(pending);
-    pause.textContent = paused ? "▶ resume" : "⏸ pause";
+    pause.textContent = paused ? "resume" : "pause";
     pause.setAttribute("aria-pressed", paused ? "true" : "false");
     badge.textContent = paused && pending ? `${pending} new` : "";
     badge.style.display = paused && pending ? "" : "none";

@@ -1,0 +1,470 @@
+"""The widgets' ES modules in bare Chromium with a fake anywidget model (fast; no Jupyter).
+
+The Arrow reader is checked against pyarrow-written streams; the table is fed the exact messages the
+Python LiveTableWidget sends (captured at its comm), so both halves of the protocol meet here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from frame_events import make_change, message
+from recording_comm import RecordingComm, install
+
+from harmony_lab.frames import LiveFrame
+from harmony_lab.widgets import LiveTableWidget, PresenceRosterWidget, StatusTimelineWidget, _assets
+
+pytestmark = pytest.mark.browser
+
+TABLE_TRAITS = ("title", "columns", "key_columns", "height", "paused", "pending", "counters", "rate")
+TABLE_TRAITS += ("rate_history", "status", "mode")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def stream(*batches: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batches[0].schema) as w:
+        for b in batches:
+            w.write_batch(b)
+    return sink.getvalue().to_pybytes()
+
+
+DECODE = """([data, offset]) => {
+  const raw = b64(data);
+  let bytes = raw;
+  if (offset) {
+    const big = new Uint8Array(raw.length + offset);
+    big.set(raw, offset);
+    bytes = asDataView(big.subarray(offset));
+  }
+  const t = mods.arrow.decodeStream(bytes);
+  const cols = {};
+  for (const [k, v] of Object.entries(t.columns)) {
+    cols[k] = v.map((x) => (typeof x === "bigint" ? { big: x.toString() } : Number.isNaN(x) ? "NaN" : x));
+  }
+  return { fields: t.fields, length: t.length, columns: cols };
+}"""
+
+
+def expected(table: pa.Table) -> dict[str, list[Any]]:
+    out = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        values = col.to_pylist()
+        fixed = []
+        for v in values:
+            if isinstance(v, float) and math.isnan(v):
+                fixed.append("NaN")
+            elif isinstance(v, int) and abs(v) > 2**53 - 1:
+                fixed.append({"big": str(v)})
+            else:
+                fixed.append(v)
+        out[name] = fixed
+    return out
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_arrow_reader_matches_pyarrow(harness, offset):
+    schema = pa.schema(
+        [
+            ("i8", pa.int8()),
+            ("i16", pa.int16()),
+            ("i32", pa.int32()),
+            ("i64", pa.int64()),
+            ("u8", pa.uint8()),
+            ("u32", pa.uint32()),
+            ("u64", pa.uint64()),
+            ("f32", pa.float32()),
+            ("f64", pa.float64()),
+            ("ok", pa.bool_()),
+            ("s", pa.string()),
+            ("tz", pa.timestamp("us", tz="UTC")),
+            ("naive", pa.timestamp("ms")),
+            ("nothing", pa.null()),
+        ]
+    )
+    rows1 = {
+        "i8": [-128, None, 127],
+        "i16": [-1, 2, None],
+        "i32": [None, -(2**31), 2**31 - 1],
+        "i64": [2**62, -(2**53) + 1, None],
+        "u8": [0, 255, None],
+        "u32": [2**32 - 1, None, 0],
+        "u64": [2**64 - 1, 1, None],
+        "f32": [1.5, None, -0.25],
+        "f64": [math.nan, 1e300, None],
+        "ok": [True, None, False],
+        "s": ["héllo ☃", "", None],
+        "tz": [1_714_564_800_123_456, None, 0],
+        "naive": [None, 1_714_564_800_123, -1],
+        "nothing": [None, None, None],
+    }
+    rows2 = {k: [v[0]] * 9 for k, v in rows1.items()}  # a second batch, 9 rows (odd bitmap sizes)
+    b1 = pa.RecordBatch.from_pydict(rows1, schema=schema)
+    b2 = pa.RecordBatch.from_pydict(rows2, schema=schema)
+    empty = pa.RecordBatch.from_pydict({k: [] for k in rows1}, schema=schema)
+    data = stream(b1, empty, b2)
+    got = harness.evaluate(DECODE, [b64(data), offset])
+    want = expected(pa.Table.from_batches([b1, empty, b2]))
+    assert got["length"] == 12
+    assert [f["name"] for f in got["fields"]] == schema.names
+    assert got["fields"][11]["type"] == {"kind": "timestamp", "unit": "us", "tz": "UTC"}
+    assert got["fields"][12]["type"] == {"kind": "timestamp", "unit": "ms", "tz": None}
+    assert got["fields"][3]["type"] == {"kind": "int", "bits": 64, "signed": True}
+    assert got["fields"][6]["type"] == {"kind": "int", "bits": 64, "signed": False}
+    for name in schema.names:
+        assert got["columns"][name] == want[name], name
+
+
+def test_arrow_reader_reads_what_the_widget_sends(harness):
+    lf = LiveFrame(None, "messages")
+    for i in range(3):
+        lf.apply(make_change("INSERT", message(i)))
+    data = stream(lf._wire_batch(lf._rids()))
+    got = harness.evaluate(DECODE, [b64(data), 0])
+    assert got["columns"]["__rid"] == [0, 1, 2]
+    assert got["columns"]["id"] == [0, 1, 2]
+    assert got["columns"]["body"] == ["hello 0", "hello 1", "hello 2"]
+    assert got["columns"]["created_at"][1] == 1_714_564_801_000_001
+    assert json.loads(got["columns"]["tags"][2]) == ["a", "t2"]
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (pa.array(["a", "b", "a"]).dictionary_encode(), "dictionary"),
+        (pa.array([[1], [2, 3]]), "nested column c is not supported"),
+        (pa.array([b"x"]), "Binary is not supported"),
+    ],
+)
+def test_arrow_reader_rejects_what_it_does_not_know(harness, array, message):
+    data = stream(pa.RecordBatch.from_arrays([array], names=["c"]))
+    err = harness.evaluate(
+        "(d) => { try { mods.arrow.decodeStream(b64(d)); return null; } catch (e) { return String(e); } }",
+        b64(data),
+    )
+    assert err is not None
+    assert message in err
+
+
+# ------------------------------------------------------------------------------- the table widget
+
+
+class TableRig:
+    """A Python LiveTableWidget whose comm messages are delivered to the JS view in the page."""
+
+    def __init__(self, page: Any, monkeypatch: Any, frame: LiveFrame, **kw: Any) -> None:
+        install(monkeypatch)
+        self.page = page
+        self.frame = frame
+        self.widget = LiveTableWidget(frame, **kw)
+        assert isinstance(self.widget.comm, RecordingComm)
+        self.comm: RecordingComm = self.widget.comm
+        state = {k: getattr(self.widget, k) for k in TABLE_TRAITS}
+        page.evaluate(
+            """(state) => {
+            window.fake = makeModel(state);
+            const el = document.getElementById('host');
+            window.cleanup = mods.table.default.render({ model: fake.model, el });
+            }""",
+            state,
+        )
+
+    def from_front(self) -> list[dict[str, Any]]:
+        sent = self.page.evaluate("() => { const s = fake.sent; fake.sent = []; return s; }")
+        for m in sent:
+            self.comm.front(m)
+        return sent
+
+    def to_front(self) -> None:
+        """Deliver trait updates and custom messages sent since the last call (DataView buffers)."""
+        for m in self.comm.sent:
+            data = m["data"]
+            if m["msg_type"] != "comm_msg":
+                continue
+            if data.get("method") == "update":
+                self.page.evaluate(
+                    "(st) => { for (const [k, v] of Object.entries(st)) fake.model.set(k, v); }",
+                    {k: v for k, v in data["state"].items() if k in TABLE_TRAITS},
+                )
+            elif data.get("method") == "custom":
+                self.page.evaluate(
+                    "([msg, bufs]) => fake.emit(msg, bufs.map((b) => asDataView(b64(b))))",
+                    [data["content"], [b64(b) for b in m["buffers"]]],
+                )
+        self.comm.clear()
+
+    def sync(self) -> None:
+        self.from_front()
+        self.widget.flush()
+        self.to_front()
+
+    def state(self) -> dict[str, str]:
+        return self.page.evaluate("() => ({ ...document.querySelector('.hl-table').dataset })")
+
+    def row_keys(self) -> list[str]:
+        return self.page.evaluate(
+            """() => [...document.querySelectorAll('.hl-tr')]
+                 .sort((a, b) => +a.dataset.index - +b.dataset.index).map((r) => r.dataset.key)"""
+        )
+
+
+def frame_of(n: int, **kw: Any) -> LiveFrame:
+    lf = LiveFrame(None, "messages", **kw)
+    for i in range(n):
+        lf.apply(make_change("INSERT", message(i)))
+    return lf
+
+
+def test_table_renders_the_snapshot_after_saying_ready(harness, monkeypatch):
+    rig = TableRig(harness, monkeypatch, frame_of(5))
+    sent = rig.from_front()
+    assert sent == [{"type": "ready"}]
+    rig.to_front()
+    harness.wait_for_selector(".hl-table[data-nrows='5'][data-status='live']")
+    assert rig.row_keys() == ["4", "3", "2", "1", "0"]  # newest first
+    cells = harness.locator(".hl-tr[data-key='2'] .hl-td").all_inner_texts()
+    assert cells[:3] == ["2", "2", "hello 2"]
+    assert cells[3] == "2024-05-01 12:00:02.000001Z"
+    assert harness.locator(".hl-th").all_inner_texts()[:3] == ["id", "channel_id", "body"]
+    assert harness.locator(".hl-count").inner_text() == "5 rows"
+
+
+def test_table_follows_inserts_updates_deletes_with_flashes(harness, monkeypatch, artifacts):
+    rig = TableRig(harness, monkeypatch, frame_of(3))
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-nrows='3']")
+    rig.frame.apply(make_change("INSERT", message(10, body="brand new")))
+    rig.frame.apply(make_change("UPDATE", message(1, body="changed")))
+    rig.frame.apply(make_change("DELETE", None, old={"id": 0}))
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-nrows='3'][data-seq='2']")
+    harness.wait_for_selector(".hl-tr[data-key='10'].hl-flash-insert")
+    harness.wait_for_selector(".hl-tr[data-key='1'].hl-flash-update")
+    harness.wait_for_selector(".hl-tr[data-key='0'].hl-flash-delete.hl-ghost")
+    assert "brand new" in harness.locator(".hl-tr[data-key='10']").inner_text()
+    assert "changed" in harness.locator(".hl-tr[data-key='1']").inner_text()
+    harness.screenshot(path=artifacts / "esm-table-flashes.png")
+    harness.wait_for_selector(".hl-tr[data-key='0']", state="detached")  # the ghost fades out
+    harness.wait_for_selector(".hl-flash-insert", state="detached")
+
+
+def test_table_key_change_keeps_the_row(harness, monkeypatch):
+    rig = TableRig(harness, monkeypatch, frame_of(3))
+    rig.sync()
+    rig.frame.apply(make_change("UPDATE", message(100, body="renumbered"), old={"id": 1}))
+    rig.sync()
+    harness.wait_for_selector(".hl-tr[data-key='100'].hl-flash-update")
+    assert harness.locator(".hl-tr[data-key='1']").count() == 0
+    assert rig.state()["nrows"] == "3"
+
+
+def test_table_sorts_and_searches(harness, monkeypatch):
+    lf = frame_of(6)
+    lf.apply(make_change("UPDATE", message(3, body="zebra")))
+    rig = TableRig(harness, monkeypatch, lf)
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-nrows='6']")
+    harness.click(".hl-th[data-col='body']")
+    harness.wait_for_selector(".hl-table[data-sort='body:asc']")
+    assert rig.row_keys() == ["0", "1", "2", "4", "5", "3"]
+    harness.click(".hl-th[data-col='body']")
+    harness.wait_for_selector(".hl-table[data-sort='body:desc']")
+    assert rig.row_keys()[0] == "3"
+    harness.click(".hl-th[data-col='body']")
+    harness.wait_for_selector(".hl-table[data-sort='']")
+    harness.fill(".hl-search", "zeb")
+    harness.wait_for_selector(".hl-table[data-nshown='1']")
+    assert rig.row_keys() == ["3"]
+    assert harness.locator(".hl-count").inner_text() == "1 of 6 rows"
+    harness.fill(".hl-search", "")
+    harness.wait_for_selector(".hl-table[data-nshown='6']")
+
+
+def test_table_pause_holds_updates_and_shows_the_badge(harness, monkeypatch):
+    rig = TableRig(harness, monkeypatch, frame_of(2))
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-nrows='2']")
+    harness.click(".hl-pause")
+    assert harness.evaluate("() => [fake.model.get('paused'), fake.saves]") == [True, 1]
+    rig.comm.front_state(paused=True)  # what save_changes() delivers to the kernel
+    harness.evaluate("() => { fake.sent = []; }")
+    for i in range(2, 5):
+        rig.frame.apply(make_change("INSERT", message(i)))
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-paused='true'][data-pending='3']")
+    assert harness.locator(".hl-badge").inner_text() == "3 new"
+    assert rig.state()["nrows"] == "2"
+    harness.click(".hl-pause")
+    rig.comm.front_state(paused=False)
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-paused='false'][data-nrows='5']")
+    assert harness.locator(".hl-badge").is_hidden()
+
+
+def test_table_asks_for_a_resync_when_counts_disagree(harness, monkeypatch):
+    rig = TableRig(harness, monkeypatch, frame_of(2))
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-nrows='2']")
+    harness.evaluate("() => fake.emit({ type: 'delta', seq: 99, deletes: [], nrows: 7, events: 0 }, [])")
+    sent = rig.from_front()
+    assert sent[0]["type"] == "resync"
+    assert "kernel has 7" in sent[0]["reason"]
+    rig.widget.flush()
+    assert rig.comm.customs("snapshot")
+
+
+def test_table_virtualises_100k_rows(harness, monkeypatch, artifacts):
+    lf = LiveFrame(None, "messages", max_rows=None)
+    cols = (("id", "int8"), ("body", "text"), ("score", "float8"))
+    for i in range(100_000):
+        lf.apply(make_change("INSERT", {"id": i, "body": f"row {i}", "score": i / 7}, columns=cols))
+    rig = TableRig(harness, monkeypatch, lf)
+    rig.from_front()
+    t_apply = harness.evaluate("() => performance.now()")
+    rig.to_front()
+    harness.wait_for_selector(".hl-table[data-nrows='100000']")
+    t_shown = harness.evaluate("() => performance.now()")
+    n_dom = harness.locator(".hl-tr").count()
+    assert n_dom < 60  # only the visible window (+ overscan) is in the DOM
+    harness.evaluate(
+        "() => { const v = document.querySelector('.hl-viewport'); v.scrollTop = v.scrollHeight; }"
+    )
+    harness.wait_for_selector(".hl-tr[data-key='0']")
+    assert harness.locator(".hl-tr").count() < 60
+    took = harness.evaluate(
+        """async () => {
+        const t0 = performance.now();
+        document.querySelector(".hl-th[data-col='score']").click();
+        await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+        return performance.now() - t0; }"""
+    )
+    harness.wait_for_selector(".hl-table[data-sort='score:asc']")
+    harness.screenshot(path=artifacts / "esm-table-100k.png")
+    print(f"\n100k rows: snapshot shown in {t_shown - t_apply:.0f} ms (incl. transfer), sort {took:.0f} ms")
+
+
+def test_table_cleanup_says_bye_and_detaches(harness, monkeypatch):
+    rig = TableRig(harness, monkeypatch, frame_of(1))
+    rig.sync()
+    assert harness.evaluate("() => fake.listeners('msg:custom')") == 1
+    harness.evaluate("() => cleanup()")
+    assert harness.evaluate("() => fake.listeners('msg:custom')") == 0
+    assert rig.from_front() == [{"type": "bye"}]
+    assert rig.widget.views == 0
+
+
+def test_bundled_esm_loads_from_a_blob_like_anywidget_does(harness):
+    for name in ("live_table.js", "presence_roster.js", "status_timeline.js"):
+        src = _assets.esm(name)
+        assert "import {" not in src
+        kind = harness.evaluate(
+            """async (src) => {
+            const url = URL.createObjectURL(new Blob([src], { type: "text/javascript" }));
+            const mod = await import(url);
+            return typeof mod.default.render; }""",
+            src,
+        )
+        assert kind == "function", name
+
+
+# ------------------------------------------------------------------------ roster and timeline
+
+
+def mount(page: Any, module: str, state: dict[str, Any]) -> None:
+    page.evaluate(
+        """([module, state]) => {
+        window.fake = makeModel(state);
+        const el = document.getElementById('host');
+        window.cleanup = mods[module].default.render({ model: fake.model, el });
+        }""",
+        [module, state],
+    )
+
+
+def test_roster_view(harness, monkeypatch, artifacts):
+    install(monkeypatch)
+    now = 1_714_564_800.0
+    w = PresenceRosterWidget(wall_clock=lambda: now)
+    from harmony_lab.events import RealtimeEvent
+
+    w.apply(
+        RealtimeEvent(
+            kind="presence",
+            channel="lobby",
+            op="sync",
+            payload={
+                "a": [{"user_id": "a", "status": "online", "display_name": "Ada Lovelace"}],
+                "g": [{"user_id": "g", "status": "dnd", "display_name": "Grace Hopper"}],
+                "i": [{"user_id": "i", "status": "invisible", "display_name": "Ivy"}],
+            },
+        )
+    )
+    w._typing["a"] = int(now * 1000) + 60_000
+    users = w.roster()
+    mount(harness, "roster", {"users": users, "now_ms": int(now * 1000), "title": "Lobby", "status": "live"})
+    harness.wait_for_selector(".hl-roster[data-present='2'][data-nusers='3']")
+    assert harness.locator(".hl-user[data-user='a'] .hl-avatar").inner_text().startswith("AL")
+    assert harness.locator(".hl-user[data-user='a'] .hl-dot").get_attribute("data-status") == "online"
+    assert harness.locator(".hl-user[data-user='a'][data-typing='true'] .hl-typing").count() == 1
+    assert harness.locator(".hl-user[data-user='g'] .hl-dot").get_attribute("data-status") == "dnd"
+    assert harness.locator(".hl-user[data-user='i']").get_attribute("data-status") == "offline"
+    assert "last seen" in harness.locator(".hl-user[data-user='i'] .hl-sub").inner_text()
+    harness.screenshot(path=artifacts / "esm-roster.png")
+    users[0]["status"] = "away"
+    harness.evaluate("(u) => fake.model.set('users', u)", users)
+    harness.wait_for_selector(".hl-user[data-user='a'][data-status='away']")
+    assert harness.evaluate("() => fake.sent") == [{"type": "ready"}]
+
+
+def test_timeline_view(harness, monkeypatch, artifacts):
+    install(monkeypatch)
+    from widget_events import status_event
+
+    from harmony_lab.events import RealtimeEvent
+
+    t0 = 1_714_564_800.0
+    now = t0 + 60
+    w = StatusTimelineWidget(wall_clock=lambda: now, window_s=120)
+    w.apply(status_event("messages", "connecting", at=t0))
+    w.apply(status_event("messages", "connected", at=t0 + 1))
+    w.apply(status_event("messages", "reconnecting", at=t0 + 20, attempt=1, reason="socket closed"))
+    w.apply(status_event("messages", "reconnecting", at=t0 + 22, attempt=2, reason="refused"))
+    w.apply(status_event("messages", "connected", at=t0 + 25))
+    when = lambda s: __import__("datetime").datetime.fromtimestamp(t0 + s, __import__("datetime").UTC)  # noqa: E731
+    w.apply(
+        RealtimeEvent(
+            kind="gap", channel="messages", gap_start=when(20), gap_end=when(25), received_at=when(25)
+        )
+    )
+    w.apply(
+        RealtimeEvent(kind="heartbeat", channel="messages", payload={"rtt_ms": 4.5}, received_at=when(30))
+    )
+    w.apply(status_event("presence", "connected", at=t0 + 2))
+    state = {"lanes": w.state(), "now_ms": w.now_ms_for_display(), "window_s": 120.0, "title": "Status"}
+    mount(harness, "timeline", {**state, "status": "live"})
+    lane = ".hl-lane[data-channel='messages']"
+    harness.wait_for_selector(f"{lane}[data-status='connected']")
+    statuses = harness.locator(f"{lane} .hl-span").evaluate_all("els => els.map((e) => e.dataset.status)")
+    assert statuses == ["connecting", "connected", "reconnecting", "reconnecting", "connected"]
+    assert harness.locator(f"{lane} .hl-span[data-open='true']").get_attribute("data-status") == "connected"
+    assert harness.locator(f"{lane} .hl-retry").all_inner_texts() == ["1", "2"]
+    assert "retry #2" in harness.locator(f"{lane} .hl-retry[data-attempt='2']").get_attribute("title")
+    assert harness.locator(f"{lane} .hl-gap").count() == 1
+    assert "socket closed" in harness.locator(
+        f"{lane} .hl-span[data-status='reconnecting']"
+    ).first.get_attribute("title")
+    assert "RTT 4.5 ms" in harness.locator(f"{lane} .hl-rtt").inner_text()
+    assert harness.locator(f"{lane} .hl-now").count() == 1
+    assert harness.locator(".hl-lane").count() == 2
+    harness.screenshot(path=artifacts / "esm-timeline.png")
