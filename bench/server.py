@@ -227,9 +227,13 @@ def capture_floor(quick: bool) -> list[dict[str, Any]]:
     assert spec is not None
     assert spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    rows = mod.main(["--quick"] if quick else [])
-    return [{"metric": f"capture only (floor): {r.get('metric', r.get('name', ''))}", **r} for r in rows]
+    try:
+        spec.loader.exec_module(mod)
+        rows = mod.main(["--quick"] if quick else [])
+    except Exception as exc:  # the floor is informative only: report, don't lose our rows
+        logging.getLogger(__name__).exception("bench/capture.py failed")
+        return [{"metric": "capture only (floor)", "note": f"bench/capture.py failed: {exc}"}]
+    return [{**r, "metric": f"capture only (floor): {r.get('metric', r.get('name', ''))}"} for r in rows]
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

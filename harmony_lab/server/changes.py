@@ -237,6 +237,12 @@ class _Filter:
     column: str
     regtype: str
     predicate: Predicate
+    key: tuple[Any, ...] = ()
+    """Identifies identical conditions on the same column type: evaluated once per change."""
+
+    def __post_init__(self) -> None:
+        c = self.condition
+        self.key = (c.column, c.op, c.wire_value, c.negate, self.regtype)
 
 
 @dataclasses.dataclass(slots=True)
@@ -259,6 +265,18 @@ class _SubscriberState:
     raw_bindings: list[dict[str, Any]]
 
 
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    """A subscriber's bindings on one table, by the operation they want."""
+
+    key: int
+    state: _SubscriberState
+    by_op: dict[str, list[_Sub]]
+
+
+_MISSING: Final = object()
+
+
 class ChangesHub:
     """Fan out captured row changes to ``postgres_changes`` subscribers (see the module docstring).
 
@@ -278,7 +296,7 @@ class ChangesHub:
         self._publication = publication
         self._max_record_bytes = max_record_bytes
         self._subscribers: dict[int, _SubscriberState] = {}
-        self._by_table: dict[int, dict[int, _SubscriberState]] = {}
+        self._by_table: dict[int, dict[int, _Entry]] = {}
         self._queue: asyncio.Queue[Change] = asyncio.Queue(_QUEUE_MAX)
         self._stream: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -461,12 +479,12 @@ class ChangesHub:
         state = self._subscribers.pop(id(subscriber), None)
         if state is None:
             return
-        for sub in state.subs:
-            subs = self._by_table.get(sub.oid)
-            if subs is not None:
-                subs.pop(id(subscriber), None)
-                if not subs:
-                    del self._by_table[sub.oid]
+        for oid in {sub.oid for sub in state.subs}:
+            entries = self._by_table.get(oid)
+            if entries is not None:
+                entries.pop(id(subscriber), None)
+                if not entries:
+                    del self._by_table[oid]
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -548,36 +566,35 @@ class ChangesHub:
         self.unsubscribe(subscriber)
         key = id(subscriber)
         self._subscribers[key] = state
-        for sub in state.subs:
-            self._by_table.setdefault(sub.oid, {})[key] = state
+        for oid in {sub.oid for sub in state.subs}:
+            on_table = [s for s in state.subs if s.oid == oid]
+            by_op = {op: [s for s in on_table if s.event in ("*", op)] for op in _EVENTS}
+            self._by_table.setdefault(oid, {})[key] = _Entry(key, state, by_op)
 
     # -- processing --------------------------------------------------------------------------
 
     async def _process(self, batch: list[Change]) -> None:
-        work: list[tuple[Change, list[_SubscriberState]]] = []
+        work: list[tuple[Change, list[tuple[_Entry, list[_Sub]]]]] = []
         for change in batch:
             if change.op not in _EVENTS:
                 continue  # TRUNCATE is never emitted
-            states = self._by_table.get(change.relation_id)
-            if not states:
+            entries = self._by_table.get(change.relation_id)
+            if not entries:
                 continue
-            interested = [
-                s
-                for s in states.values()
-                if any(sub.oid == change.relation_id and sub.event in ("*", change.op) for sub in s.subs)
-            ]
-            if interested:
-                work.append((change, interested))
+            op = change.op
+            hits = [(e, subs) for e in entries.values() if (subs := e.by_op[op])]
+            if hits:
+                work.append((change, hits))
         if not work:
             return
         conn = await self._work_conn()
         oids = {c.relation_id for c, _ in work}
-        roles = {s.role for _, states in work for s in states}
+        roles = {e.state.role for _, hits in work for e, _ in hits}
         tables = await rls.load_tables(conn, oids, roles)
 
         # UPDATEs with unchanged TOAST values and no FULL old image: read the current values
-        prepared: list[tuple[Change, list[_SubscriberState], rls.TableInfo]] = []
-        for change, states in work:
+        prepared: list[tuple[Change, list[tuple[_Entry, list[_Sub]]], rls.TableInfo]] = []
+        for change, hits in work:
             table = tables.get(change.relation_id)
             if table is None:
                 logger.warning(
@@ -586,63 +603,72 @@ class ChangesHub:
                 continue
             if change.op == "UPDATE" and change.unchanged_toast:
                 change = await self._fill_toast(conn, change, table)
-            prepared.append((change, states, table))
+            prepared.append((change, hits, table))
 
         # filters (Python first; the undecided ones in one SQL batch)
         matches: list[dict[int, list[int]]] = []  # per change: subscriber key → matching binding ids
         errors: list[dict[int, str]] = []  # per change: subscriber key → 400/401 error
-        deferred: list[
-            tuple[int, int, int, rls.SqlCheck]
-        ] = []  # (change idx, subscriber key, binding id, check)
-        pending: dict[tuple[int, int, int], int] = {}  # unresolved checks per (change, subscriber, binding)
-        for idx, (change, states, table) in enumerate(prepared):
+        deferred: list[tuple[int, int, int, rls.SqlCheck]] = []  # (change idx, key, binding id, check)
+        pending: set[tuple[int, int, int]] = set()  # (change idx, key, binding id) waiting for SQL
+        for idx, (change, hits, table) in enumerate(prepared):
             per_sub: dict[int, list[int]] = {}
             per_err: dict[int, str] = {}
-            for state in states:
-                key = id(state.subscriber)
-                subs = [s for s in state.subs if s.oid == change.relation_id and s.event in ("*", change.op)]
+            role_error: dict[str, str | None] = {}
+            memo: dict[tuple[Any, ...], Any] = {}
+            for entry, subs in hits:
+                key = entry.key
                 if change.op != "DELETE":
-                    if not table.pk:
-                        per_err[key] = ERROR_400
+                    role = entry.state.role
+                    err = role_error.get(role, _MISSING)
+                    if err is _MISSING:
+                        err = None
+                        if not table.pk:
+                            err = ERROR_400
+                        elif not table.can_select_pk(role):
+                            err = ERROR_401
+                        role_error[role] = err
+                    if err is not None:
+                        per_err[key] = str(err)
                         per_sub[key] = _dedupe(s.binding_id for s in subs)
                         continue
-                    allowed = table.selectable.get(state.role, frozenset())
-                    if not all(name in allowed for name in table.pk):
-                        per_err[key] = ERROR_401
-                        per_sub[key] = _dedupe(s.binding_id for s in subs)
-                        continue
+                matched: list[int] = []
                 for sub in subs:
+                    if not sub.filters:
+                        if sub.binding_id not in matched:
+                            matched.append(sub.binding_id)
+                        continue
                     try:
-                        verdict = self._evaluate(change, sub)
+                        verdict = self._evaluate(change, sub, memo)
                     except Exception:
                         self._counts["errors"] += 1
                         logger.exception(
                             "postgres_changes: filter evaluation failed for %s on %s.%s",
-                            _name(state.subscriber),
+                            _name(entry.state.subscriber),
                             change.schema,
                             change.table,
                         )
                         continue
                     if verdict is True:
-                        per_sub.setdefault(key, []).append(sub.binding_id)
+                        if sub.binding_id not in matched:
+                            matched.append(sub.binding_id)
                     elif isinstance(verdict, list):
-                        pending[(idx, key, sub.binding_id)] = len(verdict)
+                        pending.add((idx, key, sub.binding_id))
                         for check in verdict:
                             deferred.append((idx, key, sub.binding_id, check))
+                if matched:
+                    per_sub[key] = matched
             matches.append(per_sub)
             errors.append(per_err)
         if deferred:
             self._counts["sql_filter_checks"] += len(deferred)
             results = await rls.evaluate_sql(conn, [d[3] for d in deferred])
-            failed: set[tuple[int, int, int]] = set()
-            for (idx, key, bid, _check), ok in zip(deferred, results, strict=True):
-                if not ok:
-                    failed.add((idx, key, bid))
-            for (idx, key, bid), _n in pending.items():
-                if (idx, key, bid) not in failed:
-                    ids = matches[idx].setdefault(key, [])
-                    if bid not in ids:
-                        ids.append(bid)
+            failed = {
+                (idx, key, bid) for (idx, key, bid, _c), ok in zip(deferred, results, strict=True) if not ok
+            }
+            for idx, key, bid in sorted(pending - failed):
+                ids = matches[idx].setdefault(key, [])
+                if bid not in ids:
+                    ids.append(bid)
 
         # RLS: per table, per (role, claims) group, all rows at once
         hidden: set[tuple[int, int]] = set()  # (change idx, subscriber key) not visible
@@ -650,7 +676,7 @@ class ChangesHub:
 
         # build and deliver
         now_us = time.time_ns() // 1000
-        for idx, (change, states, table) in enumerate(prepared):
+        for idx, (change, hits, table) in enumerate(prepared):
             per_sub = matches[idx]
             if not per_sub:
                 continue
@@ -658,28 +684,34 @@ class ChangesHub:
             self._last_latency_ms = max(0.0, (now_us - change.commit_ts_us) / 1000)
             shapes: dict[tuple[Any, ...], dict[str, Any]] = {}
             oversize: bool | None = None
-            for state in states:
-                key = id(state.subscriber)
+            per_err = errors[idx]
+            for entry, subs in hits:
+                key = entry.key
                 ids = per_sub.get(key)
                 if not ids or (idx, key) in hidden:
                     continue
+                state = entry.state
                 try:
-                    err = errors[idx].get(key)
+                    err = per_err.get(key)
                     if err is not None:
                         shape_key: tuple[Any, ...] = ("error", err)
                         if shape_key not in shapes:
                             shapes[shape_key] = error_data(change, err)
-                        self._deliver(state, _dedupe(ids), shapes[shape_key])
+                        self._deliver(state, ids, shapes[shape_key])
                         continue
                     if oversize is None:
                         oversize = record_bytes(change) > self._max_record_bytes
-                    by_select: dict[tuple[str, ...] | None, list[int]] = {}
-                    for sub in state.subs:
-                        if sub.binding_id in ids and sub.oid == change.relation_id:
-                            group = by_select.setdefault(sub.select, [])
-                            if sub.binding_id not in group:
-                                group.append(sub.binding_id)
-                    for select, group_ids in by_select.items():
+                    first_select = subs[0].select
+                    if len(subs) == 1 or all(s.select == first_select for s in subs):
+                        groups: dict[tuple[str, ...] | None, list[int]] = {first_select: ids}
+                    else:
+                        groups = {}
+                        for sub in subs:
+                            if sub.binding_id in ids:
+                                group = groups.setdefault(sub.select, [])
+                                if sub.binding_id not in group:
+                                    group.append(sub.binding_id)
+                    for select, group_ids in groups.items():
                         shape_key = (state.role, select)
                         data = shapes.get(shape_key)
                         if data is None:
@@ -696,7 +728,9 @@ class ChangesHub:
                         _name(state.subscriber),
                     )
 
-    def _evaluate(self, change: Change, sub: _Sub) -> bool | list[rls.SqlCheck]:
+    def _evaluate(
+        self, change: Change, sub: _Sub, memo: dict[tuple[Any, ...], Any]
+    ) -> bool | list[rls.SqlCheck]:
         """``True``/``False``, or the conditions Postgres must decide (all others passed)."""
         if not sub.filters:
             return True
@@ -709,7 +743,9 @@ class ChangesHub:
                     ok = False  # fail closed: the filter column is not in this image
                     break
                 value = image[f.column]
-                r = f.predicate(value)
+                r = memo.get(f.key, _MISSING)
+                if r is _MISSING:
+                    r = memo[f.key] = f.predicate(value)
                 if r is DEFER:
                     checks.append(rls.SqlCheck(f.condition, f.regtype, pg_text(value)))
                 elif r is not True:
@@ -722,18 +758,19 @@ class ChangesHub:
     async def _apply_rls(
         self,
         conn: psycopg.AsyncConnection[Any],
-        prepared: list[tuple[Change, list[_SubscriberState], rls.TableInfo]],
+        prepared: list[tuple[Change, list[tuple[_Entry, list[_Sub]]], rls.TableInfo]],
         matches: list[dict[int, list[int]]],
         errors: list[dict[int, str]],
         hidden: set[tuple[int, int]],
     ) -> None:
         # table oid → group (role, claims) → list of (change idx, subscriber key)
         todo: dict[int, dict[tuple[str, str], list[tuple[int, int]]]] = {}
-        for idx, (change, states, table) in enumerate(prepared):
+        for idx, (change, hits, table) in enumerate(prepared):
             if change.op == "DELETE" or not table.rls:
                 continue
-            for state in states:
-                key = id(state.subscriber)
+            for entry, _subs in hits:
+                key = entry.key
+                state = entry.state
                 if key not in matches[idx] or key in errors[idx]:
                     continue
                 if table.bypass.get(state.role, False):

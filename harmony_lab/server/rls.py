@@ -82,14 +82,16 @@ class TableInfo:
     """role → names of the columns it may SELECT (roles asked for only)."""
     bypass: Mapping[str, bool]
     """role → superuser or BYPASSRLS."""
+    pk: tuple[str, ...] = dataclasses.field(init=False)
+    by_name: Mapping[str, ColumnInfo] = dataclasses.field(init=False)
 
-    @property
-    def pk(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns if c.is_pk)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pk", tuple(c.name for c in self.columns if c.is_pk))
+        object.__setattr__(self, "by_name", {c.name: c for c in self.columns})
 
-    @property
-    def by_name(self) -> dict[str, ColumnInfo]:
-        return {c.name: c for c in self.columns}
+    def can_select_pk(self, role: str) -> bool:
+        allowed = self.selectable.get(role, frozenset())
+        return all(name in allowed for name in self.pk)
 
     @property
     def ident(self) -> sql.Composable:
