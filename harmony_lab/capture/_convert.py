@@ -64,6 +64,14 @@ def _xsd_offset(offset: str) -> str:
 
 def _timestamp(text: str) -> str:
     """ISO ``2025-11-03 09:32:55.123+00`` → XSD ``2025-11-03T09:32:55.123+00:00``."""
+    n = len(text)
+    if n > 19 and text[10] == " " and text[4] == "-" and not text.endswith(" BC"):  # common case
+        if text[-3] in "+-":  # whole-hour offset
+            return f"{text[:10]}T{text[11:]}:00"
+        if text[-6] in "+-" and text[-3] == ":" and text[-9] != "+":  # "+05:30"
+            return f"{text[:10]}T{text[11:]}"
+        if n <= 26 and ("+" not in text[11:] and "-" not in text[11:]):  # timestamp without zone
+            return f"{text[:10]}T{text[11:]}"
     if text in ("infinity", "-infinity"):
         return text
     bc = text.endswith(" BC")
@@ -111,6 +119,12 @@ _SCALARS: Final[dict[str, Converter]] = {
 
 def parse_array(text: str, element: Converter = _text, delimiter: str = ",") -> list[Any]:
     """Parse PostgreSQL's array text form (``{1,NULL,"a b"}``, nested, with optional bounds)."""
+    if text[:1] == "{" and text[-1:] == "}":  # fast path: flat, nothing quoted (array_out's usual form)
+        inner = text[1:-1]
+        if '"' not in inner and "{" not in inner and "\\" not in inner:
+            if not inner:
+                return []
+            return [None if p == "NULL" else element(p) for p in inner.split(delimiter)]
     pos = 0
     if text.startswith("["):  # explicit bounds: "[0:1]={1,2}" — to_jsonb ignores them
         eq = text.find("=")

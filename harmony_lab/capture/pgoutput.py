@@ -182,16 +182,17 @@ Message = (
 
 
 class _Reader:
-    __slots__ = ("data", "pos")
+    __slots__ = ("data", "pos", "tag")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, start: int = 0) -> None:
         self.data = data
-        self.pos = 1  # after the message type byte
+        self.pos = start + 1  # after the message type byte
+        self.tag = chr(data[start])
 
     def _need(self, n: int) -> None:
         if self.pos + n > len(self.data):
             raise PgOutputError(
-                f"truncated {chr(self.data[0])!r} message: needed {n} bytes at offset {self.pos}, "
+                f"truncated {self.tag!r} message: needed {n} bytes at offset {self.pos}, "
                 f"have {len(self.data) - self.pos}"
             )
 
@@ -210,7 +211,7 @@ class _Reader:
     def string(self) -> str:
         end = self.data.find(b"\0", self.pos)
         if end < 0:
-            raise PgOutputError(f"unterminated string in {chr(self.data[0])!r} message at {self.pos}")
+            raise PgOutputError(f"unterminated string in {self.tag!r} message at {self.pos}")
         s = self.data[self.pos : end].decode("utf-8")
         self.pos = end + 1
         return s
@@ -253,7 +254,7 @@ class _Reader:
     def done(self) -> None:
         if self.pos != len(self.data):
             raise PgOutputError(
-                f"{len(self.data) - self.pos} unexpected trailing bytes in {chr(self.data[0])!r} message"
+                f"{len(self.data) - self.pos} unexpected trailing bytes in {self.tag!r} message"
             )
 
 
@@ -266,14 +267,14 @@ def _old_kind(r: _Reader) -> Literal["K", "O"]:
     raise PgOutputError(f"expected 'K' or 'O' old tuple, got {chr(kind)!r}")
 
 
-def parse_message(data: bytes | bytearray | memoryview) -> Message:
-    """Parse one pgoutput (protocol 1) message."""
+def parse_message(data: bytes | bytearray | memoryview, start: int = 0) -> Message:
+    """Parse one pgoutput (protocol 1) message, found at ``data[start:]``."""
     if not isinstance(data, bytes):
         data = bytes(data)
-    if not data:
+    if len(data) <= start:
         raise PgOutputError("empty pgoutput message")
-    r = _Reader(data)
-    tag = data[0]
+    r = _Reader(data, start)
+    tag = data[start]
     msg: Message
     if tag == 0x49:  # I
         (relid,) = r.unpack(_U32)

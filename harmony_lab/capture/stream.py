@@ -575,7 +575,7 @@ class ChangeStream:
             start, end, _ts = _XLOG_DATA.unpack_from(data, 1)
             self._received_lsn = max(self._received_lsn, end)
             self._messages += 1
-            msg = parse_message(memoryview(data)[25:])
+            msg = parse_message(data, 25)
             assert self._decoder is not None
             if isinstance(msg, Relation) and self._needs_lookup(msg):
                 self._block_for(msg, start)
