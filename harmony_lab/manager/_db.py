@@ -21,6 +21,7 @@ __all__ = [
     "backfill_via_dsn",
     "backfill_via_postgrest",
     "condition_sql",
+    "postgrest_backfill_query",
     "primary_key_via_dsn",
     "primary_key_via_openapi",
 ]
@@ -176,10 +177,11 @@ async def backfill_via_dsn(
     return rows, columns
 
 
-async def backfill_via_postgrest(
-    client: Any, sub: TableSubscription, since: datetime
-) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
-    """The same query through supabase-py's PostgREST client (a real project without a DSN)."""
+def postgrest_backfill_query(client: Any, sub: TableSubscription, since: datetime) -> Any:
+    """The backfill as a supabase-py PostgREST request builder (not executed).
+
+    Realtime filters use PostgREST's syntax, so each condition maps 1:1 to ``.filter(col, op, value)``.
+    """
     assert sub.backfill is not None
     bf = sub.backfill
     query = client.schema(sub.schema).table(sub.table).select("*")
@@ -189,5 +191,12 @@ async def backfill_via_postgrest(
         _, rhs = text.split("=", 1)
         operator = ("not." if cond.negate else "") + cond.op
         query = query.filter(cond.column, operator, rhs[len(operator) + 1 :])
-    response = await query.order(bf.column).limit(bf.limit).execute()
+    return query.order(bf.column).limit(bf.limit)
+
+
+async def backfill_via_postgrest(
+    client: Any, sub: TableSubscription, since: datetime
+) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
+    """The same query through supabase-py's PostgREST client (a real project without a DSN)."""
+    response = await postgrest_backfill_query(client, sub, since).execute()
     return list(response.data or []), ()

@@ -288,10 +288,15 @@ class RealtimeConnectionManager:
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
         existing = self._runners.get(spec.name)
-        if existing is not None and existing.spec == spec and self._is_live(existing) and presence is None:
-            if callback is not None and callback not in existing.callbacks:
+        if existing is not None and existing.spec == spec and presence is None:
+            # the same subscription: keep the connection, take the newest callbacks; restart it if it
+            # is in error or was stopped (e.g. after SIGNED_OUT) — the user is asking for it again
+            if callback is not None:
                 existing.callbacks[:] = [callback]
-            self._sync_subscription_callbacks(existing, spec)
+            existing.spec = spec
+            if existing.machine.status in (ChannelStatus.ERROR, ChannelStatus.DISCONNECTED):
+                existing.start()
+                await self._wait_first_attempt(existing)
             return existing.machine.snapshot()
         if existing is not None:
             await self._remove(spec.name, reason="replaced")
@@ -317,6 +322,11 @@ class RealtimeConnectionManager:
         await self._resolve_primary_keys(runner)
         self._ensure_health_loop()
         runner.start()
+        await self._wait_first_attempt(runner)
+        return runner.machine.snapshot()
+
+    async def _wait_first_attempt(self, runner: ChannelRunner) -> None:
+        """Until connected, in error, or the first failure (then retries continue in the background)."""
         try:
             await runner.wait(
                 lambda status, attempt: (
@@ -326,12 +336,10 @@ class RealtimeConnectionManager:
             )
         except TimeoutError:
             logger.warning(
-                "channel %r: still %s after the first attempt's time budget", spec.name, runner.machine.status
+                "channel %r: still %s after the first attempt's time budget",
+                runner.name,
+                runner.machine.status,
             )
-        return runner.machine.snapshot()
-
-    def _sync_subscription_callbacks(self, runner: ChannelRunner, spec: ChannelSpec) -> None:
-        runner.spec = spec  # equal spec; keeps the newest per-binding callbacks
 
     @staticmethod
     def _is_live(runner: ChannelRunner) -> bool:

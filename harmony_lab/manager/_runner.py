@@ -656,9 +656,7 @@ class ChannelRunner:
             "duplicates_skipped": self.duplicates_skipped,
             "socket": {
                 "connected": bool(client is not None and client.is_connected),
-                "channel_state": str(getattr(self.channel, "state", None).value)
-                if self.channel is not None
-                else None,  # type: ignore[union-attr]
+                "channel_state": self.channel.state.value if self.channel is not None else None,
             },
         }
 

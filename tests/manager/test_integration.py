@@ -306,3 +306,51 @@ async def test_wall_clock_jump_forces_a_reconnect(rt, make_manager):
     await mgr.wait_for_status("room", "connected", timeout=5)
     assert mgr.get_status("room").attempt == 0
     assert any(e.kind is EventKind.GAP for e in events)
+
+
+async def test_multiple_tables_on_one_channel_with_events_stream(rt, make_manager):
+    mgr = make_manager(rt.url, rt.anon_key, dsn=rt.dsn, access_token=rt.token_for(str(ALICE)))
+    per_msg, per_reaction, everything = [], [], []
+    stream = mgr.events(kinds=["change", "gap"])
+    state = await mgr.subscribe_to_multiple_tables(
+        "chat",
+        [
+            TableSubscription("messages", event="INSERT", filter="channel_id=eq.1", callback=per_msg.append),
+            TableSubscription("message_reactions", callback=per_reaction.append),
+        ],
+        callback=everything.append,
+    )
+    assert state.status is ChannelStatus.CONNECTED
+    mid = await insert_message(rt, "react to me")
+    await rt.execute(
+        "insert into message_reactions (message_id, user_id, emoji) values (%s, %s, '👍')", mid, ALICE
+    )
+    await rt.execute("update messages set content = 'x' where id = %s", mid)  # not subscribed (INSERT only)
+    await eventually(lambda: len(everything) == 2, what="two changes")
+    await asyncio.sleep(0.3)
+    assert len(everything) == 2
+    assert [e.table for e in per_msg] == ["messages"]
+    assert [e.table for e in per_reaction] == ["message_reactions"]
+    # the composite primary key comes from pg_index via the DSN
+    assert per_reaction[0].pk == {"message_id": mid, "user_id": str(ALICE), "emoji": "👍"}
+    got = [await asyncio.wait_for(stream.__anext__(), 2) for _ in range(2)]
+    assert [e.table for e in got] == ["messages", "message_reactions"]
+    assert got[0].seq < got[1].seq
+    await mgr.cleanup()
+    with pytest.raises(StopAsyncIteration):
+        await stream.__anext__()
+
+
+async def test_table_outside_the_publication_is_an_error_not_a_retry_loop(rt, make_manager):
+    await rt.execute("create table public.private_notes (id bigint primary key, body text)")
+    await rt.execute("grant select on public.private_notes to anon, authenticated")
+    mgr = make_manager(rt.url, rt.anon_key, dsn=rt.dsn)
+    state = await mgr.subscribe_to_table("notes", "private_notes")
+    assert state.status is ChannelStatus.ERROR
+    assert "postgres_changes" in state.reason
+    report = await mgr.doctor("private_notes", role="anon")
+    assert not report["publication"].ok
+    await rt.execute(report["publication"].fix)
+    await mgr.subscribe_to_table("notes", "private_notes")  # a new subscribe restarts it
+    state = await mgr.wait_for_status("notes", "connected", timeout=5)
+    assert state.attempt == 0

@@ -383,3 +383,30 @@ def test_listener_remove():
     assert len(got) == 1
     with pytest.raises(TypeError):
         bus.add_listener(42)  # type: ignore[arg-type]
+
+
+# supabase-py 2.34.1 itself passes postgrest's deprecated ``timeout`` argument
+@pytest.mark.filterwarnings("ignore:The '(timeout|verify|proxy)' parameter is deprecated:DeprecationWarning")
+async def test_postgrest_backfill_query_mirrors_the_subscription():
+    from datetime import timedelta
+
+    from supabase import acreate_client
+
+    from harmony_lab.manager._db import postgrest_backfill_query
+
+    client = await acreate_client("http://127.0.0.1:9", "anon-key")
+    sub = TableSubscription(
+        "messages",
+        filter=F.eq("channel_id", 1) & ~F.in_("kind", ["a", "b"]) & F.is_("deleted_at", None),
+        backfill=Backfill(column="created_at", lookback=2.0, limit=50),
+    )
+    since = datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC)
+    query = postgrest_backfill_query(client, sub, since)
+    params = dict(query.request.params.multi_items())
+    assert params["created_at"] == "gte." + (since - timedelta(seconds=2)).isoformat()
+    assert params["channel_id"] == "eq.1"
+    assert params["kind"] == "not.in.(a,b)"
+    assert params["deleted_at"] == "is.null"
+    assert params["order"] == "created_at.asc"
+    assert params["limit"] == "50"
+    assert str(query.request.path).endswith("/messages")
