@@ -88,6 +88,25 @@ class RealtimeConnectionManager:
     Runs on the running event loop (Jupyter's, or your script's ``asyncio.run(main())``); it never
     starts a loop or a thread of its own.
 
+    Reconnection: ``backoff`` retries ``max_retries`` times after a failure (the failure after the last
+    retry means ``error``); 3 closes within ``rapid_close_window`` s wait ``rapid_close_cooldown`` s; the
+    attempt count resets after two heartbeat replies on a connected channel; every
+    ``health_interval`` s a channel in ``error`` for ``error_reset_after`` s is reset and reconnected.
+    Heartbeats (with refs, every ``heartbeat_interval`` s) detect a silent stall within two intervals;
+    a wall-clock jump forces a reconnect. Any interval without delivery becomes a ``gap`` event
+    (emitted once delivery resumes, or when the channel is stopped with ``recovered=False``).
+
+    Primary keys (``RealtimeEvent.pk``; Realtime payloads do not mark PK columns), per table:
+    ``primary_key=`` on the subscription → ``pg_index`` via ``dsn`` → PostgREST's OpenAPI description
+    (``from_supabase``) → the keys of a DELETE's ``old_record`` (default replica identity carries
+    exactly the PK) → ``id`` if the table has such a column → None.
+
+    Delivery: the channel's callback and the binding's ``TableSubscription.callback`` first, then
+    every ``add_listener`` function, then every ``events()`` stream. A callback that raises (or a
+    coroutine callback that fails) is logged and counted (``get_debug_info()["callback_errors"]``)
+    and never stops delivery. realtime-py's own connection-loss ERROR log lines are re-labelled
+    DEBUG (the manager reports those as status events).
+
     >>> mgr = RealtimeConnectionManager(rt.url, rt.anon_key, dsn=rt.dsn)          # doctest: +SKIP
     >>> await mgr.subscribe_to_table("msgs", "messages", filter="channel_id=eq.1",  # doctest: +SKIP
     ...                              callback=print, backfill=Backfill("created_at"))
@@ -163,6 +182,7 @@ class RealtimeConnectionManager:
         self._supabase: Any = None
         self._closed = False
         self.suppressed = 0
+        _quiet_realtime_py_connection_logs()
 
     # ------------------------------------------------------------------------------- construction
     @classmethod
@@ -542,7 +562,7 @@ class RealtimeConnectionManager:
         self._deliver(ev, callbacks, where=f"channel {runner.name!r}")
 
     def _emit_status(self, runner: ChannelRunner, d: SetStatus) -> None:
-        log = logger.warning if d.status in (ChannelStatus.ERROR, ChannelStatus.RECONNECTING) else logger.info
+        log = logger.warning if d.status is ChannelStatus.ERROR else logger.info
         log("channel %r: %s → %s (%s) attempt=%d", runner.name, d.previous, d.status, d.reason, d.attempt)
         self._emit(
             kind=EventKind.STATUS,
@@ -804,3 +824,27 @@ class RealtimeConnectionManager:
 
 
 _BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+class _RelabelConnectionLogs(logging.Filter):
+    """realtime-py logs every socket loss at ERROR ("Auto-reconnect disabled, terminating connection",
+    which reads like a failure while the manager is reconnecting). Re-label those lines DEBUG."""
+
+    PREFIXES = (
+        "WebSocket connection closed with code",
+        "Auto-reconnect disabled",
+        "Connection attempt failed",
+        "Connection failed permanently",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self.PREFIXES):
+            record.levelno = logging.DEBUG
+            record.levelname = "DEBUG"
+        return True
+
+
+def _quiet_realtime_py_connection_logs() -> None:
+    realtime_logger = logging.getLogger("realtime._async.client")
+    if not any(isinstance(f, _RelabelConnectionLogs) for f in realtime_logger.filters):
+        realtime_logger.addFilter(_RelabelConnectionLogs())

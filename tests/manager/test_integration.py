@@ -75,6 +75,9 @@ async def test_drop_reconnects_with_same_subscription_and_a_gap_event(rt, make_m
     mgr = make_manager(rt.url, rt.anon_key, dsn=rt.dsn, access_token=rt.token_for(str(ALICE)))
     events = []
     mgr.add_listener(events.append)
+    named, every = [], []
+    mgr.on_status_change("general", named.append)
+    remove = mgr.on_status_change("*", every.append)
     got = []
     await mgr.subscribe_to_table("general", "messages", filter="channel_id=eq.1", callback=got.append)
     dropped = rt.faults.drop_all(code=1001)
@@ -90,6 +93,10 @@ async def test_drop_reconnects_with_same_subscription_and_a_gap_event(rt, make_m
         ChannelStatus.RECONNECTING,
         ChannelStatus.CONNECTED,
     ]
+    assert [s.status for s in named] == statuses(events, "general")
+    assert [s.status for s in every] == statuses(events, "general")
+    assert named[-1].last_connected_at is not None
+    remove()
     reconnecting = next(e for e in events if e.status is ChannelStatus.RECONNECTING)
     assert "closed (1001)" in reconnecting.reason
     assert 0.08 <= reconnecting.payload["delay"] <= 0.12
@@ -105,6 +112,7 @@ async def test_drop_reconnects_with_same_subscription_and_a_gap_event(rt, make_m
     await eventually(lambda: any(e.pk == {"id": new_id} for e in got), what="change after reconnect")
     # two heartbeat replies later the attempt counter resets
     await eventually(lambda: mgr.get_status("general").attempt == 0, what="attempt reset", timeout=5)
+    assert len(named) == len(every) + 1  # the "*" callback was removed
     assert mgr.get_debug_info()["channels"]["general"]["connects"] == 2
 
 

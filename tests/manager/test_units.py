@@ -410,3 +410,16 @@ async def test_postgrest_backfill_query_mirrors_the_subscription():
     assert params["order"] == "created_at.asc"
     assert params["limit"] == "50"
     assert str(query.request.path).endswith("/messages")
+
+
+def test_realtime_py_connection_loss_logs_are_relabelled_debug(caplog):
+    import logging
+
+    RealtimeConnectionManager("http://h:1", "k")
+    realtime_logger = logging.getLogger("realtime._async.client")
+    with caplog.at_level(logging.DEBUG, logger="realtime._async.client"):
+        realtime_logger.error("Auto-reconnect disabled, terminating connection")
+        realtime_logger.error("something else entirely")
+    levels = {r.getMessage(): r.levelname for r in caplog.records}
+    assert levels["Auto-reconnect disabled, terminating connection"] == "DEBUG"
+    assert levels["something else entirely"] == "ERROR"
