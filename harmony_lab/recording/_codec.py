@@ -161,12 +161,40 @@ def _warn_unsupported(t: type) -> None:
         )
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode = _ENCODER.encode
+
+
+def _native(value: Any) -> bool:
+    """True when ``value`` is JSON-native all the way down (then it needs no notes)."""
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is float:
+        return value - value == 0.0  # finite (nan - nan and inf - inf are nan)
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str:
+                return False
+            tv = type(v)
+            if tv is str or tv is int or tv is bool or v is None:
+                continue
+            if not _native(v):
+                return False
+        return True
+    if t is list:
+        return all(_native(v) for v in value)
+    return False
+
+
 def encode_json(value: Any) -> tuple[str | None, list[list[Any]] | None]:
     """``(json_text, notes)`` for one free-form field; ``(None, None)`` for None."""
     if value is None:
         return None, None
+    if _native(value):
+        return _encode(value), None
     notes: list[list[Any]] = []
-    text = json.dumps(_plain(value, [], notes), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = _encode(_plain(value, [], notes))
     return text, (notes or None)
 
 
@@ -229,58 +257,61 @@ def decode_json(text: str | None, notes: list[list[Any]] | None = None) -> Any:
 
 
 class RowBuffer:
-    """Column lists for a batch of events; :meth:`to_batch` turns them into one RecordBatch."""
+    """Events waiting to become one RecordBatch (columns are built in bulk by :meth:`to_batch`)."""
 
-    __slots__ = ("_cols", "rows")
+    __slots__ = ("events",)
 
     def __init__(self) -> None:
-        self._cols: dict[str, list[Any]] = {name: [] for name in COLUMN_NAMES if name != "session_id"}
-        self.rows = 0
+        self.events: list[RealtimeEvent] = []
+
+    @property
+    def rows(self) -> int:
+        return len(self.events)
 
     def append(self, ev: RealtimeEvent) -> None:
-        c = self._cols
-        c["seq"].append(ev.seq)
-        c["received_at"].append(ev.received_at)
-        c["received_mono_ns"].append(ev.received_mono_ns)
-        c["kind"].append(str(ev.kind))
-        c["channel"].append(ev.channel)
-        c["topic"].append(ev.topic)
-        c["schema"].append(ev.schema)
-        c["table"].append(ev.table)
-        c["op"].append(ev.op)
-        c["commit_ts"].append(ev.commit_ts)
-        types: dict[str, Any] | None = None
-        for name in JSON_COLUMNS:
-            text, notes = encode_json(getattr(ev, name))
-            c[name].append(text)
-            if notes:
-                if types is None:
-                    types = {}
-                types[name] = notes
-        c["columns"].append([{"name": n, "type": t} for n, t in ev.columns])
-        c["errors"].append(None if ev.errors is None else list(ev.errors))
-        c["status"].append(None if ev.status is None else str(ev.status))
-        c["reason"].append(ev.reason)
-        c["backfilled"].append(bool(ev.backfilled))
-        c["suppressed"].append(bool(ev.suppressed))
-        c["attempt"].append(ev.attempt)
-        c["gap_start"].append(ev.gap_start)
-        c["gap_end"].append(ev.gap_end)
-        c["json_types"].append(None if types is None else json.dumps(types, separators=(",", ":")))
-        self.rows += 1
+        self.events.append(ev)
 
     def to_batch(self, session_id: str) -> pa.RecordBatch:
-        arrays = []
-        for f in SCHEMA:
-            if f.name == "session_id":
-                arrays.append(pa.array([session_id] * self.rows, pa.string()))
-            else:
-                arrays.append(pa.array(self._cols[f.name], type=f.type))
-        batch = pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
-        for values in self._cols.values():
-            values.clear()
-        self.rows = 0
-        return batch
+        evs, self.events = self.events, []
+        json_cols: dict[str, list[str | None]] = {}
+        types: list[dict[str, Any] | None] = [None] * len(evs)
+        for name in JSON_COLUMNS:
+            texts: list[str | None] = []
+            for i, ev in enumerate(evs):
+                text, notes = encode_json(getattr(ev, name))
+                texts.append(text)
+                if notes:
+                    row_types = types[i]
+                    if row_types is None:
+                        row_types = types[i] = {}
+                    row_types[name] = notes
+            json_cols[name] = texts
+        values: dict[str, list[Any]] = {
+            "session_id": [session_id] * len(evs),
+            "seq": [ev.seq for ev in evs],
+            "received_at": [ev.received_at for ev in evs],
+            "received_mono_ns": [ev.received_mono_ns for ev in evs],
+            "kind": [ev.kind for ev in evs],
+            "channel": [ev.channel for ev in evs],
+            "topic": [ev.topic for ev in evs],
+            "schema": [ev.schema for ev in evs],
+            "table": [ev.table for ev in evs],
+            "op": [ev.op for ev in evs],
+            "commit_ts": [ev.commit_ts for ev in evs],
+            **json_cols,
+            "columns": [ev.columns for ev in evs],
+            "errors": [ev.errors for ev in evs],
+            "status": [ev.status for ev in evs],
+            "reason": [ev.reason for ev in evs],
+            "backfilled": [bool(ev.backfilled) for ev in evs],
+            "suppressed": [bool(ev.suppressed) for ev in evs],
+            "attempt": [ev.attempt for ev in evs],
+            "gap_start": [ev.gap_start for ev in evs],
+            "gap_end": [ev.gap_end for ev in evs],
+            "json_types": [None if t is None else _encode(t) for t in types],
+        }
+        arrays = [pa.array(values[f.name], type=f.type) for f in SCHEMA]
+        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
 
 def events_to_table(events: Sequence[RealtimeEvent], session_id: str = "") -> pa.Table:

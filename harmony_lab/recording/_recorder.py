@@ -71,6 +71,7 @@ _COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
 _BATCH_ROWS = 8192
 _MAX_MANIFEST_GAPS = 1000
 _STOP_TIMEOUT_S = 120.0
+_DICTIONARY_COLUMNS = ["session_id", "kind", "channel", "topic", "schema", "table", "op", "status", "reason"]
 
 
 class RecordingError(RuntimeError):
@@ -399,6 +400,9 @@ class _Writer:
             tmp,
             compression=None if compression == "none" else compression,
             row_group_size=max(self.rec.rotate_rows, 1),
+            # dictionary-encode only the low-cardinality columns: on the JSON text columns it costs
+            # twice the time and doubles the file size (measured in bench/recording.py)
+            use_dictionary=_DICTIONARY_COLUMNS,
         )
         if final:
             with open(tmp, "rb+") as fh:
