@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import statistics
 import sys
 import time
 from typing import Any
@@ -42,13 +43,9 @@ async def _blast(rt: Any, topic: str, n: int, done: asyncio.Event, counter: list
     return time.perf_counter() - t0
 
 
-async def throughput(rt: Any, n: int) -> list[dict[str, Any]]:
+async def _bare_rate(rt: Any, n: int, topic: str) -> float:
     from realtime import AsyncRealtimeClient
 
-    from harmony_lab.manager import RealtimeConnectionManager
-
-    rows = []
-    # bare realtime-py
     count = [0]
     done = asyncio.Event()
 
@@ -59,39 +56,56 @@ async def throughput(rt: Any, n: int) -> list[dict[str, Any]]:
 
     client = AsyncRealtimeClient(rt.ws_url, token=rt.anon_key)
     await client.connect()
-    channel = client.channel("bench-bare")
+    channel = client.channel(topic)
     channel.on_broadcast("*", bare_cb)
     await channel.subscribe()
-    bare_s = await _blast(rt, "bench-bare", n, done, count)
+    seconds = await _blast(rt, topic, n, done, count)
     await client.close()
-    bare_rate = n / bare_s
-    rows.append({"metric": "throughput bare realtime-py", "events": n, "events_per_s": round(bare_rate)})
+    return n / seconds
 
-    # the manager (plus one listener, as a LiveFrame or recorder would add)
+
+async def _manager_rate(rt: Any, n: int, topic: str) -> float:
+    from harmony_lab.manager import RealtimeConnectionManager
+
     mgr = RealtimeConnectionManager(rt.url, rt.anon_key)
-    count2 = [0]
-    done2 = asyncio.Event()
+    count = [0]
+    done = asyncio.Event()
 
     def mgr_cb(ev: Any) -> None:
-        count2[0] += 1
-        if count2[0] == n:
-            done2.set()
+        count[0] += 1
+        if count[0] == n:
+            done.set()
 
     listened = [0]
-    mgr.add_listener(lambda ev: listened.__setitem__(0, listened[0] + 1))
-    await mgr.subscribe("bench-mgr", "*", mgr_cb)
-    mgr_s = await _blast(rt, "bench-mgr", n, done2, count2)
+    mgr.add_listener(lambda ev: listened.__setitem__(0, listened[0] + 1))  # as a LiveFrame would
+    await mgr.subscribe(topic, "*", mgr_cb)
+    seconds = await _blast(rt, topic, n, done, count)
     await mgr.cleanup()
-    mgr_rate = n / mgr_s
-    rows.append(
+    return n / seconds
+
+
+async def throughput(rt: Any, n: int, rounds: int = 3) -> list[dict[str, Any]]:
+    """Alternating rounds (bare, manager, bare, ...); medians, so machine noise hits both alike."""
+    bare, managed = [], []
+    for r in range(rounds):
+        bare.append(await _bare_rate(rt, n, f"bench-bare-{r}"))
+        managed.append(await _manager_rate(rt, n, f"bench-mgr-{r}"))
+    bare_rate, mgr_rate = statistics.median(bare), statistics.median(managed)
+    return [
+        {
+            "metric": "throughput bare realtime-py",
+            "events": n,
+            "rounds": rounds,
+            "events_per_s": round(bare_rate),
+        },
         {
             "metric": "throughput manager (callback + 1 listener)",
             "events": n,
+            "rounds": rounds,
             "events_per_s": round(mgr_rate),
             "overhead": f"{bare_rate / mgr_rate:.2f}x",
-        }
-    )
-    return rows
+        },
+    ]
 
 
 async def recovery_drop(rt: Any, refuse_s: float) -> list[dict[str, Any]]:
