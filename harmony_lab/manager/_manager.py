@@ -287,14 +287,13 @@ class RealtimeConnectionManager:
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
         runner = self._runners.get(name)
-        if runner is not None and not runner.spec.tables and runner.spec.broadcast and self._is_live(runner):
+        if runner is not None and not runner.spec.tables and self._is_live(runner):
+            # a broadcast or presence channel that is up: listen to one more event, no rejoin
             cbs = runner.broadcast_callbacks.setdefault(event, [])
             if callback not in cbs:
                 cbs.append(callback)
             return runner.machine.snapshot()
-        spec = ChannelSpec(name)
-        state = await self._subscribe(spec, None, broadcast=(event, callback))
-        return state
+        return await self._subscribe(ChannelSpec(name), None, broadcast=(event, callback))
 
     async def _subscribe(
         self,
@@ -313,6 +312,10 @@ class RealtimeConnectionManager:
             # is in error or was stopped (e.g. after SIGNED_OUT) — the user is asking for it again
             if callback is not None:
                 existing.callbacks[:] = [callback]
+            if broadcast is not None:
+                cbs = existing.broadcast_callbacks.setdefault(broadcast[0], [])
+                if broadcast[1] not in cbs:
+                    cbs.append(broadcast[1])
             existing.spec = spec
             if existing.machine.status in (ChannelStatus.ERROR, ChannelStatus.DISCONNECTED):
                 existing.start()
@@ -363,7 +366,7 @@ class RealtimeConnectionManager:
 
     @staticmethod
     def _is_live(runner: ChannelRunner) -> bool:
-        return runner.machine.status is not ChannelStatus.DISCONNECTED
+        return runner.machine.status not in (ChannelStatus.DISCONNECTED, ChannelStatus.ERROR)
 
     async def unsubscribe(self, name: str) -> None:
         """Leave channel ``name`` and forget it (no error if unknown)."""

@@ -292,6 +292,16 @@ async def test_legacy_subscribe_and_broadcast_between_managers(rt, make_manager)
         await a.broadcast("nope", "x", {})
     with pytest.raises(TypeError, match="mapping"):
         await a.broadcast("room", "x", [1, 2])  # type: ignore[arg-type]
+    # after SIGNED_OUT the channel is down; subscribing the same name again brings it back
+    await a.handle_auth_event("SIGNED_OUT", None)
+    assert a.get_status("room").reason == "signed_out"
+    with pytest.raises(RuntimeError, match="broadcast not sent"):
+        await a.broadcast("room", "ping", {"n": 3})
+    pongs = []
+    state = await a.subscribe("room", "pong", pongs.append)
+    assert state.status is ChannelStatus.CONNECTED
+    await b.broadcast("room", "pong", {"n": 4})
+    await eventually(lambda: len(pongs) == 1, what="pong on the revived channel")
 
 
 class JumpClock(SystemClock):
