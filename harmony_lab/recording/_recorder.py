@@ -30,6 +30,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import difflib
 import fcntl
 import importlib.metadata
 import json
@@ -585,6 +586,19 @@ _SOURCE_FORMS = (
 )
 
 
+_OPTIONS = ("kinds", "rotate_rows", "rotate_seconds", "flush_seconds", "compression", "max_queue")
+
+
+def _unknown_kwargs(unknown: dict[str, Any]) -> TypeError:
+    hints = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, _OPTIONS, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return TypeError(
+        f"Recorder() got unknown argument(s) {', '.join(hints)}; valid: source, path, {', '.join(_OPTIONS)}"
+    )
+
+
 class Recorder:
     """Record :class:`~harmony_lab.RealtimeEvent` streams to hive-partitioned Parquet.
 
@@ -621,7 +635,10 @@ class Recorder:
         flush_seconds: float = 1.0,
         compression: str = "zstd",
         max_queue: int = 200_000,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise _unknown_kwargs(unknown)
         if source is None:
             self._source_kind = "manual"
         elif callable(getattr(source, "add_listener", None)):

@@ -178,8 +178,8 @@ def test_empty_and_constructor_errors(tmp_path):
         Recorder(None, tmp_path, rotate_rows=0)
     with pytest.raises(ValueError, match="compression must be one of"):
         Recorder(None, tmp_path, compression="zip")
-    with pytest.raises(TypeError, match="unexpected keyword"):
-        Recorder(None, tmp_path, flush_interval=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"did you mean 'flush_seconds'.*valid: source, path, kinds"):
+        Recorder(None, tmp_path, flush_second=1)
     r = Recorder(None, tmp_path)
     with pytest.raises(RuntimeError, match="start"):
         r.write(RealtimeEvent(kind="gap", channel="c"))
