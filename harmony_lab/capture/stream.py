@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import secrets
 import struct
 import time
@@ -216,6 +217,12 @@ async def _wait_fd(fd: int, *, writable: bool) -> None:
         (loop.remove_writer if writable else loop.remove_reader)(fd)
 
 
+def _redact(dsn: str) -> str:
+    """The DSN without its password (URL or key=value form)."""
+    dsn = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", dsn)
+    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", dsn)
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -330,6 +337,10 @@ class ChangeStream:
         self._started = True
         try:
             await self._connect()
+        except psycopg.OperationalError as exc:
+            await self._teardown()
+            self._started = False
+            raise ChangeStreamError(f"cannot connect to PostgreSQL at {_redact(self._dsn)}: {exc}") from exc
         except BaseException:
             await self._teardown()
             self._started = False

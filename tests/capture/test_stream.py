@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -10,7 +14,7 @@ import pytest
 
 from harmony_lab.capture import Change, ChangeStream, ChangeStreamError, poll_changes
 from harmony_lab.local import LocalPostgres
-from harmony_lab.local.schema import ALICE, BOB, GENERAL, RANDOM
+from harmony_lab.local.schema import ALICE, BOB, GENERAL, RANDOM, apply_schema
 
 
 async def _next(it: Any) -> Change:
@@ -99,6 +103,11 @@ async def test_close_ends_iteration_and_drops_the_slot(harmony_dsn: str) -> None
             pytest.fail(f"slot {slot} still exists after close()")
 
 
+async def test_unreachable_server_is_a_clear_error() -> None:
+    with pytest.raises(ChangeStreamError, match=r"cannot connect to PostgreSQL at postgresql://u:\*\*\*@127"):
+        await ChangeStream("postgresql://u:secret@127.0.0.1:1/postgres?connect_timeout=2").start()
+
+
 async def test_refuses_a_missing_publication(db_dsn: str) -> None:
     with pytest.raises(ChangeStreamError, match="publication 'nope' does not exist"):
         await ChangeStream(db_dsn, publication="nope").start()
@@ -145,3 +154,80 @@ def test_poll_changes_uses_the_same_decoder(harmony_dsn: str) -> None:
         assert changes[1].old_is_full
         assert changes[1].pk_columns == ("id",)  # the real PK, although FULL flags every column
         assert poll_changes(c, "poll_test") == []
+
+
+async def test_large_transaction_with_backpressure(harmony_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harmony_lab.capture.stream as stream_mod
+
+    monkeypatch.setattr(stream_mod, "_HIGH_WATER", 500)  # pause reading early, resume at low water
+    monkeypatch.setattr(stream_mod, "_LOW_WATER", 100)
+    n = 20_000
+    async with ChangeStream(harmony_dsn) as stream:
+        with psycopg.connect(harmony_dsn, autocommit=True) as c:
+            c.execute(
+                "INSERT INTO notifications (user_id, kind, payload) "
+                "SELECT %s, 'bulk', jsonb_build_object('i', g) FROM generate_series(1, %s) g",
+                [BOB, n],
+            )
+        seen: list[int] = []
+        max_queued = 0
+        async with asyncio.timeout(120):
+            async for change in stream:
+                seen.append(change.new["payload"]["i"])
+                max_queued = max(max_queued, stream.stats["queued"])
+                if len(seen) % 2_000 == 0:
+                    await asyncio.sleep(0.01)  # a slow consumer
+                if len(seen) == n:
+                    break
+        assert seen == list(range(1, n + 1))
+        assert stream.stats["transactions"] == 1
+        assert max_queued <= n  # a transaction is released whole, then reads pause
+
+
+async def test_logical_messages_reach_the_callback(harmony_dsn: str) -> None:
+    seen: list[Any] = []
+    async with ChangeStream(harmony_dsn, on_logical_message=seen.append) as stream:
+        with psycopg.connect(harmony_dsn, autocommit=True) as c:
+            c.execute("SELECT pg_logical_emit_message(false, 'harmony', 'ping')")
+            _insert_message(c, "after the ping")
+        change = await _next(aiter(stream))
+        assert change.new["content"] == "after the ping"
+    assert [(m.prefix, m.content, m.transactional) for m in seen] == [("harmony", b"ping", False)]
+    assert stream.stats["logical_messages"] == 1
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory the server user (nobody, when root) can reach; pytest's tmp_path is 0700."""
+    base = Path(tempfile.mkdtemp(prefix="hl-restart-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_survives_a_server_restart_and_gives_up_when_it_stays_down(shared_dir: Path) -> None:
+    reasons: list[str] = []
+    pg = LocalPostgres(shared_dir / "data").start()
+    try:
+        port = pg.port
+        apply_schema(pg.dsn)
+        stream = ChangeStream(pg.dsn, on_reconnect=reasons.append, reconnect_timeout=3.0)
+        await stream.start()
+        it = aiter(stream)
+        # stop from a thread: a fast shutdown waits for the walsender, which waits for this loop
+        await asyncio.to_thread(pg.stop)
+        pg = LocalPostgres(shared_dir / "data", port=port).start()
+        for _ in range(200):
+            if reasons:
+                break
+            await asyncio.sleep(0.05)
+        assert reasons, "no reconnect after the server came back"
+        with pg.connect() as c:
+            _insert_message(c, "after restart")
+        assert (await _next(it)).new["content"] == "after restart"
+        await asyncio.to_thread(pg.stop)  # and now it stays down: iteration fails after reconnect_timeout
+        with pytest.raises(ChangeStreamError, match="could not reconnect"):
+            await _next(it)
+        await stream.close()
+    finally:
+        pg.stop()
