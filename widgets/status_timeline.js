@@ -23,6 +23,16 @@ export function place(start, end, now, windowMs) {
   return { left: ((a - from) / windowMs) * 100, width: Math.max(0, ((b - a) / windowMs) * 100) };
 }
 
+// Zoom to the history there is: at least 30 s, at most the configured window.
+export function visibleWindow(lanes, now, maxMs) {
+  let earliest = now;
+  for (const lane of lanes) {
+    for (const s of lane.spans) earliest = Math.min(earliest, s[0]);
+    for (const g of lane.gaps) earliest = Math.min(earliest, g[0]);
+  }
+  return Math.min(maxMs, Math.max(30000, (now - earliest) * 1.1));
+}
+
 function h(tag, cls, text) {
   const el = document.createElement(tag);
   if (cls) el.className = cls;
@@ -54,8 +64,9 @@ function render({ model, el }) {
 
   function draw() {
     const lanes = model.get("lanes") || [];
-    const windowMs = (model.get("window_s") || 300) * 1000;
     const now = Date.now() + offset;
+    const windowMs = visibleWindow(lanes, now, (model.get("window_s") || 300) * 1000);
+    root.dataset.windowMs = String(Math.round(windowMs));
     title.textContent = model.get("title") || "";
     root.dataset.status = model.get("status") || "waiting";
     root.dataset.nlanes = String(lanes.length);

@@ -467,4 +467,6 @@ def test_timeline_view(harness, monkeypatch, artifacts):
     assert "RTT 4.5 ms" in harness.locator(f"{lane} .hl-rtt").inner_text()
     assert harness.locator(f"{lane} .hl-now").count() == 1
     assert harness.locator(".hl-lane").count() == 2
+    # zoomed to the 60 s of history (+10 %), not the whole 120 s window
+    assert 66_000 <= int(harness.locator(".hl-timeline").get_attribute("data-window-ms")) < 67_000
     harness.screenshot(path=artifacts / "esm-timeline.png")
