@@ -607,9 +607,15 @@ class Recorder:
     Files go to ``path/date=YYYY-MM-DD/channel=<name>/part-<session>-<first seq>.parquet`` next to
     a ``_session.json`` manifest. See the module docstring for the durability design.
 
-    In a notebook or coroutine::
+    In a notebook, keep recording across cells (a manager source needs no ``async with``)::
 
-        async with Recorder(manager, "recordings/today") as rec:
+        rec = Recorder(manager, "recordings/today").start()
+        ...                         # later cells: rec, rec.stats, read_recording(...) while it runs
+        await rec.aclose()          # flush + close off the event loop (or rec.stop(), which blocks)
+
+    In a coroutine::
+
+        async with Recorder(manager.events(), "recordings/today") as rec:
             await asyncio.sleep(60)
 
     From a plain script (no event loop needed with a manual source)::
@@ -621,7 +627,8 @@ class Recorder:
         rec.stop()                # flushes, closes the files, finalises the manifest
 
     ``kinds`` keeps only those event kinds. ``max_queue`` bounds the events waiting for the writer
-    thread (overflow is counted, logged and recorded as a gap, never silent).
+    thread (overflow is counted, logged and recorded as a gap, never silent). Restarting the kernel
+    or exiting the interpreter flushes and closes a running recorder (``atexit``), as does SIGTERM.
     """
 
     def __init__(

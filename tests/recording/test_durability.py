@@ -192,3 +192,27 @@ def test_readers_during_recording_only_ever_see_complete_growing_files(tmp_path)
     assert len(read_recording(tmp_path)) == rec.stats["events"]
     assert not [p for p in tmp_path.rglob("*.tmp")]
     assert os.listdir(tmp_path)
+
+
+def test_jupyter_kernel_shutdown_flushes(tmp_path):
+    """A notebook's recorder that is never stopped is flushed when the kernel shuts down (or restarts)."""
+    from jupyter_client.manager import start_new_kernel
+
+    out = tmp_path / "rec"
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        code = (
+            "from harmony_lab.events import RealtimeEvent\n"
+            "from harmony_lab.recording import Recorder\n"
+            f"rec = Recorder(None, {str(out)!r}, flush_seconds=3600).start()\n"
+            "for i in range(500):\n"
+            "    rec.write(RealtimeEvent(kind='broadcast', channel='nb', seq=i))\n"
+        )
+        reply = kc.execute_interactive(code, timeout=60)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert not list(out.rglob("*.parquet"))  # nothing flushed yet (flush_seconds=3600)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)  # what "Shut Down Kernel" / "Restart Kernel" does
+    assert sorted(read_recording(out)["seq"]) == list(range(500))
+    assert next(iter(read_manifest(out)["sessions"].values()))["status"] == "stopped"
