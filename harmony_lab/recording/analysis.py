@@ -152,8 +152,10 @@ def _meta_ids(metas: Any) -> set[str]:
         return set()
     out = set()
     for m in metas:
-        if isinstance(m, dict) and m.get("phx_ref") is not None:
-            out.add(str(m["phx_ref"]))
+        # realtime-py/-js call a meta's id presence_ref; raw Phoenix payloads call it phx_ref
+        ref = m.get("presence_ref", m.get("phx_ref")) if isinstance(m, dict) else None
+        if ref is not None:
+            out.add(str(ref))
         else:
             out.add(json.dumps(m, sort_keys=True, default=str))
     return out
@@ -162,7 +164,7 @@ def _meta_ids(metas: Any) -> set[str]:
 def presence_sessions(df: pd.DataFrame) -> pd.DataFrame:
     """Join → leave intervals per presence key and channel.
 
-    A key is present while it has at least one presence (meta; metas are told apart by ``phx_ref``):
+    A key is present while it has at least one presence (meta; told apart by ``presence_ref``):
     a ``join`` opens a session, the ``leave`` of its last meta closes it (``end_reason='leave'``); a
     ``sync`` reopens the keys it lists and closes those it no longer lists (``'sync'``); a status
     change of the channel away from ``connected`` closes every open session (``'disconnect'``,

@@ -91,8 +91,8 @@ def test_lag_summary(tmp_path):
 
 
 def test_presence_sessions(tmp_path):
-    def meta(ref: str) -> dict:
-        return {"phx_ref": ref, "status": "online"}
+    def meta(ref: str) -> dict:  # realtime-py's shape (raw Phoenix metas say phx_ref: both work)
+        return {"presence_ref" if ref != "r1" else "phx_ref": ref, "status": "online"}
 
     evs = [
         ev("status", 0, status="connected"),

@@ -143,3 +143,45 @@ async def test_cli_record_inspect_replay_end_to_end(rt, tmp_path):
     assert play.returncode == 0
     assert len(lines) == 4
     assert all("INSERT public.messages" in line for line in lines)
+
+
+async def test_presence_sessions_of_a_real_presence_stream(rt, tmp_path):
+    from harmony_lab import analysis
+
+    seen = []
+    async with (
+        RealtimeConnectionManager(rt.url, rt.service_role_key) as alice,
+        RealtimeConnectionManager(rt.url, rt.service_role_key) as bob,
+    ):
+        alice.add_listener(seen.append)
+        async with Recorder(alice, tmp_path, flush_seconds=0.2):
+            await alice.join_presence("lobby", "alice")
+            await eventually(lambda: presence_keys(seen) >= {"alice"}, what="alice's own presence")
+            await bob.join_presence("lobby", "bob")
+            await eventually(lambda: "bob" in presence_keys(seen, "join"), what="bob joining")
+            await bob.unsubscribe("lobby")
+            await eventually(lambda: "bob" in presence_keys(seen, "leave"), what="bob leaving")
+    joined = next(e for e in seen if e.op == "join" and e.payload["key"] == "bob")
+    left = next(e for e in seen if e.op == "leave" and e.payload["key"] == "bob")
+    sessions = analysis.presence_sessions(read_recording(tmp_path))
+    bob_rows = sessions[sessions["key"] == "bob"]
+    assert len(bob_rows) == 1
+    row = bob_rows.iloc[0]
+    assert row["joined_at"].to_pydatetime() == joined.received_at
+    assert row["left_at"].to_pydatetime() == left.received_at
+    assert row["end_reason"] == "leave"
+    alice_rows = sessions[sessions["key"] == "alice"]
+    assert len(alice_rows) >= 1
+    assert alice_rows.iloc[0]["channel"] == "lobby"
+
+
+def presence_keys(events, op: str | None = None) -> set[str]:
+    keys = set()
+    for e in events:
+        if e.kind is not EventKind.PRESENCE or (op is not None and e.op != op):
+            continue
+        if e.op == "sync":
+            keys |= set(e.payload)
+        else:
+            keys.add(e.payload["key"])
+    return keys
