@@ -1,0 +1,320 @@
+"""LiveFrame and LiveTableWidget benchmarks, baselines measured in the same run on the same events.
+
+1. Applying a change stream (60 % INSERT, 30 % UPDATE, 10 % DELETE of ``messages``-shaped rows):
+   * ``LiveFrame.apply`` per event (and one typed DataFrame materialisation at the end);
+   * naive pandas: ``pd.concat`` per INSERT, boolean-mask ``.loc`` per UPDATE, mask per DELETE
+     (on a prefix of the stream: it is quadratic);
+   * perspective-python: ``Table(schema, index="id")`` with ``update([row])`` / ``remove([key])`` per
+     event, and the same batched per 1 000 events.
+2. Widget traffic while a 10 000 events/s stream runs into a LiveFrame shown by a LiveTableWidget
+   (after the front end's ``ready``): messages/s, bytes/s and bytes per update, captured at the comm.
+
+    python bench/frames.py            # 200 000 events, 5 s of widget traffic
+    python bench/frames.py --quick    # 20 000 events, 2 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import comm
+import pandas as pd
+from comm.base_comm import BaseComm
+
+from harmony_lab.events import RealtimeEvent
+from harmony_lab.frames import LiveFrame
+from harmony_lab.widgets import LiveTableWidget
+
+COLUMNS = (
+    ("id", "int8"),
+    ("channel_id", "int8"),
+    ("user_id", "uuid"),
+    ("content", "text"),
+    ("created_at", "timestamptz"),
+    ("edited", "bool"),
+)
+USERS = [str(uuid.UUID(int=i + 1)) for i in range(50)]
+
+
+def make_events(n: int, seed: int = 7) -> list[RealtimeEvent]:
+    rng = random.Random(seed)
+    live: list[int] = []
+    pos: dict[int, int] = {}
+    next_id = 1
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    out = []
+    for i in range(n):
+        r = rng.random()
+        ts = (t0 + timedelta(milliseconds=i)).isoformat()
+        if r < 0.6 or len(live) < 10:
+            k = next_id
+            next_id += 1
+            pos[k] = len(live)
+            live.append(k)
+            row = {
+                "id": k,
+                "channel_id": rng.randint(1, 5),
+                "user_id": rng.choice(USERS),
+                "content": f"message {k} " + "x" * rng.randint(5, 80),
+                "created_at": ts,
+                "edited": False,
+            }
+            out.append(_ev("INSERT", row, None, k, ts))
+        elif r < 0.9:
+            k = live[rng.randrange(len(live))]
+            row = {"id": k, "content": f"edited {i}", "edited": True}
+            out.append(_ev("UPDATE", row, {"id": k}, k, ts))
+        else:
+            idx = rng.randrange(len(live))
+            k = live[idx]
+            last = live.pop()
+            if last != k:  # swap-remove
+                live[idx] = last
+                pos[last] = idx
+            del pos[k]
+            out.append(_ev("DELETE", None, {"id": k}, k, ts))
+    return out
+
+
+def _ev(
+    op: str, new: Mapping[str, Any] | None, old: Mapping[str, Any] | None, k: int, ts: str
+) -> RealtimeEvent:
+    return RealtimeEvent(
+        kind="change",
+        channel="bench",
+        schema="public",
+        table="messages",
+        op=op,
+        new=new,
+        old=old,
+        pk={"id": k},
+        columns=COLUMNS,
+        commit_ts=datetime.fromisoformat(ts),
+    )
+
+
+# ------------------------------------------------------------------------------------ contenders
+
+
+def run_liveframe(events: list[RealtimeEvent]) -> dict[str, Any]:
+    lf = LiveFrame(None, "messages", max_rows=None)
+    t = time.perf_counter()
+    for ev in events:
+        lf.apply(ev)
+    apply_s = time.perf_counter() - t
+    t = time.perf_counter()
+    df = lf.df
+    df_s = time.perf_counter() - t
+    return {
+        "contender": "LiveFrame.apply (per event)",
+        "events": len(events),
+        "seconds": round(apply_s, 3),
+        "events_per_s": round(len(events) / apply_s),
+        "rows": len(df),
+        "note": f"+ typed DataFrame of {len(df)} rows in {df_s * 1000:.0f} ms",
+    }
+
+
+def run_naive_pandas(events: list[RealtimeEvent]) -> dict[str, Any]:
+    df = pd.DataFrame({name: pd.Series(dtype=object) for name, _ in COLUMNS})
+    t = time.perf_counter()
+    for ev in events:
+        if ev.op == "INSERT":
+            df = pd.concat([df, pd.DataFrame([dict(ev.new or {})])], ignore_index=True)
+        elif ev.op == "UPDATE":
+            new = dict(ev.new or {})
+            mask = df["id"] == new["id"]
+            for col, value in new.items():
+                df.loc[mask, col] = value
+        else:
+            df = df[df["id"] != (ev.old or {})["id"]]
+    s = time.perf_counter() - t
+    return {
+        "contender": "naive pandas (concat/loc/mask per event)",
+        "events": len(events),
+        "seconds": round(s, 3),
+        "events_per_s": round(len(events) / s),
+        "rows": len(df),
+        "note": "first events of the same stream (quadratic)",
+    }
+
+
+def _perspective_table() -> Any:
+    import perspective
+
+    schema = {
+        "id": "integer",
+        "channel_id": "integer",
+        "user_id": "string",
+        "content": "string",
+        "created_at": "string",
+        "edited": "boolean",
+    }
+    return perspective.table(schema, index="id")
+
+
+def run_perspective(events: list[RealtimeEvent], batch: int = 1) -> dict[str, Any]:
+    table = _perspective_table()
+    t = time.perf_counter()
+    if batch == 1:
+        for ev in events:
+            if ev.op == "DELETE":
+                table.remove([(ev.old or {})["id"]])
+            else:
+                table.update([dict(ev.new or {})])
+    else:
+        upserts: list[dict[str, Any]] = []
+        for i, ev in enumerate(events, 1):
+            if ev.op == "DELETE":
+                if upserts:
+                    table.update(upserts)
+                    upserts = []
+                table.remove([(ev.old or {})["id"]])
+            else:
+                upserts.append(dict(ev.new or {}))
+            if i % batch == 0 and upserts:
+                table.update(upserts)
+                upserts = []
+        if upserts:
+            table.update(upserts)
+    rows = table.size()
+    s = time.perf_counter() - t
+    how = "update per event" if batch == 1 else f"batched {batch}"
+    return {
+        "contender": f"perspective Table(index='id') {how}",
+        "events": len(events),
+        "seconds": round(s, 3),
+        "events_per_s": round(len(events) / s),
+        "rows": rows,
+        "note": "deletes flush the batch" if batch > 1 else "",
+    }
+
+
+# ------------------------------------------------------------------------------- widget traffic
+
+
+class _CountingComm(BaseComm):
+    def __init__(self, **kwargs: Any) -> None:
+        self.log: list[tuple[float, str, int]] = []  # (time, method, buffer bytes)
+        super().__init__(**kwargs)
+
+    def publish_msg(
+        self,
+        msg_type: str,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        buffers: list[Any] | None = None,
+        **keys: Any,
+    ) -> None:
+        if msg_type == "comm_msg":
+            method = (data or {}).get("method", "?")
+            size = sum(len(memoryview(b)) for b in buffers or ())
+            size += len(json.dumps(data, default=str))
+            self.log.append((time.monotonic(), str(method), size))
+
+
+async def widget_traffic(seconds: float, rate: int = 10_000, max_rows: int = 10_000) -> list[dict[str, Any]]:
+    made: list[_CountingComm] = []
+    original = comm.create_comm
+
+    def create(*args: Any, **kwargs: Any) -> _CountingComm:
+        c = _CountingComm(*args, **kwargs)
+        made.append(c)
+        return c
+
+    comm.create_comm = create
+    try:
+        lf = LiveFrame(None, "messages", max_rows=max_rows)
+        w = LiveTableWidget(lf)
+        cm = made[-1]
+        cm.handle_msg(
+            {"content": {"data": {"method": "custom", "content": {"type": "ready"}}}, "buffers": []}
+        )
+        cm.log.clear()
+        events = make_events(int(rate * seconds) + 1000, seed=11)
+        per_tick = rate // 100  # every 10 ms
+        start = time.monotonic()
+        i = 0
+        while i < len(events) and time.monotonic() - start < seconds:
+            due = int((time.monotonic() - start) * rate)
+            while i < min(due + per_tick, len(events)):
+                lf.apply(events[i])
+                i += 1
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        elapsed = time.monotonic() - start
+        w.close()
+    finally:
+        comm.create_comm = original
+    log = cm.log
+    customs = [x for x in log if x[1] == "custom"]
+    per_second: dict[int, int] = {}
+    for t, _, _ in log:
+        per_second[int(t - start)] = per_second.get(int(t - start), 0) + 1
+    total_bytes = sum(x[2] for x in log)
+    return [
+        {
+            "contender": f"LiveTableWidget at {rate} events/s (max_rows={max_rows})",
+            "events": i,
+            "seconds": round(elapsed, 2),
+            "events_per_s": round(i / elapsed),
+            "messages_per_s": round(len(log) / elapsed, 1),
+            "max_messages_in_1s": max(per_second.values()) if per_second else 0,
+            "bytes_per_s": round(total_bytes / elapsed),
+            "bytes_per_update": round(sum(x[2] for x in customs) / max(1, len(customs))),
+            "note": "≤10 deltas/s + 1 stats/s (+ columns once); iopub limit 1000 msg/s",
+        }
+    ]
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in rows:
+        print("  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys))
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    n = 20_000 if args.quick else 200_000
+    n_naive = 2_000 if args.quick else 5_000
+    events = make_events(n)
+    rows = [run_liveframe(events)]
+    rows.append(run_naive_pandas(events[:n_naive]))
+    try:
+        rows.append(run_perspective(events))
+        rows.append(run_perspective(events, batch=1000))
+    except ImportError:
+        rows.append({"contender": "perspective", "note": "not installed: pip install perspective-python"})
+    base = rows[1].get("events_per_s") or 1
+    for r in rows:
+        if "events_per_s" in r:
+            r["x_naive_pandas"] = round(r["events_per_s"] / base, 1)
+    rows += asyncio.run(widget_traffic(2.0 if args.quick else 5.0))
+    print_table(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
