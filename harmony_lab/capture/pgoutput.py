@@ -426,6 +426,10 @@ class PgOutputDecoder:
         self.origin: str | None = None
         self.last_commit: Commit | None = None
 
+    def __repr__(self) -> str:
+        tx = f" in transaction xid={self.xid}" if self.in_transaction else ""
+        return f"<PgOutputDecoder relations={len(self._relations)} types={len(self.types)}{tx}>"
+
     # -- metadata ---------------------------------------------------------------------------
 
     def register_type(self, oid: int, name: str, conv: str | None = None, *, resolved: bool = True) -> None:

@@ -312,6 +312,7 @@ class ChangeStream:
         self._resolve_task: asyncio.Task[None] | None = None
         self._started = False
         self._closing = False
+        self._failed = False
         self._server_version = 0
         self.slot_name: str | None = None
 
@@ -513,7 +514,7 @@ class ChangeStream:
     # -- reading -----------------------------------------------------------------------------
 
     def _resume_reading(self) -> None:
-        if self._reading or self._fd is None or self._loop is None or self._closing:
+        if self._reading or self._fd is None or self._loop is None or self._closing or self._failed:
             return
         self._reading = True
         self._loop.add_reader(self._fd, self._on_readable)
@@ -703,6 +704,7 @@ class ChangeStream:
     def _fail(self, error: ChangeStreamError, cause: BaseException | None = None) -> None:
         if cause is not None:
             error.__cause__ = cause
+        self._failed = True
         self._last_error = str(error)
         self._pause_reading()
         self._connected = False
