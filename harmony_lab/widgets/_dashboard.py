@@ -100,8 +100,8 @@ def dashboard(
     bottom = [w for w in (roster, status) if w is not None]
     if bottom:
         if roster is not None:
-            roster.layout = ipywidgets.Layout(width="280px", flex="0 0 auto")
+            roster.layout = ipywidgets.Layout(width="280px", flex="0 0 auto", margin="0 8px 0 0")
         if status is not None:
             status.layout = ipywidgets.Layout(flex="1 1 auto", min_width="0")
-        children.append(ipywidgets.HBox(bottom, layout=ipywidgets.Layout(width="100%", gap="8px")))
+        children.append(ipywidgets.HBox(bottom, layout=ipywidgets.Layout(width="100%")))
     return Dashboard(children, frames=frames, tables=table_widgets, roster=roster, timeline=status)
