@@ -13,7 +13,7 @@ import functools
 import re
 from pathlib import Path
 
-__all__ = ["css", "esm", "static_dir"]
+__all__ = ["bundle", "css", "esm", "static_dir"]
 
 _IMPORT = re.compile(r'^import\s*\{[^}]*\}\s*from\s*"\./([A-Za-z0-9_\-]+\.js)";\s*$', re.MULTILINE)
 
@@ -33,10 +33,12 @@ def static_dir() -> Path:
     )
 
 
-def _inline(name: str, seen: set[str]) -> str:
-    path = static_dir() / name
+def bundle(root: Path, name: str, seen: set[str] | None = None) -> str:
+    """``root/name`` with its ``import {…} from "./x.js";`` lines replaced by those modules (once each)."""
+    seen = set() if seen is None else seen
+    path = root / name
     if not path.is_file():
-        raise FileNotFoundError(f"widget module {name!r} not found in {static_dir()}")
+        raise FileNotFoundError(f"widget module {name!r} not found in {root}")
     seen.add(name)
     source = path.read_text(encoding="utf-8")
 
@@ -44,7 +46,7 @@ def _inline(name: str, seen: set[str]) -> str:
         dep = m.group(1)
         if dep in seen:
             return f"// (inlined above: ./{dep})"
-        return f"// ---- inlined ./{dep} ----\n{_inline(dep, seen)}\n// ---- end of ./{dep} ----"
+        return f"// ---- inlined ./{dep} ----\n{bundle(root, dep, seen)}\n// ---- end of ./{dep} ----"
 
     return _IMPORT.sub(replace, source)
 
@@ -52,7 +54,7 @@ def _inline(name: str, seen: set[str]) -> str:
 @functools.cache
 def esm(name: str) -> str:
     """The self-contained ES module text of ``widgets/<name>`` (relative imports inlined)."""
-    text = _inline(name, set())
+    text = bundle(static_dir(), name)
     if re.search(r"^\s*import\s", text, re.MULTILINE):
         raise RuntimeError(f'{name}: an import other than `import {{…}} from "./x.js";` cannot be inlined')
     return text

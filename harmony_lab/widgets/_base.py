@@ -5,8 +5,10 @@ Traffic discipline (see ``docs`` in the widget classes):
 * Nothing streams until a front end said ``{"type": "ready"}`` (sent by each view after it rendered);
   each ``ready`` gets a full snapshot, so a newly rendered view starts from the current state.
 * Changes only mark the widget dirty. A timer on the kernel's event loop (``loop.call_later``, never a
-  thread) flushes at most ``max_hz`` times per second, so a 10 000 events/s stream costs ≤ ``max_hz``
-  messages per second per widget.
+  thread) flushes at most ``max_hz`` (≤ 10) times per second, consecutive flushes at least
+  ``1/max_hz`` s apart. A 10 000 events/s stream therefore costs ≤ ``max_hz`` data messages per second
+  per widget, plus one statistics update per second and a state update when the columns change —
+  about 1 % of Jupyter's iopub limit of 1000 messages per second.
 * A token bucket keeps the average below ``max_bytes_per_s``: when a flush would overdraw it, the
   changes keep accumulating (they coalesce by row) until the budget refills.
 * ``{"type": "bye"}`` (a view went away) and ``{"type": "resync"}`` (a view found itself inconsistent)
