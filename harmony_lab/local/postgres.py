@@ -333,19 +333,56 @@ def _postmaster_pid(data_dir: Path) -> int | None:
 
 
 def stop_postmaster(data_dir: Path, timeout: float = 15.0) -> None:
-    """Fast shutdown of the postmaster of ``data_dir`` (SIGINT, then SIGQUIT); waits for exit."""
+    """Fast shutdown of the postmaster of ``data_dir`` (SIGINT, then SIGQUIT); waits for exit.
+
+    A fast shutdown waits for every walsender to hand its remaining WAL to its client; a client
+    that is not reading (an event loop blocked by this very call, a stopped process) would hold
+    it up until ``wal_sender_timeout``. After a short grace period the walsenders are therefore
+    terminated, like ``pg_terminate_backend`` would.
+    """
     pid = _postmaster_pid(data_dir)
     if pid is None or not _pid_alive(pid):
         return
-    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    if _wait_exit(pid, min(2.0, timeout)):
+        return
+    _terminate_walsenders(pid)
+    if _wait_exit(pid, max(0.0, timeout - 2.0)):
+        return
+    for sig, wait in ((signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        logger.warning("postgres (pid %d) did not stop after a fast shutdown; sending %s", pid, sig.name)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _pid_alive(pid) or _is_zombie(pid):
-                return
-            time.sleep(0.02)
-        logger.warning("postgres (pid %d) did not stop after %s; escalating", pid, sig.name)
+        if _wait_exit(pid, wait):
+            return
+
+
+def _wait_exit(pid: int, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        if not _pid_alive(pid) or _is_zombie(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _terminate_walsenders(postmaster: int) -> None:
+    import psutil
+
+    try:
+        children = psutil.Process(postmaster).children()
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            title = " ".join(" ".join(child.cmdline()).split())
+            if "walsender" in title:
+                logger.info("terminating %s (pid %d) so that the shutdown can finish", title, child.pid)
+                child.terminate()
+        except psutil.Error:
+            continue
 
 
 def _is_zombie(pid: int) -> bool:

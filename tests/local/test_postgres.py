@@ -391,3 +391,26 @@ def test_runs_as_an_ordinary_user(tmp_path: Path) -> None:
     finally:
         shutil.rmtree(script, ignore_errors=True)
         subprocess.run([userdel, name], capture_output=True)
+
+
+def test_stop_is_not_held_up_by_a_replication_client_that_does_not_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="harmony_lab.local.postgres")
+    with LocalPostgres() as pg:
+        with pg.connect() as c:
+            c.execute("CREATE TABLE t (id int PRIMARY KEY)")
+            c.execute("CREATE PUBLICATION p FOR TABLE t")
+        repl = psycopg.connect(f"{pg.dsn}?replication=database", autocommit=True)
+        repl.execute("CREATE_REPLICATION_SLOT idle TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT")
+        repl.pgconn.send_query(
+            b"START_REPLICATION SLOT idle LOGICAL 0/0 (proto_version '1', publication_names 'p')"
+        )
+        with pg.connect() as c:
+            c.execute("INSERT INTO t SELECT generate_series(1, 1000)")
+        tree = _tree(pg.pid)
+        pg.stop()  # the client never reads: without help the walsender would wait for it
+        _assert_gone(tree)
+        repl.pgconn.finish()
+        repl.close()
+    assert "did not stop after a fast shutdown" not in caplog.text
