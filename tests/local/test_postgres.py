@@ -104,6 +104,8 @@ def test_settings_are_applied_and_validated() -> None:
         assert c.execute("SHOW work_mem").fetchone() == ("7MB",)
     with pytest.raises(ValueError, match="parameter names to strings"):
         LocalPostgres(settings={"work_mem": 7}).start()  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="port must be None"):
+        LocalPostgres(port=70000)
     with pytest.raises(ValueError, match="backend must be one of auto, embedded, system, external"):
         LocalPostgres(backend="docker")  # type: ignore[arg-type]
 
