@@ -231,3 +231,22 @@ async def test_survives_a_server_restart_and_gives_up_when_it_stays_down(shared_
         await stream.close()
     finally:
         pg.stop()
+
+
+async def test_decoding_a_big_transaction_does_not_block_the_event_loop(harmony_dsn: str) -> None:
+    n = 20_000
+    async with ChangeStream(harmony_dsn) as stream:
+        with psycopg.connect(harmony_dsn, autocommit=True) as c:
+            c.execute(
+                "INSERT INTO notifications (user_id, kind) SELECT %s, 'tick' FROM generate_series(1, %s)",
+                [BOB, n],
+            )
+        seen_counts: list[int] = []  # what another task observes while the stream decodes
+        async with asyncio.timeout(120):
+            while stream.stats["insert"] < n:
+                seen_counts.append(stream.stats["messages"])
+                await asyncio.sleep(0)
+        during = {m for m in seen_counts if 0 < m < n}
+        # the decoder hands the loop back every batch of messages: other tasks ran in between
+        assert len(during) >= 5, sorted(during)
+        assert [c.new["kind"] for c in [await _next(aiter(stream)) for _ in range(3)]] == ["tick"] * 3
