@@ -361,3 +361,17 @@ def test_protocol_errors_are_clear() -> None:
         PgOutputDecoder().feed(b"I\x00\x00\x00\x07N\x00\x01n")
     with pytest.raises(ValueError, match="not an LSN"):
         str_to_lsn("12")
+
+
+def test_binary_tuple_values(conn: psycopg.Connection[Any]) -> None:
+    t = _table(conn, "id int PRIMARY KEY, name text")
+    slot = Slot(conn, t)
+    conn.execute(f"INSERT INTO {t} VALUES (258, NULL)")
+    rows = conn.execute(
+        "SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, NULL, 'proto_version', '1', "
+        "'publication_names', %s, 'binary', 'true')",
+        [slot.name, slot.pub],
+    ).fetchall()
+    msgs = [parse_message(r[0]) for r in rows]
+    assert _kinds(msgs) == "BRIC"
+    assert msgs[2].new == ((258).to_bytes(4, "big"), None)  # 'b': the type's binary send format
