@@ -250,3 +250,25 @@ async def test_decoding_a_big_transaction_does_not_block_the_event_loop(harmony_
         # the decoder hands the loop back every batch of messages: other tasks ran in between
         assert len(during) >= 5, sorted(during)
         assert [c.new["kind"] for c in [await _next(aiter(stream)) for _ in range(3)]] == ["tick"] * 3
+
+
+@pytest.mark.skipif(
+    not Path("/usr/lib/postgresql/15/bin/postgres").exists(), reason="no Debian PostgreSQL 15 to test against"
+)
+async def test_schema_and_stream_on_postgresql_15() -> None:
+    with LocalPostgres(backend="system") as pg:
+        assert pg.binaries is not None
+        assert pg.binaries.major == 15
+        apply_schema(pg.dsn)
+        seen: list[Any] = []
+        async with ChangeStream(pg.dsn, on_logical_message=seen.append) as stream:
+            with pg.connect() as c:
+                c.execute("SELECT pg_logical_emit_message(false, 'p', 'x')")
+                _insert_message(c, "hello from 15")
+                c.execute(
+                    "UPDATE messages SET deleted_at = '2025-01-01 00:00+00' WHERE content = 'hello from 15'"
+                )
+            ins, upd = await _next(aiter(stream)), await _next(aiter(stream))
+        assert ins.new["content"] == "hello from 15"
+        assert (upd.old["deleted_at"], upd.new["deleted_at"]) == (None, "2025-01-01T00:00:00+00:00")
+        assert len(seen) == 1
