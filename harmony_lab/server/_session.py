@@ -582,7 +582,7 @@ class Session:
         ch.self_broadcast = flexible_bool(broadcast.get("self"))
         ch.presence_enabled = flexible_bool(presence.get("enabled"))
         key = presence.get("key")
-        ch.presence_key = str(key) if key not in (None, "") else str(uuid.uuid1())
+        ch.presence_key = str(key) if key not in (None, "") else str(uuid.uuid4())
         ch.private = private
         raw_bindings = config.get("postgres_changes")
         bindings: list[dict[str, Any]] = []
