@@ -263,8 +263,14 @@ class ChangeStream:
     its connection, exactly like Supabase Realtime's. After ``reconnect_timeout`` seconds without
     success, iteration raises :class:`ChangeStreamError`.
 
-    ``slot_name`` defaults to a unique ``harmony_<pid>_<n>_<random>``. ``stats`` reports counts,
-    the last LSN, reconnects and the logical messages seen.
+    ``slot_name`` defaults to a unique ``harmony_<pid>_<n>_<random>`` (reconnects append
+    ``_r<n>``). ``on_logical_message`` receives ``pg_logical_emit_message`` messages. ``stats``
+    reports counts by operation, transactions, the last received and confirmed LSNs, reconnects,
+    the queue length and the last error.
+
+    Memory: a transaction's changes are held until its commit, so a transaction of N rows costs N
+    decoded rows at once. When the consumer falls behind by tens of thousands of changes, reading
+    pauses (the server buffers) until it catches up.
     """
 
     def __init__(
@@ -281,9 +287,7 @@ class ChangeStream:
             raise TypeError(f"dsn must be a libpq connection string or URL, got {dsn!r}")
         if not publication:
             raise ValueError("publication must be a non-empty publication name")
-        if slot_name is not None and not (
-            slot_name.replace("_", "a").isalnum() and slot_name.islower() and len(slot_name) <= 63
-        ):
+        if slot_name is not None and not re.fullmatch(r"[a-z0-9_]{1,63}", slot_name):
             raise ValueError(
                 f"slot_name must be lower-case letters, digits and '_' (≤ 63 chars), got {slot_name!r}"
             )
@@ -446,7 +450,7 @@ class ChangeStream:
 
     async def _connect(self) -> None:
         await self._check()
-        slot = self._slot_base if self._reconnects == 0 else f"{self._slot_base}_r{self._reconnects}"
+        slot = self._slot_base if self._reconnects == 0 else f"{self._slot_base[:52]}_r{self._reconnects}"
         params = _session_options(self._dsn)
         params["replication"] = "database"
         repl = await psycopg.AsyncConnection.connect(make_conninfo(**params), autocommit=True)

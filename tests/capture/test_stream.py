@@ -272,3 +272,19 @@ async def test_schema_and_stream_on_postgresql_15() -> None:
         assert ins.new["content"] == "hello from 15"
         assert (upd.old["deleted_at"], upd.new["deleted_at"]) == (None, "2025-01-01T00:00:00+00:00")
         assert len(seen) == 1
+
+
+async def test_constructor_and_misuse_errors(harmony_dsn: str) -> None:
+    with pytest.raises(ValueError, match="slot_name must be lower-case"):
+        ChangeStream(harmony_dsn, slot_name="Bad-Name")
+    with pytest.raises(TypeError, match="dsn must be a libpq connection string"):
+        ChangeStream(None)  # type: ignore[arg-type]
+    stream = ChangeStream(harmony_dsn, slot_name="my_slot")
+    assert "not connected" in repr(stream)
+    with pytest.raises(ChangeStreamError, match="after start"):
+        await anext(aiter(stream))
+    async with stream:
+        assert stream.slot_name == "my_slot"
+        assert "connected" in repr(stream)
+        with pytest.raises(ChangeStreamError, match="already started"):
+            await stream.start()
