@@ -485,9 +485,23 @@ class Session:
         try:
             return self._dispatch(msg, frame)
         except Exception:
-            # A bug must not kill the socket (or the server): log it with the frame and carry on.
+            # A bug must not kill the socket (or the server): log it with the frame, and answer like a
+            # crashed Phoenix channel — "join crashed" for a join, else phx_error and the channel is gone.
             logger.exception("socket %d: internal error handling %s on %r", self.sid, msg.event, msg.topic)
             self.registry.stats.rejected["internal error"] += 1
+            return self._crashed(msg)
+
+    def _crashed(self, msg: Inbound) -> list[Effect]:
+        try:
+            if msg.event == "phx_join":
+                self._reply(msg, "error", {"reason": "join crashed"})
+            ch = self.channels.get(msg.topic)
+            if ch is None:
+                return []
+            self.emit(encode(self.vsn, ch.topic, "phx_error", {}, ch.join_ref, ch.join_ref))
+            return self._close_channel(ch, send_close=False)
+        except Exception:
+            logger.exception("socket %d: cleaning up after an internal error failed", self.sid)
             return []
 
     def _dispatch(self, msg: Inbound, frame: str | bytes) -> list[Effect]:

@@ -528,3 +528,26 @@ def test_server_limits_validation():
     with pytest.raises(TypeError, match="unknown ServerLimits field"):
         ServerLimits().replace(nope=1)
     assert ServerLimits().replace(idle_timeout_s=None).idle_timeout_s is None
+
+
+def test_internal_errors_answer_like_a_crashed_channel(env, monkeypatch):
+    """A bug in a handler (injected here) must not kill the socket: phx_error, channel gone, rest works."""
+    a = Peer(*env, vsn=V2)
+    ja = a.join("realtime:room", {"presence": {"enabled": True}})
+    a.take()
+
+    def boom(*args: Any) -> None:
+        raise RuntimeError("injected bug")
+
+    monkeypatch.setattr(a.session, "_broadcast", boom)
+    a.send("realtime:room", "broadcast", {"event": "e", "payload": {}}, "2", ja)
+    assert a.take() == [
+        {"join_ref": ja, "ref": ja, "topic": "realtime:room", "event": "phx_error", "payload": {}}
+    ]
+    assert "realtime:room" not in a.session.channels
+    monkeypatch.setattr(a.session, "_join", boom)
+    a.send("realtime:other", "phx_join", {}, "3", "3")
+    assert a.take()[0]["payload"] == {"status": "error", "response": {"reason": "join crashed"}}
+    a.send("phoenix", "heartbeat", {}, "4")
+    assert a.take()[0]["payload"]["status"] == "ok"
+    assert env[0].stats.rejected["internal error"] == 2

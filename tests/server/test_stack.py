@@ -157,3 +157,25 @@ async def test_cli_serve_prints_and_stops_on_sigint():
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.js
+async def test_insert_reaches_realtime_js_over_v2(js):
+    from harmony_lab.local.schema import BOB, RANDOM
+
+    async with LocalRealtime() as rt:
+        await js.call("connect", client="js", url=rt.ws_url, apikey=rt.anon_key)
+        await js.call("setAuth", client="js", token=rt.token_for(str(BOB)))
+        binding = {"event": "*", "schema": "public", "table": "messages", "filter": f"channel_id=eq.{RANDOM}"}
+        await js.subscribe("js", "random", listen={"postgres_changes": [binding]})
+        await js.expect(ev="system", client="js", within=10)
+        await rt.execute(
+            "insert into public.messages (channel_id, user_id, content) values (%s, %s, 'from bob')",
+            RANDOM,
+            BOB,
+        )
+        change = await js.expect(ev="postgres_changes", client="js", within=10)
+        payload = change["payload"]
+        assert payload["eventType"] == "INSERT"
+        assert payload["new"]["content"] == "from bob"
+        assert payload["table"] == "messages"
