@@ -119,6 +119,10 @@ def apply_schema(conn_or_dsn: Any, *, seed: bool = True) -> None:
     ``conn_or_dsn`` is a libpq DSN/URL string or an open psycopg 3 connection (left open, its
     transaction state respected: the script runs in its own transaction or savepoint). Applying
     twice is fine. ``seed=False`` skips the sample users, channels and messages.
+
+    It needs a superuser (it creates roles, an ``auth`` schema and a trigger on ``auth.users``):
+    meant for databases harmony_lab runs (LocalPostgres, a scratch server), not for a hosted
+    Supabase project, whose ``auth`` schema belongs to Supabase.
     """
     import psycopg
 

@@ -23,5 +23,11 @@ BEGIN
 END
 $$;
 
--- An existing service_role (e.g. from an older schema version) must still bypass RLS.
-ALTER ROLE service_role BYPASSRLS;
+-- An existing service_role (e.g. made by something else) must still bypass RLS.
+DO $$
+BEGIN
+  IF NOT (SELECT rolbypassrls FROM pg_roles WHERE rolname = 'service_role') THEN
+    ALTER ROLE service_role BYPASSRLS;
+  END IF;
+END
+$$;
