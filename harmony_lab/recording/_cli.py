@@ -115,13 +115,15 @@ async def _record_async(args: argparse.Namespace) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     progress = _Progress(sys.stderr)
     names = [f"record:{args.schema}.{t}" for t in args.table]
     async with RealtimeConnectionManager(args.url, args.key) as manager:
         rec = Recorder(manager, args.out, flush_seconds=args.flush_seconds)
         async with rec:
+            # after the recorder started: these replace its SIGTERM flush with a graceful stop that
+            # also records the channels' final statuses
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
             sys.stderr.write(f"recording session {rec.session_id} into {rec.path}\n")
             for name, table in zip(names, args.table, strict=True):
                 await manager.subscribe_to_table(

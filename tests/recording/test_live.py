@@ -117,6 +117,9 @@ async def test_cli_record_inspect_replay_end_to_end(rt, tmp_path):
     assert [int(p.split(":")[1].rstrip("}")) for p in df["pk"]] == ids
     (session,) = read_manifest(out)["sessions"].values()
     assert session["status"] == "stopped"
+    # a graceful stop: the channel's final status (left on cleanup) is in the recording too
+    statuses = read_recording(out, kinds="status")["status"].tolist()
+    assert statuses[-1] == "disconnected"
 
     inspect = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "harmony_lab.cli", "inspect", str(out), stdout=asyncio.subprocess.PIPE
