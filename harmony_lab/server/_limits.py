@@ -65,6 +65,9 @@ class ServerLimits:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"ServerLimits.{f.name} must be a non-negative number; got {value!r}")
+        for name in ("rate_window_s", "presence_window_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ServerLimits.{name} must be positive; got {getattr(self, name)!r}")
 
     @classmethod
     def unlimited(cls, **overrides: Any) -> ServerLimits:

@@ -276,6 +276,7 @@ class RealtimeServer:
             max_size=self.limits.max_frame_bytes,
             open_timeout=60,
             server_header="harmony-lab-realtime",
+            logger=logging.getLogger("harmony_lab.server.websockets"),
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])

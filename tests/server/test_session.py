@@ -525,6 +525,8 @@ def test_rate_window():
 def test_server_limits_validation():
     with pytest.raises(ValueError, match="max_channels_per_connection"):
         ServerLimits(max_channels_per_connection=-1)
+    with pytest.raises(ValueError, match="rate_window_s must be positive"):
+        ServerLimits(rate_window_s=0)
     with pytest.raises(TypeError, match="unknown ServerLimits field"):
         ServerLimits().replace(nope=1)
     assert ServerLimits().replace(idle_timeout_s=None).idle_timeout_s is None
