@@ -9,7 +9,6 @@ import html
 import itertools
 import json
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
@@ -208,7 +207,6 @@ class LiveFrame:
         self._unsub_status: Callable[[], Any] | None = None
         self._subscribed = False
         self._widget: LiveTableWidget | None = None
-        self._thread = threading.get_ident()
 
         if source is None:
             self._ready.set()
@@ -219,7 +217,6 @@ class LiveFrame:
             except RuntimeError:
                 logger.debug("LiveFrame %s: no running loop; starts on `await ready()`", self.table)
             else:
-                self._thread = threading.get_ident()
                 self._task = loop.create_task(self._run(), name=f"LiveFrame[{self.schema}.{self.table}]")
         elif isinstance(source, Iterable):
             for e in source:
@@ -293,7 +290,6 @@ class LiveFrame:
         Bound the wait with ``asyncio.timeout(...)`` if you need to.
         """
         if self._task is None and self._status == "pending":
-            self._thread = threading.get_ident()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"LiveFrame[{self.schema}.{self.table}]"
             )
