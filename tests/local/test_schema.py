@@ -201,3 +201,23 @@ def test_users_edit_only_their_own_messages(conn: psycopg.Connection[Any]) -> No
         # message 1 is alice's in general: bob sees it but cannot change it
         assert conn.execute("UPDATE messages SET content = 'x' WHERE id = 1").rowcount == 0
         assert conn.execute("UPDATE messages SET deleted_at = now() WHERE id = 2").rowcount == 1
+
+
+def test_concurrent_applies_on_a_fresh_cluster() -> None:
+    """Parallel test workers apply the schema at once: roles are cluster-wide, schemas per database."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harmony_lab.local import LocalPostgres
+
+    with LocalPostgres() as pg:  # fresh: the roles do not exist yet
+        names = [f"par_{i}" for i in range(3)]
+        with pg.connect() as admin:
+            for name in names:
+                admin.execute(f"CREATE DATABASE {name}")
+        targets = [make_conninfo(pg.dsn, dbname=n) for n in [*names, names[0], names[0]]]
+        with ThreadPoolExecutor(len(targets)) as pool:
+            list(pool.map(apply_schema, targets))
+        for name in names:
+            with psycopg.connect(make_conninfo(pg.dsn, dbname=name)) as c:
+                assert c.execute("SELECT count(*) FROM profiles").fetchone() == (len(USERS),)
+                assert c.execute("SELECT count(*) FROM messages").fetchone() == (10,)
