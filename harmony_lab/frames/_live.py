@@ -717,8 +717,8 @@ class LiveFrame:
     # ------------------------------------------------------------------ display
 
     def widget(self) -> LiveTableWidget:
-        """This frame's :class:`~harmony_lab.widgets.LiveTableWidget` (created once)."""
-        if self._widget is None:
+        """This frame's :class:`~harmony_lab.widgets.LiveTableWidget` (created once, again after close)."""
+        if self._widget is None or self._widget.comm is None:
             from harmony_lab.widgets import LiveTableWidget  # widgets build on frames
 
             self._widget = LiveTableWidget(self)

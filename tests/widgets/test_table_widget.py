@@ -311,5 +311,8 @@ def test_close_detaches_from_the_frame():
 
 def test_frame_widget_is_created_once():
     lf = frame_with(1)
-    assert lf.widget() is lf.widget()
-    assert isinstance(lf.widget(), LiveTableWidget)
+    w = lf.widget()
+    assert lf.widget() is w
+    assert isinstance(w, LiveTableWidget)
+    w.close()
+    assert lf.widget() is not w  # a closed widget is replaced
