@@ -8,9 +8,10 @@ Rows (one LocalRealtime, server limits off):
                              callback (envelope, seq, listener fan-out included); ``overhead`` = bare
                              rate / manager rate
 * ``recovery drop+refuse`` — the server drops every socket and refuses handshakes for R s: time from the
-                             end of the refusal to ``connected`` (manager, default backoff base 1 s and a
-                             fast one) vs to ``SUBSCRIBED`` again (realtime-py ``auto_reconnect=True``,
-                             which gives up after 5 attempts; ``never`` when it did)
+                             end of the refusal to ``connected`` (manager with defaults, and with a fast
+                             backoff that gives up early plus a fast health check) vs to ``SUBSCRIBED``
+                             again (realtime-py ``auto_reconnect=True``, which gives up after 5 attempts;
+                             ``never`` when it did)
 * ``recovery stall``       — every socket stalls for S s: manager (heartbeat 1 s) reconnects; realtime-py
                              alone keeps the stalled socket (its detection is the 20 s websockets ping)
 
@@ -114,17 +115,26 @@ async def recovery_drop(rt: Any, refuse_s: float) -> list[dict[str, Any]]:
     from harmony_lab.manager import BackoffPolicy, RealtimeConnectionManager
 
     rows = []
-    for label, backoff in (
-        ("manager, default backoff", BackoffPolicy()),
-        ("manager, backoff base 0.1 s cap 1 s", BackoffPolicy(base=0.1, max_delay=1.0)),
-    ):
-        mgr = RealtimeConnectionManager(rt.url, rt.anon_key, backoff=backoff)
+    configs: list[tuple[str, dict[str, Any]]] = [
+        ("manager, defaults", {}),
+        (
+            # gives up after ~7.5 s of refusals; the health check (5 s, reset after 10 s) revives it
+            "manager, backoff 0.1 s cap 1 s, health 5 s/10 s",
+            {
+                "backoff": BackoffPolicy(base=0.1, max_delay=1.0),
+                "health_interval": 5.0,
+                "error_reset_after": 10.0,
+            },
+        ),
+    ]
+    for label, options in configs:
+        mgr = RealtimeConnectionManager(rt.url, rt.anon_key, **options)
         await mgr.subscribe("bench-recover", "*", lambda ev: None)
         rt.faults.refuse(refuse_s)
         rt.faults.drop_all(1001)
         fault_end = time.perf_counter() + refuse_s
         await mgr.wait_for_status("bench-recover", "reconnecting", timeout=10)
-        await mgr.wait_for_status("bench-recover", "connected", timeout=120)
+        await mgr.wait_for_status("bench-recover", "connected", timeout=300)
         took = time.perf_counter() - fault_end
         rows.append(
             {
