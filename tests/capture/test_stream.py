@@ -288,3 +288,28 @@ async def test_constructor_and_misuse_errors(harmony_dsn: str) -> None:
         assert "connected" in repr(stream)
         with pytest.raises(ChangeStreamError, match="already started"):
             await stream.start()
+
+
+async def test_ddl_and_tables_added_while_streaming(conn: psycopg.Connection[Any], db_dsn: str) -> None:
+    conn.execute("CREATE TABLE ddl_a (id int PRIMARY KEY, v text)")
+    conn.execute("CREATE PUBLICATION ddl_pub FOR TABLE ddl_a")
+    async with ChangeStream(db_dsn, publication="ddl_pub") as stream:
+        it = aiter(stream)
+        conn.execute("INSERT INTO ddl_a VALUES (1, 'x')")
+        assert (await _next(it)).new == {"id": 1, "v": "x"}
+        conn.execute("ALTER TABLE ddl_a ADD COLUMN extra int DEFAULT 7")
+        conn.execute("INSERT INTO ddl_a VALUES (2, 'y')")
+        assert (await _next(it)).new == {"id": 2, "v": "y", "extra": 7}
+        # a table (with a new enum array type and a FULL identity) joins the publication mid-stream:
+        # its primary key and types are looked up without blocking the loop
+        conn.execute("CREATE TYPE ddl_mood AS ENUM ('calm', 'busy')")
+        conn.execute("CREATE TABLE ddl_b (k text, n int, moods ddl_mood[], PRIMARY KEY (k, n))")
+        conn.execute("ALTER TABLE ddl_b REPLICA IDENTITY FULL")
+        conn.execute("ALTER PUBLICATION ddl_pub ADD TABLE ddl_b")
+        conn.execute("INSERT INTO ddl_b VALUES ('a', 1, '{calm,busy}')")
+        conn.execute("DELETE FROM ddl_b")
+        ins, dele = await _next(it), await _next(it)
+        assert (ins.table, ins.new) == ("ddl_b", {"k": "a", "n": 1, "moods": ["calm", "busy"]})
+        assert ins.pk_columns == ("k", "n")  # the real PK, not every column of the FULL identity
+        assert [c.type_name for c in ins.columns] == ["text", "int4", "_ddl_mood"]
+        assert (dele.op, dele.old, dele.old_is_full) == ("DELETE", ins.new, True)
