@@ -192,7 +192,8 @@ class LiveTableWidget(StreamingWidget):
                 self.pending = self._pending
             return False
         if self._columns_dirty:
-            self._sync_columns()
+            with self.hold_sync():  # one state message for columns + key columns
+                self._sync_columns()
         if not self._upserts and not self._deletes:
             return False
         take = self._rows_per_message
