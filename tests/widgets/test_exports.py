@@ -1,0 +1,23 @@
+"""The public surface of harmony_lab.frames and harmony_lab.widgets is exactly what the lead exports."""
+
+from __future__ import annotations
+
+import harmony_lab
+import harmony_lab.frames
+import harmony_lab.widgets
+
+
+def test_frames_exports_exactly_live_frame():
+    assert harmony_lab.frames.__all__ == ["LiveFrame"]
+    assert harmony_lab.LiveFrame is harmony_lab.frames.LiveFrame
+
+
+def test_widgets_export_exactly_the_four_names():
+    assert sorted(harmony_lab.widgets.__all__) == [
+        "LiveTableWidget",
+        "PresenceRosterWidget",
+        "StatusTimelineWidget",
+        "dashboard",
+    ]
+    for name in harmony_lab.widgets.__all__:
+        assert getattr(harmony_lab, name) is getattr(harmony_lab.widgets, name)
