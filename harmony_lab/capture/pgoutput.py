@@ -88,8 +88,8 @@ def str_to_lsn(text: str) -> int:
 # ---------------------------------------------------------------------------------------------
 # messages
 
-TupleValue = str | bytes | None | Any
-"""``str`` (text), ``bytes`` (binary), ``None`` (NULL) or :data:`UNCHANGED_TOAST`."""
+TupleValue = Any
+"""A raw column value: ``str`` (text), ``bytes`` (binary), ``None`` (NULL) or :data:`UNCHANGED_TOAST`."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
