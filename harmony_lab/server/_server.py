@@ -422,6 +422,8 @@ class RealtimeServer:
         path = url.path.rstrip("/") or "/"
         query = urllib.parse.parse_qs(url.query)
         method = conn.http_method
+        if self.faults.stalled() and not path.startswith("/admin/"):
+            await self._wait_unstalled()  # a stalled server answers nothing (the admin API still works)
         try:
             if method == "OPTIONS":
                 return _json_response(204)
@@ -455,8 +457,6 @@ class RealtimeServer:
     async def _handshake(
         self, conn: _HttpAwareConnection, request: Request, query: dict[str, list[str]]
     ) -> Response | None:
-        if self.faults.stalled():
-            await self._wait_unstalled()
         status = self.faults.refusing()
         if status is not None:
             logger.info("fault: refused a websocket handshake with HTTP %d", status)

@@ -6,10 +6,11 @@ import asyncio
 import time
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
-from rt_helpers import ANON, wait_until
+from rt_helpers import ANON, SERVICE, wait_until
 from websockets.exceptions import InvalidStatus
 
 from harmony_lab.server import FaultError, Faults
@@ -168,3 +169,18 @@ def test_fault_arguments_are_validated():
     assert f.drop_all() == 0  # no server: nothing to drop
     assert [h["kind"] for h in f.history] == ["drop_all"]
     assert "none active" in repr(f)
+
+
+async def test_stall_holds_rest_but_not_the_admin_api(server):
+    server.faults.stall(5)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        rest = asyncio.create_task(
+            http.post("/realtime/v1/api/broadcast/room/events/e", json={}, headers={"apikey": ANON})
+        )
+        await asyncio.sleep(0.3)
+        assert not rest.done()  # held by the stall
+        t0 = time.perf_counter()
+        r = await http.post("/admin/v1/faults/clear", json={}, headers={"Authorization": f"Bearer {SERVICE}"})
+        assert r.status_code == 200
+        assert (await rest).status_code == 202
+        assert time.perf_counter() - t0 < 2
