@@ -1,26 +1,31 @@
 """Client-side evaluation of a postgres_changes filter, for sources the server did not filter.
 
-A manager-backed ``LiveFrame`` hands its filter to the server; a replay or any other event stream is
-filtered here with the same grammar: ``column=op.value`` where op is one of ``eq``, ``neq``, ``lt``,
-``lte``, ``gt``, ``gte`` or ``in`` (``in.(a,b,c)``). As on Supabase, DELETE events are not filtered.
+A manager-backed ``LiveFrame`` hands its filter to the manager (and so to the server); a replay or any
+other event stream is filtered here. Both use the one grammar of :mod:`harmony_lab.filters`
+(``column=[not.]op.value``, commas for AND; ops eq, neq, lt, lte, gt, gte, in, like, ilike, is, match,
+imatch, isdistinct), so a filter means the same whatever the source, and bad filters fail with the
+same :class:`~harmony_lab.filters.FilterError` naming the valid forms.
+
+Evaluation follows SQL on the event's JSON values: a literal is read as the type of the row value it
+is compared with (int, float, bool, text); NULL compares as unknown, so only ``is`` and
+``isdistinct`` can match it. As on Supabase, DELETE events are not filtered (the caller skips them).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["RowFilter", "parse_filter"]
+from harmony_lab.filters import Condition, Filter, parse_filter
 
-_OPS = ("eq", "neq", "lt", "lte", "gt", "gte", "in")
-_FORMS = "column=eq.value, column=neq.value, column=lt|lte|gt|gte.value or column=in.(v1,v2,…)"
-_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([a-z]+)\.(.*)$", re.DOTALL)
+__all__ = ["RowFilter", "compile_filter"]
+
+_MISSING = object()
 
 
 def _coerce(literal: str, like: Any) -> Any:
-    """The filter literal as the type of the row value it is compared with."""
+    """The filter literal as the type of the row value it is compared with (ValueError if it cannot be)."""
     if isinstance(like, bool):
         low = literal.strip().lower()
         if low in ("t", "true"):
@@ -38,66 +43,124 @@ def _coerce(literal: str, like: Any) -> Any:
     return literal
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+def _like(pattern: str, *, flags: int = 0) -> re.Pattern[str]:
+    out = []
+    escaped = False
+    for ch in pattern:
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), flags | re.DOTALL)
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _condition(c: Condition) -> Callable[[Mapping[str, Any]], bool]:
+    op = c.op
+    matcher: re.Pattern[str] | None = None
+    if op in ("like", "ilike"):
+        matcher = _like(str(c.value), flags=re.IGNORECASE if op == "ilike" else 0)
+    elif op in ("match", "imatch"):
+        matcher = re.compile(str(c.value), re.IGNORECASE if op == "imatch" else 0)
+
+    def test(row: Mapping[str, Any]) -> bool | None:
+        """True/False, or None for SQL's unknown."""
+        value = row.get(c.column, _MISSING)
+        if value is _MISSING:
+            return None
+        if op == "is":
+            if c.value is None or c.value == "unknown":
+                return value is None
+            return value is (c.value == "true")
+        if op == "isdistinct":
+            if value is None:
+                return True
+            try:
+                return _scalar(value) != _coerce(str(c.value), _scalar(value))
+            except ValueError:
+                return True
+        if value is None or isinstance(value, dict | list):
+            return None
+        v = _scalar(value)
+        if matcher is not None:
+            return (
+                matcher.fullmatch(str(v)) if op in ("like", "ilike") else matcher.search(str(v))
+            ) is not None
+        try:
+            if op == "in":
+                assert isinstance(c.value, tuple)
+                return any(v == _coerce(item, v) for item in c.value if item is not None)
+            t = _coerce(str(c.value), v)
+        except ValueError:
+            return op == "neq"
+        try:
+            if op == "eq":
+                return bool(v == t)
+            if op == "neq":
+                return bool(v != t)
+            if op == "lt":
+                return bool(v < t)
+            if op == "lte":
+                return bool(v <= t)
+            if op == "gt":
+                return bool(v > t)
+            return bool(v >= t)
+        except TypeError:
+            return None
+
+    def evaluate(row: Mapping[str, Any]) -> bool:
+        result = test(row)
+        if result is None:
+            return False  # NOT unknown is still unknown
+        return not result if c.negate else result
+
+    return evaluate
+
+
 class RowFilter:
-    column: str
-    op: str
-    values: tuple[str, ...]
+    """A parsed filter; ``matches(row)`` is True when every condition holds."""
+
+    def __init__(self, text: str, conditions: tuple[Condition, ...]) -> None:
+        self.text = text
+        self.conditions = conditions
+        self._tests = [_condition(c) for c in conditions]
 
     def matches(self, row: Mapping[str, Any] | None) -> bool:
-        if row is None or self.column not in row:
+        if row is None:
             return False
-        value = row[self.column]
-        if value is None:
-            return False  # SQL: comparisons with NULL are never true
-        if isinstance(value, dict | list):
-            return False
-        try:
-            targets = [_coerce(v, value) for v in self.values]
-        except ValueError:
-            return self.op == "neq"
-        if not isinstance(value, bool | int | float | str):
-            value = str(value)
-        t = targets[0]
-        try:
-            if self.op == "eq":
-                return bool(value == t)
-            if self.op == "neq":
-                return bool(value != t)
-            if self.op == "in":
-                return value in targets
-            if self.op == "lt":
-                return bool(value < t)
-            if self.op == "lte":
-                return bool(value <= t)
-            if self.op == "gt":
-                return bool(value > t)
-            return bool(value >= t)
-        except TypeError:
-            return False
+        return all(t(row) for t in self._tests)
 
     def __str__(self) -> str:
-        if self.op == "in":
-            return f"{self.column}=in.({','.join(self.values)})"
-        return f"{self.column}={self.op}.{self.values[0]}"
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"RowFilter({self.text!r})"
 
 
-def parse_filter(text: str) -> RowFilter:
-    """Parse ``column=op.value``; raise ValueError naming the valid forms."""
-    if not isinstance(text, str):
-        raise TypeError(f"filter must be a string such as 'channel_id=eq.42'; got {type(text).__name__}")
-    m = _PATTERN.match(text)
-    if m is None:
-        raise ValueError(f"invalid filter {text!r}; valid forms: {_FORMS}")
-    column, op, rest = m.group(1), m.group(2), m.group(3)
-    if op not in _OPS:
-        raise ValueError(f"invalid filter operator {op!r} in {text!r}; valid operators: {', '.join(_OPS)}")
-    if op == "in":
-        rest = rest.strip()
-        if not (rest.startswith("(") and rest.endswith(")")) or len(rest) < 3:
-            raise ValueError(f"invalid 'in' filter {text!r}; write column=in.(v1,v2,…)")
-        values = tuple(v.strip().strip('"') for v in rest[1:-1].split(","))
-        if any(v == "" for v in values):
-            raise ValueError(f"invalid 'in' filter {text!r}: empty value in the list")
-        return RowFilter(column, op, values)
-    return RowFilter(column, op, (rest,))
+def compile_filter(spec: str | Condition | Filter) -> RowFilter:
+    """Parse a filter string (or ``F`` expression) and build its evaluator.
+
+    Raises :class:`~harmony_lab.filters.FilterError` (a ValueError naming the valid forms) for bad text.
+    """
+    if isinstance(spec, Condition | Filter):
+        text = str(spec)
+    elif isinstance(spec, str):
+        text = spec
+    else:
+        raise TypeError(
+            "filter must be a string such as 'channel_id=eq.42' or an F expression "
+            f"(harmony_lab.filters.F.eq('channel_id', 42)); got {type(spec).__name__}"
+        )
+    return RowFilter(text, parse_filter(text))

@@ -18,8 +18,9 @@ import pandas as pd
 import pyarrow as pa
 
 from harmony_lab.events import EventKind, RealtimeEvent
+from harmony_lab.filters import Condition, Filter
 from harmony_lab.frames import _dtypes
-from harmony_lab.frames._filter import RowFilter, parse_filter
+from harmony_lab.frames._filter import RowFilter, compile_filter
 from harmony_lab.frames._rate import RateMeter
 from harmony_lab.frames._util import strict_kwargs
 
@@ -126,8 +127,10 @@ class LiveFrame:
     column types (see :mod:`harmony_lab.frames._dtypes`; ``numeric`` becomes ``Float64``), and cached
     until the next change. Rows are in insertion order with a fresh ``RangeIndex``.
 
-    ``filter`` (``"column=op.value"``) goes to the server for a manager source and is evaluated here
-    for other sources. ``event`` is ``"*"`` or one of INSERT, UPDATE, DELETE.
+    ``filter`` (``"column=op.value"`` or an ``F`` expression, the grammar of
+    :mod:`harmony_lab.filters`) goes to the server for a manager source and is evaluated here for
+    other sources (DELETEs are not filtered, as on Supabase). ``event`` is ``"*"`` or one of INSERT,
+    UPDATE, DELETE.
 
     Apply events on the event loop's thread (callbacks and widgets assume it).
     """
@@ -141,7 +144,7 @@ class LiveFrame:
         key: str | Sequence[str] | None = None,
         mode: str = "upsert",
         max_rows: int | None = 10_000,
-        filter: str | None = None,
+        filter: str | Condition | Filter | None = None,
         event: str = "*",
         schema: str = "public",
         name: str | None = None,
@@ -169,7 +172,7 @@ class LiveFrame:
             raise TypeError(f"key must be None, a column name or a sequence of column names; got {key!r}")
         if mode == "append" and key is not None:
             raise ValueError("key has no meaning with mode='append' (every event is its own row); drop it")
-        self._row_filter: RowFilter | None = parse_filter(filter) if filter is not None else None
+        self._row_filter: RowFilter | None = compile_filter(filter) if filter is not None else None
         if isinstance(source, str | bytes):
             raise TypeError(
                 "source must be a RealtimeConnectionManager, an async iterable of RealtimeEvent "
@@ -180,7 +183,7 @@ class LiveFrame:
         self.schema = schema
         self.mode = mode
         self.max_rows = max_rows
-        self.filter = filter
+        self.filter = str(self._row_filter) if self._row_filter is not None else None
         self.event = ev
         self._key_cols = key_cols
         self._source = source

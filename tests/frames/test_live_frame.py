@@ -383,8 +383,8 @@ def test_constructor_validation_names_the_valid_forms():
         LiveFrame(None, "messages", event="TRUNCATE")
     with pytest.raises(ValueError, match="valid forms"):
         LiveFrame(None, "messages", filter="channel_id==1")
-    with pytest.raises(ValueError, match="valid operators"):
-        LiveFrame(None, "messages", filter="channel_id=like.1")
+    with pytest.raises(ValueError, match="unknown operator 'like1'"):
+        LiveFrame(None, "messages", filter="channel_id=like1.1")
     with pytest.raises(ValueError, match="append"):
         LiveFrame(None, "messages", mode="append", key="id")
     with pytest.raises(TypeError, match="source must be"):

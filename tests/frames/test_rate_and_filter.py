@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harmony_lab.frames._filter import parse_filter
+from harmony_lab.filters import F, FilterError
+from harmony_lab.frames._filter import compile_filter
 from harmony_lab.frames._rate import RateMeter
 
 
@@ -43,33 +44,58 @@ def test_rate_meter_rejects_bad_arguments():
         ("score=lte.1.5", {"score": 1.5}, True),
         ("id=in.(1,2,3)", {"id": 2}, True),
         ("name=in.(ann,bob)", {"name": "cy"}, False),
+        ('name=in.("a, b",c)', {"name": "a, b"}, True),
         ("flag=eq.true", {"flag": True}, True),
         ("id=eq.5", {"id": None}, False),
+        ("id=neq.5", {"id": None}, False),  # NULL never compares
+        ("id=not.eq.5", {"id": None}, False),  # NOT unknown is unknown
         ("id=eq.5", {"other": 5}, False),
         ("id=eq.x", {"id": 5}, False),
         ("id=neq.x", {"id": 5}, True),
+        ("id=not.eq.5", {"id": 6}, True),
+        ("deleted_at=is.null", {"deleted_at": None}, True),
+        ("deleted_at=is.null", {"deleted_at": "2024-01-01"}, False),
+        ("deleted_at=not.is.null", {"deleted_at": "2024-01-01"}, True),
+        ("ok=is.true", {"ok": True}, True),
+        ("ok=is.false", {"ok": True}, False),
+        ("name=like.a%", {"name": "alice"}, True),
+        ("name=like.a_", {"name": "alice"}, False),
+        ("name=ilike.A%E", {"name": "alice"}, True),
+        ("name=match.^al", {"name": "alice"}, True),
+        ("name=imatch.ICE$", {"name": "alice"}, True),
+        ("n=isdistinct.5", {"n": None}, True),
+        ("n=isdistinct.5", {"n": 5}, False),
+        ("channel_id=eq.1,id=gt.3", {"channel_id": 1, "id": 4}, True),
+        ("channel_id=eq.1,id=gt.3", {"channel_id": 1, "id": 2}, False),
+        ("payload=eq.x", {"payload": {"a": 1}}, False),
     ],
 )
 def test_filter_matches(text, row, ok):
-    assert parse_filter(text).matches(row) is ok
+    assert compile_filter(text).matches(row) is ok
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("id", "valid forms"),
-        ("id=5", "valid forms"),
-        ("id=like.5", "valid operators"),
-        ("id=in.1,2", r"in\.\(v1"),
-        ("id=in.()", r"in\.\(v1"),
-        ("id=in.(1,,2)", "empty value"),
+        ("id", "expected column=op.value"),
+        ("id=5", "expected op.value"),
+        ("id=foo.5", "unknown operator 'foo'"),
+        ("id=in.1,2", "in needs parentheses"),
+        ("id=in.(1,,2)", "empty item"),
     ],
 )
 def test_filter_errors_name_the_valid_forms(text, message):
-    with pytest.raises(ValueError, match=message):
-        parse_filter(text)
+    with pytest.raises(FilterError, match=message) as info:
+        compile_filter(text)
+    assert "valid forms" in str(info.value)
 
 
-def test_filter_roundtrips_to_text():
-    assert str(parse_filter("channel_id=in.(1,2)")) == "channel_id=in.(1,2)"
-    assert str(parse_filter("channel_id=eq.42")) == "channel_id=eq.42"
+def test_filter_accepts_f_expressions_and_roundtrips_to_text():
+    assert str(compile_filter("channel_id=in.(1,2)")) == "channel_id=in.(1,2)"
+    built = F.eq("channel_id", 42) & ~F.is_("deleted_at", None)
+    f = compile_filter(built)
+    assert str(f) == "channel_id=eq.42,deleted_at=not.is.null"
+    assert f.matches({"channel_id": 42, "deleted_at": "2024-01-01"})
+    assert not f.matches({"channel_id": 42, "deleted_at": None})
+    with pytest.raises(TypeError, match="F expression"):
+        compile_filter(42)
