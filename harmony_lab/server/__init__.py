@@ -4,6 +4,22 @@
 frames) on ``/realtime/v1/websocket`` and ``/socket/websocket``; ``ServerLimits`` configures its limits
 (Supabase Free plan by default); ``Faults`` / ``RemoteFaults`` inject failures. Most users start the
 whole stack with :class:`harmony_lab.LocalRealtime` instead of using this package directly.
+
+Deliberate differences from Supabase's server (all for the official clients' sake or local use):
+
+* A duplicate ``phx_join`` over V1 does not send ``phx_close`` for the superseded channel: realtime-py
+  routes by topic only and would close its *new* subscription (protocol notes, gotcha 8). V2 follows
+  Phoenix (``phx_close`` with the old join_ref, which phoenix.js ignores).
+* Connect and join errors are answered at once (the real server waits 2 s / 5 s);
+  ``ServerLimits.connect_error_delay_s`` / ``join_error_delay_s`` restore the delays.
+* Rate limits count per socket (the real server counts per tenant) over ``ServerLimits.rate_window_s``.
+* Private channels (``config.private``) are kept apart from public ones of the same name but are not
+  authorised through ``realtime.messages`` policies: every valid token may join them; ``replay`` on a
+  private channel is accepted and replays nothing.
+* The ``payload_size_exceeded`` ack reply carries ``{"error": "payload_size_exceeded"}`` (an object, so
+  realtime-py can parse it) rather than a bare string.
+* V1 frames larger than 1 MiB are never sent (realtime-py would drop its connection); they are logged.
+* Presence keys generated for ``key: ""`` are UUIDv4 (the real server uses v1); refs are opaque strings.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ Semantics:
 * ``drop_all(code, reason)`` closes every open websocket now (a proper close frame with ``code``);
   returns how many were open.
 * ``stall(seconds)`` — the server stops reading (so no heartbeat replies, no websocket pongs) and stops
-  writing; new handshakes wait. Afterwards everything that queued up meanwhile — inbound frames and
-  outbound traffic (replies, broadcasts, changes) — is processed and **delivered, in order, not
-  dropped**. Idle timeouts are not counted during a stall.
+  writing; new handshakes and REST requests wait (the admin API keeps answering, so ``clear()``
+  works). Afterwards everything that queued up meanwhile — inbound frames and outbound traffic
+  (replies, broadcasts, changes) — is processed and **delivered, in order, not dropped**. Idle
+  timeouts are not counted during a stall.
 * ``refuse(seconds, status)`` — new websocket handshakes get an HTTP ``status`` with a JSON error body.
 * ``rapid_close(count, code)`` — the next ``count`` websocket connections are closed with ``code`` right
   after their handshake.
