@@ -212,7 +212,10 @@ class _Reader:
         end = self.data.find(b"\0", self.pos)
         if end < 0:
             raise PgOutputError(f"unterminated string in {self.tag!r} message at {self.pos}")
-        s = self.data[self.pos : end].decode("utf-8")
+        try:
+            s = self.data[self.pos : end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PgOutputError(f"a name in {self.tag!r} message is not UTF-8: {exc}") from None
         self.pos = end + 1
         return s
 
@@ -223,31 +226,30 @@ class _Reader:
         append = values.append
         pos = self.pos
         size = len(data)
-        for _ in range(n):
-            if pos >= size:
-                self.pos = pos
-                self._need(1)
-            kind = data[pos]
-            pos += 1
-            if kind == 0x74:  # 't'
-                (length,) = _I32.unpack_from(data, pos)
-                pos += 4
-                if pos + length > size:
-                    self.pos = pos
-                    self._need(length)
-                append(data[pos : pos + length].decode("utf-8"))
-                pos += length
-            elif kind == 0x6E:  # 'n'
-                append(None)
-            elif kind == 0x75:  # 'u'
-                append(UNCHANGED_TOAST)
-            elif kind == 0x62:  # 'b'
-                (length,) = _I32.unpack_from(data, pos)
-                pos += 4
-                append(bytes(data[pos : pos + length]))
-                pos += length
-            else:
-                raise PgOutputError(f"unknown tuple value kind {chr(kind)!r} at offset {pos - 1}")
+        try:
+            for _ in range(n):
+                kind = data[pos]  # IndexError when truncated
+                pos += 1
+                if kind == 0x74 or kind == 0x62:  # 't' text, 'b' binary
+                    if pos + 4 > size:
+                        raise IndexError
+                    (length,) = _I32.unpack_from(data, pos)
+                    pos += 4
+                    end = pos + length
+                    if length < 0 or end > size:
+                        raise IndexError
+                    append(data[pos:end].decode("utf-8") if kind == 0x74 else data[pos:end])
+                    pos = end
+                elif kind == 0x6E:  # 'n'
+                    append(None)
+                elif kind == 0x75:  # 'u'
+                    append(UNCHANGED_TOAST)
+                else:
+                    raise PgOutputError(f"unknown tuple value kind {chr(kind)!r} at offset {pos - 1}")
+        except IndexError:
+            raise PgOutputError(f"truncated tuple data in {self.tag!r} message at offset {pos}") from None
+        except UnicodeDecodeError as exc:
+            raise PgOutputError(f"a text value in {self.tag!r} message is not UTF-8: {exc}") from None
         self.pos = pos
         return tuple(values)
 

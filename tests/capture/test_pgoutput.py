@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harmony_lab.capture import UNCHANGED_TOAST, PgOutputDecoder, PgOutputError
 from harmony_lab.capture.pgoutput import (
@@ -375,3 +378,25 @@ def test_binary_tuple_values(conn: psycopg.Connection[Any]) -> None:
     msgs = [parse_message(r[0]) for r in rows]
     assert _kinds(msgs) == "BRIC"
     assert msgs[2].new == ((258).to_bytes(4, "big"), None)  # 'b': the type's binary send format
+
+
+@settings(max_examples=300, deadline=None)
+@given(tag=st.sampled_from(list(b"BCORYIUDTMX")), body=st.binary(max_size=64))
+def test_garbage_raises_only_pgoutput_errors(tag: int, body: bytes) -> None:
+    with contextlib.suppress(PgOutputError):
+        parse_message(bytes([tag]) + body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cut=st.integers(min_value=1, max_value=200), data=st.data())
+def test_truncated_real_messages_raise_pgoutput_errors(cut: int, data: st.DataObject) -> None:
+    relation = (
+        b"R\x00\x00@\x01public\x00t\x00d\x00\x02\x01id\x00\x00\x00\x00\x17\xff\xff\xff\xff"
+        b"\x00v\x00\x00\x00\x00\x19\xff\xff\xff\xff"
+    )
+    insert = b"I\x00\x00@\x01N\x00\x02t\x00\x00\x00\x011t\x00\x00\x00\x03abc"
+    msg = data.draw(st.sampled_from([relation, insert]))
+    assert parse_message(msg) is not None
+    if cut < len(msg):
+        with pytest.raises(PgOutputError):
+            parse_message(msg[:cut])
