@@ -85,6 +85,13 @@ const commands = {
     return { result }
   },
 
+  // send() on a channel that never subscribed: realtime-js falls back to POST /api/broadcast
+  async sendUnjoined({ client, topic, event, payload }) {
+    const ch = clients.get(client).channel(topic)
+    const result = await ch.send({ type: 'broadcast', event, payload })
+    return { result }
+  },
+
   async httpSend({ client, topic, event, payload }) {
     const ch = channels.get(`${client}|${topic}`)
     const result = await ch.httpSend(event, fromWire(payload))

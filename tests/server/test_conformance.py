@@ -266,3 +266,24 @@ async def test_join_error_reason_reaches_both_clients(server, js):
         assert "Token has expired" in status["error"]
     finally:
         await client.close()
+
+
+async def test_realtime_js_rest_fallbacks_reach_python(server, js):
+    client = await py_client(server)
+    try:
+        got: list[dict[str, Any]] = []
+        ch = client.channel("rest")
+        ch.on_broadcast("*", got.append)
+        await subscribed(ch)
+        await js.call("connect", client="js", url=server.ws_url, apikey=ANON)
+        # send() before subscribing → POST /realtime/v1/api/broadcast {messages: [...]}
+        r = await js.call("sendUnjoined", client="js", topic="rest", event="fallback", payload={"n": 1})
+        assert r["result"] == "ok"
+        # httpSend() → POST /realtime/v1/api/broadcast/rest/events/direct
+        await js.subscribe("js", "rest")
+        r = await js.call("httpSend", client="js", topic="rest", event="direct", payload={"n": 2})
+        assert r["result"] == {"success": True}
+        await wait_until(lambda: len(got) == 2)
+        assert [(g["event"], g["payload"]) for g in got] == [("fallback", {"n": 1}), ("direct", {"n": 2})]
+    finally:
+        await client.close()
