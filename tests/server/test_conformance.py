@@ -11,8 +11,6 @@ from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from rt_helpers import ANON, token, wait_until
 from supabase import acreate_client
 
-pytestmark = pytest.mark.js
-
 
 async def py_client(server) -> AsyncRealtimeClient:
     client = AsyncRealtimeClient(server.ws_url, token=ANON, auto_reconnect=False)
@@ -60,6 +58,7 @@ async def test_supabase_py_acreate_client_broadcast_and_http_send(server):
         await sb.realtime.close()
 
 
+@pytest.mark.js
 async def test_broadcast_both_ways_python_v1_js_v2_with_ack_and_self(server, js):
     client = await py_client(server)
     try:
@@ -98,6 +97,7 @@ async def test_broadcast_both_ways_python_v1_js_v2_with_ack_and_self(server, js)
         await client.close()
 
 
+@pytest.mark.js
 async def test_js_without_self_does_not_hear_itself_and_ack_off_resolves(server, js):
     await js.call("connect", client="a", url=server.ws_url, apikey=ANON)
     await js.call("connect", client="b", url=server.ws_url, apikey=ANON)
@@ -109,6 +109,7 @@ async def test_js_without_self_does_not_hear_itself_and_ack_off_resolves(server,
     assert not js.find(ev="broadcast", client="a")
 
 
+@pytest.mark.js
 async def test_supabase_js_joins_without_access_token_and_talks_to_python(server, js):
     client = await py_client(server)
     try:
@@ -127,6 +128,7 @@ async def test_supabase_js_joins_without_access_token_and_talks_to_python(server
         await client.close()
 
 
+@pytest.mark.js
 async def test_presence_sync_join_leave_between_python_and_js(server, js):
     client = await py_client(server)
     try:
@@ -174,6 +176,7 @@ async def test_presence_sync_join_leave_between_python_and_js(server, js):
         await client.close()
 
 
+@pytest.mark.js
 async def test_access_token_refresh_updates_claims_py_and_js(server, js):
     client = await py_client(server)
     try:
@@ -198,6 +201,7 @@ async def test_access_token_refresh_updates_claims_py_and_js(server, js):
         await client.close()
 
 
+@pytest.mark.js
 async def test_token_expiry_closes_channels_py_and_js(server, js):
     client = AsyncRealtimeClient(
         server.ws_url, token=token("authenticated", expires_in=2), auto_reconnect=False
@@ -223,6 +227,7 @@ async def test_token_expiry_closes_channels_py_and_js(server, js):
         await client.close()
 
 
+@pytest.mark.js
 async def test_realtime_js_heartbeat_reply_carries_the_ref(server, js):
     await js.call("connect", client="hb", url=server.ws_url, apikey=ANON, heartbeatIntervalMs=150)
     ok = await js.expect(ev="heartbeat", client="hb", status="ok", within=5)
@@ -249,6 +254,7 @@ async def test_realtime_py_survives_system_error_rejoin_without_closing(server):
         await client.close()
 
 
+@pytest.mark.js
 async def test_join_error_reason_reaches_both_clients(server, js):
     client = await py_client(server)
     try:
@@ -268,6 +274,7 @@ async def test_join_error_reason_reaches_both_clients(server, js):
         await client.close()
 
 
+@pytest.mark.js
 async def test_realtime_js_rest_fallbacks_reach_python(server, js):
     client = await py_client(server)
     try:

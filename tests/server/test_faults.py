@@ -77,6 +77,7 @@ async def test_stall_holds_replies_then_delivers_in_order(server, raw):
         assert await heartbeat_rtt(c, "hb2") < 0.5
 
 
+@pytest.mark.js
 async def test_stall_makes_realtime_js_heartbeat_time_out_and_reconnect(server, js):
     await js.call("connect", client="js", url=server.ws_url, apikey=ANON, heartbeatIntervalMs=250)
     await js.subscribe("js", "room")
@@ -123,6 +124,7 @@ async def test_rapid_close_closes_the_next_connections_only(server, raw):
         await c.expect("phx_reply", ref="1")
 
 
+@pytest.mark.js
 async def test_rapid_close_realtime_js_recovers(server, js):
     server.faults.rapid_close(1, code=1011)
     await js.call("connect", client="js", url=server.ws_url, apikey=ANON)
@@ -131,6 +133,7 @@ async def test_rapid_close_realtime_js_recovers(server, js):
     assert server.faults.rapid_close_remaining == 0
 
 
+@pytest.mark.js
 async def test_latency_delays_every_outbound_frame_then_clear(server, raw, js):
     async with raw() as c:
         assert await heartbeat_rtt(c, "1") < 0.2
