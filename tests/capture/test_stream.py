@@ -313,3 +313,39 @@ async def test_ddl_and_tables_added_while_streaming(conn: psycopg.Connection[Any
         assert ins.pk_columns == ("k", "n")  # the real PK, not every column of the FULL identity
         assert [c.type_name for c in ins.columns] == ["text", "int4", "_ddl_mood"]
         assert (dele.op, dele.old, dele.old_is_full) == ("DELETE", ins.new, True)
+
+
+async def test_every_harmony_table_matches_to_jsonb(harmony_dsn: str) -> None:
+    from harmony_lab.local.schema import CAROL, DM_ALICE_BOB, ENGINEERING, TABLES
+
+    statements = [
+        ("profiles", "UPDATE profiles SET status = 'online', last_seen_at = now() WHERE id = %s", [CAROL]),
+        ("channels", "INSERT INTO channels (name, kind, topic, created_by) VALUES ('x', 'text', 't', %s)",
+         [CAROL]),
+        ("channel_members", "INSERT INTO channel_members (channel_id, user_id) VALUES (%s, %s)",
+         [DM_ALICE_BOB, CAROL]),
+        ("messages", "INSERT INTO messages (channel_id, user_id, content, reply_to) "
+         "VALUES (%s, %s, 'é ✓', 1)", [ENGINEERING, CAROL]),
+        ("message_reactions", "INSERT INTO message_reactions (message_id, user_id, emoji) "
+         "VALUES (2, %s, '🔥')", [CAROL]),
+        ("notifications", "INSERT INTO notifications (user_id, kind, payload) VALUES (%s, 'mention', "
+         "'{\"a\": [1, 2.5, null], \"b\": {\"c\": true}}')", [CAROL]),
+        ("typing_indicators", "INSERT INTO typing_indicators (channel_id, user_id) VALUES (%s, %s)",
+         [ENGINEERING, CAROL]),
+        ("megolm_session_shares", "INSERT INTO megolm_session_shares (session_id, sender_id, recipient_id, "
+         "channel_id, encrypted_key) VALUES ('s', %s, %s, %s, 'k')", [CAROL, ALICE, ENGINEERING]),
+    ]  # fmt: skip
+    assert {t for t, _, _ in statements} == set(TABLES)
+    async with ChangeStream(harmony_dsn) as stream:
+        it = aiter(stream)
+        with psycopg.connect(harmony_dsn, autocommit=True) as c:
+            for table, sql, params in statements:
+                c.execute(sql, params)
+                change = await _next(it)
+                assert change.table == table
+                where = " AND ".join(f"{k} = %s" for k in change.pk_columns)
+                row = c.execute(
+                    f"SELECT to_jsonb(t) FROM {table} t WHERE {where}",
+                    [change.new[k] for k in change.pk_columns],
+                ).fetchone()[0]
+                assert change.new == row, table
