@@ -187,3 +187,23 @@ async def test_stall_holds_rest_but_not_the_admin_api(server):
         assert r.status_code == 200
         assert (await rest).status_code == 202
         assert time.perf_counter() - t0 < 2
+
+
+def test_fault_windows_with_a_fake_clock():
+    now = [100.0]
+    f = Faults(clock=lambda: now[0])
+    f.refuse(2, status=429)
+    f.latency(50, seconds=1)
+    f.stall(3)
+    f.rapid_close(2, code=4000)
+    assert (f.refusing(), f.current_latency(), f.stalled(), f.stall_remaining()) == (429, 0.05, True, 3.0)
+    assert [f.take_rapid_close(), f.take_rapid_close(), f.take_rapid_close()] == [4000, 4000, None]
+    now[0] = 101.5
+    assert (f.refusing(), f.current_latency(), f.stalled()) == (429, 0.0, True)
+    now[0] = 103.0
+    assert (f.refusing(), f.stalled()) == (None, False)
+    f.stall(10)
+    f.clear()
+    assert not f.stalled()
+    assert [h["kind"] for h in f.history] == ["refuse", "latency", "stall", "rapid_close", "stall", "clear"]
+    assert f.history[0]["status"] == 429
