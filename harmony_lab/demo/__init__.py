@@ -14,13 +14,15 @@ _EXPORTS = {
     "NOTEBOOK_USER": "harmony_lab.demo._background",
     "stack": "harmony_lab.demo._stack",
     "traffic": "harmony_lab.demo._stack",
+    "until": "harmony_lab.demo._wait",
 }
-__all__ = ["NOTEBOOK_USER", "PRESENCE_CHANNEL", "Simulator", "stack", "traffic"]
+__all__ = ["NOTEBOOK_USER", "PRESENCE_CHANNEL", "Simulator", "stack", "traffic", "until"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from harmony_lab.demo._background import NOTEBOOK_USER
     from harmony_lab.demo._simulator import PRESENCE_CHANNEL, Simulator
     from harmony_lab.demo._stack import stack, traffic
+    from harmony_lab.demo._wait import until
 
 
 def __getattr__(name: str) -> Any:
