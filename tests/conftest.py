@@ -43,3 +43,40 @@ async def rt() -> AsyncIterator[Any]:
 
     async with LocalRealtime() as stack:
         yield stack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_postgres_left_running() -> Iterator[None]:
+    """Every LocalPostgres this test process started must be stopped by the end of the session.
+
+    Records the postmaster pid of every server started during the session (by swapping the
+    launcher's registry of live servers for a recording set) and, after every other fixture has
+    been torn down, fails if one of them is still alive.
+    """
+    from harmony_lab.local import postgres as pgmod
+
+    started: dict[int, str] = {}
+
+    class _Recording(set):  # type: ignore[type-arg]
+        def add(self, pg: Any) -> None:
+            if pg.pid is not None:
+                started[pg.pid] = str(pg.data_dir)
+            super().add(pg)
+
+    pgmod._live = _Recording(pgmod._live)
+    yield
+    leaked = [pg for pg in pgmod._live if pg.running]
+    for pg in leaked:
+        pg.stop()
+    orphans = [f"pid {pid} ({d})" for pid, d in started.items() if _alive(pid)]
+    if leaked or orphans:
+        pytest.fail(f"PostgreSQL left running after the test session: {leaked or orphans}")
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
