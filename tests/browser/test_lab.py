@@ -9,6 +9,12 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NOTEBOOK = "live_widgets.ipynb"
+TYPING = (
+    'await rt.execute("insert into typing_indicators (channel_id, user_id, expires_at) values '
+    "(%s, %s, now() + interval '60 seconds') on conflict (channel_id, user_id) "
+    'do update set expires_at = excluded.expires_at", GENERAL, BOB)'
+)
+RECONNECTED = "for _n in ('feed', 'typing', 'lobby'): await mgr.wait_for_status(_n, 'connected', timeout=30)"
 TABLE = ".jp-OutputArea-output .hl-table"
 INSERT = (
     "(await rt.execute('insert into messages (channel_id, user_id, content) values (%s, %s, %s) "
@@ -57,6 +63,9 @@ def test_live_widgets_follow_postgres_faults_and_presence(lab_page, artifacts, r
         page.wait_for_selector(f"{TABLE}[data-nrows='3']", timeout=30_000)
         page.locator(".hl-timeline").first.screenshot(path=artifacts / "lab-timeline.png")
 
+        # every channel is back before the presence and typing checks (events are not backfilled)
+        lp.kernel(RECONNECTED)
+
         # presence: a status change reaches the roster; a typing row shows the indicator
         bob = lp.kernel("str(BOB)").strip("'")
         user = f".jp-OutputArea-output .hl-roster .hl-user[data-user='{bob}']"
@@ -64,14 +73,20 @@ def test_live_widgets_follow_postgres_faults_and_presence(lab_page, artifacts, r
         assert page.locator(f"{user} .hl-avatar").inner_text().startswith("BB")
         lp.kernel("await me.set_status('away')")
         page.wait_for_selector(f"{user}[data-status='away'] .hl-dot[data-status='away']", timeout=30_000)
-        lp.kernel(
-            'await rt.execute("insert into typing_indicators (channel_id, user_id) values (%s, %s) '
-            "on conflict (channel_id, user_id) do update set expires_at = now() + interval '5 seconds'\", "
-            "GENERAL, BOB)"
-        )
+        lp.kernel(TYPING)
         page.wait_for_selector(f"{user}[data-typing='true']", timeout=30_000)
         page.locator(".hl-roster").first.screenshot(path=artifacts / "lab-roster.png")
         page.screenshot(path=artifacts / "lab-notebook.png", full_page=True)
+    except Exception:
+        page.screenshot(path=artifacts / "lab-failure.png", full_page=True)
+        roots = page.evaluate(
+            "() => [...document.querySelectorAll('.hl-root')].map((e) => ({...e.dataset, cls: e.className}))"
+        )
+        lanes = page.locator(".hl-lane").evaluate_all(
+            "els => els.map((e) => `${e.dataset.channel}:${e.dataset.status}`)"
+        )
+        print(f"widget roots: {roots}\nlanes: {lanes}")
+        raise
     finally:
         # stop what the notebook started (the kernel is shut down by the fixture afterwards)
         lp.kernel(
