@@ -60,6 +60,13 @@ def register(subparsers: Any) -> None:
         metavar="DIR",
         help="folder to serve (default: the checkout's notebooks/, else a copy of the shipped notebooks)",
     )
+    p.add_argument(
+        "--lab-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra JupyterLab argument, e.g. --lab-arg=--LabApp.expose_app_in_browser=True (repeatable)",
+    )
     _traffic_args(p, 2.0)
     p.set_defaults(func=_cmd_lab)
 
@@ -104,6 +111,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
             users=args.users,
             seed=args.seed,
             ip=args.ip,
+            extra=args.lab_arg,
         )
     except (RuntimeError, FileNotFoundError) as exc:
         sys.stderr.write(f"harmony-lab lab: {exc}\n")

@@ -1,0 +1,156 @@
+"""The newcomer's path in a real browser: ``harmony-lab lab`` serves the notebooks, Chromium runs them.
+
+Opens 01_quickstart and 02_presence_and_typing in JupyterLab (served by ``harmony-lab lab
+--no-browser`` with its background stack and traffic), runs every cell through JupyterLab's own
+commands, waits for the live widgets to show data, and saves README-worthy screenshots to
+``test-artifacts/notebook-*.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import skip_or_fail
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]  # fmt: skip
+KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+OUTPUT = ".jp-OutputArea-output"
+
+
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        skip_or_fail(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    root = tmp_path_factory.mktemp("shots")
+    notebooks = root / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARMONY_LAB_")}
+    env.update(XDG_CACHE_HOME=str(root / "cache"), PYTHONUNBUFFERED="1", NOTEBOOK_FAST="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harmony_lab.cli", "lab", "--no-browser", "--port", "0", "--rate", "6",
+         "--notebooks", str(notebooks), "--lab-arg=--LabApp.expose_app_in_browser=True"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    found: dict[str, str] = {}
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for line in proc.stdout:
+                lines.append(line)
+                m = re.search(r"(http://127\.0\.0\.1:\d+)/lab/tree/\S+\?token=(\w+)", line)
+                if m:
+                    found.update(base=m.group(1), token=m.group(2))
+                    ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert ready.wait(180), "".join(lines[-40:])
+        assert found, "".join(lines[-40:])
+        yield found["base"], found["token"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert proc.returncode == 0, "".join(lines[-40:])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("playwright is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), lambda r: r.abort())
+    pg = ctx.new_page()
+    pg.set_default_timeout(120_000)
+    yield pg
+    try:
+        pg.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    finally:
+        ctx.close()
+
+
+def open_and_run(page, base: str, token: str, name: str, workspace: str) -> None:
+    page.goto(f"{base}/lab/workspaces/{workspace}/tree/{name}?token={token}&reset")
+    page.wait_for_function(
+        f"""() => {{ try {{ const k = {KERNEL};
+        return k.connectionStatus === 'connected' && k.status === 'idle'; }} catch {{ return false; }} }}"""
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def wait_all_cells_ran(page, timeout_s: float) -> None:
+    """Every code cell has an execution count and none shows an error."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = page.evaluate(
+            """() => {
+              const panel = window.jupyterapp.shell.currentWidget;
+              const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+              const errors = cells.flatMap(c => c.model.outputs.toJSON())
+                .filter(o => o.output_type === 'error').map(e => e.ename + ': ' + e.evalue);
+              return {ran: cells.every(c => c.model.executionCount !== null), errors,
+                      busy: panel.sessionContext.session.kernel.status !== 'idle'};
+            }"""
+        )
+        assert not state["errors"], state["errors"]
+        if state["ran"] and not state["busy"]:
+            return
+        time.sleep(0.5)
+    raise AssertionError("the notebook did not finish running")
+
+
+def test_quickstart_in_lab(lab_server, page, artifacts):
+    base, token = lab_server
+    open_and_run(page, base, token, "01_quickstart.ipynb", "quickstart")
+    page.wait_for_selector(f"{OUTPUT} .hl-table[data-status='connected']")
+    page.wait_for_function(
+        f"() => Number(document.querySelector('{OUTPUT} .hl-table')?.dataset.nrows || 0) >= 3"
+    )
+    page.locator(f"{OUTPUT} .hl-table").first.scroll_into_view_if_needed()
+    page.screenshot(path=artifacts / "notebook-01_quickstart.png")
+    wait_all_cells_ran(page, 180)
+
+
+def test_presence_notebook_in_lab(lab_server, page, artifacts):
+    base, token = lab_server
+    open_and_run(page, base, token, "02_presence_and_typing.ipynb", "presence")
+    page.wait_for_function(
+        f"() => Number(document.querySelector('{OUTPUT} .hl-roster')?.dataset.present || 0) >= 3"
+    )
+    page.locator(f"{OUTPUT} .hl-roster").first.scroll_into_view_if_needed()
+    page.locator(f"{OUTPUT} .hl-roster").first.screenshot(path=artifacts / "notebook-02_roster.png")
+    wait_all_cells_ran(page, 240)
