@@ -84,27 +84,34 @@ INTERRUPTING = ("drop", "stall", "refuse", "rapid_close")
 DROP_CODES = (1001, 1011, 1012, 4000)
 REFUSE_STATUSES = (429, 500, 503)
 
-TABLE_SQL = f"""
-CREATE TABLE IF NOT EXISTS public.{TABLE} (
+
+def table_sql(table: str = TABLE, *, replica_full: bool = False) -> str:
+    """The benchmark table (``id`` PK, ``writer``, ``version``, ``payload``, ``updated_at``), published,
+    readable by ``anon``, emptied. ``replica_full``: DELETEs carry the whole old row."""
+    identity = "FULL" if replica_full else "DEFAULT"
+    return f"""
+CREATE TABLE IF NOT EXISTS public.{table} (
   id         bigint PRIMARY KEY,
   writer     integer NOT NULL,
-  version    integer NOT NULL,
+  version    bigint NOT NULL,
   payload    text NOT NULL,
   updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE INDEX IF NOT EXISTS {TABLE}_updated_at_idx ON public.{TABLE} (updated_at);
-GRANT SELECT ON public.{TABLE} TO anon, authenticated;
+CREATE INDEX IF NOT EXISTS {table}_updated_at_idx ON public.{table} (updated_at);
+ALTER TABLE public.{table} REPLICA IDENTITY {identity};
+GRANT SELECT ON public.{table} TO anon, authenticated;
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_publication_tables
-                 WHERE pubname = 'supabase_realtime' AND schemaname = 'public' AND tablename = '{TABLE}')
+                 WHERE pubname = 'supabase_realtime' AND schemaname = 'public' AND tablename = '{table}')
   THEN
-    ALTER PUBLICATION supabase_realtime ADD TABLE public.{TABLE};
+    ALTER PUBLICATION supabase_realtime ADD TABLE public.{table};
   END IF;
 END
 $$;
-TRUNCATE public.{TABLE};
+TRUNCATE public.{table};
 """
+
 
 COLUMNS = ("id", "writer", "version", "payload", "updated_at")
 
@@ -202,7 +209,10 @@ class Writers:
 
     Each writer owns the ids ``writer * 10**9 + k``. ``reuse_ids=False``: inserts always take a fresh
     id. ``reuse_ids=True``: ids are drawn from a fixed key space of ``2 * target_rows`` ids per writer
-    (bounded memory everywhere for long runs).
+    (bounded memory everywhere for long runs). Every INSERT and UPDATE writes ``version`` = the writer's
+    next change number, so ``(writer, version)`` names one change. ``on_commit(writer, inserts, updates,
+    deletes, wall_time)`` (optional) is called after each commit with ``(id, version)`` pairs (for
+    deletes: the version the row had).
     """
 
     TICK_S = 0.05
@@ -232,6 +242,7 @@ class Writers:
         self.reuse_ids = reuse_ids
         self.deletes = deletes
         self.payload_bytes = payload_bytes
+        self.on_commit: Callable[[int, list, list, list, float], None] | None = None
         self.stats = WriterStats()
         self.per_writer = [WriterStats() for _ in range(n)]
         self._stop = asyncio.Event()
@@ -277,6 +288,7 @@ class Writers:
         live: list[int] = []
         position: dict[int, int] = {}
         version: dict[int, int] = {}
+        seq = 0  # this writer's change counter: every INSERT/UPDATE writes a fresh version
         next_id = 0
         free: list[int] = list(range(2 * self.target_per_writer)) if self.reuse_ids else []
         rate = self.rate / self.n
@@ -331,41 +343,55 @@ class Writers:
                             touched.add(cand)
                             (upd if op == "u" else dels).append(cand)
                             break
+                ins_v = list(range(seq + 1, seq + 1 + len(ins)))
+                seq += len(ins)
+                upd_v = list(range(seq + 1, seq + 1 + len(upd)))
+                seq += len(upd)
+                del_v = [version[i] for i in dels]
                 payloads = [self._payload(rng) for _ in ins]
                 upd_payloads = [self._payload(rng) for _ in upd]
                 async with conn.transaction():
                     if ins:
                         cur = await conn.execute(
                             f"INSERT INTO public.{tbl} (id, writer, version, payload, updated_at) "
-                            "SELECT i, %s, 1, p, clock_timestamp() FROM unnest(%s::bigint[], %s::text[]) "
-                            "AS v(i, p)",
-                            (w, ins, payloads),
+                            "SELECT i, %s, v, p, clock_timestamp() "
+                            "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS x(i, v, p)",
+                            (w, ins, ins_v, payloads),
                         )
                         assert cur.rowcount == len(ins), (cur.rowcount, len(ins))
                     if upd:
                         cur = await conn.execute(
-                            f"UPDATE public.{tbl} t SET version = t.version + 1, payload = v.p, "
+                            f"UPDATE public.{tbl} t SET version = x.v, payload = x.p, "
                             "updated_at = clock_timestamp() "
-                            "FROM unnest(%s::bigint[], %s::text[]) AS v(i, p) WHERE t.id = v.i",
-                            (upd, upd_payloads),
+                            "FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS x(i, v, p) "
+                            "WHERE t.id = x.i",
+                            (upd, upd_v, upd_payloads),
                         )
                         assert cur.rowcount == len(upd), (cur.rowcount, len(upd))
                     if dels:
                         cur = await conn.execute(f"DELETE FROM public.{tbl} WHERE id = ANY(%s)", (dels,))
                         assert cur.rowcount == len(dels), (cur.rowcount, len(dels))
-                for i in ins:
+                committed = time.time()
+                for i, v in zip(ins, ins_v, strict=True):
                     position[i] = len(live)
                     live.append(i)
-                    version[i] = 1
-                for i in upd:
-                    version[i] += 1
+                    version[i] = v
+                for i, v in zip(upd, upd_v, strict=True):
+                    version[i] = v
                 for i in dels:
                     take(i)
                     del version[i]
                     if self.reuse_ids:
                         free.append(i - base)
-                n_changes = len(ins) + len(upd) + len(dels)
-                done += k  # skipped picks (rare) count as done: pacing by attempts keeps the rate honest
+                if self.on_commit is not None:
+                    self.on_commit(
+                        w,
+                        list(zip(ins, ins_v, strict=True)),
+                        list(zip(upd, upd_v, strict=True)),
+                        list(zip(dels, del_v, strict=True)),
+                        committed,
+                    )
+                done += k  # picks that collided (rare) count as done: the pace stays the plan's
                 st.inserts += len(ins)
                 st.updates += len(upd)
                 st.deletes += len(dels)
@@ -375,8 +401,6 @@ class Writers:
                 self.stats.deletes += len(dels)
                 self.stats.transactions += 1
                 self.stats.behind_max = max(self.stats.behind_max, due)
-                if n_changes < k:
-                    logger.debug("writer %d: %d of %d picks collided; skipped", w, k - n_changes, k)
                 await asyncio.sleep(0)
         finally:
             await conn.close()
@@ -773,11 +797,11 @@ def explain_rows(
     return out
 
 
-async def _fetch_table(dsn: str) -> Any:
+async def _fetch_table(dsn: str, table: str = TABLE) -> Any:
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        cur = await conn.execute(f"SELECT {', '.join(COLUMNS)} FROM public.{TABLE} ORDER BY id")
+        cur = await conn.execute(f"SELECT {', '.join(COLUMNS)} FROM public.{table} ORDER BY id")
         return table_frame(await cur.fetchall())
 
 
@@ -838,7 +862,7 @@ async def _run(
     rec_path = Path(record_dir or tmp.name)  # type: ignore[union-attr]
     rt = await asyncio.to_thread(LocalRealtime(seed=False).start)
     try:
-        await rt.execute(TABLE_SQL)
+        await rt.execute(table_sql())
         mgr = RealtimeConnectionManager(
             rt.url,
             rt.anon_key,
