@@ -113,7 +113,11 @@ async def test_filters_with_operators_and_events(rt):
         await wait_until(lambda: alice.systems, within=10)
         await post(rt, GENERAL, ALICE, f"other {tag}")  # does not match the like filter
         mid = await post(rt, GENERAL, ALICE, f"{tag} hello")
+        # RLS is checked against the row as it is when the change is processed (as on Supabase), so
+        # each step waits for the previous delivery: a row deleted first would hide its INSERT/UPDATE.
+        await wait_until(lambda: len(alice.changes) >= 1, within=10)
         await rt.execute("update public.messages set content = %s where id = %s", f"{tag} edited", mid)
+        await wait_until(lambda: len(alice.changes) >= 2, within=10)
         await rt.execute("delete from public.messages where id = %s", mid)
         await wait_until(lambda: len(alice.changes) >= 3, within=10)
         types = [c["data"]["type"] for c in alice.changes]
