@@ -41,7 +41,8 @@ async def insert(rt, content: str, channel: int = GENERAL, user=ALICE) -> int:
 
 async def test_live_frame_follows_postgres_through_the_manager(rt, manager):
     lf = LiveFrame(manager, "messages", filter=f"channel_id=eq.{GENERAL}")
-    await lf.ready()
+    await lf.ready()  # the first attempt settled; on a loaded machine it may still be retrying
+    await manager.wait_for_status(lf.name, "connected", timeout=30)
     assert lf.status == "connected"
     assert lf.name in manager.channels
     a = await insert(rt, "first")
@@ -50,7 +51,7 @@ async def test_live_frame_follows_postgres_through_the_manager(rt, manager):
     c = await insert(rt, "third")
     await rt.execute("update messages set content = 'edited', edited_at = now() where id = %s", a)
     await rt.execute("delete from messages where id = %s", b)
-    await lf.wait_until(lambda f: f.counters["events"] >= 5)
+    await lf.wait_until(lambda f: f.counters["events"] >= 5, within_s=30)
     df = lf.df
     assert list(df["id"]) == [a, c]
     assert list(df["content"]) == ["edited", "third"]
@@ -64,7 +65,7 @@ async def test_live_frame_follows_postgres_through_the_manager(rt, manager):
     assert not pd.isna(df["edited_at"][0])
     # a key-changing update moves the row
     await rt.execute("update messages set id = %s where id = %s", c + 100_000, c)
-    await lf.wait_until(lambda f: (c + 100_000,) in f)
+    await lf.wait_until(lambda f: (c + 100_000,) in f, within_s=30)
     assert c not in lf
     assert lf.counters["key_changes"] == 1
     await lf.close()
@@ -74,8 +75,9 @@ async def test_live_frame_follows_postgres_through_the_manager(rt, manager):
 
 async def test_live_frame_survives_a_dropped_connection(rt, manager):
     async with LiveFrame(manager, "messages", max_rows=100) as lf:
+        await manager.wait_for_status(lf.name, "connected", timeout=30)
         await insert(rt, "before")
-        await lf.wait_until(lambda f: len(f) == 1)
+        await lf.wait_until(lambda f: len(f) == 1, within_s=30)
         rt.faults.drop_all()
         await manager.wait_for_status(lf.name, "reconnecting", timeout=10)
         await manager.wait_for_status(lf.name, "connected", timeout=20)

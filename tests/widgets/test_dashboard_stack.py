@@ -45,6 +45,7 @@ async def test_dashboard_composes_and_streams(rt, manager):
     assert set(d.frames) == {"messages", "channels"}
     for f in d.frames.values():
         await f.ready()
+        await manager.wait_for_status(f.name, "connected", timeout=30)
     table = d.tables["messages"]
     c = table.comm
     assert isinstance(c, RecordingComm)
@@ -53,7 +54,7 @@ async def test_dashboard_composes_and_streams(rt, manager):
     await rt.execute(
         "insert into messages (channel_id, user_id, content) values (%s, %s, 'via dashboard')", GENERAL, ALICE
     )
-    await d.frames["messages"].wait_until(lambda f: len(f) == 1)
+    await d.frames["messages"].wait_until(lambda f: len(f) == 1, within_s=30)
     await d.frames["messages"].wait_until(lambda f: bool(c.customs("delta")), within_s=2)
     (delta,) = c.customs("delta")
     assert rows_of(delta["_buffers"][0])[0]["content"] == "via dashboard"
