@@ -58,7 +58,7 @@ case "$cmd" in
     "$VENV/bin/ruff" check harmony_lab tests bench
     exec "$VENV/bin/python" -m pytest "$@" ;;
   bench)
-    setup_python "lab,test"
+    setup_python "lab,test,bench"
     exec "$VENV/bin/python" bench/run_all.py "$@" ;;
   *) echo "usage: bash dev.sh {lab|test|bench|setup} [args...]" >&2; exit 2 ;;
 esac
