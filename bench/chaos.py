@@ -5,12 +5,19 @@ What runs (one process; ``LocalRealtime`` on its own thread, like a notebook's `
 * **Writers** — ``writers`` asyncio tasks, each with its own Postgres connection, commit a batch every
   50 ms so that together they make ``rate`` row changes per second on ``public.chaos_rows``: INSERTs of
   fresh ids (never reused, so a missed DELETE can never be repaired by a later INSERT), UPDATEs
-  (``version + 1``, a new payload) and DELETEs of rows the writer owns. ``updated_at`` is set to
-  ``clock_timestamp()`` by every INSERT and UPDATE: it is the backfill column. The table size hovers
-  around ``target_rows``.
+  (a new ``version`` — the writer's change counter — and payload) and DELETEs of rows the writer owns.
+  ``updated_at`` is set to ``clock_timestamp()`` by every INSERT and UPDATE: it is the backfill column.
+  The table size hovers around ``target_rows``.
 * **Consumer** — ``RealtimeConnectionManager`` subscribed to the table with
   ``Backfill(column="updated_at")``; its channel callback feeds ``LiveFrame(None, "chaos_rows")``
   (``max_rows=None``) and a ``Recorder`` records every event (changes, statuses, gaps) to Parquet.
+  (``LiveFrame(manager, ...)`` cannot ask for a backfill, hence the callback.) Manager settings, chosen so
+  that 50 faults fit in minutes — each is a documented option: ``heartbeat_interval=1.5`` (default 25:
+  stall detection in 1.5–3 s instead of 25–50 s), ``BackoffPolicy(base=0.5, max_delay=5, max_retries=10)``,
+  ``rapid_close_cooldown=5`` (default 30), ``Backfill(lookback=2 × heartbeat + 3 = 6 s, limit=100 000)``.
+  The lookback covers the stall-detection delay: the manager dates a stall's gap from its *detection*,
+  not from the last delivery, and fetches ``updated_at >= gap_start - lookback`` — with the default 2 s
+  rows committed early in a stall are lost (``tests/reliability/test_backfill_bugs.py`` reproduces it).
 * **Faults** — ``faults`` faults at seeded random times (the time between two faults is drawn from an
   exponential distribution with a 0.5 s floor, so some land while the manager is still recovering from
   the previous one), kinds drawn uniformly from ``kinds``:
@@ -48,12 +55,18 @@ Checks (``ChaosResult.problems`` lists every violation; ``ok`` means none):
 4. the recording is complete: nothing dropped, and as many change events recorded as the frame
    applied.
 
-The baseline (``--baseline``, on in the benchmark): a bare ``realtime.AsyncRealtimeClient`` with its own
+Known failures (each reproduced by a strict-xfail test in ``tests/reliability/test_backfill_bugs.py``):
+check 3 fails while the manager's backfill cannot deliver DELETEs committed during a gap (the frame keeps
+those rows) and while a backfill built from an older snapshot can overwrite a newer live UPDATE or
+resurrect a row deleted live. The forensic lines of the summary show, for mismatched rows, every recorded
+event and the gaps.
+
+The baseline (``--no-baseline`` to skip; on by default): a bare ``realtime.AsyncRealtimeClient`` with its own
 reconnection (``auto_reconnect=True``), subscribed to the same table in the same run, keeping rows in a
 dict — what a user would write without harmony_lab. Its divergence from the table is reported.
 
-    python bench/chaos.py                 # benchmark: 2 000 changes/s, 50 faults, ~4 minutes
-    python bench/chaos.py --quick         # 400 changes/s, 8 faults, < 60 s
+    python bench/chaos.py                 # benchmark: 2 000 changes/s, 50 faults, 240 s (+ settling)
+    python bench/chaos.py --quick         # 400 changes/s, 8 faults, 25 s (< 60 s in all)
     python bench/chaos.py --seed 7 --rate 1000 --faults 20 --duration 90
 """
 
@@ -636,6 +649,10 @@ class ChaosResult:
     def ok(self) -> bool:
         return not self.problems
 
+    def problems_of(self, category: str) -> list[str]:
+        """Problems of one category: ``status``, ``faults``, ``data`` or ``recording``."""
+        return [p for p in self.problems if p.startswith(f"[{category}]")]
+
     @property
     def achieved_rate(self) -> float:
         return self.writers.changes / self.write_seconds if self.write_seconds else 0.0
@@ -909,7 +926,9 @@ async def _run(
                 if driver.done():
                     driver.result()  # re-raise a driver failure
             if not driver.done():
-                problems.append(f"only {len(records)} of {len(plan)} faults ran within {duration_s:g} s")
+                problems.append(
+                    f"[faults] only {len(records)} of {len(plan)} faults ran within {duration_s:g} s"
+                )
                 driver.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await driver
@@ -945,9 +964,12 @@ async def _run(
                 pdt.assert_frame_equal(table, frame, check_exact=True)
             final_status = str(mgr.get_status(CHANNEL).status)
             if final_status != "connected":
-                problems.append(f"final status is {final_status}, not connected: {mgr.get_status(CHANNEL)!r}")
+                state = mgr.get_status(CHANNEL)
+                problems.append(f"[status] final status is {final_status}, not connected: {state!r}")
             if not diff.equal:
-                problems.append(f"LiveFrame != table after {settle_s:g} s of settling: {diff.summary()}")
+                problems.append(
+                    f"[data] LiveFrame != table after {settle_s:g} s of settling: {diff.summary()}"
+                )
             baseline_row = None
             if bare is not None:
                 import pandas as pd
@@ -988,19 +1010,19 @@ async def _run(
         ]
         manager_gaps = [e for e in events if e.kind is EventKind.GAP and e.channel == CHANNEL]
         if len(manager_gaps) != len(gaps):
-            problems.append(f"the manager emitted {len(manager_gaps)} gaps but {len(gaps)} were recorded")
-        for g in gaps:
-            if not g["reason"]:
-                problems.append(f"gap {g['start'].isoformat()}–{g['end'].isoformat()} has no cause")
+            problems.append(
+                f"[recording] the manager emitted {len(manager_gaps)} gaps but {len(gaps)} were recorded"
+            )
         recorded_changes = int((df["kind"] == "change").sum()) if len(df) else 0
-        problems += _account(records, gaps, heartbeat_interval)
+        problems += [f"[faults] {p}" for p in _account(records, gaps, heartbeat_interval)]
         rstats = recorder.stats
         if rstats["dropped"]:
-            problems.append(f"the recorder dropped {rstats['dropped']} events")
+            problems.append(f"[recording] the recorder dropped {rstats['dropped']} events")
         frame_events = int(lf.counters["events"])
         if recorded_changes != frame_events:
             problems.append(
-                f"the recording holds {recorded_changes} change events but the frame applied {frame_events}"
+                f"[recording] the recording holds {recorded_changes} change events but the frame "
+                f"applied {frame_events}"
             )
         status_changes = sum(1 for e in events if e.kind is EventKind.STATUS and e.channel == CHANNEL)
         forensics: list[str] = []
@@ -1045,19 +1067,23 @@ async def run_chaos(
     kinds: Sequence[str] = KINDS,
     writers: int = 4,
     target_rows: int = 3000,
-    heartbeat_interval: float = 1.0,
+    heartbeat_interval: float = 1.5,
     settle_s: float = 60.0,
     warmup_s: float = 3.0,
     baseline: bool = False,
-    lookback_s: float = 2.0,
+    lookback_s: float | None = None,
     record_dir: str | None = None,
     deletes: bool = True,
 ) -> ChaosResult:
     """Run one chaos campaign (see the module docstring) on the running event loop; never raises for a
     failed check — inspect ``result.ok`` / ``result.problems`` (it raises only if the harness breaks).
 
-    Bounded in time: about ``duration_s + settle_s + 30`` seconds at most.
+    Bounded in time: at most ``duration_s + settle_s + 90`` seconds (asyncio.timeout).
+    ``lookback_s=None`` uses ``2 * heartbeat_interval + 3`` (see the module docstring: the stall gap-start
+    bug).
     """
+    if lookback_s is None:
+        lookback_s = 2 * heartbeat_interval + 3.0
     if duration_s <= warmup_s + 1:
         raise ValueError(f"duration_s must exceed warmup_s + 1 ({warmup_s + 1:g} s); got {duration_s}")
     budget = duration_s + settle_s + 90.0
@@ -1147,7 +1173,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--faults", type=int, default=None, help="number of faults (default 50)")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     ap.add_argument("--no-baseline", action="store_true", help="skip the bare realtime-py baseline")
-    ap.add_argument("--lookback", type=float, default=2.0, help="Backfill.lookback seconds (default 2)")
+    ap.add_argument(
+        "--lookback", type=float, default=None, help="Backfill.lookback s (default 2 × heartbeat + 3)"
+    )
     ap.add_argument("--record-dir", default=None, help="keep the recording here (default: a temp dir)")
     ap.add_argument("--no-deletes", action="store_true", help="writers only insert and update")
     ap.add_argument("-v", "--verbose", action="store_true")

@@ -1,0 +1,38 @@
+"""The CI version of the soak (``bench/soak.py``): two minutes at 1 000 changes/s, RSS every 2 s.
+
+Asserts no change lost (every INSERT/UPDATE/DELETE written was delivered, see the ledger in
+``bench/soak.py``), the LiveFrame equal to the table, and RSS growth of this process under 5 % (median of
+the last quarter of post-warm-up samples vs the median of the first quarter; warm-up 30 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from reliability_helpers import REALTIME_PY_DEPRECATIONS, load_bench
+
+pytestmark = [*REALTIME_PY_DEPRECATIONS, pytest.mark.slow, pytest.mark.timeout(420)]
+
+
+@pytest.fixture(scope="module")
+def soak(artifacts) -> Any:
+    bench = load_bench("soak")
+    result = asyncio.run(bench.run_soak(120.0, 1000.0, sample_s=2.0, warmup_s=30.0, settle_s=30.0))
+    (artifacts / "soak-ci-summary.txt").write_text(result.summary() + "\n", encoding="utf-8")
+    print(result.summary())
+    return result
+
+
+def test_no_change_is_lost(soak):
+    written = sum(soak.written.values())
+    assert written > 0.8 * 120 * 1000, soak.summary()
+    assert soak.lost_total == 0, soak.summary()
+    assert soak.received + soak.superseded == written
+    assert soak.frame_equal, soak.frame_summary
+
+
+def test_rss_growth_is_under_five_percent(soak):
+    assert soak.memory["samples"] >= 30
+    assert soak.memory["growth"] < 0.05, soak.summary()
