@@ -30,8 +30,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 WIDGETS = ROOT / "widgets"
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "tests" / "frames"))
-sys.path.insert(0, str(ROOT / "tests" / "widgets"))
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = [

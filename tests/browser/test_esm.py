@@ -13,11 +13,11 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from frame_events import make_change, message
-from recording_comm import RecordingComm, install
 
 from harmony_lab.frames import LiveFrame
 from harmony_lab.widgets import LiveTableWidget, PresenceRosterWidget, StatusTimelineWidget, _assets
+from tests.frames.frame_events import make_change, message
+from tests.widgets.recording_comm import RecordingComm, install
 
 pytestmark = pytest.mark.browser
 
@@ -429,9 +429,8 @@ def test_roster_view(harness, monkeypatch, artifacts):
 
 def test_timeline_view(harness, monkeypatch, artifacts):
     install(monkeypatch)
-    from widget_events import status_event
-
     from harmony_lab.events import RealtimeEvent
+    from tests.widgets.widget_events import status_event
 
     t0 = 1_714_564_800.0
     now = t0 + 60

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import skip_or_fail
+
+from tests.conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from demo_jupyter_kernel import KernelSession
+
+from tests.demo.demo_jupyter_kernel import KernelSession
 
 ROOT = Path(__file__).resolve().parents[2]
 

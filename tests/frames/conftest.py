@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from frame_events import make_change, message
 
 from harmony_lab.events import RealtimeEvent
+from tests.frames.frame_events import make_change, message
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pandas as pd
 import pyarrow as pa
 import pytest
-from frame_events import make_change, message
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.frames import LiveFrame
 from harmony_lab.frames._live import FrameChange
+from tests.frames.frame_events import make_change, message
 
 
 class FakeClock:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from frame_events import make_change, message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harmony_lab.frames import LiveFrame
+from tests.frames.frame_events import make_change, message
 
 op = st.one_of(
     st.tuples(st.just("INSERT"), st.integers(0, 20)),

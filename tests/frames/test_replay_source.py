@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from frame_events import make_change, message
-
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.frames import LiveFrame
 from harmony_lab.recording import Recorder, replay
+from tests.frames.frame_events import make_change, message
 
 
 def recorded(tmp_path, events):

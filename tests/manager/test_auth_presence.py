@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
 from supabase import AsyncClientOptions, acreate_client
 from supabase_auth import AsyncMemoryStorage
 from supabase_auth.types import Session, User
@@ -15,6 +14,7 @@ from supabase_auth.types import Session, User
 from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus
 from harmony_lab.local.schema import ALICE, BOB
 from harmony_lab.manager import RealtimeConnectionManager
+from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 

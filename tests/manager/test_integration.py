@@ -7,13 +7,13 @@ import time
 from datetime import timedelta
 
 import pytest
-from manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
 
 from harmony_lab.events import ChannelStatus, EventKind
 from harmony_lab.filters import F, FilterError
 from harmony_lab.local.schema import ALICE, GENERAL, RANDOM
 from harmony_lab.manager import Backfill, BackoffPolicy, TableSubscription
 from harmony_lab.manager._clock import SystemClock
+from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
+from tests.conftest import skip_or_fail
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

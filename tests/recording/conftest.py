@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from recording_events import every_kind
 
 from harmony_lab.events import RealtimeEvent
+from tests.recording.recording_events import every_kind
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-from recording_events import every_kind
-
 from harmony_lab.cli import main
 from harmony_lab.recording import Recorder
+from tests.recording.recording_events import every_kind
 
 
 def make_recording(path):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from recording_events import T0, every_kind
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.recording import Recorder, read_recording
 from harmony_lab.recording._layout import LOCK_NAME, MANIFEST_NAME, iter_parts
+from tests.recording.recording_events import T0, every_kind
 
 
 def ticks(n: int, channel: str = "c", seq0: int = 0, step_ms: float = 1.0) -> list[RealtimeEvent]:

@@ -6,9 +6,9 @@ import json
 
 import duckdb
 import polars as pl
-from recording_events import every_kind
 
 from harmony_lab.recording import Recorder, read_recording
+from tests.recording.recording_events import every_kind
 
 
 def record_two_channels(path):

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_roundtrip import assert_same_events
 
 from harmony_lab.events import ChannelStatus, EventKind
 from harmony_lab.local.schema import ALICE, GENERAL
 from harmony_lab.manager import RealtimeConnectionManager
 from harmony_lab.recording import Recorder, read_recording, replay
 from harmony_lab.recording._recorder import read_manifest
+from tests.recording.test_roundtrip import assert_same_events
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:ConnectionClosed.code is deprecated:DeprecationWarning"),

@@ -6,10 +6,10 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from recording_events import T0
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.recording import Recorder, replay
+from tests.recording.recording_events import T0
 
 LATE_S = 0.15  # scheduling slack on a shared 2-core machine (never early is checked strictly)
 EARLY_S = 0.002

@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from recording_events import T0, every_kind
 
 from harmony_lab import analysis
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.recording import Recorder, read_recording, replay
 from harmony_lab.recording._layout import iter_parts
+from tests.recording.recording_events import T0, every_kind
 
 
 def _fields(ev: RealtimeEvent) -> dict[str, object]:

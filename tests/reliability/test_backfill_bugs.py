@@ -13,11 +13,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from reliability_helpers import REALTIME_PY_DEPRECATIONS, eventually
 
 from harmony_lab.events import EventKind
 from harmony_lab.frames import LiveFrame
 from harmony_lab.manager import Backfill
+from tests.reliability.reliability_helpers import REALTIME_PY_DEPRECATIONS, eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 

@@ -16,7 +16,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from reliability_helpers import REALTIME_PY_DEPRECATIONS, load_bench
+
+from tests.reliability.reliability_helpers import REALTIME_PY_DEPRECATIONS, load_bench
 
 pytestmark = [*REALTIME_PY_DEPRECATIONS, pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -36,9 +36,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from realtime import AsyncRealtimeClient
-from reliability_helpers import REALTIME_PY_DEPRECATIONS
 
 from harmony_lab.local import LocalRealtime
+from tests.reliability.reliability_helpers import REALTIME_PY_DEPRECATIONS
 
 pytestmark = [*REALTIME_PY_DEPRECATIONS, pytest.mark.slow]
 

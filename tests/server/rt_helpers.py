@@ -1,7 +1,7 @@
 """Helpers for the server tests: a real RealtimeServer per test, raw websocket clients, realtime-js.
 
 Fixtures are re-exported by ``conftest.py``; test modules import helpers from here
-(``from rt_helpers import ...`` works because pytest puts this directory on ``sys.path``).
+(import it as ``tests.server.rt_helpers``).
 """
 
 from __future__ import annotations

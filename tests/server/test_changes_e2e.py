@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
-from rt_helpers import wait_until
 from supabase import acreate_client
 
 from harmony_lab.filters import F
 from harmony_lab.local.schema import ALICE, BOB, ENGINEERING, GENERAL
 from harmony_lab.local.stack import LocalRealtime
+from tests.server.rt_helpers import wait_until
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

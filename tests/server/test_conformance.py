@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
-from rt_helpers import ANON, token, wait_until
 from supabase import acreate_client
+
+from tests.server.rt_helpers import ANON, token, wait_until
 
 
 async def py_client(server) -> AsyncRealtimeClient:

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import websockets
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
-from rt_helpers import ANON, SERVICE, wait_until
 from websockets.exceptions import InvalidStatus
 
 from harmony_lab.server import FaultError, Faults
+from tests.server.rt_helpers import ANON, SERVICE, wait_until
 
 # realtime-py 2.34.1 reads ConnectionClosed.code/.reason (deprecated in websockets 13.1) when a socket is
 # closed abnormally; with warnings as errors that would kill its listener instead of reconnecting.

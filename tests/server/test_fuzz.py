@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rt_helpers import ANON, SECRET, token
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from harmony_lab.server import RealtimeServer, ServerLimits
 from harmony_lab.server._codec import encode_user_broadcast_push
+from tests.server.rt_helpers import ANON, SECRET, token
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ import time
 import httpx
 import pytest
 import websockets
-from rt_helpers import ANON, SECRET, SERVICE, raw_factory, token, wait_until
 from websockets.exceptions import InvalidStatus
 
 from harmony_lab.server import RealtimeServer, ServerLimits
 from harmony_lab.server._codec import encode_user_broadcast_push
+from tests.server.rt_helpers import ANON, SECRET, SERVICE, raw_factory, token, wait_until
 
 
 async def handshake_error(url: str, **kw) -> tuple[int, dict]:

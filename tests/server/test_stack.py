@@ -12,11 +12,11 @@ import httpx
 import jwt
 import pytest
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
-from rt_helpers import wait_until
 from supabase import acreate_client
 
 from harmony_lab.local.stack import LocalRealtime
 from harmony_lab.server import RemoteFaults
+from tests.server.rt_helpers import wait_until
 
 
 async def test_insert_reaches_a_realtime_py_callback():

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from harmony_lab.events import RealtimeEvent
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "frames"))
-from frame_events import MESSAGE_COLUMNS, make_change, message
-from recording_comm import RecordingComm, install, rows_of
+from tests.frames.frame_events import MESSAGE_COLUMNS, make_change, message
+from tests.widgets.recording_comm import RecordingComm, install, rows_of
 
 __all__ = ["MESSAGE_COLUMNS", "RecordingComm", "make_change", "message", "rows_of"]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import ipywidgets
 import pytest
-from recording_comm import RecordingComm, rows_of
 
 from harmony_lab.frames import LiveFrame
 from harmony_lab.local.schema import ALICE, BOB, GENERAL
 from harmony_lab.manager import BackoffPolicy, RealtimeConnectionManager
 from harmony_lab.widgets import LiveTableWidget, PresenceRosterWidget, StatusTimelineWidget, dashboard
+from tests.widgets.recording_comm import RecordingComm, rows_of
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:ConnectionClosed.code is deprecated:DeprecationWarning"),

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import comm
-from frame_events import make_change, message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from recording_comm import RecordingComm, rows_of
 
 from harmony_lab.frames import LiveFrame
 from harmony_lab.widgets import LiveTableWidget
+from tests.frames.frame_events import make_change, message
+from tests.widgets.recording_comm import RecordingComm, rows_of
 
 op = st.one_of(
     st.tuples(st.just("insert"), st.integers(0, 30)),

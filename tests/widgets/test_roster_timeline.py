@@ -6,13 +6,13 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from frame_events import make_change
-from recording_comm import RecordingComm
-from widget_events import status_event
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.widgets import PresenceRosterWidget, StatusTimelineWidget
 from harmony_lab.widgets._roster import display_status, initials
+from tests.frames.frame_events import make_change
+from tests.widgets.recording_comm import RecordingComm
+from tests.widgets.widget_events import status_event
 
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 

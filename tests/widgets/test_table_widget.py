@@ -7,11 +7,11 @@ import itertools
 import time
 
 import pytest
-from frame_events import make_change, message
-from recording_comm import RecordingComm, rows_of
 
 from harmony_lab.frames import LiveFrame
 from harmony_lab.widgets import LiveTableWidget
+from tests.frames.frame_events import make_change, message
+from tests.widgets.recording_comm import RecordingComm, rows_of
 
 TICK = 0.1
 
