@@ -644,6 +644,7 @@ class ChaosResult:
     problems: list[str]
     config: dict[str, Any]
     forensics: list[str] = dataclasses.field(default_factory=list)
+    mismatch_causes: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -699,6 +700,9 @@ class ChaosResult:
         if self.problems:
             lines.append(f"  PROBLEMS ({len(self.problems)}):")
             lines += [f"   - {p}" for p in self.problems]
+        if self.mismatch_causes:
+            causes = ", ".join(f"{k}: {v}" for k, v in self.mismatch_causes.items())
+            lines.append(f"  mismatched rows by cause: {causes}")
         if self.forensics:
             lines.append("  mismatched rows, what was recorded for them:")
             lines += [f"   {x}" for x in self.forensics]
@@ -784,6 +788,63 @@ def _account(faults: list[FaultRecord], gaps: list[dict[str, Any]], heartbeat_in
                 f"ended at {f.ends_at.isoformat()} (a handshake succeeded during the fault)"
             )
     return problems
+
+
+def classify_mismatches(
+    diff: Diff,
+    deleted_at: dict[int, float],
+    gaps: list[dict[str, Any]],
+    recording: Any,
+    lookback_s: float,
+) -> dict[str, int]:
+    """Sort every mismatched row into a cause, from the writers' delete log and the recording.
+
+    * ``delete during a gap`` — an extra row whose DELETE committed while a gap was open (± lookback):
+      the backfill cannot deliver it;
+    * ``resurrected by backfill`` — an extra row whose last recorded event is a backfill that arrived
+      after its DELETE committed (the backfill's snapshot predates the delete);
+    * ``stale backfill overwrite`` — a differing row whose last recorded event is a backfilled version
+      older than a version delivered live before it;
+    * ``unexplained`` — anything else (missing rows, other differences).
+    """
+    import json
+
+    windows = [(g["start"].timestamp() - lookback_s - 1.0, g["end"].timestamp() + 1.0) for g in gaps]
+    wanted = {*diff.extra, *diff.differing}
+    history: dict[int, list[tuple[float, bool, int]]] = {}  # id -> (received, backfilled, version)
+    if wanted and len(recording):
+        changes = recording[recording["kind"] == "change"]
+        for pk, new, backfilled, received in zip(
+            changes["pk"], changes["new"], changes["backfilled"], changes["received_at"], strict=True
+        ):
+            if not isinstance(pk, str):
+                continue
+            i = int(json.loads(pk)["id"])
+            if i in wanted and isinstance(new, str):
+                version = int(json.loads(new).get("version", -1))
+                history.setdefault(i, []).append((received.timestamp(), bool(backfilled), version))
+    causes: Counter[str] = Counter()
+    for i in diff.extra:
+        at = deleted_at.get(i)
+        events = history.get(i, [])
+        if at is not None and any(lo <= at <= hi for lo, hi in windows):
+            causes["delete during a gap"] += 1
+        elif at is not None and events and events[-1][1] and events[-1][0] > at:
+            causes["resurrected by backfill"] += 1
+        else:
+            causes["unexplained"] += 1
+    for i in diff.differing:
+        events = history.get(i, [])
+        last = events[-1] if events else None
+        live_max = max((v for _, b, v in events[:-1] if not b), default=-1)
+        if last is not None and last[1] and last[2] < live_max:
+            causes["stale backfill overwrite"] += 1
+        else:
+            causes["unexplained"] += 1
+    causes["unexplained"] += len(diff.missing)
+    if not causes["unexplained"]:
+        del causes["unexplained"]
+    return dict(causes)
 
 
 def explain_rows(
@@ -904,6 +965,13 @@ async def _run(
         recorder.start()
         bare = BareBaseline(rt) if baseline else None
         w = Writers(rt.dsn, rate=rate, n=writers, seed=seed, target_rows=target_rows, deletes=deletes)
+        deleted_at: dict[int, float] = {}
+
+        def log_deletes(_w: int, _ins: list, _upd: list, dels: list, at: float) -> None:
+            for i, _v in dels:
+                deleted_at[i] = at
+
+        w.on_commit = log_deletes
         records: list[FaultRecord] = []
         try:
             await mgr.subscribe_to_table(
@@ -1029,6 +1097,7 @@ async def _run(
         if diff is not None and not diff.equal and len(df):
             bad = [*diff.missing[:3], *diff.extra[:3], *diff.differing[:4]]
             forensics = explain_rows(bad, table, df, gaps)
+        causes = classify_mismatches(diff, deleted_at, gaps, df, lookback_s) if diff is not None else {}
         return ChaosResult(
             seed=seed,
             duration_s=duration_s,
@@ -1051,6 +1120,7 @@ async def _run(
             problems=problems,
             config=config,
             forensics=forensics,
+            mismatch_causes=causes,
         )
     finally:
         await asyncio.to_thread(rt.stop)
@@ -1128,6 +1198,7 @@ def rows_of(result: ChaosResult) -> list[dict[str, Any]]:
             "rows extra": len(result.diff.extra) if result.diff else None,
             "rows stale": len(result.diff.differing) if result.diff else None,
             "settle s": round(result.settle_s, 1),
+            "mismatch causes": "; ".join(f"{k} {v}" for k, v in result.mismatch_causes.items()),
             "problems": len(result.problems),
         }
     ]
