@@ -11,7 +11,6 @@ Skipped where chromium or playwright is missing, but failing when ``CI`` is set.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import secrets
@@ -27,23 +26,12 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ARTIFACTS
+
 ROOT = Path(__file__).resolve().parents[2]
 WIDGETS = ROOT / "widgets"
 HERE = Path(__file__).resolve().parent
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-]
 KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
 HARNESS = "http://harness.test/"
 
@@ -77,40 +65,6 @@ window.makeModel = (state) => {
 window.harnessReady = true;
 </script></body></html>
 """
-
-
-def root_conftest() -> Any:
-    """The repository's tests/conftest.py module (skip_or_fail, ARTIFACTS), as pytest loaded it."""
-    path = str(ROOT / "tests" / "conftest.py")
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__file__", None) == path:
-            return mod
-    spec = importlib.util.spec_from_file_location("_harmony_tests_conftest", path)
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _require_playwright() -> Any:
-    skip_or_fail = root_conftest().skip_or_fail
-    if not Path(CHROMIUM).exists():
-        skip_or_fail(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("playwright is not installed (pip install playwright; no browser download needed)")
-    return sync_playwright
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    sync_playwright = _require_playwright()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _new_context(browser: Any) -> Any:
@@ -231,7 +185,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[tupl
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-        artifacts = root_conftest().ARTIFACTS
+        artifacts = ARTIFACTS
         artifacts.mkdir(exist_ok=True)
         shutil.copy(log, artifacts / "browser-lab.log")
 

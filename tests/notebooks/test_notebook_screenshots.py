@@ -19,17 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import skip_or_fail
+from tests.conftest import CHROMIUM, skip_or_fail
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-]  # fmt: skip
 KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
 OUTPUT = ".jp-OutputArea-output"
 
@@ -76,18 +70,6 @@ def lab_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             raise
     assert proc.returncode == 0, "".join(lines[-40:])
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("playwright is not installed")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture
