@@ -26,6 +26,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
+from harmony_lab._aio import close_loop
 from harmony_lab.demo._plan import Action, ActionKind, Planner, Status, UserSpec, build_world
 from harmony_lab.demo._presence import PresenceUser
 from harmony_lab.demo._writer import PgWriter
@@ -364,8 +365,7 @@ class Simulator:
             try:
                 loop.run_until_complete(body())
             finally:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
+                close_loop(loop)
 
         self._thread = threading.Thread(target=main, name="harmony-lab-simulator", daemon=True)
         self._thread.start()

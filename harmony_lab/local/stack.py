@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import secrets
 import threading
@@ -21,6 +20,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from harmony_lab._aio import close_loop
 from harmony_lab.server._auth import make_token
 from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._server import RealtimeServer
@@ -268,15 +268,13 @@ class LocalRealtime:
                 loop.run_until_complete(self._astart())
             except BaseException as exc:
                 ready.set_exception(exc)
-                loop.close()
+                close_loop(loop)
                 return
             ready.set_result(None)
             try:
                 loop.run_forever()
             finally:
-                with contextlib.suppress(Exception):
-                    loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
+                close_loop(loop)
 
         self._mode = "thread"
         self._thread = threading.Thread(target=run, name="harmony-lab-realtime", daemon=True)
