@@ -29,7 +29,8 @@ ORDER = ["capture", "server", "manager", "frames", "recording", "chaos", "soak"]
 _RUNNER = """
 import json, sys, importlib.util
 spec = importlib.util.spec_from_file_location("bench_mod", sys.argv[1])
-mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+mod = importlib.util.module_from_spec(spec); sys.modules["bench_mod"] = mod  # dataclasses look it up
+spec.loader.exec_module(mod)
 rows = mod.main(sys.argv[3:])
 with open(sys.argv[2], "w") as f:
     json.dump(rows, f, default=str)
