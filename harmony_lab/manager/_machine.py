@@ -21,6 +21,9 @@ Rules (the seed's, made precise):
 * A wall-clock jump (suspend/resume) forces a reconnect without counting as a failure.
 * Any interval in which a connected channel could not deliver becomes a gap: ``GapStart`` when it
   drops, ``GapEnd`` when it is connected again (``recovered=True``) or stopped (``recovered=False``).
+  A gap starts when the channel last provably received data (``last_rx`` of the failure input: the
+  last frame or heartbeat reply), not when the failure was noticed — a silent stall is only detected
+  up to two heartbeat intervals later, and everything committed in between must count as missed.
 """
 
 from __future__ import annotations
@@ -113,24 +116,32 @@ class HeartbeatOk:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StallDetected:
-    """The socket looks open but heartbeats went unanswered."""
+    """The socket looks open but heartbeats went unanswered. ``last_rx``: see :class:`Closed`."""
 
     reason: str
+    last_rx: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Closed:
-    """The connection (socket or channel) was closed by the peer or the network."""
+    """The connection (socket or channel) was closed by the peer or the network.
+
+    ``last_rx``: when the connection last provably received anything from the server (a frame or a
+    heartbeat reply); a gap opened by this failure starts there (``None``: now).
+    """
 
     reason: str
     code: int | None = None
+    last_rx: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ClockJump:
-    """The wall clock moved ``delta`` seconds more (or less) than the monotonic clock."""
+    """The wall clock moved ``delta`` seconds more (or less) than the monotonic clock.
+    ``last_rx``: see :class:`Closed`."""
 
     delta: float
+    last_rx: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -223,16 +234,22 @@ class Cancelled:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GapStart:
+    """A gap opened: delivery stopped at ``at`` (the last data received); noticed at ``detected``."""
+
     at: datetime
     reason: str
+    detected: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GapEnd:
+    """A gap closed: ``start`` (last data received) to ``end``; ``detected`` is when it was noticed."""
+
     start: datetime
     end: datetime
     reason: str
     recovered: bool
+    detected: datetime | None = None
 
 
 Decision = SetStatus | Connect | TearDown | ScheduleRetry | Cancelled | GapStart | GapEnd
@@ -314,6 +331,7 @@ class ChannelMachine:
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
         self.gap_start: datetime | None = None
+        self.gap_detected: datetime | None = None
         self.gap_reason: str | None = None
         self._closes: collections.deque[float] = collections.deque()
         self.transitions: collections.deque[SetStatus] = collections.deque(maxlen=history)
@@ -357,13 +375,13 @@ class ChannelMachine:
                 return self._fail(f"join failed: {reason}", closed=False)
             case HeartbeatOk():
                 return self._on_heartbeat_ok()
-            case StallDetected(reason=reason):
-                return self._fail(f"stall: {reason}", closed=True)
-            case Closed(reason=reason, code=code):
+            case StallDetected(reason=reason, last_rx=last_rx):
+                return self._fail(f"stall: {reason}", closed=True, last_rx=last_rx)
+            case Closed(reason=reason, code=code, last_rx=last_rx):
                 label = f"closed ({code}): {reason}" if code is not None else f"closed: {reason}"
-                return self._fail(label, closed=True)
-            case ClockJump(delta=delta):
-                return self._on_clock_jump(delta)
+                return self._fail(label, closed=True, last_rx=last_rx)
+            case ClockJump(delta=delta, last_rx=last_rx):
+                return self._on_clock_jump(delta, last_rx)
             case RetryDue():
                 if self.status is ChannelStatus.RECONNECTING and self.retry_armed:
                     self.retry_armed = False
@@ -428,17 +446,27 @@ class ChannelMachine:
     def _close_gap(self, *, recovered: bool, suffix: str = "") -> list[Decision]:
         if self.gap_start is None:
             return []
-        gap = GapEnd(self.gap_start, self._clock.now(), (self.gap_reason or "unknown") + suffix, recovered)
+        gap = GapEnd(
+            self.gap_start,
+            self._clock.now(),
+            (self.gap_reason or "unknown") + suffix,
+            recovered,
+            self.gap_detected,
+        )
         self.gap_start = None
+        self.gap_detected = None
         self.gap_reason = None
         return [gap]
 
-    def _open_gap(self, reason: str) -> list[Decision]:
+    def _open_gap(self, reason: str, last_rx: datetime | None = None) -> list[Decision]:
+        """Open a gap starting at ``last_rx`` (when data last arrived; never later than now)."""
         if self.status is not ChannelStatus.CONNECTED or self.gap_start is not None:
             return []
-        self.gap_start = self._clock.now()
+        now = self._clock.now()
+        self.gap_start = now if last_rx is None else min(now, last_rx)
+        self.gap_detected = now
         self.gap_reason = reason
-        return [GapStart(self.gap_start, reason)]
+        return [GapStart(self.gap_start, reason, now)]
 
     def _on_heartbeat_ok(self) -> list[Decision]:
         if self.status is not ChannelStatus.CONNECTED:
@@ -454,11 +482,11 @@ class ChannelMachine:
             ]
         return []
 
-    def _fail(self, reason: str, *, closed: bool) -> list[Decision]:
+    def _fail(self, reason: str, *, closed: bool, last_rx: datetime | None = None) -> list[Decision]:
         if self.status not in _LIVE:
             return []
         out: list[Decision] = [TearDown(reason)]
-        out += self._open_gap(reason)
+        out += self._open_gap(reason, last_rx)
         self.joined = False
         self.attempt += 1
         self.last_error = reason
@@ -508,12 +536,12 @@ class ChannelMachine:
         out.append(self._set(ChannelStatus.ERROR, reason, {"kind": kind}))
         return out
 
-    def _on_clock_jump(self, delta: float) -> list[Decision]:
+    def _on_clock_jump(self, delta: float, last_rx: datetime | None) -> list[Decision]:
         if self.status not in (ChannelStatus.CONNECTED, ChannelStatus.CONNECTING):
             return []
         reason = f"wall clock jumped {delta:+.1f} s (suspend/resume?)"
         out: list[Decision] = [TearDown(reason)]
-        out += self._open_gap(reason)
+        out += self._open_gap(reason, last_rx)
         self.joined = False
         out += [self._set(ChannelStatus.RECONNECTING, f"{reason}; reconnecting now"), Connect(self.attempt)]
         return out

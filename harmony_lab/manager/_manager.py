@@ -588,7 +588,12 @@ class RealtimeConnectionManager:
             gap_start=gap.start,
             gap_end=gap.end,
             reason=gap.reason,
-            payload={"recovered": gap.recovered, "seconds": (gap.end - gap.start).total_seconds()},
+            payload={
+                "recovered": gap.recovered,
+                "seconds": (gap.end - gap.start).total_seconds(),
+                "detected_at": gap.detected.isoformat() if gap.detected is not None else None,
+                "undetected_s": (gap.detected - gap.start).total_seconds() if gap.detected else None,
+            },
         )
 
     def add_listener(self, fn: Callable[[RealtimeEvent], Any]) -> Callable[[], None]:

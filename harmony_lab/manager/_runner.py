@@ -12,6 +12,9 @@ Hooks into realtime-py 2.34.1 (read its source before changing them):
   drops replies on topic ``phoenix``. The runner replaces ``client.channels`` with a ``dict`` subclass
   whose ``get("phoenix")`` returns a small sink, so our own heartbeats (sent with refs ``hl-N``) have
   their replies matched. Iteration over ``channels`` (rejoin, set_auth, close) is unaffected.
+* Last data received. The same ``get`` runs once per inbound message (and, harmlessly, when channels
+  are created or removed on our side), so it also stamps when the connection last received anything:
+  a gap starts there, not when its failure is noticed (see ``_machine.py``).
 * Socket loss. With ``auto_reconnect=False`` realtime-py marks joined channels errored and calls the
   subscribe callback with ``CHANNEL_ERROR`` and the websockets exception; the runner also watches
   ``client._listen_task`` so a listener that dies for any other reason is noticed.
@@ -25,6 +28,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import websockets
@@ -119,13 +123,16 @@ class _PhoenixSink:
 
 
 class _Router(dict[str, Any]):
-    """``client.channels`` replacement: routes topic ``phoenix`` to the sink, everything else as before."""
+    """``client.channels`` replacement: routes topic ``phoenix`` to the sink, everything else as before;
+    ``on_rx()`` runs on every lookup (realtime-py looks up the topic of every inbound message)."""
 
-    def __init__(self, sink: _PhoenixSink) -> None:
+    def __init__(self, sink: _PhoenixSink, on_rx: Callable[[], None]) -> None:
         super().__init__()
         self._sink = sink
+        self._on_rx = on_rx
 
     def get(self, key: str, default: Any = None) -> Any:
+        self._on_rx()
         if key == "phoenix":
             return self._sink
         return super().get(key, default)
@@ -157,6 +164,8 @@ class ChannelRunner:
         self.backfilled = 0
         self.connects = 0
         self._last_pg_payload: object = None
+        self._rx_mono: float | None = None
+        self._rx_wall: datetime | None = None
         self._retry_task: asyncio.Task[None] | None = None
         self._attempt_task: asyncio.Task[None] | None = None
         self._hb_task: asyncio.Task[None] | None = None
@@ -304,7 +313,7 @@ class ChannelRunner:
             return
         client = await self.m._new_client(token)
         sink = _PhoenixSink(lambda ref: self._on_heartbeat_reply(gen, ref))
-        client.channels = _Router(sink)
+        client.channels = _Router(sink, lambda: self._on_rx(gen))
         self.client = client
         self.connects += 1
         try:
@@ -340,14 +349,39 @@ class ChannelRunner:
         except Exception:
             logger.exception("channel %r: handling a realtime-py callback failed", self.name)
 
+    def _on_rx(self, gen: int) -> None:
+        if gen == self.generation:
+            clock = self.m._clock
+            self._rx_mono = clock.monotonic()
+            self._rx_wall = clock.now()
+
+    def last_rx(self) -> datetime | None:
+        """When this channel last provably received data from the server (None: never).
+
+        The earlier of the wall time stamped then and "now minus the monotonic time elapsed since":
+        the first is right after a suspend (the monotonic clock stood still), the second after the
+        wall clock was stepped back.
+        """
+        if self._rx_mono is None or self._rx_wall is None:
+            return None
+        clock = self.m._clock
+        elapsed = max(0.0, clock.monotonic() - self._rx_mono)
+        return min(self._rx_wall, clock.now() - timedelta(seconds=elapsed))
+
     def _on_listen_done(self, gen: int, task: asyncio.Task[Any]) -> None:
         if gen != self.generation or task.cancelled():
             return
         exc = task.exception()
         if exc is not None:
-            self.feed(Closed(f"listener stopped: {describe_exception(exc)}", code=_close_code(exc)))
+            self.feed(
+                Closed(
+                    f"listener stopped: {describe_exception(exc)}",
+                    code=_close_code(exc),
+                    last_rx=self.last_rx(),
+                )
+            )
         elif self.client is not None and not self.client.is_connected:
-            self.feed(Closed("socket closed"))
+            self.feed(Closed("socket closed", last_rx=self.last_rx()))
 
     def _build_channel(self, client: AsyncRealtimeClient, gen: int) -> AsyncRealtimeChannel:
         spec = self.spec
@@ -401,7 +435,8 @@ class ChannelRunner:
                 )
                 self.feed(
                     StallDetected(
-                        f"no heartbeat reply for {tick.waited:.1f} s (heartbeat interval {interval:g} s)"
+                        f"no heartbeat reply for {tick.waited:.1f} s (heartbeat interval {interval:g} s)",
+                        last_rx=self.last_rx(),
                     )
                 )
                 return
@@ -412,7 +447,7 @@ class ChannelRunner:
             await asyncio.sleep(interval)
             delta = self.clock_watch.observe(clock.monotonic(), clock.now().timestamp())
             if delta is not None and gen == self.generation:
-                self.feed(ClockJump(delta))
+                self.feed(ClockJump(delta, last_rx=self.last_rx()))
                 return
 
     def _on_heartbeat_reply(self, gen: int, ref: str | None) -> None:
@@ -437,12 +472,18 @@ class ChannelRunner:
             self.feed(JoinFailed(f"join timed out after {self.m.join_timeout:g} s"))
             return
         if state is RealtimeSubscribeStates.CLOSED:
-            self.feed(Closed("channel closed by the server (phx_close)"))
+            self.feed(Closed("channel closed by the server (phx_close)", last_rx=self.last_rx()))
             return
         # CHANNEL_ERROR
         if isinstance(err, websockets.exceptions.ConnectionClosed):
             frame = err.rcvd or err.sent
-            self.feed(Closed((frame.reason if frame else "") or "connection closed", code=_close_code(err)))
+            self.feed(
+                Closed(
+                    (frame.reason if frame else "") or "connection closed",
+                    code=_close_code(err),
+                    last_rx=self.last_rx(),
+                )
+            )
             return
         detail: Any = None
         if err is not None:
@@ -462,11 +503,11 @@ class ChannelRunner:
             if detail.get("extension") == "postgres_changes" and message.startswith(_FATAL_PG_PREFIXES):
                 self.feed(JoinFailed(f"postgres_changes: {message}", fatal=True))
             else:
-                self.feed(Closed(f"server system error: {message}"))
+                self.feed(Closed(f"server system error: {message}", last_rx=self.last_rx()))
         elif isinstance(detail, dict) and "reason" in detail:
             self.feed(JoinFailed(str(detail["reason"])))
         elif isinstance(detail, dict) and not detail:
-            self.feed(Closed("channel crashed on the server (phx_error)"))
+            self.feed(Closed("channel crashed on the server (phx_error)", last_rx=self.last_rx()))
         else:
             text = str(err) if err is not None else "unknown channel error"
             fatal = "mismatch between server and client bindings" in text

@@ -55,7 +55,12 @@ class Backfill:
 
     ``column``: a timestamp (or other monotonically increasing) column; rows with
     ``column >= gap_start - lookback`` are fetched, filtered like the subscription, ordered by
-    ``column``, at most ``limit``. They are delivered as change events with ``backfilled=True``: op
+    ``column``, at most ``limit``. ``gap_start`` is when the channel last received data (a frame or
+    a heartbeat reply), whatever the cause, so ``lookback`` only has to cover the skew between the
+    database's clock and ours plus the time a commit takes to reach us (``column`` defaults such as
+    ``now()`` are stamped at transaction start: give long transactions a longer lookback).
+
+    They are delivered as change events with ``backfilled=True``: op
     ``INSERT``, or ``UPDATE`` when a row with that primary key was delivered before. A row whose
     (primary key, ``column`` value) was already delivered is skipped, live or backfilled, so nothing
     arrives twice. Use ``updated_at`` to also catch updates.

@@ -318,12 +318,16 @@ async def test_wall_clock_jump_forces_a_reconnect(rt, make_manager):
     events = []
     mgr.add_listener(events.append)
     await mgr.subscribe("room", "*", lambda ev: None)
+    before_jump = clock.now()
     clock.offset = 3600.0  # as if the laptop slept for an hour
     state = await mgr.wait_for_status("room", "reconnecting", timeout=5)
     assert "wall clock jumped +3600" in state.reason
     await mgr.wait_for_status("room", "connected", timeout=5)
     assert mgr.get_status("room").attempt == 0
-    assert any(e.kind is EventKind.GAP for e in events)
+    (gap,) = [e for e in events if e.kind is EventKind.GAP]
+    # the gap starts when data last arrived (before the "sleep"), not an hour later when it was noticed
+    assert gap.gap_start <= before_jump
+    assert gap.payload["undetected_s"] >= 3600
 
 
 async def test_multiple_tables_on_one_channel_with_events_stream(rt, make_manager):
@@ -372,3 +376,37 @@ async def test_table_outside_the_publication_is_an_error_not_a_retry_loop(rt, ma
     await mgr.subscribe_to_table("notes", "private_notes")  # a new subscribe restarts it
     state = await mgr.wait_for_status("notes", "connected", timeout=5)
     assert state.attempt == 0
+
+
+async def test_rows_committed_early_in_a_stall_are_backfilled(rt, make_manager):
+    """A stall is noticed up to two heartbeat intervals late; the gap (and the backfill window) must
+    start when data last arrived, so a row committed right after the stall began is not lost."""
+    mgr = make_manager(
+        rt.url, rt.anon_key, dsn=rt.dsn, access_token=rt.token_for(str(ALICE)), heartbeat_interval=1.0
+    )
+    got, events = [], []
+    mgr.add_listener(events.append)
+    await mgr.subscribe_to_table(
+        "general",
+        "messages",
+        filter="channel_id=eq.1",
+        callback=got.append,
+        backfill=Backfill(column="created_at", lookback=0.3),
+    )
+    await mgr.wait_for_status("general", "connected", timeout=10)
+    first = await insert_message(rt, "before the stall")
+    await eventually(lambda: len(got) == 1, what="the live row")
+    stalled_at = SystemClock().now()
+    rt.faults.stall(4.0)
+    early = await insert_message(rt, "right after the stall began")
+    await mgr.wait_for_status("general", "reconnecting", timeout=10)
+    await mgr.wait_for_status("general", "connected", timeout=15)
+    await eventually(
+        lambda: any(e.kind is EventKind.SYSTEM and e.reason == "backfill" for e in events), what="backfill"
+    )
+    (gap,) = [e for e in events if e.kind is EventKind.GAP]
+    assert gap.reason.startswith("stall")
+    assert gap.gap_start <= stalled_at, "the gap must start at the last data received, not at detection"
+    assert gap.payload["undetected_s"] > 0.5
+    assert [e.pk["id"] for e in got] == [first, early]
+    assert got[1].backfilled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 import pytest
 
@@ -498,3 +499,40 @@ def test_every_decision_type_is_exercised():
         seen |= {type(d) for d in m.handle(ev)}
     assert {SetStatus, Connect, TearDown, ScheduleRetry, Cancelled, GapStart, GapEnd} <= seen
     assert clock.monotonic() > 0
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda rx: StallDetected("no heartbeat reply for 2.0 s", last_rx=rx),
+        lambda rx: Closed("going away", code=1001, last_rx=rx),
+        lambda rx: ClockJump(3600.0, last_rx=rx),
+    ],
+    ids=["stall", "close", "clock-jump"],
+)
+def test_gap_starts_at_the_last_data_received_not_at_detection(failure):
+    m, clock = make()
+    connect(m)
+    last_rx = clock.now()
+    clock.advance(4.5)  # e.g. a stall noticed two heartbeat intervals later
+    detected = clock.now()
+    out = m.handle(failure(last_rx))
+    (start,) = [d for d in out if isinstance(d, GapStart)]
+    assert start.at == last_rx
+    assert start.detected == detected
+    assert m.snapshot().gap_open_since == last_rx
+    clock.advance(1)
+    m.handle(RetryDue())
+    (end,) = [d for d in m.handle(Joined()) if isinstance(d, GapEnd)]
+    assert end.start == last_rx
+    assert end.detected == detected
+    assert (end.end - end.start).total_seconds() == pytest.approx(5.5)
+
+
+def test_gap_never_starts_in_the_future():
+    m, clock = make()
+    connect(m)
+    ahead = clock.now() + timedelta(hours=1)  # e.g. stamped before the wall clock was stepped back
+    out = m.handle(Closed("x", last_rx=ahead))
+    (start,) = [d for d in out if isinstance(d, GapStart)]
+    assert start.at == clock.now()
