@@ -7,15 +7,17 @@ realtime-py client per subscriber — each user with their JWT, sometimes an ano
 one channel with ``postgres_changes`` bindings on ``messages``, ``notifications`` and
 ``megolm_session_shares`` (``event="*"``) plus a sentinel table without RLS. Then it runs random writes as
 the database owner: messages in channels, edits, hard deletes, notifications and marking them read, key
-shares.
+shares, and members joining or leaving channels.
 
 The oracle is Postgres itself: right after each INSERT/UPDATE, the changed row is looked up under each
 subscriber's role with their JWT claims (``SET LOCAL ROLE``, ``request.jwt.claims``, in a rolled-back
-savepoint of the writing connection) — visible means the subscriber must receive that event, hidden means
-it must not, ever. One precise exception to "must receive": like Supabase Realtime, the server checks RLS
-against the *live* row when it processes the change, so the INSERT/UPDATE of a row that a later write of
-the same example deletes may legitimately not arrive (it may already be gone); such events are allowed,
-not required — still never to a subscriber the oracle says cannot see the row. DELETEs skip RLS in Supabase
+savepoint of the writing connection), and again after every later membership change while the row
+exists. The server checks RLS against the *live* row when it processes the change (so does Supabase
+Realtime), which may be after some of those later writes; so a subscriber who sees the row in every state
+from the write on must receive the event, one who sees it in none must never receive it, and one who
+sees it in some states may or may not (that is timing, not policy). Likewise the INSERT/UPDATE of a row
+that a later write deletes may legitimately not arrive, but never to a subscriber the oracle hid it from.
+DELETEs skip RLS in Supabase
 Realtime: every subscriber of the table receives them, with ``old_record`` cut to the primary key (no other
 column may leak). A final INSERT into the sentinel table (visible to all) marks the end: per-socket
 delivery is in commit order, so once a client has the sentinel it has everything before it.
@@ -102,6 +104,8 @@ def scenarios(draw: Any) -> Scenario:
                 st.tuples(st.just("notification"), user),
                 st.tuples(st.just("read"), pick),
                 st.tuples(st.just("key_share"), user, user, channel),
+                st.tuples(st.just("join"), user, channel),
+                st.tuples(st.just("leave"), user, channel),
             ),
             min_size=1,
             max_size=12,
@@ -159,6 +163,17 @@ class Subscriber:
     async def close(self) -> None:
         if self.client is not None:
             await self.client.close()
+
+
+@dataclass
+class Judged:
+    """One change and, for INSERT/UPDATE, who could see the row: at the write, then after each later
+    membership change while the row existed."""
+
+    table: str
+    kind: str
+    row_id: int
+    states: list[set[str]]
 
 
 async def visible(conn: Any, sub: Subscriber, table: str, row_id: int) -> bool:
@@ -263,20 +278,44 @@ async def run_example(rt: Any, sc: Scenario) -> None:
                     row = await cur.fetchone()
                     assert row is not None
                     return [("megolm_session_shares", "INSERT", int(row[0]))]
+                if kind in ("join", "leave"):
+                    _, ui, cj = op
+                    if kind == "join":
+                        await db.execute(
+                            "INSERT INTO public.channel_members (channel_id, user_id) VALUES (%s, %s) "
+                            "ON CONFLICT DO NOTHING",
+                            (channels[cj], users[ui]),
+                        )
+                    else:
+                        await db.execute(
+                            "DELETE FROM public.channel_members WHERE channel_id = %s AND user_id = %s",
+                            (channels[cj], users[ui]),
+                        )
+                    return [("channel_members", "MEMBERSHIP", cj)]
                 return []
 
-            # the oracle judges each INSERT/UPDATE right after the write (inside a rolled-back savepoint
-            # on the writing connection, so it also works inside the one-transaction mode)
-            judged: list[tuple[str, str, int, set[str]]] = []
+            # The oracle judges each INSERT/UPDATE right after the write (inside a rolled-back savepoint
+            # on the writing connection, so it also works inside the one-transaction mode), and again
+            # after every later membership change while the row exists: the server checks RLS when it
+            # processes the change, which may be after some of those changes. Whoever sees the row in
+            # every state from the write on must receive the event; whoever sees it in none must not.
+            judged: list[Judged] = []
+            gone: set[tuple[str, int]] = set()
+
+            async def judge(table: str, row_id: int) -> set[str]:
+                return {s.name for s in subs if await visible(db, s, table, row_id)}
 
             async def run(op: tuple[Any, ...]) -> None:
                 for table, kind, row_id in await write(op):
-                    seen = (
-                        set()
-                        if kind == "DELETE"
-                        else {s.name for s in subs if await visible(db, s, table, row_id)}
-                    )
-                    judged.append((table, kind, row_id, seen))
+                    if kind == "DELETE":
+                        gone.add((table, row_id))
+                        judged.append(Judged(table, kind, row_id, []))
+                    elif kind == "MEMBERSHIP":
+                        for j in judged:
+                            if j.kind != "DELETE" and (j.table, j.row_id) not in gone:
+                                j.states.append(await judge(j.table, j.row_id))
+                    else:
+                        judged.append(Judged(table, kind, row_id, [await judge(table, row_id)]))
 
             if sc.one_transaction:
                 async with db.transaction():
@@ -285,25 +324,26 @@ async def run_example(rt: Any, sc: Scenario) -> None:
             else:
                 for op in sc.ops:
                     await run(op)
-            deleted = {(t, i) for t, k, i, _ in judged if k == "DELETE"}
             expected: dict[str, Counter[tuple[str, str, int]]] = {s.name: Counter() for s in subs}
-            maybe: dict[str, Counter[tuple[str, str, int]]] = {s.name: Counter() for s in subs}
-            for table, kind, row_id, seen in judged:
-                for s in subs:
-                    event = (table, kind, row_id)
-                    if kind == "DELETE":
-                        expected[s.name][event] += 1  # DELETEs skip RLS: every subscriber gets them
-                    elif s.name in seen:
-                        # a row deleted later may be gone when the server checks RLS (real Realtime
-                        # checks the live row too): then its INSERT/UPDATE may or may not arrive
-                        (maybe if (table, row_id) in deleted else expected)[s.name][event] += 1
+            allowed: dict[str, Counter[tuple[str, str, int]]] = {s.name: Counter() for s in subs}
+            for j in judged:
+                event = (j.table, j.kind, j.row_id)
+                if j.kind == "DELETE":
+                    for s in subs:  # DELETEs skip RLS: every subscriber of the table receives them
+                        expected[s.name][event] += 1
+                    continue
+                # a row deleted later may be gone when the server checks RLS (real Realtime checks
+                # the live row too): then its INSERT/UPDATE may or may not arrive
+                required = set() if (j.table, j.row_id) in gone else set.intersection(*j.states)
+                for name in set.union(*j.states):
+                    (expected if name in required else allowed)[name][event] += 1
             await db.execute("INSERT INTO public.rls_sentinel DEFAULT VALUES")
             await asyncio.gather(*(asyncio.wait_for(s.sentinel.wait(), 15) for s in subs))
             await asyncio.sleep(0.05)
             for s in subs:
                 assert not s.leaks, f"{s.name}: {s.leaks}"
                 got = Counter(s.got)
-                hidden = got - expected[s.name] - maybe[s.name]
+                hidden = got - expected[s.name] - allowed[s.name]
                 missing = expected[s.name] - got
                 assert not hidden, f"{s.name} received rows its policies hide: {sorted(hidden)}"
                 assert not missing, f"{s.name} did not receive visible rows: {sorted(missing)}"
