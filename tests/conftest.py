@@ -42,9 +42,14 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session (Playwright's sync API allows one per process)."""
+    """A headless Chromium for one test module.
+
+    Module scope, not session: Playwright's sync API runs an event loop on the main thread while it
+    is open, which would break every asyncio test collected after the browser tests. Only one sync
+    Playwright may be open at a time, so every browser test takes it from here.
+    """
     if not Path(CHROMIUM).exists():
         skip_or_fail(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
     try:

@@ -136,7 +136,7 @@ def poll_until(fn: Callable[[], Any], *, timeout: float = 10.0, every: float = 0
         time.sleep(every)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[tuple[str, str, Path]]:
     root = tmp_path_factory.mktemp("lab")
     for nb in (HERE / "notebooks").glob("*.ipynb"):
