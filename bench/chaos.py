@@ -55,6 +55,10 @@ Checks (``ChaosResult.problems`` lists every violation; ``ok`` means none):
 4. the recording is complete: nothing dropped, and as many change events recorded as the frame
    applied.
 
+Gaps that no injected fault opened (their cause names no ``chaos #N`` and no stall was injected just
+before) are counted, not failed: under load the manager's liveness check can declare a healthy socket
+stalled, because heartbeat replies queue behind a backlog of changes (seen at 2 000 changes/s).
+
 Known failures (each reproduced by a strict-xfail test in ``tests/reliability/test_backfill_bugs.py``):
 check 3 fails while the manager's backfill cannot deliver DELETEs committed during a gap (the frame keeps
 those rows) and while a backfill built from an older snapshot can overwrite a newer live UPDATE or
@@ -644,6 +648,7 @@ class ChaosResult:
     problems: list[str]
     config: dict[str, Any]
     forensics: list[str] = dataclasses.field(default_factory=list)
+    unexplained_gaps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     mismatch_causes: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
@@ -685,7 +690,8 @@ class ChaosResult:
             f"chaos seed={self.seed} {self.duration_s:g} s target {self.rate:g} changes/s: wrote "
             f"{self.writers.changes} changes ({self.writers.inserts} ins, {self.writers.updates} upd, "
             f"{self.writers.deletes} del) at {self.achieved_rate:.0f}/s; {len(self.faults)} faults; "
-            f"{len(self.gaps)} gaps recorded; final status {self.final_status}",
+            f"{len(self.gaps)} gaps recorded ({len(self.unexplained_gaps)} not opened by an injected fault); "
+            f"final status {self.final_status}",
             f"  delivered live {self.live_events}, backfilled {self.backfilled_events}, duplicates skipped "
             f"{self.duplicates_skipped}; recorded changes {self.recorded_changes}; frame events "
             f"{self.frame_events}; recorder dropped {self.recorder_dropped}",
@@ -1083,6 +1089,7 @@ async def _run(
             )
         recorded_changes = int((df["kind"] == "change").sum()) if len(df) else 0
         problems += [f"[faults] {p}" for p in _account(records, gaps, heartbeat_interval)]
+        unexplained = [g for g in gaps if _producer(g, records, heartbeat_interval) is None]
         rstats = recorder.stats
         if rstats["dropped"]:
             problems.append(f"[recording] the recorder dropped {rstats['dropped']} events")
@@ -1121,6 +1128,7 @@ async def _run(
             config=config,
             forensics=forensics,
             mismatch_causes=causes,
+            unexplained_gaps=unexplained,
         )
     finally:
         await asyncio.to_thread(rt.stop)
@@ -1195,7 +1203,8 @@ def rows_of(result: ChaosResult) -> list[dict[str, Any]]:
             "run": f"seed {result.seed}, {result.duration_s:g} s, target {result.rate:g}/s",
             "written/s": round(result.achieved_rate),
             "changes": result.writers.changes,
-            "faults / gaps": f"{len(result.faults)} / {len(result.gaps)}",
+            "faults / gaps": f"{len(result.faults)} / {len(result.gaps)}"
+            + (f" ({len(result.unexplained_gaps)} not opened by a fault)" if result.unexplained_gaps else ""),
             "delivered": f"{result.live_events} live + {result.backfilled_events} backfilled",
             "final status": result.final_status,
             "frame == table": _yes(bool(d and d.equal)),
