@@ -692,6 +692,7 @@ class ChaosResult:
             f"{self.writers.deletes} del) at {self.achieved_rate:.0f}/s; {len(self.faults)} faults; "
             f"{len(self.gaps)} gaps recorded ({len(self.unexplained_gaps)} not opened by an injected fault); "
             f"final status {self.final_status}",
+            "  config: " + ", ".join(f"{k}={v}" for k, v in self.config.items()),
             f"  delivered live {self.live_events}, backfilled {self.backfilled_events}, duplicates skipped "
             f"{self.duplicates_skipped}; recorded changes {self.recorded_changes}; frame events "
             f"{self.frame_events}; recorder dropped {self.recorder_dropped}",
@@ -1060,9 +1061,11 @@ async def _run(
                 }
             debug = mgr.get_debug_info()["channels"][CHANNEL]
         finally:
-            if not w._stop.is_set():
-                with contextlib.suppress(Exception):
+            if not w._stop.is_set():  # the run failed early: stop the writers, keep the first error
+                try:
                     await w.stop()
+                except Exception:
+                    logger.exception("stopping the writers after a failed run failed too")
             rt.faults.clear()
             if bare is not None:
                 await bare.close()

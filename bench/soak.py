@@ -394,11 +394,12 @@ async def run_soak(
             ledger.settle(time.time(), final=True)
             final_status = str(mgr.get_status(CHANNEL).status)
         finally:
-            with contextlib.suppress(Exception):
-                await sampler.stop()
-            if not w._stop.is_set():
-                with contextlib.suppress(Exception):
+            await sampler.stop()
+            if not w._stop.is_set():  # the run failed early: stop the writers, keep the first error
+                try:
                     await w.stop()
+                except Exception:
+                    logger.exception("stopping the writers after a failed run failed too")
             await mgr.cleanup()
             if recorder is not None:
                 await asyncio.to_thread(recorder.stop)
