@@ -17,6 +17,12 @@ arrived, for all subscribers:
    subscriber with that shape, handed over with :meth:`Subscriber.deliver` — one call per change per
    subscriber, ``ids`` listing all of its matching bindings.
 
+Reads of a row's current state (the RLS check, TOAST fill) first wait until the batch's transactions
+are visible to new snapshots: Postgres sends a commit to logical decoding once its WAL is flushed,
+*before* the committing backend leaves the proc array, so a read made right away — easily, on a
+loaded machine — does not see the row yet and the change was hidden as if RLS had refused it
+(:func:`xid_running`, one ``pg_current_snapshot()`` per such batch; normally no wait at all).
+
 UPDATEs with unchanged TOAST values: values come from the old image under REPLICA IDENTITY FULL,
 otherwise the hub reads the current values of those columns by primary key (one query per such
 change) — so ``record`` is complete, unlike Supabase, which leaves such columns out. If the row is
@@ -47,7 +53,7 @@ from harmony_lab.server import rls
 from harmony_lab.server._pgchanges_eval import DEFER, Predicate, compile_condition, pg_text
 from harmony_lab.server.payloads import ERROR_400, ERROR_401, build_data, error_data, record_bytes
 
-__all__ = ["ChangesHub", "Subscriber", "parse_binding"]
+__all__ = ["ChangesHub", "Subscriber", "parse_binding", "xid_running"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ _EVENTS: Final = ("INSERT", "UPDATE", "DELETE")
 _BATCH_MAX: Final = 500
 _QUEUE_MAX: Final = 20_000
 _ID_SPACE: Final = 2**27 - 1
+_VISIBLE_WAIT_S: Final = 2.0
 _UNABLE: Final = "Unable to subscribe to changes with given parameters."
 UNABLE_EXCEPTION: Final = _UNABLE + " An exception happened so please check your connect parameters: "
 UNABLE_NOT_ENABLED: Final = _UNABLE + " Please check Realtime is enabled for the given connect parameters: "
@@ -318,6 +325,7 @@ class ChangesHub:
                 "errors",
                 "capture_restarts",
                 "capture_reconnects",
+                "visibility_waits",
             ),
             0,
         )
@@ -592,6 +600,23 @@ class ChangesHub:
         roles = {e.state.role for _, hits in work for e, _ in hits}
         tables = await rls.load_tables(conn, oids, roles)
 
+        # reading current rows (TOAST fill, RLS) needs the commits visible to a new snapshot first
+        reads = {
+            change.xid
+            for change, hits in work
+            if (table := tables.get(change.relation_id)) is not None
+            and (
+                (change.op == "UPDATE" and change.unchanged_toast)
+                or (
+                    change.op != "DELETE"
+                    and table.rls
+                    and any(not table.bypass.get(e.state.role, False) for e, _ in hits)
+                )
+            )
+        }
+        if reads:
+            await self._await_visible(conn, reads)
+
         # UPDATEs with unchanged TOAST values and no FULL old image: read the current values
         prepared: list[tuple[Change, list[tuple[_Entry, list[_Sub]]], rls.TableInfo]] = []
         for change, hits in work:
@@ -826,6 +851,28 @@ class ChangesHub:
                     new.pop(name, None)
         return dataclasses.replace(change, new=new)
 
+    async def _await_visible(self, conn: psycopg.AsyncConnection[Any], xids: set[int]) -> None:
+        """Wait (briefly) until no transaction in ``xids`` is still running for a new snapshot."""
+        deadline = time.monotonic() + _VISIBLE_WAIT_S
+        delay = 0.001
+        while True:
+            cur = await conn.execute("select pg_current_snapshot()::text")
+            row = await cur.fetchone()
+            snapshot = str(row[0]) if row else ""
+            running = [x for x in xids if xid_running(snapshot, x)]
+            if not running:
+                return
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "postgres_changes: transactions %s still not visible after %.1f s; reading anyway",
+                    running,
+                    _VISIBLE_WAIT_S,
+                )
+                return
+            self._counts["visibility_waits"] += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
     def _deliver(self, state: _SubscriberState, ids: list[int], data: dict[str, Any]) -> None:
         try:
             state.subscriber.deliver(list(ids), data)
@@ -840,6 +887,26 @@ class ChangesHub:
             logger.warning("postgres_changes: reconnecting the processing connection")
             conn = self._work = await rls.connect(self._dsn, application_name="harmony_lab_changes")
         return conn
+
+
+def xid_running(snapshot: str, xid: int) -> bool:
+    """Whether the 32-bit ``xid`` (as pgoutput reports it) is still running in ``snapshot``, the text of
+    a ``pg_snapshot`` (``xmin:xmax:xip,...``, 64-bit ids): at or past ``xmax``, or listed in ``xip``.
+
+    The 64-bit id is the one within 2**31 of ``xmax`` with the same low 32 bits.
+    """
+    xmin_text, xmax_text, xip_text = snapshot.split(":")
+    xmin, xmax = int(xmin_text), int(xmax_text)
+    full = (xmax & ~0xFFFFFFFF) | (xid & 0xFFFFFFFF)
+    if full > xmax + 2**31:
+        full -= 2**32
+    elif full < xmax - 2**31:
+        full += 2**32
+    if full >= xmax:
+        return True
+    if full < xmin:
+        return False
+    return str(full) in xip_text.split(",")
 
 
 def _dedupe(ids: Any) -> list[int]:
