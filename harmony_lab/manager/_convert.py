@@ -8,15 +8,18 @@ import collections
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
+    "DELETED",
+    "Seen",
     "SeenRows",
     "change_fields",
     "guess_primary_key",
     "jwt_claims",
     "parse_commit_ts",
     "pk_of",
+    "row_fingerprint",
     "row_version",
 ]
 
@@ -121,22 +124,54 @@ def row_version(value: object) -> object:
     return value
 
 
+def _normalise(value: object) -> object:
+    if isinstance(value, str):
+        return row_version(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def row_fingerprint(row: Mapping[str, Any]) -> int:
+    """A hash of a whole row that is equal for the live and the database rendering of the same row
+    (timestamps compared like :func:`row_version`)."""
+    return hash(tuple(sorted((name, _normalise(value)) for name, value in row.items())))
+
+
+class Seen(NamedTuple):
+    """What was last delivered for a row: its backfill-column ``version`` (:data:`DELETED` after a
+    DELETE), ``source`` (``live`` or ``backfill``) and, for backfilled rows, a :func:`row_fingerprint`."""
+
+    version: object
+    source: str
+    fingerprint: int | None = None
+
+
+class _Deleted:
+    def __repr__(self) -> str:
+        return "DELETED"
+
+
+DELETED: Any = _Deleted()
+"""The :attr:`Seen.version` of a row whose DELETE was the last thing delivered."""
+
+
 class SeenRows:
-    """Recently delivered rows: (schema, table, pk) → (version, source). Bounded (LRU)."""
+    """Recently delivered rows: (schema, table, pk) → :class:`Seen`. Bounded (LRU)."""
 
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._rows: collections.OrderedDict[tuple[Any, ...], tuple[object, str]] = collections.OrderedDict()
+        self._rows: collections.OrderedDict[tuple[Any, ...], Seen] = collections.OrderedDict()
 
     @staticmethod
     def key(schema: str | None, table: str | None, pk: Mapping[str, Any]) -> tuple[Any, ...]:
         return (schema, table, tuple(sorted((k, json.dumps(v, default=str)) for k, v in pk.items())))
 
-    def get(self, key: tuple[Any, ...]) -> tuple[object, str] | None:
+    def get(self, key: tuple[Any, ...]) -> Seen | None:
         return self._rows.get(key)
 
-    def add(self, key: tuple[Any, ...], version: object, source: str) -> None:
-        self._rows[key] = (version, source)
+    def add(self, key: tuple[Any, ...], version: object, source: str, fingerprint: int | None = None) -> None:
+        self._rows[key] = Seen(version, source, fingerprint)
         self._rows.move_to_end(key)
         while len(self._rows) > self.capacity:
             self._rows.popitem(last=False)

@@ -1,16 +1,26 @@
-"""Database look-ups for the manager: primary keys, backfill queries (DSN or PostgREST).
+"""Database look-ups for the manager: primary keys, gap backfills (DSN or PostgREST).
 
 The subscription's filter is translated to SQL the way the Realtime server evaluates it: each value is
 a bound parameter cast to the column's type (``col = CAST(%s AS bigint)``); identifiers are quoted
-with ``psycopg.sql.Identifier``; the type names come from the catalog. With a DSN the query runs
+with ``psycopg.sql.Identifier``; the type names come from the catalog. With a DSN the queries run
 under the subscriber's role and JWT claims (``SET LOCAL ROLE``, ``request.jwt.claims``) when that
 role exists, so row level security hides what the live subscription would not have shown either.
+
+A gap backfill (:func:`gap_fetch_via_dsn`) is one read-only REPEATABLE READ transaction: the rows
+changed since the gap began, and — for subscriptions that track deletes — which of the primary keys
+the channel holds are still visible: the keys go in as text arrays (``unnest(...) WITH ORDINALITY``),
+each looked up by primary key with the filter applied, and the positions of the visible ones come
+back (so no value has to round-trip through two JSON renderings). Through PostgREST
+(:func:`gap_fetch_via_postgrest`) the same lookups are ``in.(...)`` (or ``or=(and(...))`` for composite
+keys) requests of :data:`KEYS_PER_REQUEST` keys.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,13 +28,42 @@ from harmony_lab.filters import Condition
 from harmony_lab.manager._specs import TableSubscription
 
 __all__ = [
+    "KEYS_PER_REQUEST",
+    "GapFetch",
     "backfill_via_dsn",
     "backfill_via_postgrest",
     "condition_sql",
+    "gap_fetch_via_dsn",
+    "gap_fetch_via_postgrest",
+    "key_text",
     "postgrest_backfill_query",
+    "postgrest_key_queries",
     "primary_key_via_dsn",
     "primary_key_via_openapi",
 ]
+
+KEYS_PER_REQUEST = 100
+"""Keys per PostgREST presence request (keeps URLs short and under any max-rows setting)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GapFetch:
+    """What a gap backfill read: the changed ``rows`` and their ``columns`` (name, type), and the
+    positions in the asked keys that are still visible (``still_present``; None when not checked)."""
+
+    rows: list[dict[str, Any]]
+    columns: tuple[tuple[str, str], ...]
+    still_present: set[int] | None = None
+
+
+def key_text(value: Any) -> str:
+    """A primary-key value from a JSON payload as text Postgres can cast to the column's type."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
 
 logger = logging.getLogger("harmony_lab.manager")
 
@@ -122,13 +161,78 @@ async def backfill_via_dsn(
     *,
     claims: dict[str, Any] | None,
 ) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
-    """Rows of ``sub`` (its filter applied) with ``backfill.column >= since``; and the columns."""
+    """Rows of ``sub`` (its filter applied) with ``backfill.column >= since - lookback``; and the columns."""
+    fetch = await gap_fetch_via_dsn(dsn, sub, since, claims=claims)
+    return fetch.rows, fetch.columns
+
+
+def _where_filter(
+    sub: TableSubscription, types: Mapping[str, tuple[str, str]]
+) -> tuple[list[Any], list[Any]]:
+    where: list[Any] = []
+    params: list[Any] = []
+    for cond in sub.conditions:
+        if cond.column not in types:
+            raise LookupError(f"filter column {cond.column!r} is not a column of {sub.schema}.{sub.table}")
+        expr, p = condition_sql(cond, types[cond.column][0])
+        where.append(expr)
+        params += p
+    return where, params
+
+
+def _presence_query(
+    sub: TableSubscription,
+    types: Mapping[str, tuple[str, str]],
+    key_columns: Sequence[str],
+    keys: Sequence[Mapping[str, Any]],
+) -> tuple[Any, list[Any]]:
+    """``SELECT n`` for the 1-based positions of ``keys`` still visible (filter applied)."""
+    from psycopg import sql
+
+    for col in key_columns:
+        if col not in types:
+            raise LookupError(f"primary key column {col!r} is not a column of {sub.schema}.{sub.table}")
+    names = [sql.Identifier(f"k{j}") for j in range(len(key_columns))]
+    match = [
+        sql.SQL("{} = CAST(u.{} AS {})").format(sql.Identifier(col), names[j], sql.SQL(types[col][0]))
+        for j, col in enumerate(key_columns)
+    ]
+    where, params = _where_filter(sub, types)
+    arrays = [[key_text(key[col]) for key in keys] for col in key_columns]
+    query = sql.SQL(
+        "SELECT u.n FROM unnest({arrays}) WITH ORDINALITY AS u({names}, n) "
+        "WHERE EXISTS (SELECT 1 FROM {schema}.{table} WHERE {cond})"
+    ).format(
+        arrays=sql.SQL(", ").join(sql.SQL("CAST({} AS text[])").format(sql.Placeholder()) for _ in arrays),
+        names=sql.SQL(", ").join(names),
+        schema=sql.Identifier(sub.schema),
+        table=sql.Identifier(sub.table),
+        cond=sql.SQL(" AND ").join([*match, *where]),
+    )
+    return query, [*arrays, *params]
+
+
+async def gap_fetch_via_dsn(
+    dsn: str,
+    sub: TableSubscription,
+    since: datetime,
+    *,
+    claims: dict[str, Any] | None,
+    key_columns: Sequence[str] | None = None,
+    known: Sequence[Mapping[str, Any]] | None = None,
+) -> GapFetch:
+    """The backfill of ``sub`` after a gap that began at ``since``, in one consistent snapshot.
+
+    Rows with ``backfill.column >= since - lookback`` (filter applied, ordered, at most ``limit``);
+    and, when ``known`` keys are given (with their ``key_columns``), which of them are still visible.
+    Runs as the claims' role with the claims set, when that role exists.
+    """
     import psycopg
     from psycopg import sql
 
     assert sub.backfill is not None
     bf = sub.backfill
-    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         types = await _column_types(conn, sub.schema, sub.table)
         if not types:
             raise LookupError(f"backfill: table {sub.schema}.{sub.table} not found via the DSN")
@@ -143,14 +247,9 @@ async def backfill_via_dsn(
             )
         ]
         params: list[Any] = [since - timedelta(seconds=bf.lookback)]
-        for cond in sub.conditions:
-            if cond.column not in types:
-                raise LookupError(
-                    f"filter column {cond.column!r} is not a column of {sub.schema}.{sub.table}"
-                )
-            expr, p = condition_sql(cond, types[cond.column][0])
-            where.append(expr)
-            params += p
+        extra, extra_params = _where_filter(sub, types)
+        where += extra
+        params += extra_params
         query = sql.SQL(
             "SELECT to_jsonb(t) FROM (SELECT * FROM {}.{} WHERE {} ORDER BY {} LIMIT {}) AS t"
         ).format(
@@ -160,6 +259,11 @@ async def backfill_via_dsn(
             sql.Identifier(bf.column),
             sql.Literal(bf.limit),
         )
+        presence = None
+        if known and key_columns:
+            presence = _presence_query(sub, types, key_columns, known)
+        await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+        await conn.set_read_only(True)
         async with conn.transaction():
             role = (claims or {}).get("role")
             if role:
@@ -173,8 +277,14 @@ async def backfill_via_dsn(
                     logger.info("backfill: role %r not in this database; querying as the DSN's user", role)
             cur = await conn.execute(query, params)
             rows = [row[0] for row in await cur.fetchall()]
+            still: set[int] | None = None
+            if presence is not None:
+                cur = await conn.execute(presence[0], presence[1])
+                still = {int(n) - 1 for (n,) in await cur.fetchall()}
+            elif known is not None:
+                still = set()
     columns = tuple((name, typname) for name, (_, typname) in types.items())
-    return rows, columns
+    return GapFetch(rows, columns, still)
 
 
 def postgrest_backfill_query(client: Any, sub: TableSubscription, since: datetime) -> Any:
@@ -186,17 +296,83 @@ def postgrest_backfill_query(client: Any, sub: TableSubscription, since: datetim
     bf = sub.backfill
     query = client.schema(sub.schema).table(sub.table).select("*")
     query = query.gte(bf.column, (since - timedelta(seconds=bf.lookback)).isoformat())
+    return _postgrest_filters(query, sub).order(bf.column).limit(bf.limit)
+
+
+def _postgrest_filters(query: Any, sub: TableSubscription) -> Any:
     for cond in sub.conditions:
         text = str(cond)
         _, rhs = text.split("=", 1)
         operator = ("not." if cond.negate else "") + cond.op
         query = query.filter(cond.column, operator, rhs[len(operator) + 1 :])
-    return query.order(bf.column).limit(bf.limit)
+    return query
+
+
+def postgrest_key_queries(
+    client: Any,
+    sub: TableSubscription,
+    key_columns: Sequence[str],
+    keys: Sequence[Mapping[str, Any]],
+    *,
+    per_request: int = KEYS_PER_REQUEST,
+) -> list[Any]:
+    """Requests (not executed) selecting which of ``keys`` are still visible, ``per_request`` each:
+    ``select=<key columns>`` with the subscription's filter and ``<pk>=in.(...)`` (one key column) or
+    ``or=(and(a.eq.1,b.eq.2),...)`` (composite keys)."""
+    from postgrest.utils import sanitize_param
+
+    out = []
+    cols = list(key_columns)
+    for start in range(0, len(keys), per_request):
+        chunk = keys[start : start + per_request]
+        query = _postgrest_filters(client.schema(sub.schema).table(sub.table).select(",".join(cols)), sub)
+        if len(cols) == 1:
+            query = query.in_(cols[0], [key_text(k[cols[0]]) for k in chunk])
+        else:
+            groups = (
+                "and(" + ",".join(f"{c}.eq.{sanitize_param(key_text(k[c]))}" for c in cols) + ")"
+                for k in chunk
+            )
+            query = query.or_(",".join(groups))
+        out.append(query)
+    return out
+
+
+def _key_of(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[str, ...]:
+    return tuple(key_text(row.get(c)) for c in key_columns)
+
+
+async def gap_fetch_via_postgrest(
+    client: Any,
+    sub: TableSubscription,
+    since: datetime,
+    *,
+    key_columns: Sequence[str] | None = None,
+    known: Sequence[Mapping[str, Any]] | None = None,
+) -> GapFetch:
+    """The gap backfill through supabase-py's PostgREST client (a real project without a DSN).
+
+    Not one snapshot (separate requests); the live-wins rule of the backfill makes that safe.
+    """
+    response = await postgrest_backfill_query(client, sub, since).execute()
+    rows = list(response.data or [])
+    still: set[int] | None = None
+    if known is not None:
+        still = set()
+        if known and key_columns:
+            position = {_key_of(k, key_columns): n for n, k in enumerate(known)}
+            for request in postgrest_key_queries(client, sub, key_columns, known):
+                found = await request.execute()
+                for row in found.data or ():
+                    n = position.get(_key_of(row, key_columns))
+                    if n is not None:
+                        still.add(n)
+    return GapFetch(rows, (), still)
 
 
 async def backfill_via_postgrest(
     client: Any, sub: TableSubscription, since: datetime
 ) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
-    """The same query through supabase-py's PostgREST client (a real project without a DSN)."""
-    response = await postgrest_backfill_query(client, sub, since).execute()
-    return list(response.data or []), ()
+    """The rows query through supabase-py's PostgREST client."""
+    fetch = await gap_fetch_via_postgrest(client, sub, since)
+    return fetch.rows, fetch.columns

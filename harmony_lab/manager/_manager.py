@@ -781,16 +781,24 @@ class RealtimeConnectionManager:
             if pk:
                 runner.pk[key] = pk
 
-    async def _fetch_backfill(
-        self, sub: TableSubscription, since: Any
-    ) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
+    async def _fetch_gap(
+        self,
+        sub: TableSubscription,
+        since: Any,
+        key_columns: tuple[str, ...] | None,
+        known: list[dict[str, Any]] | None,
+    ) -> Any:
         from harmony_lab.manager import _db
 
         if self.dsn:
             claims = jwt_claims(self._access_token) if self._access_token else jwt_claims(self._key)
-            return await _db.backfill_via_dsn(self.dsn, sub, since, claims=claims)
+            return await _db.gap_fetch_via_dsn(
+                self.dsn, sub, since, claims=claims, key_columns=key_columns, known=known
+            )
         if self._supabase is not None:
-            return await _db.backfill_via_postgrest(self._supabase, sub, since)
+            return await _db.gap_fetch_via_postgrest(
+                self._supabase, sub, since, key_columns=key_columns, known=known
+            )
         raise RuntimeError(
             "backfill needs a database: pass dsn= (LocalRealtime: rt.dsn) or build the manager with "
             "RealtimeConnectionManager.from_supabase(client) to use PostgREST"

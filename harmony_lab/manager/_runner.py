@@ -36,7 +36,8 @@ from realtime import AsyncRealtimeChannel, AsyncRealtimeClient, Message, Realtim
 from realtime.message import ReplyMessage
 
 from harmony_lab.events import ChannelStatus, EventKind, RealtimeEvent
-from harmony_lab.manager._convert import SeenRows, change_fields, guess_primary_key, pk_of, row_version
+from harmony_lab.manager._backfill import BackfillBook
+from harmony_lab.manager._convert import change_fields, guess_primary_key, pk_of
 from harmony_lab.manager._liveness import ClockWatch, HeartbeatTracker
 from harmony_lab.manager._machine import (
     Cancelled,
@@ -63,7 +64,7 @@ from harmony_lab.manager._machine import (
     TearDown,
     TokenUnavailable,
 )
-from harmony_lab.manager._specs import ChannelSpec, TableSubscription
+from harmony_lab.manager._specs import ChannelSpec
 
 if TYPE_CHECKING:
     from harmony_lab.manager._manager import RealtimeConnectionManager
@@ -157,11 +158,12 @@ class ChannelRunner:
         self.heartbeats = HeartbeatTracker()
         self.clock_watch = ClockWatch(threshold=max(5.0, 2 * manager.heartbeat_interval))
         self.pk: dict[tuple[str, str], tuple[str, ...]] = {}
-        self.seen = SeenRows()
+        self.book = BackfillBook(spec.tables)
         self.events_received = 0
         self.last_event_at: Any = None
-        self.duplicates_skipped = 0
         self.backfilled = 0
+        self._bf_queue: list[tuple[GapEnd, int]] = []
+        self._bf_task: asyncio.Task[None] | None = None
         self.connects = 0
         self._last_pg_payload: object = None
         self._rx_mono: float | None = None
@@ -189,6 +191,8 @@ class ChannelRunner:
                 self._start_attempt()
             case TearDown(reason=reason):
                 self._teardown(reason)
+                if reason in _GRACEFUL:  # stopped for good: a pending backfill has no one to deliver to
+                    self._cancel_backfill()
             case ScheduleRetry(delay=delay):
                 self._cancel_retry()
                 self._retry_task = self._spawn(self._retry_after(delay))
@@ -198,8 +202,8 @@ class ChannelRunner:
                 pass  # the status event announces it; the gap event is emitted once complete
             case GapEnd():
                 self.m._emit_gap(self, d)
-                if d.recovered and any(s.backfill for s in self.spec.tables):
-                    self._spawn(self._backfill(d))
+                if d.recovered and self.book.enabled:
+                    self._schedule_backfill(d)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -534,17 +538,19 @@ class ChannelRunner:
         self.events_received += 1
         self.last_event_at = self.m._clock.now()
 
-    def _matching_subs(self, payload: Any) -> list[TableSubscription]:
+    def _matching(self, payload: Any) -> list[int]:
+        """Positions in ``spec.tables`` of the bindings the server matched (its ``ids``)."""
         ids = set(payload.get("ids") or ())
         op = str(getattr(payload["data"].get("type"), "value", payload["data"].get("type")))
-        out = []
         channel = self.channel
         if channel is None:
-            return list(self.spec.tables)
-        for sub, binding in zip(self.spec.tables, channel.postgres_changes_callbacks, strict=False):
-            if binding.id in ids and sub.event in ("*", op):
-                out.append(sub)
-        return out
+            return list(range(len(self.spec.tables)))
+        bindings = channel.postgres_changes_callbacks
+        return [
+            i
+            for i, (sub, binding) in enumerate(zip(self.spec.tables, bindings, strict=False))
+            if binding.id in ids and sub.event in ("*", op)
+        ]
 
     def _resolve_pk(self, fields: dict[str, Any]) -> tuple[str, ...] | None:
         key = (fields["schema"], fields["table"])
@@ -564,18 +570,12 @@ class ChannelRunner:
         fields = change_fields(payload)
         pk_cols = self._resolve_pk(fields)
         pk = pk_of(pk_cols, fields["new"], fields["old"])
-        subs = self._matching_subs(payload)
-        if pk is not None and fields["op"] in ("INSERT", "UPDATE") and fields["new"]:
-            for sub in subs:
-                if sub.backfill is None:
-                    continue
-                version = row_version(fields["new"].get(sub.backfill.column))
-                key = SeenRows.key(fields["schema"], fields["table"], pk)
-                prior = self.seen.get(key)
-                if prior is not None and prior == (version, "backfill"):
-                    self.duplicates_skipped += 1
-                    return
-                self.seen.add(key, version, "live")
+        matched = self._matching(payload)
+        subs = [self.spec.tables[i] for i in matched]
+        if self.book.enabled:
+            old_pk = pk_of(pk_cols, fields["old"]) if fields["op"] == "UPDATE" else None
+            if not self.book.live(matched, fields["op"], pk, old_pk, fields["new"]):
+                return  # repeats a row the backfill just delivered
         ev = self.m._make(
             kind=EventKind.CHANGE, channel=self.name, topic=f"realtime:{self.name}", pk=pk, **fields
         )
@@ -617,12 +617,42 @@ class ChannelRunner:
         self.m._deliver(ev, self.callbacks, where=f"channel {self.name!r}")
 
     # ------------------------------------------------------------------------------------ backfill
-    async def _backfill(self, gap: GapEnd) -> None:
-        for sub in self.spec.tables:
+    def _schedule_backfill(self, gap: GapEnd) -> None:
+        """Queue a backfill for ``gap``; one runs at a time (see ``_backfill.py``)."""
+        self._bf_queue.append((gap, self.book.begin()))
+        if self._bf_task is None or self._bf_task.done():
+            self._bf_task = self._spawn(self._backfill_worker())
+
+    def _cancel_backfill(self) -> None:
+        self._bf_queue.clear()
+        task, self._bf_task = self._bf_task, None
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+        self.book.finish()
+
+    async def _backfill_worker(self) -> None:
+        try:
+            while self._bf_queue:
+                # gaps that closed while a backfill ran are merged: from the earliest start, and only
+                # live events since the latest reconnect win (earlier ones may predate the last gap)
+                batch, self._bf_queue = self._bf_queue, []
+                start = min(gap.start for gap, _ in batch)
+                mark = max(mark for _, mark in batch)
+                await self._backfill(start, batch[-1][0].end, mark)
+        finally:
+            if not self._bf_queue:
+                self.book.finish()
+
+    async def _backfill(self, start: datetime, end: datetime, mark: int) -> None:
+        for index, sub in enumerate(self.spec.tables):
             if sub.backfill is None:
                 continue
+            key_cols = self.pk.get((sub.schema, sub.table))
+            known = self.book.known(index) if key_cols else None
             try:
-                rows, columns = await self.m._fetch_backfill(sub, gap.start)
+                fetch = await self.m._fetch_gap(sub, start, key_cols, known)
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
                 logger.error(
                     "channel %r: backfill of %s failed: %s", self.name, sub.describe(), exc, exc_info=exc
@@ -634,45 +664,43 @@ class ChannelRunner:
                     payload={"table": sub.table, "error": f"{type(exc).__name__}: {exc}"},
                 )
                 continue
-            key_cols = self.pk.get((sub.schema, sub.table))
-            if key_cols is None and rows:
-                key_cols = ("id",) if "id" in rows[0] else None
-            delivered = skipped = 0
-            for row in rows:
-                pk = pk_of(key_cols, row)
-                op = "INSERT"
-                if pk is not None:
-                    key = SeenRows.key(sub.schema, sub.table, pk)
-                    version = row_version(row.get(sub.backfill.column))
-                    prior = self.seen.get(key)
-                    if prior is not None and prior[0] == version:
-                        skipped += 1
-                        continue
-                    if prior is not None:
-                        op = "UPDATE"
-                    self.seen.add(key, version, "backfill")
+            if key_cols is None and fetch.rows:
+                key_cols = ("id",) if "id" in fetch.rows[0] else None
+            planned, stats = self.book.plan(
+                index, fetch.rows, key_cols, mark, asked=known, still_present=fetch.still_present
+            )
+            window = {"gap_start": start.isoformat(), "gap_end": end.isoformat()}
+            for change in planned:
                 ev = self.m._make(
                     kind=EventKind.CHANGE,
                     channel=self.name,
                     topic=f"realtime:{self.name}",
                     schema=sub.schema,
                     table=sub.table,
-                    op=op,
-                    new=row,
-                    pk=pk,
-                    columns=columns,
+                    op=change.op,
+                    new=change.row,
+                    old=change.pk if change.op == "DELETE" else None,
+                    pk=change.pk,
+                    columns=fetch.columns,
                     backfilled=True,
-                    payload={"gap_start": gap.start.isoformat(), "gap_end": gap.end.isoformat()},
+                    payload=window,
                 )
-                delivered += 1
                 self.m._deliver_change(self, ev, [sub])
-            self.backfilled += delivered
-            self.duplicates_skipped += skipped
+            self.backfilled += len(planned)
             self.m._emit(
                 kind=EventKind.SYSTEM,
                 channel=self.name,
                 reason="backfill",
-                payload={"table": sub.table, "rows": len(rows), "delivered": delivered, "skipped": skipped},
+                payload={
+                    "table": sub.table,
+                    "rows": stats.rows,
+                    "delivered": stats.delivered,
+                    "skipped": stats.duplicates,
+                    "superseded": stats.superseded,
+                    "deleted": stats.deleted,
+                    "keys_checked": stats.checked,
+                    **window,
+                },
             )
 
     # --------------------------------------------------------------------------------- debug info
@@ -694,7 +722,10 @@ class ChannelRunner:
             "heartbeat": self.heartbeats.summary(),
             "connects": self.connects,
             "backfilled": self.backfilled,
-            "duplicates_skipped": self.duplicates_skipped,
+            "duplicates_skipped": self.book.duplicates,
+            "backfill_superseded": self.book.superseded,
+            "backfill_deleted": self.book.deleted,
+            "backfill_pending": self._bf_task is not None and not self._bf_task.done(),
             "socket": {
                 "connected": bool(client is not None and client.is_connected),
                 "channel_state": self.channel.state.value if self.channel is not None else None,

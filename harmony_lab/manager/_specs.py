@@ -51,24 +51,35 @@ def _identifier(owner: str, name: str, value: object) -> str:
 @strict_kwargs
 @dataclasses.dataclass(frozen=True, slots=True)
 class Backfill:
-    """Fetch rows changed during a gap when the connection comes back.
+    """Fetch what changed during a gap when the connection comes back.
 
-    ``column``: a timestamp (or other monotonically increasing) column; rows with
-    ``column >= gap_start - lookback`` are fetched, filtered like the subscription, ordered by
-    ``column``, at most ``limit``. ``gap_start`` is when the channel last received data (a frame or
-    a heartbeat reply), whatever the cause, so ``lookback`` only has to cover the skew between the
-    database's clock and ours plus the time a commit takes to reach us (``column`` defaults such as
-    ``now()`` are stamped at transaction start: give long transactions a longer lookback).
+    ``column``: a timestamp (or other monotonically increasing) column that every write you want
+    backfilled sets (``updated_at`` catches updates, ``created_at`` only inserts); rows with
+    ``column >= gap_start - lookback`` are fetched, filtered like the subscription and under the
+    subscriber's role and claims (RLS), ordered by ``column``, at most ``limit``. ``gap_start`` is
+    when the channel last received data (a frame or a heartbeat reply), whatever the cause, so
+    ``lookback`` only has to cover the skew between the database's clock and ours plus the time a
+    commit takes to reach us (``column`` defaults such as ``now()`` are stamped at transaction start:
+    give long transactions a longer lookback).
 
-    They are delivered as change events with ``backfilled=True``: op
-    ``INSERT``, or ``UPDATE`` when a row with that primary key was delivered before. A row whose
-    (primary key, ``column`` value) was already delivered is skipped, live or backfilled, so nothing
-    arrives twice. Use ``updated_at`` to also catch updates.
+    ``deletes`` (default True; only for ``event="*"`` subscriptions): the manager remembers the
+    primary keys it delivered as present (one entry per row in the subscription's view) and after each
+    gap looks them up by primary key (one query, same filter and RLS); keys no longer visible —
+    deleted during the gap, or moved out of the filter or the role's view — are delivered as DELETE
+    events with ``backfilled=True`` and ``old`` = the primary key. Cost: that memory, and one key
+    lookup per gap proportional to the keys held. ``deletes=False`` turns both off.
+
+    Backfilled changes arrive as change events with ``backfilled=True``: op ``INSERT``, or ``UPDATE``
+    when the key was delivered before, or ``DELETE``. Nothing arrives twice: a row whose (primary key,
+    ``column`` value) was already delivered is skipped, and so is a live event that repeats a row the
+    backfill just delivered. Live events are never delayed; a backfilled change for a key that changed
+    live since the reconnect is dropped, since the live stream is newer (see ``_backfill.py``).
     """
 
     column: str = "created_at"
     lookback: float = 2.0
     limit: int = 10_000
+    deletes: bool = True
 
     def __post_init__(self) -> None:
         _identifier("Backfill", "column", self.column)
@@ -76,6 +87,8 @@ class Backfill:
             raise ValueError(f"Backfill.lookback must be seconds >= 0, got {self.lookback!r}")
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
             raise ValueError(f"Backfill.limit must be an int >= 1, got {self.limit!r}")
+        if not isinstance(self.deletes, bool):
+            raise ValueError(f"Backfill.deletes must be True or False, got {self.deletes!r}")
 
 
 def _normalise_filter(value: object) -> tuple[str | None, tuple[Condition, ...]]:

@@ -231,7 +231,7 @@ def test_seen_rows_is_bounded():
         seen.add(k, 1, "live")
     assert len(seen) == 3
     assert seen.get(keys[0]) is None
-    assert seen.get(keys[4]) == (1, "live")
+    assert seen.get(keys[4]) == (1, "live", None)
 
 
 def test_jwt_claims():
@@ -423,3 +423,23 @@ def test_realtime_py_connection_loss_logs_are_relabelled_debug(caplog):
     levels = {r.getMessage(): r.levelname for r in caplog.records}
     assert levels["Auto-reconnect disabled, terminating connection"] == "DEBUG"
     assert levels["something else entirely"] == "ERROR"
+
+
+@pytest.mark.filterwarnings("ignore:The '(timeout|verify|proxy)' parameter is deprecated:DeprecationWarning")
+async def test_postgrest_key_lookups_are_chunked_and_filtered():
+    from supabase import acreate_client
+
+    from harmony_lab.manager._db import postgrest_key_queries
+
+    client = await acreate_client("http://127.0.0.1:9", "anon-key")
+    sub = TableSubscription("messages", filter="channel_id=eq.1", backfill=Backfill())
+    single = postgrest_key_queries(client, sub, ("id",), [{"id": i} for i in range(5)], per_request=2)
+    assert len(single) == 3
+    params = [dict(q.request.params.multi_items()) for q in single]
+    assert [p["id"] for p in params] == ["in.(0,1)", "in.(2,3)", "in.(4)"]
+    assert all(p["select"] == "id" and p["channel_id"] == "eq.1" for p in params)
+    keys = [{"message_id": 7, "user_id": "u-1", "emoji": "a,b"}]
+    (composite,) = postgrest_key_queries(client, sub, ("message_id", "user_id", "emoji"), keys)
+    params = dict(composite.request.params.multi_items())
+    assert params["select"] == "message_id,user_id,emoji"
+    assert params["or"] == '(and(message_id.eq.7,user_id.eq.u-1,emoji.eq."a,b"))'
