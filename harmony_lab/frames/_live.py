@@ -108,7 +108,10 @@ class LiveFrame:
     **Starting.** The constructor is synchronous. When an event loop is running (always the case in a
     Jupyter cell) it schedules the subscription/consumption as a task on that loop and returns at
     once; ``await lf.ready()`` waits until the subscription is confirmed (or the source is being
-    read) and re-raises its failure. Outside a running loop nothing starts until ``await lf.ready()``.
+    read) and re-raises its failure; for a manager, confirmed means the channel is ``connected`` (the
+    manager keeps retrying a failed first attempt, and ``ready()`` waits for it; it also returns when
+    the channel ends in ``error``, see :attr:`status`). Outside a running loop nothing starts until
+    ``await lf.ready()``.
     ``await lf.close()`` (or ``async with LiveFrame(...) as lf``) unsubscribes and stops.
 
     **Semantics.** ``mode="upsert"`` keeps one row per primary key: the key comes from ``key`` (a
@@ -242,7 +245,7 @@ class LiveFrame:
                 self._subscribed = True
                 if callable(getattr(src, "on_status_change", None)):
                     self._unsub_status = src.on_status_change(self.name, self._on_channel_status)
-                await src.subscribe_to_table(
+                state = await src.subscribe_to_table(
                     self.name,
                     self.table,
                     schema=self.schema,
@@ -250,6 +253,11 @@ class LiveFrame:
                     filter=self.filter,
                     callback=self._on_manager_event,
                 )
+                # the manager returns after the first attempt, possibly still retrying: ready() means
+                # events flow (or the channel gave up / was stopped), so wait for that
+                status = str(getattr(state, "status", "connected"))
+                if status not in ("connected", "error") and callable(getattr(src, "wait_for_status", None)):
+                    await src.wait_for_status(self.name, "connected", "error", "disconnected", timeout=None)
                 self._status = "live"
                 self._ready.set()
                 return

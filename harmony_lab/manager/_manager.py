@@ -101,6 +101,14 @@ class RealtimeConnectionManager:
     (``from_supabase``) → the keys of a DELETE's ``old_record`` (default replica identity carries
     exactly the PK) → ``id`` if the table has such a column → None.
 
+    Subscribing (``subscribe_to_table``, ``subscribe_to_multiple_tables``, ``subscribe``,
+    ``join_presence``) returns once the channel's *first attempt* has settled, never raising for
+    connection problems: the returned :class:`ChannelState` is ``connected`` (events flow),
+    ``error`` (retrying cannot help — e.g. the table is not in the publication — or no retry left),
+    or ``reconnecting`` (the first attempt failed and the manager keeps retrying in the background).
+    Code that needs events to flow before it goes on — a test writing rows right after — awaits
+    ``await manager.wait_for_status(name, "connected")``.
+
     Delivery: the channel's callback and the binding's ``TableSubscription.callback`` first, then
     every ``add_listener`` function, then every ``events()`` stream. A callback that raises (or a
     coroutine callback that fails) is logged and counted (``get_debug_info()["callback_errors"]``)
@@ -254,10 +262,13 @@ class RealtimeConnectionManager:
         backfill: Any = None,
         primary_key: tuple[str, ...] | str | None = None,
     ) -> ChannelState:
-        """Subscribe channel ``name`` to postgres changes of ``schema.table``; returns its status once the
-        first attempt settled (connected, or a failure the manager is now retrying).
+        """Subscribe channel ``name`` to postgres changes of ``schema.table``.
 
-        ``filter`` (a string or ``F`` expression) is validated before anything is sent."""
+        Returns the channel's state once the first attempt settled: ``connected``, ``error``, or
+        ``reconnecting`` while retries continue in the background — so it may return before events
+        flow; ``await manager.wait_for_status(name, "connected")`` waits for that (see the class
+        docstring). ``filter`` (a string or ``F`` expression) is validated before anything is sent;
+        ``backfill=Backfill(...)`` fetches what changed during gaps."""
         sub = TableSubscription(
             table, schema=schema, event=event, filter=filter, backfill=backfill, primary_key=primary_key
         )
@@ -269,7 +280,8 @@ class RealtimeConnectionManager:
         subscriptions: Iterable[TableSubscription],
         callback: Callable[[RealtimeEvent], Any] | None = None,
     ) -> ChannelState:
-        """One channel, several postgres_changes bindings (``TableSubscription`` each)."""
+        """One channel, several postgres_changes bindings (``TableSubscription`` each); returns like
+        :meth:`subscribe_to_table`."""
         subs = tuple(subscriptions)
         if not subs:
             raise ValueError("subscribe_to_multiple_tables needs at least one TableSubscription")
@@ -281,7 +293,8 @@ class RealtimeConnectionManager:
     async def subscribe(
         self, name: str, event: str, callback: Callable[[RealtimeEvent], Any]
     ) -> ChannelState:
-        """The seed's legacy form: broadcast ``event`` (``"*"`` for all) on channel ``name``."""
+        """The seed's legacy form: broadcast ``event`` (``"*"`` for all) on channel ``name``; returns like
+        :meth:`subscribe_to_table`."""
         if not isinstance(event, str) or not event:
             raise ValueError(f"event must be a broadcast event name (or '*'), got {event!r}")
         if not callable(callback):
@@ -438,7 +451,8 @@ class RealtimeConnectionManager:
         status: PresenceStatus | str = PresenceStatus.ONLINE,
         meta: Mapping[str, Any] | None = None,
     ) -> PresenceHandle:
-        """Join presence on channel ``name`` as ``user_id`` (the presence key); returns a handle."""
+        """Join presence on channel ``name`` as ``user_id`` (the presence key); returns a handle once the
+        first attempt settled (see :meth:`subscribe_to_table`; ``wait_for_status`` to be sure)."""
         user = str(user_id)
         if not user:
             raise ValueError("user_id must be non-empty")

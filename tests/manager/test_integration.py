@@ -410,3 +410,30 @@ async def test_rows_committed_early_in_a_stall_are_backfilled(rt, make_manager):
     assert gap.payload["undetected_s"] > 0.5
     assert [e.pk["id"] for e in got] == [first, early]
     assert got[1].backfilled
+
+
+async def test_subscribe_returns_after_the_first_attempt_and_live_frame_ready_waits_for_connected(
+    rt, make_manager
+):
+    """The contract: subscribe_to_table returns once the first attempt settled (here: refused, so
+    'reconnecting' with retries running); wait_for_status / LiveFrame.ready() wait until events flow."""
+    from harmony_lab.frames import LiveFrame
+
+    mgr = make_manager(rt.url, rt.anon_key, dsn=rt.dsn, access_token=rt.token_for(str(ALICE)))
+    rt.faults.refuse(1.0)
+    state = await mgr.subscribe_to_table("general", "messages", filter="channel_id=eq.1")
+    assert state.status is ChannelStatus.RECONNECTING
+    assert state.attempt == 1
+    assert "503" in state.reason
+    state = await mgr.wait_for_status("general", "connected", timeout=10)
+    assert state.status is ChannelStatus.CONNECTED
+
+    rt.faults.refuse(1.0)
+    lf = LiveFrame(mgr, "messages", filter="channel_id=eq.1")
+    await lf.ready()
+    assert mgr.get_status(lf.name).status is ChannelStatus.CONNECTED
+    assert mgr.get_status(lf.name).attempt >= 1  # it really had to retry
+    assert lf.status == "connected"
+    new_id = await insert_message(rt, "right after ready()")
+    await lf.wait_until(lambda f: new_id in f, within_s=5)
+    await lf.close()
