@@ -11,13 +11,11 @@ What runs (one process; ``LocalRealtime`` on its own thread, like a notebook's `
 * **Consumer** — ``RealtimeConnectionManager`` subscribed to the table with
   ``Backfill(column="updated_at")``; its channel callback feeds ``LiveFrame(None, "chaos_rows")``
   (``max_rows=None``) and a ``Recorder`` records every event (changes, statuses, gaps) to Parquet.
-  (``LiveFrame(manager, ...)`` cannot ask for a backfill, hence the callback.) Manager settings, chosen so
-  that 50 faults fit in minutes — each is a documented option: ``heartbeat_interval=1.5`` (default 25:
-  stall detection in 1.5–3 s instead of 25–50 s), ``BackoffPolicy(base=0.5, max_delay=5, max_retries=10)``,
-  ``rapid_close_cooldown=5`` (default 30), ``Backfill(lookback=2 × heartbeat + 3 = 6 s, limit=100 000)``.
-  The lookback covers the stall-detection delay: the manager dates a stall's gap from its *detection*,
-  not from the last delivery, and fetches ``updated_at >= gap_start - lookback`` — with the default 2 s
-  rows committed early in a stall are lost (``tests/reliability/test_backfill_bugs.py`` reproduces it).
+  (``LiveFrame(manager, ...)`` does not take a backfill, hence the callback.) Manager settings, chosen
+  so that 50 faults fit in minutes — each is a documented option: ``heartbeat_interval=1.5`` (default
+  25: stall detection in 1.5–3 s instead of 25–50 s), ``BackoffPolicy(base=0.5, max_delay=5,
+  max_retries=10)``, ``rapid_close_cooldown=5`` (default 30); the backfill uses the library defaults
+  (``lookback=2``, ``limit=10 000``, ``deletes=True``).
 * **Faults** — ``faults`` faults at seeded random times (the time between two faults is drawn from an
   exponential distribution with a 0.5 s floor, so some land while the manager is still recovering from
   the previous one), kinds drawn uniformly from ``kinds``:
@@ -59,10 +57,11 @@ Gaps that no injected fault opened (their cause names no ``chaos #N`` and no sta
 before) are counted, not failed: under load the manager's liveness check can declare a healthy socket
 stalled, because heartbeat replies queue behind a backlog of changes (seen at 2 000 changes/s).
 
-Known failures (each reproduced by a strict-xfail test in ``tests/reliability/test_backfill_bugs.py``):
-check 3 fails while the manager's backfill cannot deliver DELETEs committed during a gap (the frame keeps
-those rows) and while a backfill built from an older snapshot can overwrite a newer live UPDATE or
-resurrect a row deleted live. The forensic lines of the summary show, for mismatched rows, every recorded
+Bugs this campaign found (now regression tests in ``tests/reliability/test_backfill_bugs.py``, fixed by the
+manager's owner in bf04e4a and 2474a9b): DELETEs committed during a gap were never delivered (the frame
+kept those rows); a backfill built from an older snapshot overwrote newer live UPDATEs or resurrected rows
+deleted live; a stall's gap was dated from its detection, so rows committed early in the stall were lost.
+When check 3 fails, the summary sorts the mismatched rows by cause and shows, for a few, every recorded
 event and the gaps.
 
 The baseline (``--no-baseline`` to skip; on by default): a bare ``realtime.AsyncRealtimeClient`` with its own
@@ -723,17 +722,19 @@ class ChaosResult:
 
 def _producer(gap: dict[str, Any], faults: list[FaultRecord], heartbeat_interval: float) -> int | None:
     """The index of the fault that opened ``gap``: the one its cause names (``chaos #N``), or for a
-    ``stall`` cause the latest long stall injected before the gap started (within detection time)."""
+    ``stall`` cause the latest long stall injected within detection time after the gap started — or up
+    to one heartbeat interval before: a gap is dated from the last data the channel received."""
     cause = str(gap["reason"] or "")
     for f in faults:
         if f"chaos #{f.index} " in cause:
             return f.index
     if cause.startswith("stall"):
         horizon = timedelta(seconds=2 * heartbeat_interval + 2.0)
+        before = timedelta(seconds=heartbeat_interval + 0.5)
         stalls = [
             f
             for f in faults
-            if f.kind == "stall" and f.interrupting and f.at <= gap["start"] <= f.at + horizon
+            if f.kind == "stall" and f.interrupting and f.at - before <= gap["start"] <= f.at + horizon
         ]
         if stalls:
             return stalls[-1].index
@@ -916,7 +917,7 @@ async def _run(
     settle_s: float,
     warmup_s: float,
     baseline: bool,
-    lookback_s: float,
+    lookback_s: float | None,
     record_dir: str | None,
     deletes: bool,
 ) -> ChaosResult:
@@ -927,6 +928,11 @@ async def _run(
     from harmony_lab.manager import Backfill, BackoffPolicy, RealtimeConnectionManager
     from harmony_lab.recording import Recorder, read_recording
 
+    backfill = (
+        Backfill(column="updated_at")
+        if lookback_s is None
+        else Backfill(column="updated_at", lookback=lookback_s)
+    )
     fault_end = max(warmup_s + 0.5 * faults, duration_s - 3.0)
     plan = plan_faults(
         seed, faults, start_s=warmup_s, end_s=fault_end, kinds=kinds, heartbeat_interval=heartbeat_interval
@@ -935,7 +941,7 @@ async def _run(
         "heartbeat_interval": heartbeat_interval,
         "backoff": "BackoffPolicy(base=0.5, max_delay=5.0, max_retries=10)",
         "rapid_close_cooldown": 5.0,
-        "backfill": f"Backfill(column='updated_at', lookback={lookback_s:g}, limit=100000)",
+        "backfill": repr(backfill),
         "writers": writers,
         "deletes": deletes,
         "target_rows": target_rows,
@@ -985,7 +991,7 @@ async def _run(
                 CHANNEL,
                 TABLE,
                 callback=lf.apply,
-                backfill=Backfill(column="updated_at", lookback=lookback_s, limit=100_000),
+                backfill=backfill,
             )
             await mgr.wait_for_status(CHANNEL, "connected", timeout=30)
             if bare is not None:
@@ -1107,7 +1113,9 @@ async def _run(
         if diff is not None and not diff.equal and len(df):
             bad = [*diff.missing[:3], *diff.extra[:3], *diff.differing[:4]]
             forensics = explain_rows(bad, table, df, gaps)
-        causes = classify_mismatches(diff, deleted_at, gaps, df, lookback_s) if diff is not None else {}
+        causes = (
+            classify_mismatches(diff, deleted_at, gaps, df, backfill.lookback) if diff is not None else {}
+        )
         return ChaosResult(
             seed=seed,
             duration_s=duration_s,
@@ -1160,11 +1168,8 @@ async def run_chaos(
     failed check — inspect ``result.ok`` / ``result.problems`` (it raises only if the harness breaks).
 
     Bounded in time: at most ``duration_s + settle_s + 90`` seconds (asyncio.timeout).
-    ``lookback_s=None`` uses ``2 * heartbeat_interval + 3`` (see the module docstring: the stall gap-start
-    bug).
+    ``lookback_s=None`` keeps ``Backfill``'s default lookback.
     """
-    if lookback_s is None:
-        lookback_s = 2 * heartbeat_interval + 3.0
     if duration_s <= warmup_s + 1:
         raise ValueError(f"duration_s must exceed warmup_s + 1 ({warmup_s + 1:g} s); got {duration_s}")
     budget = duration_s + settle_s + 90.0
@@ -1276,9 +1281,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--faults", type=int, default=None, help="number of faults (default 50)")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     ap.add_argument("--no-baseline", action="store_true", help="skip the bare realtime-py baseline")
-    ap.add_argument(
-        "--lookback", type=float, default=None, help="Backfill.lookback s (default 2 × heartbeat + 3)"
-    )
+    ap.add_argument("--lookback", type=float, default=None, help="Backfill.lookback s (default: Backfill's)")
     ap.add_argument("--record-dir", default=None, help="keep the recording here (default: a temp dir)")
     ap.add_argument("--no-deletes", action="store_true", help="writers only insert and update")
     ap.add_argument("-v", "--verbose", action="store_true")

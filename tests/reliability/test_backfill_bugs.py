@@ -1,18 +1,23 @@
-"""Minimal reproductions of what the chaos campaign (bench/chaos.py) found in the manager's gap backfill.
+"""Regressions of what the chaos campaign (bench/chaos.py) found in the manager's gap backfill.
 
-Each test is the smallest deterministic scenario that shows one way a ``LiveFrame`` fed by
-``subscribe_to_table(..., backfill=Backfill(column="updated_at"))`` ends up different from the table
-after a gap. They are ``xfail(strict=True)``: when the manager is fixed they XPASS, the suite fails,
-and the marker must be removed. A control test (no xfail) shows the backfill does work for rows that
-were inserted or updated during a gap.
+Each test is the smallest deterministic scenario that showed one way a ``LiveFrame`` fed by
+``subscribe_to_table(..., backfill=Backfill(column="updated_at"))`` ended up different from the table
+after a gap. They were strict xfails until the manager's fixes landed (bf04e4a: a gap starts when the
+channel last received data; 2474a9b: DELETEs missed in a gap are backfilled, live changes win over an
+older snapshot). The control test shows the plain case: rows inserted or updated during a gap.
+
+1. a DELETE committed during a gap was never delivered (the frame kept the row forever);
+2. a backfill built from a snapshot taken when its query started overwrote a newer version that had
+   arrived live meanwhile;
+3. the same, for a row deleted live meanwhile: the backfill resurrected it;
+4. a stall's gap was dated from its detection (up to two heartbeat intervals after delivery stopped), so
+   rows committed early in the stall fell before ``gap_start - lookback`` and were never delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
-
-import pytest
 
 from harmony_lab.events import EventKind
 from harmony_lab.frames import LiveFrame
@@ -103,11 +108,6 @@ async def test_control_rows_inserted_and_updated_during_a_gap_are_backfilled(rt,
     assert "repro drop" in gap.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manager backfill bug: a DELETE committed during a gap is never delivered (the backfill "
-    "only SELECTs rows that still exist), so the LiveFrame keeps the deleted row forever",
-)
 async def test_row_deleted_during_a_gap_leaves_the_frame(rt, make_manager):
     mgr, lf, events = await _setup(rt, make_manager)
     await rt.execute("INSERT INTO public.bf_rows (id) VALUES (1), (2)")
@@ -121,12 +121,6 @@ async def test_row_deleted_during_a_gap_leaves_the_frame(rt, make_manager):
     assert _frame_versions(lf) == {2: 1}, "row 1 was deleted during the gap but is still in the frame"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manager backfill bug: backfilled rows come from a snapshot taken when the query started; "
-    "a newer version that arrived live while the query ran is overwritten by the older backfilled one "
-    "(delivered as UPDATE because only the exact (pk, version) pair is deduplicated)",
-)
 async def test_backfill_does_not_overwrite_a_newer_live_update(rt, make_manager):
     mgr, lf, events = await _setup(rt, make_manager, slow=True)
     await rt.execute("INSERT INTO public.bf_rows (id) VALUES (1)")
@@ -144,11 +138,6 @@ async def test_backfill_does_not_overwrite_a_newer_live_update(rt, make_manager)
     assert _frame_versions(lf) == {1: 3}, "the backfill put the older version 2 back over the live 3"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manager backfill bug: a row deleted (live) while the backfill query ran is re-delivered by "
-    "the backfill from its older snapshot, so the LiveFrame resurrects it",
-)
 async def test_backfill_does_not_resurrect_a_row_deleted_live(rt, make_manager):
     mgr, lf, events = await _setup(rt, make_manager, slow=True)
     await rt.execute("INSERT INTO public.bf_rows (id) VALUES (1), (2)")
@@ -166,12 +155,6 @@ async def test_backfill_does_not_resurrect_a_row_deleted_live(rt, make_manager):
     assert _frame_versions(lf) == {2: 1}, "the backfill re-inserted row 1 after its live DELETE"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manager bug: a stall's gap starts when it is detected (up to two heartbeat intervals after "
-    "delivery stopped), and the backfill fetches from gap_start - lookback, so rows committed early "
-    "in the stall are never delivered (with the default 25 s heartbeat: up to ~48 s of changes)",
-)
 async def test_rows_committed_early_in_a_stall_are_backfilled(rt, make_manager):
     mgr, lf, events = await _setup(rt, make_manager, heartbeat_interval=3.0)
     await rt.execute("INSERT INTO public.bf_rows (id) VALUES (1)")

@@ -5,9 +5,8 @@ and short stalls), 600 changes/s from 4 writers, 16 faults over 75 s, 30 s to se
 per module; each test checks one part of its result. The summary (faults, gaps, forensics) is saved to
 ``test-artifacts/``.
 
-``test_frame_equals_table`` is a strict xfail while the manager's backfill bugs stand (see
-``test_backfill_bugs.py``): a DELETE committed during a gap is never delivered, so with deletes in the
-mix every campaign ends with extra rows in the frame.
+``test_frame_equals_table`` is the point: after 16 faults the LiveFrame equals the table row for row
+(it was a strict xfail until the manager's backfill fixes, see ``test_backfill_bugs.py``).
 """
 
 from __future__ import annotations
@@ -65,11 +64,8 @@ def test_recording_is_complete(chaos):
     assert chaos.recorded_changes == chaos.frame_events > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="manager backfill bugs (test_backfill_bugs.py): DELETEs committed during a gap are never "
-    "delivered; a backfill from an older snapshot can overwrite newer live rows",
-)
 def test_frame_equals_table(chaos):
     assert chaos.diff is not None
-    assert chaos.diff.equal, chaos.diff.summary() + "\n" + "\n".join(chaos.forensics)
+    causes = ", ".join(f"{k}: {v}" for k, v in chaos.mismatch_causes.items())
+    assert chaos.diff.equal, f"{chaos.diff.summary()} ({causes})\n" + "\n".join(chaos.forensics)
+    assert not chaos.problems, chaos.problems
