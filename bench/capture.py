@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from _table import print_table
 
 from harmony_lab.capture import ChangeStream, PgOutputDecoder, poll_changes
 from harmony_lab.capture.pgoutput import parse_message
@@ -283,13 +284,6 @@ async def run(quick: bool) -> list[dict[str, Any]]:
         rows.append(await asyncio.to_thread(bench_poll_latency, pg, ids, n_latency, gap, 0.05))
     rows += await asyncio.to_thread(bench_start, quick)
     return rows
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    width = max(len(r["metric"]) for r in rows)
-    for r in rows:
-        rest = "  ".join(f"{k}={v}" for k, v in r.items() if k != "metric")
-        print(f"{r['metric']:<{width}}  {rest}")
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from typing import Any
 
 import comm
 import pandas as pd
+from _table import print_table
 from comm.base_comm import BaseComm
 
 from harmony_lab.events import RealtimeEvent
@@ -278,16 +279,6 @@ async def widget_traffic(seconds: float, rate: int = 10_000, max_rows: int = 10_
 
 
 # ----------------------------------------------------------------------------------------- main
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
-    print("  ".join(k.ljust(widths[k]) for k in keys))
-    for r in rows:
-        print("  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys))
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

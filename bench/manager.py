@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Any
 
+from _table import print_table
+
 N_FULL = 20_000
 N_QUICK = 3_000
 
@@ -214,12 +216,6 @@ async def run(quick: bool) -> list[dict[str, Any]]:
             rows += await recovery_drop(rt, refuse_s)
         rows += await recovery_stall(rt, 2.0 if quick else 5.0)
     return rows
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        rest = ", ".join(f"{k}={v}" for k, v in row.items() if k != "metric")
-        print(f"{row['metric']:<58} {rest}")
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from typing import Any
 
 import psutil
 import pyarrow.parquet as pq
+from _table import print_table
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.recording import Recorder
@@ -260,12 +261,6 @@ def paced(events: list[RealtimeEvent], rate: float, seconds: float, tmp: Path) -
         "amplification": round((_write_chars() - w0) / size, 2),
         "bytes_per_1M_events": round(size / n * 1e6),
     }
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        rest = ", ".join(f"{k}={v}" for k, v in row.items() if k != "metric")
-        print(f"{row['metric']:<34} {rest}")
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

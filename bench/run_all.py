@@ -23,11 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _table import columns, fmt
+
 HERE = Path(__file__).resolve().parent
 ORDER = ["capture", "server", "manager", "frames", "recording", "chaos", "soak"]
 
 _RUNNER = """
-import json, sys, importlib.util
+import json, os, sys, importlib.util
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))  # as when run as python bench/<name>.py
 spec = importlib.util.spec_from_file_location("bench_mod", sys.argv[1])
 mod = importlib.util.module_from_spec(spec); sys.modules["bench_mod"] = mod  # dataclasses look it up
 spec.loader.exec_module(mod)
@@ -59,21 +62,11 @@ def machine() -> str:
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "_no rows_\n"
-    cols: list[str] = []
-    for r in rows:
-        cols += [c for c in r if c not in cols]
+    cols = columns(rows)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        out.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+        out.append("| " + " | ".join(fmt(r.get(c)).replace("|", "\\|") for c in cols) + " |")
     return "\n".join(out) + "\n"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v).replace("|", "\\|")
 
 
 def main(argv: list[str] | None = None) -> int:

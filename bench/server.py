@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _table import print_table
+
 HERE = Path(__file__).resolve().parent
 
 TABLE_SQL = """
@@ -234,12 +236,6 @@ def capture_floor(quick: bool) -> list[dict[str, Any]]:
         logging.getLogger(__name__).exception("bench/capture.py failed")
         return [{"metric": "capture only (floor)", "note": f"bench/capture.py failed: {exc}"}]
     return [{**r, "metric": f"capture only (floor): {r.get('metric', r.get('name', ''))}"} for r in rows]
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        rest = ", ".join(f"{k}={v}" for k, v in row.items() if k != "metric")
-        print(f"{row['metric']:<60} {rest}")
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
