@@ -1267,11 +1267,6 @@ def rows_of(result: ChaosResult) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    for r in rows:
-        print("  ".join(f"{k}={v}" for k, v in r.items()))
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="400 changes/s, 8 faults, 25 s, 10 s to settle")
@@ -1320,6 +1315,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             + (f" recovery={f.recovery_s:.2f}s" if f.recovery_s is not None else "")
             + (f" ({f.note})" if f.note else "")
         )
+    from _table import print_table  # bench/ is on sys.path when run as a script or by run_all.py
+
     rows = rows_of(result)
     print()
     print_table(rows)

@@ -525,9 +525,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         )
     )
     print(result.summary())
+    from _table import print_table  # bench/ is on sys.path when run as a script or by run_all.py
+
     rows = rows_of(result)
-    for r in rows:
-        print("  ".join(f"{k}={v}" for k, v in r.items()))
+    print_table(rows)
     if args.json:
         Path(args.json).write_text(
             json.dumps({"rows": rows, "samples": result.samples, "problems": result.problems}, indent=1)
