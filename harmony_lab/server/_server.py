@@ -8,7 +8,8 @@ token expiry timers.
 
 HTTP requests other than ``GET`` are not parsed by ``websockets``; :class:`_HttpAwareConnection` reads
 such a request (headers and body) itself and hands ``websockets`` an equivalent ``GET`` head, keeping
-method and body on the connection so ``process_request`` can answer it.
+method and body on the connection so ``process_request`` can answer it. It also drops, with a DEBUG
+log, a client that hangs up before its request is answered (see :meth:`_HttpAwareConnection.handshake`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import CONNECTING
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
 from harmony_lab.server._codec import V1, VSNS
@@ -94,6 +96,62 @@ class _HttpAwareConnection(ServerConnection):
         self.http_error: tuple[int, str] | None = None
         self.harmony: tuple[str, str] | None = None  # (vsn, apikey) once the handshake is accepted
         self._sniff: bytearray | None = bytearray()
+        self._handshake_task: asyncio.Task[Any] | None = None  # while the request is being answered
+        self._abandoned = False  # the client hung up before its answer was written; task cancelled
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        """websockets' opening handshake, minus ERROR tracebacks for clients that hang up early.
+
+        ``websockets`` writes whatever ``process_request`` returns. If the client hung up while the
+        answer was being prepared (our ``process_request`` waits out a stall fault, or the configured
+        connect-error delay), that write trips an internal assertion, logged at ERROR as "unexpected
+        internal error" and "opening handshake failed"; a client that hangs up before its request is
+        complete (a TCP probe, a client giving up mid-body) also gets an ERROR traceback. Instead, a
+        hang-up before the answer is written cancels this handshake (:meth:`_hung_up`); the cancellation
+        is absorbed here with a DEBUG log, and ``websockets`` then aborts the transport quietly because
+        the connection never opened. Any other failure propagates.
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self._handshake_task = task
+        try:
+            await super().handshake(*args, **kwargs)
+        except asyncio.CancelledError:
+            if not self._abandoned or task.uncancel() > 0:
+                raise  # (also) cancelled by someone else: the open timeout, a shutdown
+            self._log_hang_up()
+        finally:
+            self._handshake_task = None
+
+    def _log_hang_up(self) -> None:
+        peer = self.remote_address
+        if self.request is None:
+            logger.debug("%s hung up before sending a complete HTTP request; dropped it", peer)
+        else:
+            path = urllib.parse.urlsplit(self.request.path).path  # the query may hold an apikey
+            logger.debug(
+                "%s hung up before its HTTP request (%s %s) was answered; dropped it",
+                peer, self.http_method, path,
+            )  # fmt: skip
+
+    def eof_received(self) -> bool | None:
+        result = super().eof_received()
+        self._hung_up()
+        return result
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._hung_up()
+
+    def _hung_up(self) -> None:
+        """The client closed its side: abandon the handshake if its answer is not written yet."""
+        task = self._handshake_task
+        if task is None or self.response is not None or self._abandoned:
+            return
+        if self.protocol.state is CONNECTING:
+            return  # not a hang-up the protocol acted on; websockets goes on normally
+        self._abandoned = True
+        task.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._sniff is None:

@@ -1,6 +1,6 @@
 """Minimal reproductions of what the chaos campaign found in the embedded server (``harmony_lab.server``).
 
-``xfail(strict=True)``: when fixed they XPASS and the marker must go.
+New findings start as ``xfail(strict=True)``; once fixed, the marker goes and they stay as regression tests.
 """
 
 from __future__ import annotations
@@ -12,14 +12,9 @@ import pytest
 import websockets
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a websocket handshake that waited out a stall (process_request awaits the end of "
-    "the stall) and was abandoned by its client meanwhile is answered anyway; websockets then fails an "
-    "internal assertion and logs 'opening handshake failed' / 'unexpected internal error' tracebacks at "
-    "ERROR",
-)
 async def test_handshake_abandoned_during_a_stall_logs_no_internal_error(rt, caplog):
+    """Fixed: the server used to answer the abandoned handshake once the stall ended, and websockets
+    logged "unexpected internal error" / "opening handshake failed" at ERROR."""
     caplog.set_level(logging.INFO)
     rt.faults.stall(1.5)
     url = f"{rt.ws_url}/websocket?apikey={rt.anon_key}&vsn=1.0.0"

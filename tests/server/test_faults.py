@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import socket
+import struct
 import time
 from typing import Any
 
@@ -12,7 +16,7 @@ import websockets
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from websockets.exceptions import InvalidStatus
 
-from harmony_lab.server import FaultError, Faults
+from harmony_lab.server import FaultError, Faults, ServerLimits
 from tests.server.rt_helpers import ANON, SERVICE, wait_until
 
 # realtime-py 2.34.1 reads ConnectionClosed.code/.reason (deprecated in websockets 13.1) when a socket is
@@ -93,6 +97,108 @@ async def test_new_handshakes_wait_during_a_stall(server):
     t0 = time.perf_counter()
     async with websockets.connect(f"ws://127.0.0.1:{server.port}/socket/websocket?apikey={ANON}"):
         assert time.perf_counter() - t0 >= 0.5
+
+
+def error_records(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """ERROR (or worse) records of websockets' and harmony_lab's loggers, with their exception."""
+    return [
+        f"{r.name}: {r.getMessage()} {r.exc_info[1]!r}" if r.exc_info else f"{r.name}: {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.split(".")[0] in ("websockets", "harmony_lab")
+    ]
+
+
+def hang_ups(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "hung up before" in r.getMessage()]
+
+
+def live_handlers(server) -> int:
+    """Connections websockets still tracks (a leaked handshake would stay here)."""
+    return len(server._server.handlers)
+
+
+async def send_then_hang_up(port: int, data: bytes, *, after: float = 0.0, reset: bool = False) -> None:
+    """Open a TCP connection, send ``data``, wait ``after`` s, then close it (``reset``: with an RST)."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    if data:
+        writer.write(data)
+        await writer.drain()
+    await asyncio.sleep(after)
+    if reset:
+        linger_0 = struct.pack("ii", 1, 0)  # close() then sends an RST
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_0)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_handshake_abandoned_during_a_stall_is_dropped_quietly(server, raw, caplog):
+    caplog.set_level(logging.DEBUG)
+    url = f"ws://127.0.0.1:{server.port}/realtime/v1/websocket?apikey={ANON}&vsn=1.0.0"
+    async with raw() as c:
+        server.faults.stall(1.0)
+        await c.send("phoenix", "heartbeat", {}, "hb1")  # an open socket's request, held by the stall
+
+        async def patient_connect() -> Any:
+            return await websockets.connect(url, open_timeout=10)
+
+        patient = asyncio.create_task(patient_connect())  # waits the stall out
+        with pytest.raises(TimeoutError):
+            await websockets.connect(url, open_timeout=0.3)  # gives up during the stall
+        await send_then_hang_up(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", after=0.1)
+        await wait_until(lambda: len(hang_ups(caplog)) == 2)  # dropped at once, not when the stall ends
+        assert not patient.done()
+        assert not c.messages("phx_reply")
+        await c.expect("phx_reply", ref="hb1", within=5)  # the stall ends: the backlog is delivered
+        ws = await asyncio.wait_for(patient, 5)  # the patient client gets its handshake
+        try:
+            await ws.send('{"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "p1"}')
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["ref"] == "p1"
+            await wait_until(lambda: server.connection_count == 2 and live_handlers(server) == 2)
+        finally:
+            await ws.close()
+    await wait_until(lambda: live_handlers(server) == 0)  # nothing leaked
+    assert error_records(caplog) == []
+    dropped = [r for r in caplog.records if "hung up before" in r.getMessage()]
+    assert all(r.levelno == logging.DEBUG for r in dropped)
+    assert sorted(r.args[1:] for r in dropped) == [("GET", "/healthz"), ("GET", "/realtime/v1/websocket")]
+    assert not any(ANON in r.getMessage() for r in dropped)  # the query's apikey stays out of the log
+
+
+async def test_handshake_abandoned_during_the_connect_error_delay_is_dropped_quietly(make_server, caplog):
+    caplog.set_level(logging.DEBUG)
+    async with make_server(limits=ServerLimits(connect_error_delay_s=0.5)) as srv:
+        url = f"ws://127.0.0.1:{srv.port}/realtime/v1/websocket?apikey=not-a-jwt"
+        with pytest.raises(TimeoutError):
+            await websockets.connect(url, open_timeout=0.2)
+        await wait_until(lambda: hang_ups(caplog))
+        await asyncio.sleep(0.5)  # past the delay, when the answer would have been written
+        with pytest.raises(InvalidStatus) as info:  # a patient client still gets the 401
+            await websockets.connect(url, open_timeout=5)
+        assert info.value.response.status_code == 401
+        await wait_until(lambda: live_handlers(srv) == 0)
+    assert error_records(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "reset"),
+    [
+        (b"", False),  # a TCP probe
+        (b"GET /realtime/v1/websocket HTTP/1.1\r\nHost: x\r\n", False),  # half a head
+        (b"POST /api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", False),  # half a body
+        (b"GET /healthz HTTP/1.1\r\n", True),  # connection reset
+    ],
+    ids=["probe", "partial-head", "partial-body", "reset"],
+)
+async def test_hang_up_before_a_complete_request_is_dropped_quietly(server, raw, caplog, data, reset):
+    caplog.set_level(logging.DEBUG)
+    async with raw() as c:
+        await send_then_hang_up(server.port, data, reset=reset)
+        await wait_until(lambda: hang_ups(caplog))
+        assert hang_ups(caplog)[0].endswith("hung up before sending a complete HTTP request; dropped it")
+        await c.send("phoenix", "heartbeat", {}, "1")  # everyone else is still served
+        await c.expect("phx_reply", ref="1")
+        await wait_until(lambda: live_handlers(server) == 1)
+    assert error_records(caplog) == []
 
 
 async def test_refuse_rejects_handshakes_with_the_status(server):
