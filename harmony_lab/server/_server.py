@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.http11 import Request, Response
 from websockets.protocol import CONNECTING
 
@@ -109,7 +109,10 @@ class _HttpAwareConnection(ServerConnection):
         complete (a TCP probe, a client giving up mid-body) also gets an ERROR traceback. Instead, a
         hang-up before the answer is written cancels this handshake (:meth:`_hung_up`); the cancellation
         is absorbed here with a DEBUG log, and ``websockets`` then aborts the transport quietly because
-        the connection never opened. Any other failure propagates.
+        the connection never opened. A request that is no valid websocket handshake (a browser or curl
+        on the websocket URL, a malformed request) is the client's error as well: ``websockets`` has
+        answered it (400/426) and it is logged at INFO with the reason, not as an ERROR traceback. Any
+        other failure (e.g. an exception from ``process_request``) propagates to ``websockets``' log.
         """
         task = asyncio.current_task()
         assert task is not None
@@ -119,20 +122,36 @@ class _HttpAwareConnection(ServerConnection):
         except asyncio.CancelledError:
             if not self._abandoned or task.uncancel() > 0:
                 raise  # (also) cancelled by someone else: the open timeout, a shutdown
-            self._log_hang_up()
+            exc = self.protocol.handshake_exc
+            if isinstance(exc, InvalidHandshake) and not isinstance(exc.__cause__, EOFError):
+                self._log_rejected(exc)  # a malformed request, then the client hung up
+            else:
+                self._log_hang_up()
+        except InvalidHandshake as exc:
+            self._log_rejected(exc)
         finally:
             self._handshake_task = None
+
+    def _request_line(self) -> str:
+        if self.request is None:
+            return "no complete request"
+        path = urllib.parse.urlsplit(self.request.path).path  # the query may hold an apikey
+        return f"{self.http_method} {path}"
 
     def _log_hang_up(self) -> None:
         peer = self.remote_address
         if self.request is None:
             logger.debug("%s hung up before sending a complete HTTP request; dropped it", peer)
         else:
-            path = urllib.parse.urlsplit(self.request.path).path  # the query may hold an apikey
             logger.debug(
-                "%s hung up before its HTTP request (%s %s) was answered; dropped it",
-                peer, self.http_method, path,
-            )  # fmt: skip
+                "%s hung up before its HTTP request (%s) was answered; dropped it", peer, self._request_line()
+            )
+
+    def _log_rejected(self, exc: InvalidHandshake) -> None:
+        reason = str(exc) if exc.__cause__ is None else f"{exc} ({exc.__cause__})"
+        logger.info(
+            "rejected an HTTP request from %s (%s): %s", self.remote_address, self._request_line(), reason
+        )
 
     def eof_received(self) -> bool | None:
         result = super().eof_received()

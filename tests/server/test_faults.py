@@ -160,7 +160,7 @@ async def test_handshake_abandoned_during_a_stall_is_dropped_quietly(server, raw
     assert error_records(caplog) == []
     dropped = [r for r in caplog.records if "hung up before" in r.getMessage()]
     assert all(r.levelno == logging.DEBUG for r in dropped)
-    assert sorted(r.args[1:] for r in dropped) == [("GET", "/healthz"), ("GET", "/realtime/v1/websocket")]
+    assert sorted(r.args[1] for r in dropped) == ["GET /healthz", "GET /realtime/v1/websocket"]
     assert not any(ANON in r.getMessage() for r in dropped)  # the query's apikey stays out of the log
 
 
@@ -195,6 +195,33 @@ async def test_hang_up_before_a_complete_request_is_dropped_quietly(server, raw,
         await send_then_hang_up(server.port, data, reset=reset)
         await wait_until(lambda: hang_ups(caplog))
         assert hang_ups(caplog)[0].endswith("hung up before sending a complete HTTP request; dropped it")
+        await c.send("phoenix", "heartbeat", {}, "1")  # everyone else is still served
+        await c.expect("phx_reply", ref="1")
+        await wait_until(lambda: live_handlers(server) == 1)
+    assert error_records(caplog) == []
+
+
+async def test_requests_that_are_no_websocket_handshake_are_logged_at_info(server, raw, caplog):
+    caplog.set_level(logging.DEBUG)
+    ws_url = f"{server.url}/realtime/v1/websocket?apikey={ANON}"
+    async with raw() as c, httpx.AsyncClient(timeout=5) as http:
+        plain = await http.get(ws_url)  # a browser or curl on the websocket URL
+        assert plain.status_code == 426
+        no_key = await http.get(ws_url, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        assert no_key.status_code == 400
+        await send_then_hang_up(server.port, b"HELLO\r\n\r\n", after=0.1)  # malformed, then gone
+
+        def rejected_records() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if r.getMessage().startswith("rejected an HTTP request")]
+
+        await wait_until(lambda: len(rejected_records()) == 3)
+        rejected = rejected_records()
+        assert {r.levelno for r in rejected} == {logging.INFO}
+        reasons = " | ".join(r.getMessage() for r in rejected)
+        assert "(GET /realtime/v1/websocket): invalid Connection header" in reasons
+        assert "missing Sec-WebSocket-Key header" in reasons
+        assert "(no complete request): did not receive a valid HTTP request (invalid HTTP request" in reasons
+        assert ANON not in reasons
         await c.send("phoenix", "heartbeat", {}, "1")  # everyone else is still served
         await c.expect("phx_reply", ref="1")
         await wait_until(lambda: live_handlers(server) == 1)
