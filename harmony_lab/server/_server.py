@@ -687,16 +687,36 @@ class RealtimeServer:
         try:
             await self._read_loop(sock, session)
         finally:
-            await self._perform(sock, session.close())
             self._sockets.pop(conn, None)
             self._paused.discard(conn)
-            if sock.close_request is not None and not sock.writer.done():
-                with contextlib.suppress(asyncio.TimeoutError, ConnectionClosed):
-                    await asyncio.wait_for(asyncio.shield(sock.writer), timeout=5)
-            sock.writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await sock.writer
+            try:
+                await self._perform(sock, session.close())
+            finally:
+                await self._stop_writer(sock)
             logger.debug("socket %d closed (%s)", sid, conn.close_code)
+
+    async def _stop_writer(self, sock: _Socket) -> None:
+        """End a socket's writer, after letting it flush (5 s at most) if a close was requested.
+
+        The writer is cancelled even if this task is cancelled meanwhile (and that cancellation goes
+        on); a writer that failed is logged with the socket's id, never dropped silently.
+        """
+        writer = sock.writer
+        assert writer is not None
+        try:
+            if sock.close_request is not None and not writer.done():
+                await asyncio.wait([writer], timeout=5)
+                if not writer.done():
+                    logger.info(
+                        "socket %d: its frames were not written within 5 s of the close request (stall or "
+                        "latency fault, slow client); closing with %d still queued",
+                        sock.sid, len(sock.outbox),
+                    )  # fmt: skip
+        finally:
+            writer.cancel()
+        await asyncio.wait([writer])  # never raises the writer's outcome; read just below
+        if not writer.cancelled() and (exc := writer.exception()) is not None:
+            logger.error("socket %d: writer failed", sock.sid, exc_info=exc)
 
     async def _read_loop(self, sock: _Socket, session: Session) -> None:
         conn, faults, limits = sock.conn, self.faults, self.limits

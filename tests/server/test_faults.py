@@ -17,7 +17,7 @@ from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from websockets.exceptions import InvalidStatus
 
 from harmony_lab.server import FaultError, Faults, ServerLimits
-from tests.server.rt_helpers import ANON, SERVICE, wait_until
+from tests.server.rt_helpers import ANON, SERVICE, raw_factory, wait_until
 
 # realtime-py 2.34.1 reads ConnectionClosed.code/.reason (deprecated in websockets 13.1) when a socket is
 # closed abnormally; with warnings as errors that would kill its listener instead of reconnecting.
@@ -286,6 +286,33 @@ async def test_latency_with_duration_expires(server, raw):
         assert await heartbeat_rtt(c, "1") >= 0.24
         await asyncio.sleep(0.35)
         assert await heartbeat_rtt(c, "2") < 0.2
+
+
+async def test_a_close_under_latency_flushes_the_queued_frames_first(make_server):
+    async with make_server(limits=ServerLimits(idle_timeout_s=0.3)) as srv, raw_factory(srv)() as c:
+        srv.faults.latency(400)
+        await c.send("phoenix", "heartbeat", {}, "1")
+        await wait_until(lambda: c.ws.close_code is not None, within=5)  # idle timeout
+        assert [m["ref"] for m in c.messages("phx_reply")] == ["1"]  # written before the close frame
+        assert (c.ws.close_code, c.ws.close_reason) == (1000, "idle timeout")
+        await wait_until(lambda: live_handlers(srv) == 0)
+
+
+async def test_a_socket_handler_cancelled_while_flushing_stops_its_writer(make_server):
+    async with make_server(limits=ServerLimits(idle_timeout_s=0.3)) as srv, raw_factory(srv)() as c:
+        sock = await wait_until(lambda: next(iter(srv._sockets.values()), None))
+        handler = srv._server.handlers[sock.conn]
+        srv.faults.latency(3000)
+        await c.send("phoenix", "heartbeat", {}, "1")  # its reply is held 3 s
+        await wait_until(lambda: sock.close_request is not None, within=2)  # idle: waiting for the flush
+        await asyncio.sleep(0.05)
+        handler.cancel()  # e.g. the event loop shutting down
+        await wait_until(lambda: sock.writer.done(), within=1)  # not left running until the frame is due
+        assert sock.writer.cancelled()
+        await wait_until(handler.done)
+        assert handler.cancelled()  # the cancellation is not swallowed
+        assert not c.messages("phx_reply")
+        srv.faults.clear()
 
 
 def test_fault_arguments_are_validated():
