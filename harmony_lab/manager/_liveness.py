@@ -1,9 +1,19 @@
 """Liveness bookkeeping, pure: heartbeat refs and round trips, and wall-clock jump detection.
 
 realtime-py sends heartbeats with ``ref: null`` and never looks at the replies (protocol notes §6.4,
-§9 #28). The driver sends its own heartbeat every ``interval`` seconds with a ref of its own and feeds
-replies here. At each tick, if the previous heartbeat is still unanswered the connection has stalled:
-a silent stall is therefore noticed at most two intervals after the last reply that did arrive.
+§9 #28). The driver sends its own heartbeat every ``interval`` seconds with a ref of its own, feeds
+the replies here, and tells every tick when the connection last received a frame of any kind.
+
+A stall is a socket that has gone silent, not one whose heartbeat reply is late: under load (thousands
+of changes per second) a reply queues behind the backlog of postgres_changes frames the server sent
+before it, and can take longer than an interval on a perfectly healthy socket. So a tick declares a
+stall only when a heartbeat is unanswered **and nothing at all has arrived since it was sent** — at
+least one interval of complete silence. A heartbeat is sent at every tick, also while earlier ones are
+pending (the server's idle timer needs them, and the newest one dates the silence), so a socket that
+goes silent at ``s`` is declared stalled at the second tick after ``s``: within two intervals.
+
+RTTs are those of the replies to our refs (queueing included: that is the round trip the connection
+gives right now); frames that are not replies never produce or shorten one.
 """
 
 from __future__ import annotations
@@ -17,35 +27,60 @@ __all__ = ["ClockWatch", "HeartbeatTracker", "Tick"]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Tick:
-    """What to do at a heartbeat tick: send ``ref``, or (``stalled``) reconnect."""
+    """What to do at a heartbeat tick: send ``ref``, or (``stalled``) reconnect.
+
+    ``waited``: how long the oldest unanswered heartbeat has been pending (when stalled: the one sent
+    first after the last frame received); ``silent``: seconds since the last frame of any kind (None:
+    nothing received yet).
+    """
 
     ref: str | None
     stalled: bool = False
     waited: float = 0.0
+    silent: float | None = None
 
 
 class HeartbeatTracker:
-    """Pending heartbeat refs and an RTT history (seconds)."""
+    """Pending heartbeat refs, the stall rule and an RTT history (seconds).
 
-    def __init__(self, prefix: str = "hl", history: int = 100) -> None:
+    ``max_pending`` bounds the refs kept while replies are late (the oldest are forgotten: a reply to
+    one of them is then ignored, and gives no RTT).
+    """
+
+    def __init__(self, prefix: str = "hl", history: int = 100, *, max_pending: int = 64) -> None:
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"max_pending must be an int >= 1, got {max_pending!r}")
         self._prefix = prefix
         self._counter = 0
         self._pending: dict[str, float] = {}
+        self._max_pending = max_pending
         self.rtts: collections.deque[float] = collections.deque(maxlen=history)
         self.sent = 0
         self.replies = 0
+        self.late_ticks = 0
         self.last_reply_at: float | None = None
 
-    def tick(self, now: float) -> Tick:
-        """Call every interval: either the next ref to send, or ``stalled`` if the last one is unanswered."""
+    def tick(self, now: float, last_rx: float | None = None) -> Tick:
+        """Call every interval with the time the connection last received a frame (None: never).
+
+        Returns ``stalled`` when a pending heartbeat was sent after the last frame received (nothing
+        arrived since, for at least the interval between two ticks); otherwise the next ref to send.
+        """
+        silent = None if last_rx is None else max(0.0, now - last_rx)
         if self._pending:
-            oldest = min(self._pending.values())
-            return Tick(ref=None, stalled=True, waited=now - oldest)
+            unanswered = [sent for sent in self._pending.values() if last_rx is None or sent > last_rx]
+            if unanswered:
+                return Tick(ref=None, stalled=True, waited=now - min(unanswered), silent=silent)
+            # replies are late but frames keep arriving: a busy socket, not a stalled one
+            self.late_ticks += 1
+        while len(self._pending) >= self._max_pending:
+            del self._pending[next(iter(self._pending))]
         self._counter += 1
         ref = f"{self._prefix}-{self._counter}"
         self._pending[ref] = now
         self.sent += 1
-        return Tick(ref=ref)
+        waited = now - next(iter(self._pending.values()))
+        return Tick(ref=ref, waited=waited, silent=silent)
 
     def reply(self, ref: str | None, now: float) -> float | None:
         """A ``phx_reply`` on topic ``phoenix`` arrived; the RTT if ``ref`` is one of ours, else None."""
@@ -78,6 +113,7 @@ class HeartbeatTracker:
             "sent": self.sent,
             "replies": self.replies,
             "pending": len(self._pending),
+            "late_ticks": self.late_ticks,
         }
 
 

@@ -116,7 +116,8 @@ class HeartbeatOk:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StallDetected:
-    """The socket looks open but heartbeats went unanswered. ``last_rx``: see :class:`Closed`."""
+    """The socket looks open but went silent: a heartbeat unanswered and no frame of any kind since it
+    was sent (the rule lives in ``_liveness.HeartbeatTracker``). ``last_rx``: see :class:`Closed`."""
 
     reason: str
     last_rx: datetime | None = None

@@ -92,9 +92,11 @@ class RealtimeConnectionManager:
     retry means ``error``); 3 closes within ``rapid_close_window`` s wait ``rapid_close_cooldown`` s; the
     attempt count resets after two heartbeat replies on a connected channel; every
     ``health_interval`` s a channel in ``error`` for ``error_reset_after`` s is reset and reconnected.
-    Heartbeats (with refs, every ``heartbeat_interval`` s) detect a silent stall within two intervals;
-    a wall-clock jump forces a reconnect. Any interval without delivery becomes a ``gap`` event
-    (emitted once delivery resumes, or when the channel is stopped with ``recovered=False``).
+    Heartbeats (with refs, every ``heartbeat_interval`` s) detect a silent stall within two intervals:
+    a heartbeat unanswered while no frame of any kind arrived for a whole interval (a busy socket whose
+    replies queue behind a backlog of changes is alive); a wall-clock jump forces a reconnect. Any
+    interval without delivery becomes a ``gap`` event (emitted once delivery resumes, or when the
+    channel is stopped with ``recovered=False``).
 
     Primary keys (``RealtimeEvent.pk``; Realtime payloads do not mark PK columns), per table:
     ``primary_key=`` on the subscription → ``pg_index`` via ``dsn`` → PostgREST's OpenAPI description

@@ -12,9 +12,10 @@ Hooks into realtime-py 2.34.1 (read its source before changing them):
   drops replies on topic ``phoenix``. The runner replaces ``client.channels`` with a ``dict`` subclass
   whose ``get("phoenix")`` returns a small sink, so our own heartbeats (sent with refs ``hl-N``) have
   their replies matched. Iteration over ``channels`` (rejoin, set_auth, close) is unaffected.
-* Last data received. The same ``get`` runs once per inbound message (and, harmlessly, when channels
-  are created or removed on our side), so it also stamps when the connection last received anything:
-  a gap starts there, not when its failure is noticed (see ``_machine.py``).
+* Last data received. The same ``get``, called from the client's listener task, runs once per inbound
+  message, so it also stamps when the connection last received anything: a gap starts there, not when
+  its failure is noticed (see ``_machine.py``), and a socket that keeps delivering frames is never
+  declared stalled, however late its heartbeat replies are (see ``_liveness.py``).
 * Socket loss. With ``auto_reconnect=False`` realtime-py marks joined channels errored and calls the
   subscribe callback with ``CHANNEL_ERROR`` and the websockets exception; the runner also watches
   ``client._listen_task`` so a listener that dies for any other reason is noticed.
@@ -124,16 +125,25 @@ class _PhoenixSink:
 
 
 class _Router(dict[str, Any]):
-    """``client.channels`` replacement: routes topic ``phoenix`` to the sink, everything else as before;
-    ``on_rx()`` runs on every lookup (realtime-py looks up the topic of every inbound message)."""
+    """``client.channels`` replacement: routes topic ``phoenix`` to the sink, everything else as before.
 
-    def __init__(self, sink: _PhoenixSink, on_rx: Callable[[], None]) -> None:
+    ``on_rx()`` runs on every lookup made by the client's listener task (realtime-py looks up the topic
+    of every inbound message there); lookups made elsewhere (creating or removing a channel) are not
+    traffic and must not make a silent socket look alive."""
+
+    def __init__(self, sink: _PhoenixSink, on_rx: Callable[[], None], listener: Callable[[], Any]) -> None:
         super().__init__()
         self._sink = sink
         self._on_rx = on_rx
+        self._listener = listener
 
     def get(self, key: str, default: Any = None) -> Any:
-        self._on_rx()
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no running loop: certainly not the listener
+            task = None
+        if task is not None and task is self._listener():
+            self._on_rx()
         if key == "phoenix":
             return self._sink
         return super().get(key, default)
@@ -317,7 +327,9 @@ class ChannelRunner:
             return
         client = await self.m._new_client(token)
         sink = _PhoenixSink(lambda ref: self._on_heartbeat_reply(gen, ref))
-        client.channels = _Router(sink, lambda: self._on_rx(gen))
+        client.channels = _Router(
+            sink, lambda: self._on_rx(gen), lambda: getattr(client, "_listen_task", None)
+        )
         self.client = client
         self.connects += 1
         try:
@@ -430,16 +442,18 @@ class ChannelRunner:
         self.clock_watch.reset()
         self.clock_watch.observe(clock.monotonic(), clock.now().timestamp())
         while gen == self.generation:
-            tick = self.heartbeats.tick(clock.monotonic())
+            tick = self.heartbeats.tick(clock.monotonic(), self._rx_mono)
             if tick.stalled:
+                silent = f"for {tick.silent:.1f} s" if tick.silent is not None else "received yet"
                 self.m._emit(
                     kind=EventKind.HEARTBEAT,
                     channel=self.name,
-                    payload={"timeout": True, "waited_s": tick.waited},
+                    payload={"timeout": True, "waited_s": tick.waited, "silent_s": tick.silent},
                 )
                 self.feed(
                     StallDetected(
-                        f"no heartbeat reply for {tick.waited:.1f} s (heartbeat interval {interval:g} s)",
+                        f"no heartbeat reply for {tick.waited:.1f} s and no frame {silent} "
+                        f"(heartbeat interval {interval:g} s)",
                         last_rx=self.last_rx(),
                     )
                 )
