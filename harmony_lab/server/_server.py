@@ -15,7 +15,6 @@ log, a client that hangs up before its request is answered (see :meth:`_HttpAwar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http
 import json
 import logging
@@ -366,12 +365,18 @@ class RealtimeServer:
             return
         if self._stall_handle is not None:
             self._stall_handle.cancel()
+        # A stall ends with the server: paused sockets could not read the clients' close frames, and
+        # every closing handshake would wait out websockets' close timeout (10 s).
+        self._resume_reading()
         if self._unstalled is not None:
             self._unstalled.set()
         server.close()
         await server.wait_closed()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # outcomes are logged by _task_done
         logger.info("Realtime server on port %s stopped", self.port)
 
     async def __aenter__(self) -> RealtimeServer:
@@ -460,19 +465,30 @@ class RealtimeServer:
             self._unstalled.clear()
             for conn in self._sockets:
                 if conn not in self._paused:
-                    with contextlib.suppress(Exception):
-                        conn.transport.pause_reading()
-                    self._paused.add(conn)
+                    self._pause_reading(conn)
             assert self._loop is not None
             self._stall_handle = self._loop.call_later(remaining, self._stall_changed)
         else:
-            for conn in self._paused:
-                with contextlib.suppress(Exception):
-                    conn.transport.resume_reading()
-            self._paused.clear()
+            self._resume_reading()
             if not self._unstalled.is_set():
                 logger.info("fault: stall over")
             self._unstalled.set()
+
+    def _pause_reading(self, conn: _HttpAwareConnection) -> None:
+        """Stop reading a socket (stall fault); a failure is logged and the other sockets still pause."""
+        self._paused.add(conn)
+        try:
+            conn.transport.pause_reading()  # a no-op on a closing transport
+        except Exception:
+            logger.exception("fault: could not pause reading from %s; it is not stalled", conn.remote_address)
+
+    def _resume_reading(self) -> None:
+        for conn in self._paused:
+            try:
+                conn.transport.resume_reading()  # a no-op on a closing transport
+            except Exception:
+                logger.exception("fault: could not resume reading from %s", conn.remote_address)
+        self._paused.clear()
 
     async def _wait_unstalled(self) -> None:
         if self._unstalled is not None:
@@ -680,8 +696,7 @@ class RealtimeServer:
         stats = self.registry.stats
         stats.connections_total += 1
         if self.faults.stalled():
-            conn.transport.pause_reading()
-            self._paused.add(conn)
+            self._pause_reading(conn)
         sock.writer = asyncio.create_task(sock.write_loop())
         logger.debug("socket %d open (vsn %s) from %s", sid, vsn, conn.remote_address)
         try:

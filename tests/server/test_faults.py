@@ -315,6 +315,19 @@ async def test_a_socket_handler_cancelled_while_flushing_stops_its_writer(make_s
         srv.faults.clear()
 
 
+async def test_stopping_the_server_during_a_stall_is_prompt(server, raw, caplog):
+    async with raw() as c, raw(vsn="2.0.0") as d:
+        await c.join("realtime:room")
+        server.faults.stall(30)
+        await c.send("phoenix", "heartbeat", {}, "hb")  # unread: the stall paused reading
+        t0 = time.perf_counter()
+        await server.close()  # closing handshakes need the sockets read again
+        assert time.perf_counter() - t0 < 3  # not websockets' 10 s close timeout
+        await wait_until(lambda: c.ws.close_code is not None and d.ws.close_code is not None)
+        assert (c.ws.close_code, d.ws.close_code) == (1001, 1001)
+    assert error_records(caplog) == []
+
+
 def test_fault_arguments_are_validated():
     f = Faults()
     with pytest.raises(FaultError, match="cannot be sent"):
