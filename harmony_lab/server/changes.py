@@ -36,7 +36,6 @@ lost, as with Supabase's temporary slot); if the capture gives up, the hub start
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -357,9 +356,11 @@ class ChangesHub:
         self._closed = True
         for task in self._tasks:
             task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)  # a cancellation of close() itself still propagates
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                logger.error("postgres_changes: task %s had failed", task.get_name(), exc_info=exc)
         if self._stream is not None:
             await self._stream.close()
         for conn in (self._work, self._sub_conn):
@@ -396,8 +397,10 @@ class ChangesHub:
                 raise
             except Exception:
                 logger.exception("postgres_changes capture failed; starting a new one in %.1f s", delay)
-            with contextlib.suppress(Exception):
+            try:
                 await self._stream.close()
+            except Exception:
+                logger.warning("postgres_changes: closing the ended capture stream failed", exc_info=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
             try:
