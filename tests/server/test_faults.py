@@ -8,6 +8,7 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import websockets
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from websockets.exceptions import InvalidStatus
 
+from harmony_lab.local.schema import ALICE, GENERAL
 from harmony_lab.server import FaultError, Faults, ServerLimits
 from tests.server.rt_helpers import ANON, SERVICE, raw_factory, wait_until
 
@@ -325,6 +327,57 @@ async def test_stopping_the_server_during_a_stall_is_prompt(server, raw, caplog)
         assert time.perf_counter() - t0 < 3  # not websockets' 10 s close timeout
         await wait_until(lambda: c.ws.close_code is not None and d.ws.close_code is not None)
         assert (c.ws.close_code, d.ws.close_code) == (1001, 1001)
+    assert error_records(caplog) == []
+
+
+async def test_clients_vanishing_mid_join_and_during_latency_leave_no_trace(rt, caplog):
+    """Hard disconnects while a postgres_changes join is in flight (RLS token, the hub subscribing in
+    Postgres), during a latency delay and during a stall: no ERROR, nothing left subscribed, others
+    served."""
+    caplog.set_level(logging.DEBUG)
+    url = f"{rt.ws_url}/websocket?apikey={rt.anon_key}&vsn=1.0.0"
+    binding = {"event": "*", "schema": "public", "table": "messages"}
+
+    def join(token: str, ref: str = "1") -> str:
+        payload = {"config": {"postgres_changes": [binding], "presence": {"key": ""}}, "access_token": token}
+        return json.dumps(
+            {"topic": "realtime:m", "event": "phx_join", "payload": payload, "ref": ref, "join_ref": ref}
+        )
+
+    async def vanish_after_join(pause: float, fault: Callable[[], None] | None = None) -> None:
+        ws = await websockets.connect(url)
+        if fault is not None:
+            fault()
+        await ws.send(join(rt.token_for(str(ALICE))))
+        await asyncio.sleep(pause)
+        ws.transport.abort()  # no close frame: the TCP connection just goes
+
+    for pause in (0.0, 0.002, 0.01, 0.05):  # before, during and after the hub's subscribe
+        await vanish_after_join(pause)
+    await vanish_after_join(0.1, lambda: rt.faults.latency(300))  # the reply waits out the latency
+    rt.faults.clear()
+    await vanish_after_join(0.1, lambda: rt.faults.stall(0.3))  # the join is unread, held by the stall
+    await wait_until(lambda: rt.server.connection_count == 0 and rt.hub.stats["subscribers"] == 0)
+
+    async with websockets.connect(url) as ws:  # everyone else is still served, by the same join
+        await ws.send(join(rt.token_for(str(ALICE))))
+        rt.faults.latency(100)
+
+        async def next_frame(event: str) -> dict[str, Any]:
+            while True:
+                msg = json.loads(await ws.recv())
+                if msg["event"] == event:
+                    return msg["payload"]
+
+        assert (await asyncio.wait_for(next_frame("system"), 10))["message"] == "Subscribed to PostgreSQL"
+        await rt.execute(
+            "insert into public.messages (channel_id, user_id, content) values (%s, %s, 'still here')",
+            GENERAL, ALICE,
+        )  # fmt: skip
+        change = await asyncio.wait_for(next_frame("postgres_changes"), 10)
+        assert change["data"]["record"]["content"] == "still here"
+        rt.faults.clear()
+    await wait_until(lambda: rt.hub.stats["subscribers"] == 0)
     assert error_records(caplog) == []
 
 
