@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from realtime import AsyncRealtimeClient
 
 from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus, RealtimeEvent
+from harmony_lab.manager import _logs
 from harmony_lab.manager._backoff import BackoffPolicy
 from harmony_lab.manager._bus import CallbackGuard, EventBus, EventStream
 from harmony_lab.manager._clock import Clock, SystemClock
@@ -114,8 +115,13 @@ class RealtimeConnectionManager:
     Delivery: the channel's callback and the binding's ``TableSubscription.callback`` first, then
     every ``add_listener`` function, then every ``events()`` stream. A callback that raises (or a
     coroutine callback that fails) is logged and counted (``get_debug_info()["callback_errors"]``)
-    and never stops delivery. realtime-py's own connection-loss ERROR log lines are re-labelled
-    DEBUG (the manager reports those as status events).
+    and never stops delivery.
+
+    Logging: realtime-py's connection-loss ERROR lines ("WebSocket connection closed with code …",
+    "Auto-reconnect disabled …", "Connection attempt failed …") of the connections the manager owns
+    are dropped and re-emitted at DEBUG on the ``harmony_lab.manager`` logger with the channel's name
+    (the manager reports those losses as status events); every other realtime-py line, and those of
+    realtime clients you use directly, keep their level (see ``_logs.py``).
 
     >>> mgr = RealtimeConnectionManager(rt.url, rt.anon_key, dsn=rt.dsn)          # doctest: +SKIP
     >>> await mgr.subscribe_to_table("msgs", "messages", filter="channel_id=eq.1",  # doctest: +SKIP
@@ -192,7 +198,7 @@ class RealtimeConnectionManager:
         self._supabase: Any = None
         self._closed = False
         self.suppressed = 0
-        _quiet_realtime_py_connection_logs()
+        _logs.install()
 
     # ------------------------------------------------------------------------------- construction
     @classmethod
@@ -856,27 +862,3 @@ class RealtimeConnectionManager:
 
 
 _BACKGROUND: set[asyncio.Task[Any]] = set()
-
-
-class _RelabelConnectionLogs(logging.Filter):
-    """realtime-py logs every socket loss at ERROR ("Auto-reconnect disabled, terminating connection",
-    which reads like a failure while the manager is reconnecting). Re-label those lines DEBUG."""
-
-    PREFIXES = (
-        "WebSocket connection closed with code",
-        "Auto-reconnect disabled",
-        "Connection attempt failed",
-        "Connection failed permanently",
-    )
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and str(record.msg).startswith(self.PREFIXES):
-            record.levelno = logging.DEBUG
-            record.levelname = "DEBUG"
-        return True
-
-
-def _quiet_realtime_py_connection_logs() -> None:
-    realtime_logger = logging.getLogger("realtime._async.client")
-    if not any(isinstance(f, _RelabelConnectionLogs) for f in realtime_logger.filters):
-        realtime_logger.addFilter(_RelabelConnectionLogs())

@@ -37,6 +37,7 @@ from realtime import AsyncRealtimeChannel, AsyncRealtimeClient, Message, Realtim
 from realtime.message import ReplyMessage
 
 from harmony_lab.events import ChannelStatus, EventKind, RealtimeEvent
+from harmony_lab.manager import _logs
 from harmony_lab.manager._backfill import BackfillBook
 from harmony_lab.manager._convert import change_fields, guess_primary_key, pk_of
 from harmony_lab.manager._liveness import ClockWatch, HeartbeatTracker
@@ -317,6 +318,7 @@ class ChannelRunner:
 
     # ----------------------------------------------------------------------------------- attempt
     async def _attempt(self, gen: int) -> None:
+        _logs.own(asyncio.current_task(), self.name)  # realtime-py's connect failures log in this task
         try:
             token = await self.m._token_for_join()
         except TokenUnavailableError as exc:
@@ -344,6 +346,8 @@ class ChannelRunner:
             await client.close()
             return
         listen_task = getattr(client, "_listen_task", None)
+        _logs.own(listen_task, self.name)  # ... and its socket losses in these two
+        _logs.own(getattr(client, "_heartbeat_task", None), self.name)
         if listen_task is not None:
             listen_task.add_done_callback(lambda t: self._on_listen_done(gen, t))
         self.feed(SocketOpen())

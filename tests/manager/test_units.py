@@ -412,17 +412,36 @@ async def test_postgrest_backfill_query_mirrors_the_subscription():
     assert str(query.request.path).endswith("/messages")
 
 
-def test_realtime_py_connection_loss_logs_are_relabelled_debug(caplog):
+async def test_realtime_py_connection_loss_lines_of_owned_tasks_are_dropped_and_reemitted(caplog):
+    """The filter on realtime-py's client logger (``_logs.py``): only connection-loss lines, only from
+    tasks of connections the manager owns; everything else passes at its own level."""
     import logging
 
-    RealtimeConnectionManager("http://h:1", "k")
+    from harmony_lab.manager import _logs
+
+    RealtimeConnectionManager("http://h:1", "k")  # installs the filter
     realtime_logger = logging.getLogger("realtime._async.client")
-    with caplog.at_level(logging.DEBUG, logger="realtime._async.client"):
+    assert sum(isinstance(f, _logs.RealtimePyConnectionLogs) for f in realtime_logger.filters) == 1
+    RealtimeConnectionManager("http://h:1", "k")
+    assert sum(isinstance(f, _logs.RealtimePyConnectionLogs) for f in realtime_logger.filters) == 1
+
+    async def owned() -> None:
+        _logs.own(asyncio.current_task(), "general")
         realtime_logger.error("Auto-reconnect disabled, terminating connection")
-        realtime_logger.error("something else entirely")
-    levels = {r.getMessage(): r.levelname for r in caplog.records}
-    assert levels["Auto-reconnect disabled, terminating connection"] == "DEBUG"
-    assert levels["something else entirely"] == "ERROR"
+        realtime_logger.error("Unrecognized message format 'x'")  # not a connection loss: kept
+
+    caplog.set_level(logging.DEBUG)
+    await asyncio.ensure_future(owned())
+    realtime_logger.error("Connection attempt failed: refused")  # not a manager task: kept
+    got = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("realtime._async.client", "ERROR", "Unrecognized message format 'x'") in got
+    assert ("realtime._async.client", "ERROR", "Connection attempt failed: refused") in got
+    assert not [g for g in got if g[0].startswith("realtime") and g[2].startswith("Auto-reconnect")]
+    (moved,) = [r for r in caplog.records if r.name == "harmony_lab.manager"]
+    assert moved.levelno == logging.DEBUG
+    assert "Auto-reconnect disabled, terminating connection" in moved.getMessage()
+    assert "'general'" in moved.getMessage()
+    assert (moved.channel, moved.realtime_level) == ("general", "ERROR")
 
 
 @pytest.mark.filterwarnings("ignore:The '(timeout|verify|proxy)' parameter is deprecated:DeprecationWarning")
