@@ -25,6 +25,7 @@ from harmony_lab.frames._rate import RateMeter
 from harmony_lab.frames._util import strict_kwargs
 
 if TYPE_CHECKING:
+    from harmony_lab.manager import Backfill
     from harmony_lab.widgets import LiveTableWidget
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,19 @@ class LiveFrame:
     other sources (DELETEs are not filtered, as on Supabase). ``event`` is ``"*"`` or one of INSERT,
     UPDATE, DELETE.
 
+    **Gaps** (manager source only). ``backfill=Backfill(column="updated_at")`` asks the manager to
+    fetch what changed while the channel was down (a dropped connection, a stall, a restart) once it
+    is back: inserts, updates and — for ``event="*"`` — deletes arrive as backfilled events, so the
+    frame equals the table again without a reload (see :class:`~harmony_lab.manager.Backfill` for
+    what ``column`` must be and for ``lookback``; the manager needs ``dsn=`` or
+    ``RealtimeConnectionManager.from_supabase``). Without it, a gap shows up as a ``gap`` event on
+    the manager and rows changed meanwhile stay stale. A ``key`` given here also goes to the manager
+    as the table's ``primary_key``, so its events, the backfill and this frame agree on row identity
+    (pass the primary-key column(s); without ``key`` the manager introspects the primary key)::
+
+        lf = LiveFrame(manager, "messages", backfill=Backfill(column="updated_at"))
+        await lf.ready()  # connected: events flow
+
     Apply events on the event loop's thread (callbacks and widgets assume it).
     """
 
@@ -151,6 +165,7 @@ class LiveFrame:
         event: str = "*",
         schema: str = "public",
         name: str | None = None,
+        backfill: Backfill | None = None,
         rate_window_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -189,8 +204,23 @@ class LiveFrame:
         self.filter = str(self._row_filter) if self._row_filter is not None else None
         self.event = ev
         self._key_cols = key_cols
+        self._key_given = key_cols is not None
         self._source = source
         self._is_manager = _is_manager(source)
+        if backfill is not None:
+            from harmony_lab.manager import Backfill  # frames stay importable without the manager
+
+            if not isinstance(backfill, Backfill):
+                raise TypeError(
+                    "backfill must be None or a harmony_lab.Backfill(column=..., lookback=...); "
+                    f"got {type(backfill).__name__}"
+                )
+            if not self._is_manager:
+                raise ValueError(
+                    "backfill needs a RealtimeConnectionManager source (it fetches from the database "
+                    "what changed during a gap); a replay or hand-fed frame has nothing to fetch from"
+                )
+        self.backfill = backfill
         self.name = name or f"liveframe-{table}-{next(_sub_counter)}"
 
         self._rows: OrderedDict[int, _Row] = OrderedDict()
@@ -245,6 +275,11 @@ class LiveFrame:
                 self._subscribed = True
                 if callable(getattr(src, "on_status_change", None)):
                     self._unsub_status = src.on_status_change(self.name, self._on_channel_status)
+                extra: dict[str, Any] = {}
+                if self.backfill is not None:
+                    extra["backfill"] = self.backfill
+                if self._key_given:
+                    extra["primary_key"] = self._key_cols
                 state = await src.subscribe_to_table(
                     self.name,
                     self.table,
@@ -252,6 +287,7 @@ class LiveFrame:
                     event=self.event,
                     filter=self.filter,
                     callback=self._on_manager_event,
+                    **extra,
                 )
                 # the manager returns after the first attempt, possibly still retrying: ready() means
                 # events flow (or the channel gave up / was stopped), so wait for that
@@ -742,7 +778,9 @@ class LiveFrame:
             f"<LiveFrame {self.schema}.{self.table} mode={self.mode} key=({key}) "
             f"rows={len(self._rows)}/{self.max_rows if self.max_rows is not None else '∞'} "
             f"inserts={c['inserts']} updates={c['updates']} deletes={c['deletes']} "
-            f"rate={self._rate.rate():.1f}/s status={self.status}>"
+            f"rate={self._rate.rate():.1f}/s status={self.status}"
+            + (f" backfill={self.backfill.column}" if self.backfill is not None else "")
+            + ">"
         )
 
     def _repr_html_(self) -> str:
