@@ -14,9 +14,10 @@ Semantics:
   returns how many were open.
 * ``stall(seconds)`` — the server stops reading (so no heartbeat replies, no websocket pongs) and stops
   writing; new handshakes and REST requests wait (the admin API keeps answering, so ``clear()``
-  works). Afterwards everything that queued up meanwhile — inbound frames and outbound traffic
-  (replies, broadcasts, changes) — is processed and **delivered, in order, not dropped**. Idle
-  timeouts are not counted during a stall.
+  works); one whose client gives up meanwhile is dropped at once (logged at DEBUG). Afterwards
+  everything that queued up meanwhile — inbound frames and outbound traffic (replies, broadcasts,
+  changes) — is processed and **delivered, in order, not dropped**. Idle timeouts are not counted
+  during a stall.
 * ``refuse(seconds, status)`` — new websocket handshakes get an HTTP ``status`` with a JSON error body.
 * ``rapid_close(count, code)`` — the next ``count`` websocket connections are closed with ``code`` right
   after their handshake.
