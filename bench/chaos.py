@@ -11,7 +11,8 @@ What runs (one process; ``LocalRealtime`` on its own thread, like a notebook's `
 * **Consumer** — ``RealtimeConnectionManager`` subscribed to the table with
   ``Backfill(column="updated_at")``; its channel callback feeds ``LiveFrame(None, "chaos_rows")``
   (``max_rows=None``) and a ``Recorder`` records every event (changes, statuses, gaps) to Parquet.
-  (``LiveFrame(manager, ...)`` does not take a backfill, hence the callback.) Manager settings, chosen
+  (``LiveFrame(manager, ..., backfill=...)`` would do the same; the callback makes the frame see exactly
+  what a user callback sees.) Manager settings, chosen
   so that 50 faults fit in minutes — each is a documented option: ``heartbeat_interval=1.5`` (default
   25: stall detection in 1.5–3 s instead of 25–50 s), ``BackoffPolicy(base=0.5, max_delay=5,
   max_retries=10)``, ``rapid_close_cooldown=5`` (default 30); the backfill uses the library defaults
