@@ -222,8 +222,10 @@ class PresenceUser:
             await client.remove_all_channels()
         except Exception as exc:  # the socket may already be gone (faults, stack stopped)
             logger.debug("closing presence client of %s: %r", self.user.username, exc)
-            with contextlib.suppress(Exception):
+            try:
                 await client.close()
+            except Exception as close_exc:  # already closed by the failure above: say so, carry on
+                logger.debug("presence client of %s was already closed: %r", self.user.username, close_exc)
 
     def _report(self, what: str, exc: BaseException) -> None:
         logger.warning("presence of %s: %s failed: %r", self.user.username, what, exc)

@@ -25,7 +25,6 @@ Hooks into realtime-py 2.34.1 (read its source before changing them):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -88,9 +87,7 @@ class TokenUnavailableError(Exception):
 def describe_exception(exc: BaseException) -> str:
     """A short human description of a connect/close failure."""
     if isinstance(exc, websockets.exceptions.InvalidStatus):
-        body = b""
-        with contextlib.suppress(Exception):
-            body = exc.response.body or b""
+        body = exc.response.body or b""
         detail = body.decode("utf-8", "replace")[:200] if body else ""
         return f"HTTP {exc.response.status_code}" + (f" {detail}" if detail else "")
     if isinstance(exc, websockets.exceptions.ConnectionClosed):
