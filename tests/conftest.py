@@ -71,6 +71,33 @@ def postgres() -> Iterator[Any]:
         yield pg
 
 
+# manager timings for tests: fast heartbeats and retries, so outages resolve in seconds
+FAST_MANAGER: dict[str, Any] = {
+    "heartbeat_interval": 0.5,
+    "join_timeout": 5.0,
+    "token_wait": 1.0,
+}
+
+
+@pytest.fixture
+async def make_manager() -> AsyncIterator[Any]:
+    """A factory of RealtimeConnectionManagers with FAST_MANAGER timings, all cleaned up afterwards."""
+    from harmony_lab.manager import BackoffPolicy, RealtimeConnectionManager
+
+    made: list[RealtimeConnectionManager] = []
+    fast = {**FAST_MANAGER, "backoff": BackoffPolicy(base=0.1, max_delay=0.5, max_retries=10)}
+
+    def make(url: str, key: str, **kwargs: Any) -> RealtimeConnectionManager:
+        mgr = RealtimeConnectionManager(url, key, **{**fast, **kwargs})
+        made.append(mgr)
+        return mgr
+
+    yield make
+    for mgr in made:
+        await mgr.cleanup()
+    RealtimeConnectionManager.reset_instance()
+
+
 @pytest.fixture
 async def rt() -> AsyncIterator[Any]:
     """A fresh LocalRealtime (Postgres + Harmony schema + the Realtime-compatible server) per test."""

@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-import pytest
+from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
-# realtime-py 2.34.1 reads ConnectionClosed.code/.reason (deprecated in websockets 13.1) when a socket
-# closes abnormally; with "warnings are errors" that would kill its listener task. Ignore exactly those.
-REALTIME_PY_DEPRECATIONS = [
-    pytest.mark.filterwarnings("ignore:ConnectionClosed.code is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:ConnectionClosed.reason is deprecated:DeprecationWarning"),
-]
-
-
-async def eventually(
-    predicate: Callable[[], bool],
-    timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline
-    what: str = "condition",
-) -> None:
-    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
+# one definition of each, shared with the manager's tests
+__all__ = ["BENCH", "REALTIME_PY_DEPRECATIONS", "eventually", "load_bench"]
 
 
 def load_bench(name: str) -> ModuleType:
