@@ -1,6 +1,7 @@
 // LiveTableWidget front end: a virtualised live table fed by Arrow IPC deltas.
 // Pure helpers (createStore, applyMessage, visibleOrder, formatValue) are exported for tests.
 import { decodeStream } from "./arrow.js";
+import { h, liveView } from "./view.js";
 
 export const ROW_HEIGHT = 26;
 const OVERSCAN = 6;
@@ -171,13 +172,6 @@ export function visibleOrder(store, { sort = null, query = "", columns = [], typ
 }
 
 // ------------------------------------------------------------------------------------ rendering
-function h(tag, cls, text) {
-  const el = document.createElement(tag);
-  if (cls) el.className = cls;
-  if (text != null) el.textContent = text;
-  return el;
-}
-
 function sparkline(svg, values) {
   const w = 90;
   const hgt = 20;
@@ -402,32 +396,24 @@ function render({ model, el }) {
   const onColumns = () => { drawHead(); schedule(); };
   const onBar = () => drawBar();
   const onHeight = () => schedule();
-  model.on("msg:custom", onMessage);
-  model.on("change:columns", onColumns);
-  model.on("change:key_columns", onHeight);
-  model.on("change:height", onHeight);
-  for (const k of ["status", "paused", "pending", "rate", "rate_history", "title"]) model.on(`change:${k}`, onBar);
+  const handlers = {
+    "msg:custom": onMessage,
+    "change:columns": onColumns,
+    "change:key_columns": onHeight,
+    "change:height": onHeight,
+  };
+  for (const k of ["status", "paused", "pending", "rate", "rate_history", "title"]) handlers[`change:${k}`] = onBar;
 
   drawHead();
   drawBar();
   draw();
-  model.send({ type: "ready" });
-
-  return () => {
-    model.off("msg:custom", onMessage);
-    model.off("change:columns", onColumns);
-    model.off("change:key_columns", onHeight);
-    model.off("change:height", onHeight);
-    for (const k of ["status", "paused", "pending", "rate", "rate_history", "title"]) model.off(`change:${k}`, onBar);
-    if (frame) cancelAnimationFrame(frame);
-    clearTimeout(expiryTimer);
-    clearTimeout(searchTimer);
-    try {
-      model.send({ type: "bye" });
-    } catch (err) {
-      console.debug("harmony_lab: could not say bye (the kernel is gone?)", err);
-    }
-  };
+  return liveView(model, handlers, {
+    cleanup: () => {
+      if (frame) cancelAnimationFrame(frame);
+      clearTimeout(expiryTimer);
+      clearTimeout(searchTimer);
+    },
+  });
 }
 
 export default { render };

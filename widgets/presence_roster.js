@@ -18,14 +18,9 @@ export function colour(id) {
   return `hsl(${hash % 360}, 55%, 42%)`;
 }
 
-const LABEL = { online: "online", away: "away", dnd: "do not disturb", offline: "offline" };
+import { h, liveView } from "./view.js";
 
-function h(tag, cls, text) {
-  const el = document.createElement(tag);
-  if (cls) el.className = cls;
-  if (text != null) el.textContent = text;
-  return el;
-}
+const LABEL = { online: "online", away: "away", dnd: "do not disturb", offline: "offline" };
 
 function render({ model, el }) {
   const root = h("div", "hl-root hl-roster");
@@ -79,23 +74,8 @@ function render({ model, el }) {
     offset = (model.get("now_ms") || Date.now()) - Date.now();
     draw();
   };
-  model.on("change:users", onUsers);
-  model.on("change:status", draw);
-  model.on("change:title", draw);
-  const tick = setInterval(draw, 1000);
   onUsers();
-  model.send({ type: "ready" });
-  return () => {
-    clearInterval(tick);
-    model.off("change:users", onUsers);
-    model.off("change:status", draw);
-    model.off("change:title", draw);
-    try {
-      model.send({ type: "bye" });
-    } catch (err) {
-      console.debug("harmony_lab: could not say bye (the kernel is gone?)", err);
-    }
-  };
+  return liveView(model, { "change:users": onUsers, "change:status": draw, "change:title": draw }, { tick: draw });
 }
 
 export default { render };

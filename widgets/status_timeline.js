@@ -2,6 +2,8 @@
 // Spans are coloured by status (data-status), retries are ticks with attempt numbers, gaps are
 // hatched; every element carries a title with its details. Redrawn once a second (the now edge moves).
 
+import { h, liveView } from "./view.js";
+
 export const STATUSES = ["connecting", "connected", "reconnecting", "error", "disconnected"];
 
 export function fmtTime(ms) {
@@ -31,13 +33,6 @@ export function visibleWindow(lanes, now, maxMs) {
     for (const g of lane.gaps) earliest = Math.min(earliest, g[0]);
   }
   return Math.min(maxMs, Math.max(30000, (now - earliest) * 1.1));
-}
-
-function h(tag, cls, text) {
-  const el = document.createElement(tag);
-  if (cls) el.className = cls;
-  if (text != null) el.textContent = text;
-  return el;
 }
 
 function render({ model, el }) {
@@ -138,23 +133,8 @@ function render({ model, el }) {
     offset = (model.get("now_ms") || Date.now()) - Date.now();
     draw();
   };
-  model.on("change:lanes", onLanes);
-  model.on("change:window_s", draw);
-  model.on("change:status", draw);
-  const tick = setInterval(draw, 1000);
   onLanes();
-  model.send({ type: "ready" });
-  return () => {
-    clearInterval(tick);
-    model.off("change:lanes", onLanes);
-    model.off("change:window_s", draw);
-    model.off("change:status", draw);
-    try {
-      model.send({ type: "bye" });
-    } catch (err) {
-      console.debug("harmony_lab: could not say bye (the kernel is gone?)", err);
-    }
-  };
+  return liveView(model, { "change:lanes": onLanes, "change:window_s": draw, "change:status": draw }, { tick: draw });
 }
 
 export default { render };
