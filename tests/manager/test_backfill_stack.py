@@ -10,99 +10,41 @@ from harmony_lab.events import EventKind
 from harmony_lab.frames import LiveFrame
 from harmony_lab.local.schema import ALICE, BOB, GENERAL
 from harmony_lab.manager import Backfill, TableSubscription
-from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
+from tests.manager.manager_helpers import (
+    REALTIME_PY_DEPRECATIONS,
+    GapTable,
+    backfill_reports,
+    eventually,
+    gap_table,
+)
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
-TABLE_SQL = """
-CREATE TABLE public.gap_rows (
-  id         bigint PRIMARY KEY,
-  grp        integer NOT NULL DEFAULT 1,
-  version    integer NOT NULL DEFAULT 1,
-  updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-ALTER TABLE public.gap_rows REPLICA IDENTITY FULL;  -- so the filter also applies to DELETEs
-GRANT SELECT ON public.gap_rows TO anon, authenticated;
-ALTER PUBLICATION supabase_realtime ADD TABLE public.gap_rows;
-"""
-
-# Makes the manager's backfill query slow and deterministic: an RLS policy that sleeps once per
-# transaction while the gate is open, only outside the server's own sessions (application_name
-# harmony_lab_*). The query takes its snapshot, sleeps, then returns rows as they were when it began.
-SLOW_SQL = """
-CREATE TABLE public.gap_gate (open boolean NOT NULL);
-INSERT INTO public.gap_gate VALUES (false);
-GRANT SELECT ON public.gap_gate TO anon;
-CREATE FUNCTION public.gap_slow() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-  IF current_setting('application_name') NOT LIKE 'harmony_lab%'
-     AND (SELECT open FROM public.gap_gate)
-     AND coalesce(current_setting('gap.slept', true), '') <> '1' THEN
-    PERFORM pg_sleep(2.0);
-    PERFORM set_config('gap.slept', '1', true);
-  END IF;
-  RETURN true;
-END
-$$;
-ALTER TABLE public.gap_rows ENABLE ROW LEVEL SECURITY;
-CREATE POLICY gap_rows_read ON public.gap_rows FOR SELECT TO anon USING (public.gap_slow());
-"""
-
-BUMP = "UPDATE public.gap_rows SET version = %s, updated_at = clock_timestamp() WHERE id = %s"
-
-
-async def subscribe(rt: Any, make_manager: Any, *, slow: bool = False, **backfill: Any) -> Any:
-    await rt.execute(TABLE_SQL)
-    if slow:
-        await rt.execute(SLOW_SQL)
-    mgr = make_manager(rt.url, rt.anon_key, dsn=rt.dsn)
-    lf = LiveFrame(None, "gap_rows", max_rows=None)
-    events: list[Any] = []
-    mgr.add_listener(events.append)
-    await mgr.subscribe_to_table(
-        "gap",
+async def subscribe(rt: Any, make_manager: Any, *, slow: bool = False, **backfill: Any) -> GapTable:
+    return await gap_table(
+        rt,
+        make_manager,
         "gap_rows",
-        filter="grp=eq.1",
-        callback=lf.apply,
-        backfill=Backfill(column="updated_at", lookback=1.0, **backfill),
+        lookback=1.0,
+        filtered=True,
+        slow_seconds=2.0 if slow else None,
+        **backfill,
     )
-    await mgr.wait_for_status("gap", "connected", timeout=10)
-    return mgr, lf, events
-
-
-def reports(events: list[Any]) -> list[Any]:
-    return [e for e in events if e.kind is EventKind.SYSTEM and e.reason == "backfill"]
-
-
-async def gap(rt: Any, mgr: Any) -> None:
-    rt.faults.refuse(1.0)
-    rt.faults.drop_all(code=1001, reason="test gap")
-    await mgr.wait_for_status("gap", "reconnecting", timeout=5)
-
-
-async def table(rt: Any) -> dict[int, int]:
-    rows = await rt.execute("SELECT id, version FROM public.gap_rows WHERE grp = 1")
-    return {int(i): int(v) for i, v in rows}
-
-
-def frame(lf: LiveFrame) -> dict[int, int]:
-    df = lf.df
-    return {int(i): int(v) for i, v in zip(df["id"], df["version"], strict=True)} if len(df) else {}
 
 
 async def test_rows_deleted_or_moved_out_of_the_filter_during_a_gap_are_backfilled_deletes(rt, make_manager):
-    mgr, lf, events = await subscribe(rt, make_manager)
+    t = await subscribe(rt, make_manager)
     await rt.execute("INSERT INTO public.gap_rows (id) VALUES (1), (2), (3), (4)")
-    await eventually(lambda: len(lf) == 4, what="live inserts")
-    await gap(rt, mgr)
+    await eventually(lambda: len(t.lf) == 4, what="live inserts")
+    await t.gap("test gap")
     await rt.execute("DELETE FROM public.gap_rows WHERE id = 1")
     await rt.execute("UPDATE public.gap_rows SET grp = 2, updated_at = clock_timestamp() WHERE id = 2")
-    await rt.execute(BUMP, 2, 3)
+    await t.bump(2, 3)
     await rt.execute("INSERT INTO public.gap_rows (id) VALUES (5)")
-    await mgr.wait_for_status("gap", "connected", timeout=10)
-    await eventually(lambda: len(reports(events)) == 1, what="the backfill report")
-    assert frame(lf) == await table(rt) == {3: 2, 4: 1, 5: 1}
-    backfilled = [e for e in events if e.kind is EventKind.CHANGE and e.backfilled]
+    await t.mgr.wait_for_status("gap_rows", "connected", timeout=10)
+    await eventually(lambda: len(t.reports()) == 1, what="the backfill report")
+    assert t.frame() == await t.table() == {3: 2, 4: 1, 5: 1}
+    backfilled = [e for e in t.events if e.kind is EventKind.CHANGE and e.backfilled]
     deletes = sorted((e for e in backfilled if e.op == "DELETE"), key=lambda e: e.pk["id"])
     assert [(e.pk, e.old, e.new) for e in deletes] == [
         ({"id": 1}, {"id": 1}, None),
@@ -112,74 +54,74 @@ async def test_rows_deleted_or_moved_out_of_the_filter_during_a_gap_are_backfill
         ("INSERT", 5),
         ("UPDATE", 3),
     ]
-    (report,) = reports(events)
+    (report,) = t.reports()
     assert report.payload["deleted"] == 2
     assert report.payload["keys_checked"] == 4
-    info = mgr.get_debug_info()["channels"]["gap"]
+    info = t.mgr.get_debug_info()["channels"]["gap_rows"]
     assert info["backfill_deleted"] == 2
     # a second gap: nothing more to delete, nothing delivered twice
-    await gap(rt, mgr)
-    await mgr.wait_for_status("gap", "connected", timeout=10)
-    await eventually(lambda: len(reports(events)) == 2, what="the second backfill report")
-    assert reports(events)[1].payload["deleted"] == 0
-    assert reports(events)[1].payload["keys_checked"] == 3
-    assert frame(lf) == await table(rt)
+    await t.gap("test gap")
+    await t.mgr.wait_for_status("gap_rows", "connected", timeout=10)
+    await eventually(lambda: len(t.reports()) == 2, what="the second backfill report")
+    assert t.reports()[1].payload["deleted"] == 0
+    assert t.reports()[1].payload["keys_checked"] == 3
+    assert t.frame() == await t.table()
 
 
 async def test_deletes_false_checks_no_keys(rt, make_manager):
-    mgr, lf, events = await subscribe(rt, make_manager, deletes=False)
+    t = await subscribe(rt, make_manager, deletes=False)
     await rt.execute("INSERT INTO public.gap_rows (id) VALUES (1), (2)")
-    await eventually(lambda: len(lf) == 2, what="live inserts")
-    await gap(rt, mgr)
+    await eventually(lambda: len(t.lf) == 2, what="live inserts")
+    await t.gap("test gap")
     await rt.execute("DELETE FROM public.gap_rows WHERE id = 1")
-    await mgr.wait_for_status("gap", "connected", timeout=10)
-    await eventually(lambda: len(reports(events)) == 1, what="the backfill report")
-    assert reports(events)[0].payload["keys_checked"] is None
-    assert 1 in lf  # documented: without deletes=True the DELETE in the gap is not seen
+    await t.mgr.wait_for_status("gap_rows", "connected", timeout=10)
+    await eventually(lambda: len(t.reports()) == 1, what="the backfill report")
+    assert t.reports()[0].payload["keys_checked"] is None
+    assert 1 in t.lf  # documented: without deletes=True the DELETE in the gap is not seen
 
 
 async def test_a_slow_backfill_does_not_overwrite_a_newer_live_update(rt, make_manager):
-    mgr, lf, events = await subscribe(rt, make_manager, slow=True)
+    t = await subscribe(rt, make_manager, slow=True)
     await rt.execute("INSERT INTO public.gap_rows (id) VALUES (1), (2)")
-    await eventually(lambda: len(lf) == 2, what="live inserts")
-    await rt.execute("UPDATE public.gap_gate SET open = true")
-    await gap(rt, mgr)
-    await rt.execute(BUMP, 2, 1)
-    await rt.execute(BUMP, 2, 2)
-    await mgr.wait_for_status("gap", "connected", timeout=10)
+    await eventually(lambda: len(t.lf) == 2, what="live inserts")
+    await t.open_gate()
+    await t.gap("test gap")
+    await t.bump(2, 1)
+    await t.bump(2, 2)
+    await t.mgr.wait_for_status("gap_rows", "connected", timeout=10)
     await asyncio.sleep(0.5)  # the backfill has taken its snapshot and sleeps in the scan
-    await rt.execute(BUMP, 3, 1)
-    await eventually(lambda: frame(lf).get(1) == 3, what="the live v3")  # live is not held back
-    await eventually(lambda: len(reports(events)) == 1, timeout=15, what="the backfill report")
-    assert frame(lf) == await table(rt) == {1: 3, 2: 2}
-    (report,) = reports(events)
+    await t.bump(3, 1)
+    await eventually(lambda: t.frame().get(1) == 3, what="the live v3")  # live is not held back
+    await eventually(lambda: len(t.reports()) == 1, timeout=15, what="the backfill report")
+    assert t.frame() == await t.table() == {1: 3, 2: 2}
+    (report,) = t.reports()
     assert report.payload["superseded"] == 1  # row 1 at v2 from the snapshot: older than live v3
     assert report.payload["delivered"] == 1  # row 2 at v2
     # the live repeat of row 2 v2 (if the server delivers it after the backfill) is not a second event
     v2 = [
         e
-        for e in events
+        for e in t.events
         if e.kind is EventKind.CHANGE and e.pk == {"id": 2} and e.new and e.new["version"] == 2
     ]
     assert len(v2) == 1
 
 
 async def test_a_slow_backfill_does_not_resurrect_a_row_deleted_live(rt, make_manager):
-    mgr, lf, events = await subscribe(rt, make_manager, slow=True)
+    t = await subscribe(rt, make_manager, slow=True)
     await rt.execute("INSERT INTO public.gap_rows (id) VALUES (1), (2), (3)")
-    await eventually(lambda: len(lf) == 3, what="live inserts")
-    await rt.execute("UPDATE public.gap_gate SET open = true")
-    await gap(rt, mgr)
-    await rt.execute(BUMP, 2, 1)
+    await eventually(lambda: len(t.lf) == 3, what="live inserts")
+    await t.open_gate()
+    await t.gap("test gap")
+    await t.bump(2, 1)
     await rt.execute("DELETE FROM public.gap_rows WHERE id = 3")  # missed: a backfilled DELETE
-    await mgr.wait_for_status("gap", "connected", timeout=10)
+    await t.mgr.wait_for_status("gap_rows", "connected", timeout=10)
     await asyncio.sleep(0.5)
     await rt.execute("DELETE FROM public.gap_rows WHERE id = 1")  # live, while the backfill runs
-    await eventually(lambda: 1 not in lf, what="the live DELETE")
-    await eventually(lambda: len(reports(events)) == 1, timeout=15, what="the backfill report")
+    await eventually(lambda: 1 not in t.lf, what="the live DELETE")
+    await eventually(lambda: len(t.reports()) == 1, timeout=15, what="the backfill report")
     await asyncio.sleep(0.3)
-    assert frame(lf) == await table(rt) == {2: 1}
-    (report,) = reports(events)
+    assert t.frame() == await t.table() == {2: 1}
+    (report,) = t.reports()
     assert report.payload["superseded"] == 1
     assert report.payload["deleted"] == 1
 
@@ -214,12 +156,12 @@ async def test_composite_keys_under_rls_and_a_created_at_backfill(rt, make_manag
     )  # missed in the gap
     await rt.execute(react, msg[0], BOB, "new")
     await mgr.wait_for_status("reactions", "connected", timeout=10)
-    await eventually(lambda: len(reports(events)) == 1, what="the backfill report")
+    await eventually(lambda: len(backfill_reports(events)) == 1, what="the backfill report")
     mine = "select user_id, emoji from message_reactions where message_id = %s"
     want = sorted((str(u), e) for u, e in await rt.execute(mine, msg[0]))
     df = lf.df[lf.df["message_id"] == msg[0]]
     have = sorted((str(u), e) for u, e in zip(df["user_id"], df["emoji"], strict=True))
     assert have == want
     assert (str(BOB), "a,b") not in have
-    (report,) = reports(events)
+    (report,) = backfill_reports(events)
     assert (report.payload["deleted"], report.payload["keys_checked"]) == (1, 3)
