@@ -1,4 +1,5 @@
-"""One way to print a benchmark's rows: an aligned text table (columns = the union of the rows' keys).
+"""What every benchmark shares: its ``--quick`` command line and one way to print its rows, an aligned
+text table (columns = the union of the rows' keys).
 
 Bench scripts run as ``python bench/<name>.py`` (this folder is then on ``sys.path``) or through
 ``bench/run_all.py``, which puts this folder on ``sys.path`` the same way.
@@ -6,6 +7,8 @@ Bench scripts run as ``python bench/<name>.py`` (this folder is then on ``sys.pa
 
 from __future__ import annotations
 
+import argparse
+import logging
 from typing import Any
 
 
@@ -40,3 +43,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(format_table(rows))
+
+
+def parse_quick(doc: str | None, argv: list[str] | None, *, log_level: int = logging.WARNING) -> bool:
+    """Parse the common command line (``--quick``: small sizes) and set up logging; True when quick."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
+    quick: bool = parser.parse_args(argv).quick
+    logging.basicConfig(level=log_level)
+    return quick

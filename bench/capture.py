@@ -18,9 +18,7 @@ Usage: ``python bench/capture.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 import shutil
 import statistics
 import sys
@@ -31,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _table import print_table
+from _table import parse_quick, print_table
 
 from harmony_lab.capture import ChangeStream, PgOutputDecoder, poll_changes
 from harmony_lab.capture.pgoutput import parse_message
@@ -287,13 +285,8 @@ async def run(quick: bool) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    rows = asyncio.run(run(args.quick))
+    quick = parse_quick(__doc__, argv)
+    rows = asyncio.run(run(quick))
     print_table(rows)
     return rows
 

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -29,7 +28,7 @@ from typing import Any
 
 import comm
 import pandas as pd
-from _table import print_table
+from _table import parse_quick, print_table
 from comm.base_comm import BaseComm
 
 from harmony_lab.events import RealtimeEvent
@@ -282,14 +281,9 @@ async def widget_traffic(seconds: float, rate: int = 10_000, max_rows: int = 10_
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
-    n = 20_000 if args.quick else 200_000
-    n_naive = 2_000 if args.quick else 5_000
+    quick = parse_quick(__doc__, argv, log_level=logging.ERROR)
+    n = 20_000 if quick else 200_000
+    n_naive = 2_000 if quick else 5_000
     events = make_events(n)
     rows = [run_liveframe(events)]
     rows.append(run_naive_pandas(events[:n_naive]))
@@ -303,7 +297,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for r in rows:
         if "events_per_s" in r:
             r["x_naive_pandas"] = round(r["events_per_s"] / base, 1)
-    rows += asyncio.run(widget_traffic(2.0 if args.quick else 5.0))
+    rows += asyncio.run(widget_traffic(2.0 if quick else 5.0))
     print_table(rows)
     return rows
 

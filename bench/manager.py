@@ -21,7 +21,6 @@ Rows (one LocalRealtime, server limits off):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import statistics
@@ -29,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from _table import print_table
+from _table import parse_quick, print_table
 
 N_FULL = 20_000
 N_QUICK = 3_000
@@ -219,14 +218,9 @@ async def run(quick: bool) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR)
+    quick = parse_quick(__doc__, argv, log_level=logging.ERROR)
     logging.getLogger("realtime").setLevel(logging.CRITICAL)
-    rows = asyncio.run(run(args.quick))
+    rows = asyncio.run(run(quick))
     print_table(rows)
     return rows
 

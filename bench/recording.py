@@ -23,8 +23,6 @@ Rows (a realistic event mix: 80 % row changes, presence, broadcasts, heartbeats,
 
 from __future__ import annotations
 
-import argparse
-import logging
 import shutil
 import sys
 import tempfile
@@ -36,7 +34,7 @@ from typing import Any
 
 import psutil
 import pyarrow.parquet as pq
-from _table import print_table
+from _table import parse_quick, print_table
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.recording import Recorder
@@ -264,15 +262,10 @@ def paced(events: list[RealtimeEvent], rate: float, seconds: float, tmp: Path) -
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    n_rate = 100_000 if args.quick else 500_000
-    n_rss = 300_000 if args.quick else 10_000_000
-    paced_s = 5.0 if args.quick else 60.0  # full: one whole rotate_seconds
+    quick = parse_quick(__doc__, argv)
+    n_rate = 100_000 if quick else 500_000
+    n_rss = 300_000 if quick else 10_000_000
+    paced_s = 5.0 if quick else 60.0  # full: one whole rotate_seconds
     events = make_events(n_rate)
     tmp = Path(tempfile.mkdtemp(prefix="bench-recording-"))
     try:

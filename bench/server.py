@@ -20,7 +20,6 @@ the fan-out rows); everything else is the default stack.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
 import logging
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _table import print_table
+from _table import parse_quick, print_table
 
 HERE = Path(__file__).resolve().parent
 
@@ -239,14 +238,9 @@ def capture_floor(quick: bool) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    rows = asyncio.run(run(args.quick))
-    rows += capture_floor(args.quick)
+    quick = parse_quick(__doc__, argv)
+    rows = asyncio.run(run(quick))
+    rows += capture_floor(quick)
     print_table(rows)
     return rows
 
