@@ -29,7 +29,7 @@ import traitlets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StreamingWidget"]
+__all__ = ["StateWidget", "StreamingWidget"]
 
 
 class StreamingWidget(anywidget.AnyWidget):
@@ -244,3 +244,18 @@ class StreamingWidget(anywidget.AnyWidget):
         self._streaming = False
         self._cancel_timers()
         super().close()
+
+
+class StateWidget(StreamingWidget):
+    """A widget whose whole state is a few small traits (roster, timeline): a snapshot and every flush
+    re-send it through :meth:`_push`, which subclasses implement (inside ``hold_sync``)."""
+
+    def _push(self) -> None:
+        raise NotImplementedError
+
+    def _snapshot(self) -> None:
+        self._push()
+
+    def _flush_changes(self) -> bool:
+        self._push()
+        return False

@@ -12,7 +12,7 @@ import traitlets
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.frames._util import strict_kwargs
 from harmony_lab.widgets import _assets
-from harmony_lab.widgets._base import StreamingWidget
+from harmony_lab.widgets._base import StateWidget
 from harmony_lab.widgets._sources import Feed, to_ms
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def initials(name: str) -> str:
     return (words[0][:2] if words else "?").upper()
 
 
-class PresenceRosterWidget(StreamingWidget):
+class PresenceRosterWidget(StateWidget):
     """Users with initials, a status dot (online, away, dnd; invisible shown offline), typing, last seen.
 
     ``source`` is a presence handle from ``await manager.join_presence(...)`` (its ``roster`` and
@@ -241,13 +241,6 @@ class PresenceRosterWidget(StreamingWidget):
         with self.hold_sync():
             self.users = self.roster()
             self.now_ms = int(self._wall() * 1000)
-
-    def _snapshot(self) -> None:
-        self._push()
-
-    def _flush_changes(self) -> bool:
-        self._push()
-        return False
 
     def _send_stats(self) -> None:
         # typing indicators expire without an event: refresh when one did

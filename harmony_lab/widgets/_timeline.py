@@ -12,7 +12,7 @@ import traitlets
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.frames._util import strict_kwargs
 from harmony_lab.widgets import _assets
-from harmony_lab.widgets._base import StreamingWidget
+from harmony_lab.widgets._base import StateWidget
 from harmony_lab.widgets._sources import Feed, to_ms
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class _Lane:
         self.last_event_ms: int | None = None
 
 
-class StatusTimelineWidget(StreamingWidget):
+class StatusTimelineWidget(StateWidget):
     """Channel statuses over time: coloured spans, retry markers with attempt numbers, gap spans,
     hover details, a live "now" edge and the latest heartbeat RTT per channel.
 
@@ -196,13 +196,6 @@ class StatusTimelineWidget(StreamingWidget):
         with self.hold_sync():
             self.lanes = self.state()
             self.now_ms = self.now_ms_for_display()
-
-    def _snapshot(self) -> None:
-        self._push()
-
-    def _flush_changes(self) -> bool:
-        self._push()
-        return False
 
     def _send_stats(self) -> None:
         traffic = sum(lane.events for lane in self._lanes.values())
