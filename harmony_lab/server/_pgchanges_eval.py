@@ -61,6 +61,11 @@ DEFER: Final = _Defer()
 Tri = bool | None  # SQL three-valued result: None = NULL (not visible)
 Predicate = Callable[[Any], Tri | _Defer]
 
+
+def _null_else_defer(v: Any) -> Tri | _Defer:
+    """Where Python cannot decide as Postgres would: NULL stays NULL, anything else asks Postgres."""
+    return None if v is None else DEFER
+
 _INT_TYPES: Final = frozenset({"int2", "int4", "int8", "oid"})
 _FLOAT_TYPES: Final = frozenset({"float4", "float8"})
 _TEXT_TYPES: Final = frozenset({"text", "varchar", "name"})
@@ -454,9 +459,9 @@ def _compile_base(cond: Condition, ctype: ColumnType, canonical: Any) -> Predica
     if key is None:
         if op == "isdistinct":
             return lambda v: True if v is None else DEFER
-        return lambda v: None if v is None else DEFER
+        return _null_else_defer
     if ctype.category in ("text", "bpchar") and op in ("lt", "lte", "gt", "gte") and not ctype.c_collation:
-        return lambda v: None if v is None else DEFER
+        return _null_else_defer
 
     try:
         if op == "in":
@@ -468,7 +473,7 @@ def _compile_base(cond: Condition, ctype: ColumnType, canonical: Any) -> Predica
     except _Unconvertible:
         if op == "isdistinct":
             return lambda v: True if v is None else DEFER
-        return lambda v: None if v is None else DEFER
+        return _null_else_defer
 
     if op == "in":
 
@@ -512,52 +517,53 @@ _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
 }
 
 
+def _text_predicate(test: Callable[[str], bool], pattern: str, *, needs_ascii: bool) -> Predicate:
+    """A pattern test on text: NULL is NULL; non-text values, and non-ASCII text where case folding or
+    character classes depend on a collation Python does not know (``needs_ascii``), go to Postgres."""
+    pattern_ascii = pattern.isascii()
+
+    def predicate(v: Any) -> Tri | _Defer:
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            return DEFER
+        if needs_ascii and not (pattern_ascii and v.isascii()):
+            return DEFER
+        return test(v)
+
+    return predicate
+
+
 def _compile_like(cond: Condition, ctype: ColumnType) -> Predicate:
     if ctype.category != "text":
-        return lambda v: None if v is None else DEFER
+        return _null_else_defer
     pattern = str(cond.value)
     insensitive = cond.op == "ilike"
     try:
         rx = re.compile(like_to_regex(_ascii_lower(pattern) if insensitive else pattern), re.DOTALL)
     except ValueError:
-        return lambda v: None if v is None else DEFER
-    needs_ascii = insensitive and not ctype.c_collation
-    pattern_ascii = pattern.isascii()
+        return _null_else_defer
 
-    def like(v: Any) -> Tri | _Defer:
-        if v is None:
-            return None
-        if not isinstance(v, str):
-            return DEFER
-        if needs_ascii and not (pattern_ascii and v.isascii()):
-            return DEFER
+    def like(v: str) -> bool:
         return rx.fullmatch(_ascii_lower(v) if insensitive else v) is not None
 
-    return like
+    return _text_predicate(like, pattern, needs_ascii=insensitive and not ctype.c_collation)
 
 
 def _compile_match(cond: Condition, ctype: ColumnType) -> Predicate:
     if ctype.category != "text":
-        return lambda v: None if v is None else DEFER
+        return _null_else_defer
     pattern = str(cond.value)
     translated = pg_regex_to_python(pattern)
     if translated is None:
-        return lambda v: None if v is None else DEFER
+        return _null_else_defer
     flags = re.DOTALL | re.ASCII | (re.IGNORECASE if cond.op == "imatch" else 0)
     rx = re.compile(translated, flags)
-    needs_ascii = not ctype.c_collation
-    pattern_ascii = pattern.isascii()
 
-    def match(v: Any) -> Tri | _Defer:
-        if v is None:
-            return None
-        if not isinstance(v, str):
-            return DEFER
-        if needs_ascii and not (pattern_ascii and v.isascii()):
-            return DEFER
+    def match(v: str) -> bool:
         return rx.search(v) is not None
 
-    return match
+    return _text_predicate(match, pattern, needs_ascii=not ctype.c_collation)
 
 
 # --------------------------------------------------------------------------------------------
