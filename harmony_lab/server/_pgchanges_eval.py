@@ -517,8 +517,11 @@ _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
 }
 
 
-def _text_predicate(test: Callable[[str], bool], pattern: str, *, needs_ascii: bool) -> Predicate:
-    """A pattern test on text: NULL is NULL; non-text values, and non-ASCII text where case folding or
+def _text_predicate(
+    find: Callable[[str], re.Match[str] | None], pattern: str, *, fold: bool, needs_ascii: bool
+) -> Predicate:
+    """A pattern test on text (``find`` is a compiled regex's ``fullmatch`` or ``search``; ``fold``
+    lower-cases ASCII first): NULL is NULL; non-text values, and non-ASCII text where case folding or
     character classes depend on a collation Python does not know (``needs_ascii``), go to Postgres."""
     pattern_ascii = pattern.isascii()
 
@@ -529,7 +532,7 @@ def _text_predicate(test: Callable[[str], bool], pattern: str, *, needs_ascii: b
             return DEFER
         if needs_ascii and not (pattern_ascii and v.isascii()):
             return DEFER
-        return test(v)
+        return find(_ascii_lower(v) if fold else v) is not None
 
     return predicate
 
@@ -543,11 +546,9 @@ def _compile_like(cond: Condition, ctype: ColumnType) -> Predicate:
         rx = re.compile(like_to_regex(_ascii_lower(pattern) if insensitive else pattern), re.DOTALL)
     except ValueError:
         return _null_else_defer
-
-    def like(v: str) -> bool:
-        return rx.fullmatch(_ascii_lower(v) if insensitive else v) is not None
-
-    return _text_predicate(like, pattern, needs_ascii=insensitive and not ctype.c_collation)
+    return _text_predicate(
+        rx.fullmatch, pattern, fold=insensitive, needs_ascii=insensitive and not ctype.c_collation
+    )
 
 
 def _compile_match(cond: Condition, ctype: ColumnType) -> Predicate:
@@ -559,11 +560,7 @@ def _compile_match(cond: Condition, ctype: ColumnType) -> Predicate:
         return _null_else_defer
     flags = re.DOTALL | re.ASCII | (re.IGNORECASE if cond.op == "imatch" else 0)
     rx = re.compile(translated, flags)
-
-    def match(v: str) -> bool:
-        return rx.search(v) is not None
-
-    return _text_predicate(match, pattern, needs_ascii=not ctype.c_collation)
+    return _text_predicate(rx.search, pattern, fold=False, needs_ascii=not ctype.c_collation)
 
 
 # --------------------------------------------------------------------------------------------
