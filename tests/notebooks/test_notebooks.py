@@ -70,8 +70,32 @@ def errors_in(nb: nbformat.NotebookNode) -> list[str]:
     return found
 
 
+def output_text(nb: nbformat.NotebookNode) -> str:
+    """Everything the cells printed or displayed as text."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                parts.append(out["text"])
+            elif "text/plain" in out.get("data", {}):
+                parts.append(out["data"]["text/plain"])
+    return "\n".join(parts)
+
+
+# what each notebook's story promises, as the notebook itself prints it
+PROMISES = {
+    "02_presence_and_typing.ipynb": [
+        "reached the notification callback: False",  # dnd suppresses notifications
+        "Bob sees Alice as: offline",  # invisible shows as offline
+    ],
+    "03_reconnection_lab.ipynb": [", 0 missing from the frame"],  # every outage backfilled
+    "04_record_and_analyse.ipynb": ["dropped=0>"],  # the recorder lost nothing
+}
+
+
 def test_there_are_five_notebooks():
     assert [n[:2] for n in ALL] == ["01", "02", "03", "04", "05"], ALL
+    assert set(PROMISES) <= set(ALL), set(PROMISES) - set(ALL)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -94,3 +118,6 @@ def test_notebook_executes(name, tmp_path, artifacts):
     assert errors_in(nb) == []
     ran = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in ran), "a cell did not run"
+    text = output_text(nb)
+    for promise in PROMISES.get(name, []):
+        assert promise in text, f"{name} did not print {promise!r}"
