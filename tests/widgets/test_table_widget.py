@@ -28,6 +28,15 @@ def frame_with(n: int, **kw) -> LiveFrame:
     return lf
 
 
+def ready_table(lf: LiveFrame, **kw) -> tuple[LiveTableWidget, RecordingComm]:
+    """A table widget whose front end said ready, with the snapshot already cleared from its comm."""
+    w = LiveTableWidget(lf, **kw)
+    c = comm_of(w)
+    c.front({"type": "ready"})
+    c.clear()
+    return w, c
+
+
 async def settle(seconds: float = TICK * 2.5) -> None:
     await asyncio.sleep(seconds)
 
@@ -65,10 +74,7 @@ async def test_ready_gets_a_snapshot_of_every_row():
 
 async def test_changes_within_a_tick_become_one_delta():
     lf = frame_with(2)
-    w = LiveTableWidget(lf)
-    c = comm_of(w)
-    c.front({"type": "ready"})
-    c.clear()
+    _w, c = ready_table(lf)
     lf.apply(make_change("INSERT", message(2)))
     lf.apply(make_change("INSERT", message(3)))
     lf.apply(make_change("UPDATE", message(0, body="edited")))
@@ -86,10 +92,7 @@ async def test_changes_within_a_tick_become_one_delta():
 
 async def test_repeated_updates_coalesce_by_row():
     lf = frame_with(10)
-    w = LiveTableWidget(lf)
-    c = comm_of(w)
-    c.front({"type": "ready"})
-    c.clear()
+    _w, c = ready_table(lf)
     for k in range(1000):
         lf.apply(make_change("UPDATE", message(k % 10, body=f"v{k}")))
     await settle()
@@ -102,10 +105,7 @@ async def test_repeated_updates_coalesce_by_row():
 
 async def test_rows_born_and_gone_within_a_tick_are_never_sent():
     lf = frame_with(1)
-    w = LiveTableWidget(lf)
-    c = comm_of(w)
-    c.front({"type": "ready"})
-    c.clear()
+    _w, c = ready_table(lf)
     lf.apply(make_change("INSERT", message(5)))
     lf.apply(make_change("DELETE", None, old={"id": 5}))
     lf.apply(make_change("DELETE", None, old={"id": 0}))  # known to the view: must be sent
@@ -118,10 +118,7 @@ async def test_rows_born_and_gone_within_a_tick_are_never_sent():
 
 async def test_evictions_are_sent_as_deletes():
     lf = frame_with(3, max_rows=3)
-    w = LiveTableWidget(lf)
-    c = comm_of(w)
-    c.front({"type": "ready"})
-    c.clear()
+    _w, c = ready_table(lf)
     lf.apply(make_change("INSERT", message(3)))
     await settle()
     (d,) = c.customs("delta")
@@ -132,10 +129,7 @@ async def test_evictions_are_sent_as_deletes():
 
 async def test_a_10k_events_per_second_stream_stays_within_10_messages_per_second():
     lf = LiveFrame(None, "messages", max_rows=5_000)
-    w = LiveTableWidget(lf)
-    c = comm_of(w)
-    c.front({"type": "ready"})
-    c.clear()
+    w, c = ready_table(lf)
     start = time.monotonic()
     i = 0
     while time.monotonic() - start < 2.0:  # 100 events every 10 ms ≈ 10 000 events/s
@@ -161,10 +155,7 @@ async def test_a_10k_events_per_second_stream_stays_within_10_messages_per_secon
 
 async def test_the_byte_budget_defers_and_coalesces():
     lf = LiveFrame(None, "messages", max_rows=200)
-    w = LiveTableWidget(lf, max_bytes_per_s=20_000)
-    c = comm_of(w)
-    c.front({"type": "ready"})
-    c.clear()
+    _w, c = ready_table(lf, max_bytes_per_s=20_000)
     start = time.monotonic()
     i = 0
     while time.monotonic() - start < 1.5:
@@ -225,10 +216,7 @@ async def test_each_new_view_gets_a_snapshot_and_bye_stops_streaming():
 
 async def test_resync_resends_a_snapshot():
     lf = frame_with(2)
-    w = LiveTableWidget(lf)
-    c = comm_of(w)
-    c.front({"type": "ready"})
-    c.clear()
+    _w, c = ready_table(lf)
     c.front({"type": "resync", "reason": "test"})
     assert len(c.customs("snapshot")) == 1
 
@@ -265,10 +253,7 @@ async def test_new_columns_reach_the_columns_trait():
 
 async def test_statistics_arrive_once_a_second():
     lf = frame_with(1)
-    w = LiveTableWidget(lf)
-    c = comm_of(w)
-    c.front({"type": "ready"})
-    c.clear()
+    w, c = ready_table(lf)
     for i in range(1, 40):
         lf.apply(make_change("INSERT", message(i)))
         await asyncio.sleep(0.03)
@@ -281,10 +266,7 @@ async def test_statistics_arrive_once_a_second():
 
 def test_flush_without_a_running_loop():
     lf = frame_with(1)
-    w = LiveTableWidget(lf)
-    c = comm_of(w)
-    c.front({"type": "ready"})
-    c.clear()
+    w, c = ready_table(lf)
     lf.apply(make_change("INSERT", message(1)))
     assert c.customs() == []  # no loop: nothing is scheduled
     w.flush()
