@@ -520,7 +520,7 @@ class ChannelRunner:
             )
             message = str(detail.get("message", ""))
             if detail.get("extension") == "postgres_changes" and message.startswith(_FATAL_PG_PREFIXES):
-                self.feed(JoinFailed(f"postgres_changes: {message}", fatal=True))
+                self.feed(JoinFailed(f"postgres_changes: {message} ({self._doctor_hint()})", fatal=True))
             else:
                 self.feed(Closed(f"server system error: {message}", last_rx=self.last_rx()))
         elif isinstance(detail, dict) and "reason" in detail:
@@ -531,6 +531,19 @@ class ChannelRunner:
             text = str(err) if err is not None else "unknown channel error"
             fatal = "mismatch between server and client bindings" in text
             self.feed(JoinFailed(text, fatal=fatal))
+
+    def _doctor_hint(self) -> str:
+        """What to do when the server refuses a postgres_changes subscription."""
+        tables = [f"{t.schema}.{t.table}" for t in self.spec.tables]
+        if not tables:
+            return "check the subscription's table, filter and columns"
+        first = self.spec.tables[0]
+        call = f"{first.table!r}" if first.schema == "public" else f"{first.table!r}, schema={first.schema!r}"
+        return (
+            f"check that {', '.join(tables)} exists, is in the supabase_realtime publication and has "
+            f"the filter's columns; `await manager.doctor({call})` checks publication, replica identity, "
+            "grants and RLS"
+        )
 
     def _on_system_ok(self, gen: int, payload: Any) -> None:
         if gen != self.generation:

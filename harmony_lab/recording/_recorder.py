@@ -666,6 +666,11 @@ class Recorder:
             raise ValueError(f"max_queue must be a positive int; got {max_queue!r}")
         self.source = source
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(
+                f"Recorder path {str(self.path)!r} is a file; a recording is a directory (created when "
+                "missing): pass a folder such as 'recordings/'"
+            )
         self.kinds = _normalize_kinds(kinds)
         self.rotate_rows = rotate_rows
         self.rotate_seconds = float(rotate_seconds)

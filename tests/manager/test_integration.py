@@ -370,6 +370,9 @@ async def test_table_outside_the_publication_is_an_error_not_a_retry_loop(rt, ma
     state = await mgr.subscribe_to_table("notes", "private_notes")
     assert state.status is ChannelStatus.ERROR
     assert "postgres_changes" in state.reason
+    # the reason says what to do next
+    assert "public.private_notes exists, is in the supabase_realtime publication" in state.reason
+    assert "`await manager.doctor('private_notes')`" in state.reason
     report = await mgr.doctor("private_notes", role="anon")
     assert not report["publication"].ok
     await rt.execute(report["publication"].fix)

@@ -217,3 +217,11 @@ def test_writer_failure_is_raised_not_swallowed(tmp_path, caplog):
         rec.stop()
     assert isinstance(info.value.__cause__, OSError)
     assert manifest(blocker)["sessions"][rec.session_id]["status"] == "failed"
+
+
+def test_a_file_as_the_recording_path_is_refused_and_left_alone(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match=r"is a file; a recording is a directory .*'recordings/'"):
+        Recorder(None, target)
+    assert target.read_text() == "keep me"
