@@ -556,12 +556,24 @@ class LiveFrame:
             c["unkeyed"] += 1
             if not self._warned_unkeyed:
                 self._warned_unkeyed = True
-                logger.warning(
-                    "LiveFrame %s: %s event without primary-key information; pass key=... "
-                    "(rows without a key are kept but can never be updated or deleted)",
-                    self.table,
-                    op,
-                )
+                if self._key_given and self._key_cols is not None:
+                    missing = [k for k in self._key_cols if k not in new]
+                    logger.warning(
+                        "LiveFrame %s: key column(s) %s missing from an %s row (its columns: %s); pass "
+                        "key= naming existing columns, or key=None for the table's primary key (rows "
+                        "without a key are kept but can never be updated or deleted)",
+                        self.table,
+                        ", ".join(missing) or ", ".join(self._key_cols),
+                        op,
+                        ", ".join(new) or "none",
+                    )
+                else:
+                    logger.warning(
+                        "LiveFrame %s: %s event without primary-key information; pass key=... "
+                        "(rows without a key are kept but can never be updated or deleted)",
+                        self.table,
+                        op,
+                    )
             if live:
                 c["inserts" if op == "INSERT" else "updates"] += 1
             self._new_row(None, dict(new), event)

@@ -463,3 +463,16 @@ def test_without_a_running_loop_nothing_starts_until_ready():
 
     asyncio.run(go())
     assert len(lf) == 1
+
+
+def test_a_key_column_missing_from_the_rows_is_named_in_the_warning(caplog):
+    caplog.set_level(logging.WARNING, logger="harmony_lab.frames._live")
+    lf = LiveFrame(None, "messages", key="msg_id")
+    lf.apply(make_change("INSERT", message(1)))
+    assert len(lf) == 1  # kept, not lost
+    assert lf.counters["unkeyed"] == 1
+    (record,) = [r for r in caplog.records if "key column" in r.getMessage()]
+    text = record.getMessage()
+    assert "key column(s) msg_id missing from an INSERT row" in text
+    assert "its columns: id, channel_id" in text
+    assert "key=None for the table's primary key" in text
