@@ -47,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except (ValueError, OSError) as exc:  # bad input or an unusable path/port: say it, exit 2
+        if args.verbose:
+            raise
+        sys.stderr.write(f"harmony-lab {args.command}: {exc}\n(run with -v to see the traceback)\n")
+        return 2
 
 
 if __name__ == "__main__":

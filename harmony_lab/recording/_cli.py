@@ -106,17 +106,24 @@ def _record(args: argparse.Namespace) -> int:
     if args.duration is not None and not args.duration > 0:
         sys.stderr.write(f"harmony-lab record: --duration must be positive; got {args.duration}\n")
         return 2
-    return asyncio.run(_record_async(args))
+    from harmony_lab.manager import TableSubscription
+
+    # validated before anything starts: a bad table, event or filter leaves no recording behind
+    specs = [
+        TableSubscription(table, schema=args.schema, event=args.event, filter=args.filter)
+        for table in args.table
+    ]
+    return asyncio.run(_record_async(args, specs))
 
 
-async def _record_async(args: argparse.Namespace) -> int:
+async def _record_async(args: argparse.Namespace, specs: list[Any]) -> int:
     from harmony_lab.manager import RealtimeConnectionManager
     from harmony_lab.recording._recorder import Recorder
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     progress = _Progress(sys.stderr)
-    names = [f"record:{args.schema}.{t}" for t in args.table]
+    names = [f"record:{spec.schema}.{spec.table}" for spec in specs]
     async with RealtimeConnectionManager(args.url, args.key) as manager:
         rec = Recorder(manager, args.out, flush_seconds=args.flush_seconds)
         async with rec:
@@ -125,10 +132,8 @@ async def _record_async(args: argparse.Namespace) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             sys.stderr.write(f"recording session {rec.session_id} into {rec.path}\n")
-            for name, table in zip(names, args.table, strict=True):
-                await manager.subscribe_to_table(
-                    name, table, schema=args.schema, event=args.event, filter=args.filter
-                )
+            for name, spec in zip(names, specs, strict=True):
+                await manager.subscribe_to_multiple_tables(name, [spec])
             deadline = None if args.duration is None else loop.time() + args.duration
             while not stop.is_set():
                 timeout = 0.5 if deadline is None else min(0.5, deadline - loop.time())
@@ -147,14 +152,21 @@ async def _record_async(args: argparse.Namespace) -> int:
     return 0
 
 
-def _statuses(manager: Any, names: list[str]) -> str:
+def _statuses(manager: Any, names: list[str], reason_chars: int = 90) -> str:
+    """Each channel's status; the first one not connected also says why (shortened)."""
     out = []
+    why = ""
     for name in names:
         try:
-            out.append(str(manager.get_status(name).status))
+            state = manager.get_status(name)
         except KeyError:
             out.append("?")
-    return ",".join(out)
+            continue
+        out.append(str(state.status))
+        if not why and str(state.status) != "connected" and state.reason:
+            reason = str(state.reason)
+            why = reason if len(reason) <= reason_chars else reason[: reason_chars - 1] + "…"
+    return ",".join(out) + (f" ({why})" if why else "")
 
 
 # --------------------------------------------------------------------------- replay

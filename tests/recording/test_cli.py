@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 
 from harmony_lab.cli import main
 from harmony_lab.recording import Recorder
@@ -57,3 +60,28 @@ def test_record_requires_url_and_key(capsys, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     assert main(["record", "--table", "messages"]) == 2
     assert "--url and --key" in capsys.readouterr().err
+
+
+def test_record_rejects_a_bad_filter_or_event_before_recording(tmp_path, capsys):
+    out = tmp_path / "rec"
+    base = ["record", "--url", "http://127.0.0.1:9", "--key", "k", "--table", "messages", "--out", str(out)]
+    assert main([*base, "--filter", "channel_id==1"]) == 2
+    err = capsys.readouterr().err
+    assert "harmony-lab record: invalid filter 'channel_id==1'" in err
+    assert "column=op.value" in err  # the valid forms
+    assert main([*base, "--event", "INSERTED"]) == 2
+    assert "event must be one of" in capsys.readouterr().err
+    assert not out.exists()  # nothing was started
+
+
+def test_record_progress_says_why_it_is_not_connected(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "harmony_lab.cli", "record", "--url", f"http://127.0.0.1:{port}",
+         "--key", "k", "--table", "messages", "--out", str(tmp_path / "rec"), "--duration", "6"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "reconnecting (connect failed: ConnectionRefusedError" in proc.stderr, proc.stderr
