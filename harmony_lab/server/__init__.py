@@ -12,7 +12,8 @@ Deliberate differences from Supabase's server (all for the official clients' sak
   Phoenix (``phx_close`` with the old join_ref, which phoenix.js ignores).
 * Connect and join errors are answered at once (the real server waits 2 s / 5 s);
   ``ServerLimits.connect_error_delay_s`` / ``join_error_delay_s`` restore the delays.
-* Rate limits count per socket (the real server counts per tenant) over ``ServerLimits.rate_window_s``.
+* Rate limits count client pushes per socket over ``ServerLimits.rate_window_s``; the real server
+  counts per tenant and also counts every message it delivers (postgres_changes included).
 * Private channels (``config.private``) are kept apart from public ones of the same name but are not
   authorised through ``realtime.messages`` policies: every valid token may join them; ``replay`` on a
   private channel is accepted and replays nothing.
