@@ -5,7 +5,9 @@ built by ``to_jsonb``-like rules; this module reproduces them so a consumer sees
 
 * ``int2``/``int4``/``int8``/``numeric``/``float4``/``float8`` → ``int`` or ``float`` (``NaN`` and
   ``±Infinity`` stay strings, as JSON has no such numbers); a number is an ``int`` when its decimal
-  form has no fractional digits, as ``json.loads`` would read ``to_jsonb``'s output;
+  form has no fractional digits, as ``json.loads`` would read ``to_jsonb``'s output; a ``numeric``
+  with more significant digits than a float holds is an :class:`ExactNumeric` (a float that keeps
+  the exact value for filter comparisons);
 * ``bool`` → ``bool``; ``json``/``jsonb`` → parsed;
 * ``date``/``timestamp``/``timestamptz`` → ISO 8601 strings (``2025-11-03T09:32:55.123+00:00``);
 * arrays (any dimension, NULL elements, quoted elements) → nested lists, elements converted;
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-__all__ = ["Converter", "converter_for", "parse_array", "to_json_value"]
+__all__ = ["Converter", "ExactNumeric", "converter_for", "parse_array", "to_json_value"]
 
 Converter = Callable[[str], Any]
 
@@ -32,18 +34,58 @@ _NON_FINITE: Final = frozenset({"NaN", "Infinity", "-Infinity"})
 _INT_RE: Final = re.compile(r"-?\d+\Z")
 
 
+_FLOAT_DIGITS: Final = 15  # every decimal of up to 15 significant digits survives a float round trip
+
+
+class ExactNumeric(float):
+    """A ``numeric`` value with more significant digits than a float holds.
+
+    Everywhere a float is expected (JSON payloads, pandas, Arrow, recordings) it is the nearest float,
+    as ``json.loads`` of ``to_jsonb``'s output would give; :attr:`exact` keeps the value itself, so
+    postgres_changes filters compare it the way Postgres does.
+    """
+
+    __slots__ = ("exact",)
+    exact: Decimal
+
+    def __new__(cls, exact: Decimal) -> ExactNumeric:
+        obj = super().__new__(cls, exact)
+        obj.exact = exact
+        return obj
+
+    def __reduce__(self) -> tuple[type[ExactNumeric], tuple[Decimal]]:
+        return (ExactNumeric, (self.exact,))
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:
+        raise ValueError(f"not a number: {text!r}") from exc
+
+
 def _number(text: str) -> Any:
     if _INT_RE.match(text):
         return int(text)
     if text in _NON_FINITE:
         return text
-    try:
-        d = Decimal(text)
-    except InvalidOperation as exc:
-        raise ValueError(f"not a number: {text!r}") from exc
+    d = _decimal(text)
     if d.as_tuple().exponent >= 0:  # type: ignore[operator]  # finite here
         return int(d)
     return float(d)
+
+
+def _numeric(text: str) -> Any:
+    """Like :func:`_number`, but a value a float cannot hold exactly stays exact (:class:`ExactNumeric`)."""
+    if _INT_RE.match(text):
+        return int(text)
+    if text in _NON_FINITE:
+        return text
+    d = _decimal(text)
+    _sign, digits, exponent = d.as_tuple()
+    if exponent >= 0:  # type: ignore[operator]  # finite here
+        return int(d)
+    return ExactNumeric(d) if len(digits) > _FLOAT_DIGITS else float(d)
 
 
 def _bool(text: str) -> bool:
@@ -105,7 +147,7 @@ _SCALARS: Final[dict[str, Converter]] = {
     "int2": int,
     "int4": int,
     "int8": int,
-    "numeric": _number,
+    "numeric": _numeric,
     "float4": _number,
     "float8": _number,
     "bool": _bool,

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from harmony_lab.capture._convert import ExactNumeric
 from harmony_lab.filters import Condition
 
 __all__ = [
@@ -190,6 +191,8 @@ def _float_key(v: Any) -> Any:
 def _numeric_key(v: Any) -> Any:
     if isinstance(v, bool):
         raise _Unconvertible(v)
+    if isinstance(v, ExactNumeric):
+        return (0, v.exact)
     try:
         d = decimal.Decimal(repr(v)) if isinstance(v, float) else decimal.Decimal(v)
     except (TypeError, ValueError, decimal.InvalidOperation) as exc:
@@ -580,6 +583,8 @@ def pg_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, list):
         return _array_literal(value)
+    if isinstance(value, ExactNumeric):
+        return str(value.exact)
     if isinstance(value, float):
         return repr(value) if value == value and value not in (float("inf"), float("-inf")) else str(value)
     return json.dumps(value, ensure_ascii=False)

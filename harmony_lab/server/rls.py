@@ -28,6 +28,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from harmony_lab.capture._convert import to_json_value
 from harmony_lab.filters import Condition
 from harmony_lab.server._pgchanges_eval import ColumnType, classify, pg_text, sql_check
 
@@ -238,6 +239,21 @@ async def _sqlerrm(conn: psycopg.AsyncConnection[Any], query: sql.Composable, pa
         return row[0] if row else None
 
 
+async def _canonical(conn: psycopg.AsyncConnection[Any], col: ColumnInfo, value: Any, *, array: bool) -> Any:
+    """A filter value cast to the column's type (``T[]`` for ``in``), in the form :class:`Change` rows
+    carry it: ``to_jsonb``'s rendering, except that ``numeric`` goes through the change stream's own
+    converter so values beyond a float's precision stay exact."""
+    regtype = col.ctype.regtype + ("[]" if array else "")
+    if col.typname == "numeric":
+        text = await _sqlerrm(
+            conn, sql.SQL("select cast(%s::text as {})::text").format(sql.SQL(regtype)), (value,)
+        )
+        return to_json_value("_numeric" if array else "numeric", text)
+    return await _sqlerrm(
+        conn, sql.SQL("select to_jsonb(cast(%s::text as {}))").format(sql.SQL(regtype)), (value,)
+    )
+
+
 async def check_subscription(
     conn: psycopg.AsyncConnection[Any],
     table: TableInfo,
@@ -262,11 +278,7 @@ async def check_subscription(
             canonical: Any = None
             try:
                 if cond.op == "in":
-                    canonical = await _sqlerrm(
-                        conn,
-                        sql.SQL("select to_jsonb(cast(%s::text as {}))").format(sql.SQL(regtype + "[]")),
-                        (cond.wire_value,),
-                    )
+                    canonical = await _canonical(conn, col, cond.wire_value, array=True)
                     if canonical is not None and len(canonical) > 100:
                         raise _raise_exception("too many values for `in` filter. Maximum 100")
                     continue_checks = False
@@ -285,11 +297,7 @@ async def check_subscription(
                                 f"invalid regular expression for {cond.op} filter: {exc.diag.message_primary}"
                             ) from exc
                     elif cond.op not in ("like", "ilike"):
-                        canonical = await _sqlerrm(
-                            conn,
-                            sql.SQL("select to_jsonb(cast(%s::text as {}))").format(sql.SQL(regtype)),
-                            (cond.value,),
-                        )
+                        canonical = await _canonical(conn, col, cond.value, array=False)
                     continue_checks = True
                 if continue_checks:
                     probe = sql.SQL("select " + sql_check(cond, regtype))

@@ -129,9 +129,14 @@ def _ask(conn: psycopg.Connection[Any], expr: str) -> tuple[str, str | None, Any
     return raw[0].decode(), raw[1].decode() if raw[1] is not None else None, json.loads(raw[2].decode())
 
 
+def _json_type(value: Any) -> type:
+    return float if isinstance(value, float) else type(value)
+
+
 def _same(a: Any, b: Any) -> bool:
-    """Equal values and equal JSON types (1 vs 1.0 differ; NaN strings compare as strings)."""
-    if type(a) is not type(b):
+    """Equal values and equal JSON types (1 vs 1.0 differ; NaN strings compare as strings; an
+    ExactNumeric is a JSON float)."""
+    if _json_type(a) is not _json_type(b):
         return False
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
@@ -183,3 +188,24 @@ def test_random_arrays_match_to_jsonb(
         text, expected = cur.fetchone()
         got = to_json_value("_" + typ[:-2], text)
         assert _same(got, expected), (text, got, expected)
+
+
+def test_numeric_beyond_float_precision_stays_exact() -> None:
+    from decimal import Decimal
+
+    from harmony_lab.capture._convert import ExactNumeric
+
+    value = to_json_value("numeric", "12345678901234567.1")
+    assert isinstance(value, ExactNumeric)
+    assert value.exact == Decimal("12345678901234567.1")
+    assert value == json.loads("12345678901234567.1")  # it is the float to_jsonb would give
+    assert json.dumps(value) == json.dumps(float(value))
+    assert [type(v) for v in to_json_value("_numeric", "{0.123456789012345,1.5,0.1234567890123456}")] == [
+        float,
+        float,
+        ExactNumeric,
+    ]  # 15 significant digits fit a float, 16 do not
+    assert type(to_json_value("float8", "0.30000000000000004")) is float  # floats are floats already
+    import pickle
+
+    assert pickle.loads(pickle.dumps(value)).exact == value.exact

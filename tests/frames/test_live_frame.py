@@ -476,3 +476,22 @@ def test_a_key_column_missing_from_the_rows_is_named_in_the_warning(caplog):
     assert "key column(s) msg_id missing from an INSERT row" in text
     assert "its columns: id, channel_id" in text
     assert "key=None for the table's primary key" in text
+
+
+def test_exact_numerics_are_plain_floats_in_frames_and_arrow():
+    from harmony_lab.capture._convert import ExactNumeric, to_json_value
+
+    cols = (("id", "int8"), ("amount", "numeric"))
+    big = to_json_value("numeric", "12345678901234567.1")
+    assert isinstance(big, ExactNumeric)
+    frames = []
+    for first in (big, float(big)):  # an exact numeric, and the plain float it stands for
+        lf = LiveFrame(None, "ledger")
+        for i, amount in enumerate([first, 1.5]):
+            lf.apply(make_change("INSERT", {"id": i, "amount": amount}, table="ledger", columns=cols))
+        frames.append(lf)
+    exact, plain = frames
+    assert str(exact.df["amount"].dtype) == str(plain.df["amount"].dtype) == "Float64"
+    pd.testing.assert_frame_equal(exact.df, plain.df)
+    assert exact.to_arrow().equals(plain.to_arrow())
+    assert exact.to_arrow().schema.field("amount").type == pa.float64()

@@ -212,3 +212,43 @@ async def test_select_and_supabase_py_client(rt):
         assert [c["name"] for c in data["columns"]] == ["id", "content"]
     finally:
         await sb.realtime.close()
+
+
+async def test_numeric_filters_compare_exactly_beyond_float_precision(rt):
+    """12345678901234567.1 and .2 are the same float; Postgres (and so Supabase) tells them apart."""
+    await rt.execute(
+        "create table public.ledger (id bigint primary key, amount numeric(30, 10) not null);"
+        "grant select on public.ledger to anon, authenticated;"
+        "alter publication supabase_realtime add table public.ledger"
+    )
+    watcher = Client(rt, ALICE)
+    try:
+        await watcher.open(
+            "ledger",
+            [
+                {"event": "INSERT", "table": "ledger", "filter": "amount=eq.12345678901234567.1"},
+                {"event": "INSERT", "table": "ledger", "filter": "amount=gt.12345678901234567.1"},
+                {"event": "INSERT", "table": "ledger", "filter": "amount=in.(98765432109876543.21)"},
+            ],
+        )
+        await wait_until(lambda: watcher.systems, within=10)
+        await rt.execute(
+            "insert into public.ledger values (1, 12345678901234567.1), (2, 12345678901234567.2),"
+            " (3, 12345678901234567.0), (4, 98765432109876543.21), (5, 98765432109876543.22)"
+        )
+        await rt.execute("insert into public.ledger values (6, 1)")  # matches nothing: a fence
+        await rt.execute("insert into public.ledger values (7, 99999999999999999.9)")  # gt: the last one
+        await wait_until(lambda: any(c["data"]["record"]["id"] == 7 for c in watcher.changes), within=10)
+        matched: dict[int, set[int]] = {}  # row id → the binding ids its deliveries carried
+        for c in watcher.changes:
+            matched.setdefault(c["data"]["record"]["id"], set()).update(c["ids"])
+        # row 3 (.0) matches nothing; row 1 (.1) only eq; row 2 (.2) only gt; rows 4, 5, 7 are gt,
+        # and row 4 (…543.21) is also in the in-list, which …543.22 (row 5) is not
+        assert sorted(matched) == [1, 2, 4, 5, 7], matched
+        ((eq_id,), (gt_id,)) = matched[1], matched[2]
+        (in_id,) = matched[4] - {gt_id}
+        assert len({eq_id, gt_id, in_id}) == 3
+        assert matched[4] == {gt_id, in_id}
+        assert matched[5] == matched[7] == {gt_id}
+    finally:
+        await watcher.close()

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harmony_lab.capture._convert import to_json_value
 from harmony_lab.filters import Condition
 from harmony_lab.server._pgchanges_eval import (
     DEFER,
@@ -42,9 +43,13 @@ def conn(postgres):
 
 
 def pg_jsonb(conn, text, regtype):
-    """The to_jsonb rendering of text cast to the type (what Change records carry)."""
+    """Text cast to the type, as Change records (and the hub's canonical filter values) carry it: the
+    to_jsonb rendering, except numeric, which the change stream's converter keeps exact."""
     if text is None:
         return None
+    if regtype in ("numeric", "numeric[]"):
+        row = conn.execute(f"select cast(%s::text as {regtype})::text", (text,)).fetchone()
+        return to_json_value("_numeric" if regtype.endswith("[]") else "numeric", row[0])
     row = conn.execute(f"select to_jsonb(cast(%s::text as {regtype}))::text", (text,)).fetchone()
     return json.loads(row[0])
 
@@ -84,6 +89,10 @@ TYPES = {
             str
         ),
         st.sampled_from(["NaN", "Infinity", "-Infinity", "0", "1.10", "1.1", "-0.000"]),
+        # beyond a float's 15 significant digits, and neighbours that round to the same float
+        st.decimals(allow_nan=False, allow_infinity=False, places=10, min_value=-(10**12), max_value=10**12)
+        .map(str),
+        st.sampled_from(["12345678901234567.1", "12345678901234567.2", "0.12345678901234567890"]),
     ),
     "float8": st.one_of(
         st.floats(allow_nan=False, allow_infinity=False).map(repr),
