@@ -57,35 +57,33 @@ class ExactNumeric(float):
         return (ExactNumeric, (self.exact,))
 
 
-def _decimal(text: str) -> Decimal:
-    try:
-        return Decimal(text)
-    except InvalidOperation as exc:
-        raise ValueError(f"not a number: {text!r}") from exc
-
-
-def _number(text: str) -> Any:
+def _parse_number(text: str) -> int | str | Decimal:
+    """An ``int`` when the value has no fractional digits, the text for NaN/±Infinity (JSON has no
+    such numbers), else the exact :class:`~decimal.Decimal`."""
     if _INT_RE.match(text):
         return int(text)
     if text in _NON_FINITE:
         return text
-    d = _decimal(text)
+    try:
+        d = Decimal(text)
+    except InvalidOperation as exc:
+        raise ValueError(f"not a number: {text!r}") from exc
     if d.as_tuple().exponent >= 0:  # type: ignore[operator]  # finite here
         return int(d)
-    return float(d)
+    return d
+
+
+def _number(text: str) -> Any:
+    value = _parse_number(text)
+    return float(value) if isinstance(value, Decimal) else value
 
 
 def _numeric(text: str) -> Any:
     """Like :func:`_number`, but a value a float cannot hold exactly stays exact (:class:`ExactNumeric`)."""
-    if _INT_RE.match(text):
-        return int(text)
-    if text in _NON_FINITE:
-        return text
-    d = _decimal(text)
-    _sign, digits, exponent = d.as_tuple()
-    if exponent >= 0:  # type: ignore[operator]  # finite here
-        return int(d)
-    return ExactNumeric(d) if len(digits) > _FLOAT_DIGITS else float(d)
+    value = _parse_number(text)
+    if not isinstance(value, Decimal):
+        return value
+    return ExactNumeric(value) if len(value.as_tuple().digits) > _FLOAT_DIGITS else float(value)
 
 
 def _bool(text: str) -> bool:

@@ -563,7 +563,7 @@ class LiveFrame:
                         "key= naming existing columns, or key=None for the table's primary key (rows "
                         "without a key are kept but can never be updated or deleted)",
                         self.table,
-                        ", ".join(missing) or ", ".join(self._key_cols),
+                        ", ".join(missing),
                         op,
                         ", ".join(new) or "none",
                     )

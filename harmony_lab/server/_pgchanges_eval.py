@@ -67,6 +67,12 @@ def _null_else_defer(v: Any) -> Tri | _Defer:
     """Where Python cannot decide as Postgres would: NULL stays NULL, anything else asks Postgres."""
     return None if v is None else DEFER
 
+
+def _null_distinct_else_defer(v: Any) -> Tri | _Defer:
+    """``isdistinct`` where Python cannot decide: NULL is distinct from a value, the rest asks Postgres."""
+    return True if v is None else DEFER
+
+
 _INT_TYPES: Final = frozenset({"int2", "int4", "int8", "oid"})
 _FLOAT_TYPES: Final = frozenset({"float4", "float8"})
 _TEXT_TYPES: Final = frozenset({"text", "varchar", "name"})
@@ -461,7 +467,7 @@ def _compile_base(cond: Condition, ctype: ColumnType, canonical: Any) -> Predica
     key = _key_function(ctype)
     if key is None:
         if op == "isdistinct":
-            return lambda v: True if v is None else DEFER
+            return _null_distinct_else_defer
         return _null_else_defer
     if ctype.category in ("text", "bpchar") and op in ("lt", "lte", "gt", "gte") and not ctype.c_collation:
         return _null_else_defer
@@ -475,7 +481,7 @@ def _compile_base(cond: Condition, ctype: ColumnType, canonical: Any) -> Predica
             fkey = key(canonical)
     except _Unconvertible:
         if op == "isdistinct":
-            return lambda v: True if v is None else DEFER
+            return _null_distinct_else_defer
         return _null_else_defer
 
     if op == "in":
