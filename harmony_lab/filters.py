@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import decimal
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Final, Literal
@@ -68,6 +69,33 @@ VALID_FORMS: Final = (
 
 Stage = Literal["parse", "check"]
 InValue = tuple[str | None, ...]
+
+
+def like_to_regex(pattern: str) -> str:
+    """A Python regex (for ``fullmatch`` with DOTALL) equivalent to SQL ``LIKE pattern`` (escape ``\\``).
+
+    Shared by the server's filter evaluator and ``LiveFrame``'s client-side filters. Raises ValueError,
+    with Postgres's message, for a pattern ending in the escape character.
+    """
+    out: list[str] = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 >= n:
+                raise ValueError("LIKE pattern must not end with escape character")
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
 
 
 class FilterError(ValueError):

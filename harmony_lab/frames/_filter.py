@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harmony_lab.filters import Condition, Filter, parse_filter
+from harmony_lab.filters import Condition, Filter, FilterError, like_to_regex, parse_filter
 
 __all__ = ["RowFilter", "compile_filter"]
 
@@ -43,24 +43,6 @@ def _coerce(literal: str, like: Any) -> Any:
     return literal
 
 
-def _like(pattern: str, *, flags: int = 0) -> re.Pattern[str]:
-    out = []
-    escaped = False
-    for ch in pattern:
-        if escaped:
-            out.append(re.escape(ch))
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), flags | re.DOTALL)
-
-
 def _scalar(value: Any) -> Any:
     if isinstance(value, bool | int | float | str):
         return value
@@ -71,7 +53,13 @@ def _condition(c: Condition) -> Callable[[Mapping[str, Any]], bool]:
     op = c.op
     matcher: re.Pattern[str] | None = None
     if op in ("like", "ilike"):
-        matcher = _like(str(c.value), flags=re.IGNORECASE if op == "ilike" else 0)
+        try:
+            regex = like_to_regex(str(c.value))
+        except ValueError as exc:  # the server refuses the same pattern when subscribing
+            raise FilterError(
+                f"{exc}; write a literal backslash as two", reason=str(exc), stage="check", text=str(c)
+            ) from exc
+        matcher = re.compile(regex, re.DOTALL | (re.IGNORECASE if op == "ilike" else 0))
     elif op in ("match", "imatch"):
         matcher = re.compile(str(c.value), re.IGNORECASE if op == "imatch" else 0)
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from harmony_lab.capture._convert import ExactNumeric
-from harmony_lab.filters import Condition
+from harmony_lab.filters import Condition, like_to_regex
 
 __all__ = [
     "DEFER",
@@ -282,29 +282,6 @@ def _key_function(ctype: ColumnType) -> Callable[[Any], Any] | None:
 
 # --------------------------------------------------------------------------------------------
 # patterns
-
-
-def like_to_regex(pattern: str) -> str:
-    """A Python regex (for ``fullmatch`` with DOTALL) equivalent to SQL ``LIKE pattern`` (escape ``\\``)."""
-    out: list[str] = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            if i + 1 >= n:
-                raise ValueError("LIKE pattern must not end with escape character")
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        if ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return "".join(out)
 
 
 _BOUND = re.compile(r"\{(\d+)(,(\d*))?\}")

@@ -61,6 +61,9 @@ def test_rate_meter_rejects_bad_arguments():
         ("name=like.a%", {"name": "alice"}, True),
         ("name=like.a_", {"name": "alice"}, False),
         ("name=ilike.A%E", {"name": "alice"}, True),
+        ("name=like.100\\%", {"name": "100%"}, True),  # an escaped % is a literal
+        ("name=like.100\\%", {"name": "1000"}, False),
+        ("name=like.a%", {"name": "a\nb"}, True),  # % spans newlines, as in Postgres
         ("name=match.^al", {"name": "alice"}, True),
         ("name=imatch.ICE$", {"name": "alice"}, True),
         ("n=isdistinct.5", {"n": None}, True),
@@ -82,6 +85,8 @@ def test_filter_matches(text, row, ok):
         ("id=foo.5", "unknown operator 'foo'"),
         ("id=in.1,2", "in needs parentheses"),
         ("id=in.(1,,2)", "empty item"),
+        # Postgres (and so the server, when subscribing) refuses this LIKE pattern too
+        ("name=like.abc\\", "LIKE pattern must not end with escape character"),
     ],
 )
 def test_filter_errors_name_the_valid_forms(text, message):
