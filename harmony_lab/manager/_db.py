@@ -30,8 +30,6 @@ from harmony_lab.manager._specs import TableSubscription
 __all__ = [
     "KEYS_PER_REQUEST",
     "GapFetch",
-    "backfill_via_dsn",
-    "backfill_via_postgrest",
     "condition_sql",
     "gap_fetch_via_dsn",
     "gap_fetch_via_postgrest",
@@ -152,18 +150,6 @@ async def primary_key_via_openapi(rest_url: str, key: str, table: str) -> tuple[
     props = ((spec.get("definitions") or {}).get(table) or {}).get("properties") or {}
     cols = tuple(name for name, prop in props.items() if "<pk/>" in str(prop.get("description", "")))
     return cols or None
-
-
-async def backfill_via_dsn(
-    dsn: str,
-    sub: TableSubscription,
-    since: datetime,
-    *,
-    claims: dict[str, Any] | None,
-) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
-    """Rows of ``sub`` (its filter applied) with ``backfill.column >= since - lookback``; and the columns."""
-    fetch = await gap_fetch_via_dsn(dsn, sub, since, claims=claims)
-    return fetch.rows, fetch.columns
 
 
 def _where_filter(
@@ -368,11 +354,3 @@ async def gap_fetch_via_postgrest(
                     if n is not None:
                         still.add(n)
     return GapFetch(rows, (), still)
-
-
-async def backfill_via_postgrest(
-    client: Any, sub: TableSubscription, since: datetime
-) -> tuple[list[dict[str, Any]], tuple[tuple[str, str], ...]]:
-    """The rows query through supabase-py's PostgREST client."""
-    fetch = await gap_fetch_via_postgrest(client, sub, since)
-    return fetch.rows, fetch.columns
