@@ -416,10 +416,6 @@ def compile_condition(cond: Condition, ctype: ColumnType, canonical: Any = None)
     return negated
 
 
-def _defer(_v: Any) -> _Defer:
-    return DEFER
-
-
 def _compile_base(cond: Condition, ctype: ColumnType, canonical: Any) -> Predicate:
     op = cond.op
     if op == "is":
