@@ -12,7 +12,7 @@ logger = logging.getLogger(__name__)
 
 # modules providing ``register(subparsers) -> None``; each subcommand sets ``func(args) -> int``
 _AREAS = (
-    "harmony_lab.server._cli",  # serve
+    "harmony_lab.local._cli",  # serve
     "harmony_lab.recording._cli",  # record, replay, inspect
     "harmony_lab.demo._cli",  # lab, demo
 )

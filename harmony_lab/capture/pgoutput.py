@@ -440,9 +440,6 @@ class PgOutputDecoder:
         if resolved:
             self._resolved_types.add(oid)
 
-    def set_primary_key(self, relation_id: int, columns: Sequence[str]) -> None:
-        self.primary_keys[relation_id] = tuple(columns)
-
     def unresolved_types(self, relation: Relation) -> list[int]:
         """Non-builtin type OIDs of ``relation`` not yet resolved (for an async consumer to look up)."""
         return [

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "Simulator": "harmony_lab.demo._simulator",
     "PRESENCE_CHANNEL": "harmony_lab.demo._simulator",
-    "NOTEBOOK_USER": "harmony_lab.demo._background",
+    "NOTEBOOK_USER": "harmony_lab.demo._env",
     "stack": "harmony_lab.demo._stack",
     "traffic": "harmony_lab.demo._stack",
     "until": "harmony_lab.demo._wait",
@@ -19,7 +19,7 @@ _EXPORTS = {
 __all__ = ["NOTEBOOK_USER", "PRESENCE_CHANNEL", "Simulator", "stack", "traffic", "until"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harmony_lab.demo._background import NOTEBOOK_USER
+    from harmony_lab.demo._env import NOTEBOOK_USER
     from harmony_lab.demo._simulator import PRESENCE_CHANNEL, Simulator
     from harmony_lab.demo._stack import stack, traffic
     from harmony_lab.demo._wait import until

@@ -12,19 +12,13 @@ import os
 import shlex
 import tempfile
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from harmony_lab.demo._stack import ENV_SECRET, ENV_TRAFFIC
+from harmony_lab.demo._env import ENV_SECRET, ENV_TRAFFIC, NOTEBOOK_USER
 
-__all__ = ["NOTEBOOK_USER", "TRAFFIC_ENV", "DemoStack", "write_env_file"]
+__all__ = ["NOTEBOOK_USER", "DemoStack", "write_env_file"]
 
 logger = logging.getLogger(__name__)
-
-NOTEBOOK_USER: Final = "alice"
-"""The seed user the notebooks act as; background traffic never simulates her (she gets mentions and DMs)."""
-
-TRAFFIC_ENV: Final = ENV_TRAFFIC
-"""Set (to the rate) in the environment of notebooks when a background simulator already runs."""
 
 
 class DemoStack:
@@ -65,7 +59,7 @@ class DemoStack:
         if secret:
             env[ENV_SECRET] = secret
         if self.sim is not None:
-            env[TRAFFIC_ENV] = f"{self.rate:g}"
+            env[ENV_TRAFFIC] = f"{self.rate:g}"
         return env
 
     def stop(self) -> None:

@@ -116,7 +116,7 @@ def lab_command(
     python: str = sys.executable,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The ``python -m jupyterlab`` command line (offline-safe flags, see browser-widget-testing §1/§5)."""
+    """The ``python -m jupyterlab`` command line, offline-safe: no news, no update checks, no browser."""
     cmd = [
         python,
         "-m",

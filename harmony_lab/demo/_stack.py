@@ -19,17 +19,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from harmony_lab.demo._env import (
+    ENV_ANON,
+    ENV_DSN,
+    ENV_KEYS,
+    ENV_SECRET,
+    ENV_SERVICE,
+    ENV_TRAFFIC,
+    ENV_URL,
+    NOTEBOOK_USER,
+)
+
 __all__ = ["ENV_KEYS", "BackgroundTraffic", "RemoteStack", "stack", "stack_from_env", "traffic"]
 
 logger = logging.getLogger(__name__)
 
-ENV_URL: Final = "HARMONY_LAB_URL"
-ENV_ANON: Final = "HARMONY_LAB_ANON_KEY"
-ENV_SERVICE: Final = "HARMONY_LAB_SERVICE_ROLE_KEY"
-ENV_DSN: Final = "HARMONY_LAB_DSN"
-ENV_SECRET: Final = "HARMONY_LAB_JWT_SECRET"
-ENV_TRAFFIC: Final = "HARMONY_LAB_TRAFFIC"
-ENV_KEYS: Final = (ENV_URL, ENV_ANON, ENV_SERVICE, ENV_DSN, ENV_SECRET)
 _REQUIRED: Final = (ENV_URL, ENV_ANON, ENV_SERVICE, ENV_DSN)
 
 
@@ -181,7 +185,6 @@ async def traffic(
     The notebook's own user (``NOTEBOOK_USER``, alice) is never simulated. Calling it again for the
     same stack returns the simulator that is still running (re-running a cell starts no second one).
     """
-    from harmony_lab.demo._background import NOTEBOOK_USER
     from harmony_lab.demo._simulator import Simulator
 
     if isinstance(rt, RemoteStack) and rt.traffic:

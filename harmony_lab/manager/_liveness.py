@@ -1,8 +1,9 @@
 """Liveness bookkeeping, pure: heartbeat refs and round trips, and wall-clock jump detection.
 
-realtime-py sends heartbeats with ``ref: null`` and never looks at the replies (protocol notes §6.4,
-§9 #28). The driver sends its own heartbeat every ``interval`` seconds with a ref of its own, feeds
-the replies here, and tells every tick when the connection last received a frame of any kind.
+realtime-py sends heartbeats with ``ref: null`` and never looks at the replies, so a silent
+socket goes unnoticed by it. The runner sends its own heartbeat every ``interval`` seconds with a
+ref of its own, feeds the replies here, and tells every tick when the connection last received a
+frame of any kind.
 
 A stall is a socket that has gone silent, not one whose heartbeat reply is late: under load (thousands
 of changes per second) a reply queues behind the backlog of postgres_changes frames the server sent

@@ -1,6 +1,6 @@
 """The per-channel connection state machine: pure, fed by inputs and a clock, returns decisions.
 
-No sockets, no tasks, no sleeping. The asyncio driver (``_driver.py``) turns what it observes on the
+No sockets, no tasks, no sleeping. The asyncio runner (``_runner.py``) turns what it observes on the
 wire into :data:`Input` objects, calls :meth:`ChannelMachine.handle`, and carries out the returned
 :data:`Decision` objects (open a connection, tear it down, arm a retry timer, emit events). Tests feed
 inputs with a :class:`~harmony_lab.manager._clock.FakeClock` and a seeded ``random.Random``.

@@ -75,7 +75,8 @@ __all__ = ["ChannelRunner", "describe_exception"]
 
 logger = logging.getLogger("harmony_lab.manager")
 
-# postgres_changes system errors the server does not retry and neither should we (protocol §4.4)
+# postgres_changes system errors that retrying cannot fix (bad filter, unknown table, column
+# selection): the real server does not retry them and neither do we
 _FATAL_PG_PREFIXES = ("Error parsing", "Unable to subscribe", "No subscription params", "Column selection")
 _GRACEFUL = ("unsubscribed", "signed_out", "cleanup", "replaced")
 

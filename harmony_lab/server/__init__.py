@@ -8,7 +8,7 @@ whole stack with :class:`harmony_lab.LocalRealtime` instead of using this packag
 Deliberate differences from Supabase's server (all for the official clients' sake or local use):
 
 * A duplicate ``phx_join`` over V1 does not send ``phx_close`` for the superseded channel: realtime-py
-  routes by topic only and would close its *new* subscription (protocol notes, gotcha 8). V2 follows
+  routes by topic only and would close its *new* subscription. V2 follows
   Phoenix (``phx_close`` with the old join_ref, which phoenix.js ignores).
 * Connect and join errors are answered at once (the real server waits 2 s / 5 s);
   ``ServerLimits.connect_error_delay_s`` / ``join_error_delay_s`` restore the delays.

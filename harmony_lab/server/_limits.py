@@ -36,7 +36,7 @@ class ServerLimits:
     * ``max_frame_bytes`` — inbound websocket frame size (the real server's 5 000 000); larger frames
       close the socket with 1009.
     * ``max_v1_outbound_bytes`` — never send a V1 (realtime-py) frame above 1 MiB: python-websockets
-      closes the client socket on larger frames (gotcha 11); such frames are dropped and logged.
+      closes the client socket on larger frames (its default max_size); such frames are dropped and logged.
     * ``idle_timeout_s`` — close a socket that sent nothing for this long (``None`` = never).
     * ``connect_error_delay_s`` / ``join_error_delay_s`` — the real server waits 2 s / 5 s before
       answering a rejected handshake / join; the embedded default is 0 (fast tests, no client timeouts).

@@ -291,7 +291,7 @@ class _Socket:
 
 
 class RealtimeServer:
-    """A Supabase-Realtime-compatible websocket server (see ``realtime-protocol.md`` §8).
+    """A Supabase-Realtime-compatible websocket server (Phoenix V1 JSON and V2 array frames).
 
     ``jwt_secret`` verifies every token (HS256, ``role`` and ``exp`` required). ``hub`` is the
     postgres_changes engine (:class:`harmony_lab.server.changes.ChangesHub`, started by the caller);
@@ -322,7 +322,10 @@ class RealtimeServer:
         self.hub = hub
         self.clock = clock
         self.registry = Registry()
-        self.faults = Faults(self)
+        self.faults = Faults(
+            drop_all=lambda code, reason: self._call_in_loop(lambda: self._drop_all(code, reason), default=0),
+            on_change=lambda: self._call_in_loop(self._stall_changed, default=None, wait=False),
+        )
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[_HttpAwareConnection, _Socket] = {}

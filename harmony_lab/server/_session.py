@@ -61,7 +61,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TOPIC_PREFIX = "realtime:"
-_BINDING_ID_SPACE = 2**27 - 1  # like the real server's phash2 range; never 0 (gotcha 10)
+# like the real server's phash2 range; never 0, which realtime-py treats as "no id"
+_BINDING_ID_SPACE = 2**27 - 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,6 +203,9 @@ class Registry:
         self._topics: dict[tuple[str, bool], dict[Channel, None]] = {}
         self._presence: dict[tuple[str, bool], dict[Channel, _Presence]] = {}
         self.stats = ServerStats()
+        # the JSON of the last postgres change fanned out: one ``data`` object is shared by every
+        # subscriber of that change, so it is encoded once per change, not once per subscriber
+        self.pg_json = _PgFrameCache()
 
     def members(self, topic: str, private: bool = False) -> list[Channel]:
         return list(self._topics.get((topic, private), ()))
@@ -347,7 +351,8 @@ class Channel:
         """One postgres change for this channel (called by the hub; non-blocking)."""
         if not self.open:
             return
-        self.session.emit(_pg_change_frame(self.session.vsn, self.topic, ids, data))
+        frame = _pg_change_frame(self.session.registry.pg_json, self.session.vsn, self.topic, ids, data)
+        self.session.emit(frame)
 
     def pg_result(self, error: str | None) -> None:
         """Outcome of a hub subscribe / claims update: the ``system`` message the real server sends."""
@@ -372,14 +377,13 @@ class _PgFrameCache:
         self.text = ""
 
 
-_pg_cache = _PgFrameCache()
-
-
-def _pg_change_frame(vsn: str, topic: str, ids: list[int], data: Mapping[str, Any]) -> str:
-    if _pg_cache.data is not data:
-        _pg_cache.text = dumps(data)
-        _pg_cache.data = data
-    payload = '{"ids":' + dumps(list(ids)) + ',"data":' + _pg_cache.text + "}"
+def _pg_change_frame(
+    cache: _PgFrameCache, vsn: str, topic: str, ids: list[int], data: Mapping[str, Any]
+) -> str:
+    if cache.data is not data:
+        cache.text = dumps(data)
+        cache.data = data
+    payload = '{"ids":' + dumps(list(ids)) + ',"data":' + cache.text + "}"
     if vsn == V1:
         return (
             '{"topic":' + dumps(topic) + ',"event":"postgres_changes","payload":' + payload + ',"ref":null}'
@@ -621,7 +625,7 @@ class Session:
         if old is not None and self.vsn == V2:
             # Phoenix closes the superseded channel after replying to the new join; phoenix.js drops
             # the close because its join_ref is the old one. Over V1 we deliberately do NOT send it:
-            # realtime-py routes by topic only and would close its *new* subscription (gotcha 8) —
+            # realtime-py routes by topic only and would close its *new* subscription —
             # that happens on every rejoin after a `system` error, e.g. a postgres_changes filter error.
             self._close_push(old)
         if ch.presence_enabled:

@@ -35,10 +35,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from harmony_lab.server._server import RealtimeServer
+from typing import Any
 
 __all__ = ["FaultError", "Faults", "RemoteFaults", "validate_close_code"]
 
@@ -67,12 +64,22 @@ def _seconds(name: str, value: Any, *, allow_none: bool = False) -> float | None
 
 
 class Faults:
-    """Fault switches of one :class:`~harmony_lab.server._server.RealtimeServer` (thread-safe)."""
+    """Fault switches of one server (thread-safe).
+
+    The server hands in what the switches act on: ``drop_all(code, reason)`` closes its sockets and
+    returns how many were open, ``on_change()`` tells it a stall began or ended. Without them (a bare
+    ``Faults()``) the switches only record and report, which is what the unit tests drive.
+    """
 
     def __init__(
-        self, server: RealtimeServer | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        drop_all: Callable[[int, str], int] | None = None,
+        on_change: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._server = server
+        self._drop_all = drop_all
+        self._on_change = on_change
         self._clock = clock
         self._lock = threading.Lock()
         self._history: list[dict[str, Any]] = []
@@ -92,10 +99,7 @@ class Faults:
         if not isinstance(reason, str) or len(reason.encode()) > 123:
             raise FaultError("reason must be a string of at most 123 bytes")
         self._record("drop_all", code=code, reason=reason)
-        server = self._server
-        if server is None:
-            return 0
-        return server._call_in_loop(lambda: server._drop_all(code, reason), default=0)
+        return 0 if self._drop_all is None else self._drop_all(code, reason)
 
     def stall(self, seconds: float) -> None:
         """Stop reading and writing on every socket for ``seconds``; the backlog is delivered afterwards."""
@@ -197,8 +201,8 @@ class Faults:
             self._history.append({"kind": kind, "at": datetime.now(UTC).isoformat(), **args})
 
     def _notify(self) -> None:
-        if self._server is not None:
-            self._server._call_in_loop(self._server._stall_changed, default=None, wait=False)
+        if self._on_change is not None:
+            self._on_change()
 
     def __repr__(self) -> str:
         active = []

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -126,9 +127,11 @@ def test_constructor_rejects_bad_arguments():
 
 @pytest.mark.slow
 async def test_cli_serve_prints_and_stops_on_sigint():
+    secret = "serve-test-secret-" + os.urandom(12).hex()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "harmony_lab.cli", "serve", "--no-seed",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "HARMONY_LAB_JWT_SECRET": secret},
     )  # fmt: skip
     assert proc.stdout is not None
     lines: list[str] = []
@@ -138,15 +141,15 @@ async def test_cli_serve_prints_and_stops_on_sigint():
                 line = (await proc.stdout.readline()).decode()
                 assert line, f"serve exited early: {lines}"
                 lines.append(line)
-        fields = dict(
-            line.strip().split(None, 1) for line in lines if line.startswith("  ") and "export" not in line
-        )
         url = next(line.split()[1] for line in lines if line.strip().startswith("URL"))
         assert any("anon key" in line for line in lines)
         assert any("DSN" in line for line in lines)
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{url}/realtime/v1/api/ping")).json()["message"] == "ok"
-        assert fields
+        printed = next(line.split()[-1] for line in lines if line.strip().startswith("JWT secret"))
+        assert printed == secret  # taken from the environment, never from argv
+        cmdline = await asyncio.to_thread(Path(f"/proc/{proc.pid}/cmdline").read_bytes)
+        assert secret.encode() not in cmdline
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
             rest = (await proc.stdout.read()).decode()

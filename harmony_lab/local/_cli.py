@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -24,7 +25,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=None, help="server port (default: a free port)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--data-dir", default=None, help="keep Postgres data here (default: temporary)")
-    p.add_argument("--jwt-secret", default=None, help="HS256 secret (default: random per run)")
+    p.add_argument(
+        "--jwt-secret-env",
+        default="HARMONY_LAB_JWT_SECRET",
+        metavar="VAR",
+        help="read the HS256 secret from this environment variable (default: HARMONY_LAB_JWT_SECRET; "
+        "unset = random per run). Secrets never go on the command line, where any local user can read them",
+    )
     p.add_argument("--no-seed", action="store_true", help="do not load the Harmony demo data")
     p.add_argument(
         "--idle-timeout",
@@ -48,11 +55,12 @@ async def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     limits = ServerLimits(idle_timeout_s=args.idle_timeout or None)
+    jwt_secret = os.environ.get(args.jwt_secret_env) or None
     async with LocalRealtime(
         data_dir=args.data_dir,
         port=args.port,
         host=args.host,
-        jwt_secret=args.jwt_secret,
+        jwt_secret=jwt_secret,
         limits=limits,
         seed=not args.no_seed,
     ) as rt:
