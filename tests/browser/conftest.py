@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,17 +123,6 @@ def wait_http(url: str, *, timeout: float, proc: subprocess.Popen[Any], log: Pat
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(f"JupyterLab did not answer {url} within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def poll_until(fn: Callable[[], Any], *, timeout: float = 10.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout} s (last value {value!r})")
-        time.sleep(every)
 
 
 @pytest.fixture(scope="module")

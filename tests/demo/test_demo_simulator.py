@@ -13,6 +13,7 @@ from realtime import AsyncRealtimeClient
 from harmony_lab.demo import PRESENCE_CHANNEL, Simulator
 from harmony_lab.demo._plan import ActionKind, Status
 from harmony_lab.local import schema
+from tests.polling import eventually, stays
 
 COVERAGE_SEED = 11  # covers every action kind and status within ~8 virtual seconds at 40/s (see test_plan)
 
@@ -73,16 +74,6 @@ async def settle(sim: Simulator) -> None:
     raise AssertionError("presence steps did not settle")
 
 
-async def wait_until(predicate, within: float = 10.0) -> None:
-    """Poll a condition that has no event to wait on (server counters, presence state)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {within} s")
-
-
 def covered(sim: Simulator) -> bool:
     kinds = {a.kind for a in sim.log}
     statuses = {a.status for a in sim.log if a.kind is ActionKind.PRESENCE}
@@ -105,11 +96,11 @@ async def test_covers_every_table_and_presence_status(rt):
             for uid, st in sim.planner.status.items()
             if st in (Status.ONLINE, Status.AWAY, Status.DND)
         }
-        await wait_until(lambda: {k: v for k, v in observer.state().items() if k != "observer"} == expected)
+        await eventually(lambda: {k: v for k, v in observer.state().items() if k != "observer"} == expected)
         connected = [uid for uid, st in sim.planner.status.items() if st is not Status.OFFLINE]
         for uid, user in sim._presence.items():
             assert user.joined == (uid in connected), user  # offline = disconnected, invisible = joined
-        await wait_until(lambda: rt.server.connection_count == len(connected) + 1)
+        await eventually(lambda: rt.server.connection_count == len(connected) + 1)
         stats = sim.stats
         await sim.resume()
     finally:
@@ -164,7 +155,7 @@ async def test_covers_every_table_and_presence_status(rt):
         "SELECT count(*) FROM public.typing_indicators WHERE user_id = ANY(%s::uuid[])", ids
     )
     assert rows == [(0,)]
-    await wait_until(lambda: rt.server.connection_count == 0)
+    await eventually(lambda: rt.server.connection_count == 0)
 
 
 def _transitions(sim: Simulator):
@@ -195,8 +186,7 @@ async def test_pause_resume_stop_and_repr(rt):
     await sim.wait_for(lambda s: s.actions >= 5, timeout=20)
     await sim.pause()
     held = sim.actions
-    await asyncio.sleep(0.4)
-    assert sim.actions == held
+    await stays(lambda: sim.actions, held, for_s=0.4, what="actions while paused")
     assert sim.state == "paused"
     await sim.resume()
     await sim.wait_for(lambda s: s.actions >= held + 5, timeout=20)

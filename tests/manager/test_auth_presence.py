@@ -14,7 +14,8 @@ from supabase_auth.types import Session, User
 from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus
 from harmony_lab.local.schema import ALICE, BOB
 from harmony_lab.manager import RealtimeConnectionManager
-from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
+from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
+from tests.polling import eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
@@ -190,7 +191,7 @@ async def test_presence_status_changes_are_coalesced_to_the_call_budget(rt, make
         await ha.set_status(status)
     assert ha.calls_sent == 3  # the join's track + two changes fill the budget of 3 per second
     assert ha.calls_coalesced >= 1
-    await eventually(lambda: hb.roster["alice"]["status"] == "away", what="the latest status", timeout=5)
+    await eventually(lambda: hb.roster["alice"]["status"] == "away", what="the latest status", within=5)
     assert ha.calls_sent == 4  # everything after the budget ran out became one call
     assert time.monotonic() - t0 >= 0.5
 

@@ -14,9 +14,9 @@ from tests.manager.manager_helpers import (
     REALTIME_PY_DEPRECATIONS,
     GapTable,
     backfill_reports,
-    eventually,
     gap_table,
 )
+from tests.polling import eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
@@ -92,7 +92,7 @@ async def test_a_slow_backfill_does_not_overwrite_a_newer_live_update(rt, make_m
     await asyncio.sleep(0.5)  # the backfill has taken its snapshot and sleeps in the scan
     await t.bump(3, 1)
     await eventually(lambda: t.frame().get(1) == 3, what="the live v3")  # live is not held back
-    await eventually(lambda: len(t.reports()) == 1, timeout=15, what="the backfill report")
+    await eventually(lambda: len(t.reports()) == 1, within=15, what="the backfill report")
     assert t.frame() == await t.table() == {1: 3, 2: 2}
     (report,) = t.reports()
     assert report.payload["superseded"] == 1  # row 1 at v2 from the snapshot: older than live v3
@@ -118,7 +118,7 @@ async def test_a_slow_backfill_does_not_resurrect_a_row_deleted_live(rt, make_ma
     await asyncio.sleep(0.5)
     await rt.execute("DELETE FROM public.gap_rows WHERE id = 1")  # live, while the backfill runs
     await eventually(lambda: 1 not in t.lf, what="the live DELETE")
-    await eventually(lambda: len(t.reports()) == 1, timeout=15, what="the backfill report")
+    await eventually(lambda: len(t.reports()) == 1, within=15, what="the backfill report")
     await asyncio.sleep(0.3)
     assert t.frame() == await t.table() == {2: 1}
     (report,) = t.reports()

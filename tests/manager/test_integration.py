@@ -13,7 +13,8 @@ from harmony_lab.filters import F, FilterError
 from harmony_lab.local.schema import ALICE, GENERAL, RANDOM
 from harmony_lab.manager import Backfill, BackoffPolicy, TableSubscription
 from harmony_lab.manager._clock import SystemClock
-from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
+from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
+from tests.polling import eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
@@ -111,7 +112,7 @@ async def test_drop_reconnects_with_same_subscription_and_a_gap_event(rt, make_m
     new_id = await insert_message(rt, "after the drop")
     await eventually(lambda: any(e.pk == {"id": new_id} for e in got), what="change after reconnect")
     # two heartbeat replies later the attempt counter resets
-    await eventually(lambda: mgr.get_status("general").attempt == 0, what="attempt reset", timeout=5)
+    await eventually(lambda: mgr.get_status("general").attempt == 0, what="attempt reset", within=5)
     assert len(named) == len(every) + 1  # the "*" callback was removed
     assert mgr.get_debug_info()["channels"]["general"]["connects"] == 2
 

@@ -19,7 +19,8 @@ import psycopg
 import pytest
 
 from harmony_lab.events import ChannelStatus, EventKind
-from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
+from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
+from tests.polling import eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
@@ -98,7 +99,7 @@ async def test_late_heartbeat_replies_on_a_busy_socket_are_not_a_stall(rt, make_
     assert quick < 600
     assert hb["max_ms"] >= 0.9 * latency_s * 1000, hb
     assert hb["last_ms"] >= 0.9 * latency_s * 1000, hb
-    await eventually(lambda: len(got) >= written, what="every change written delivered", timeout=10)
+    await eventually(lambda: len(got) >= written, what="every change written delivered", within=10)
     assert mgr.get_status("busy").status is ChannelStatus.CONNECTED
 
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 from realtime import AsyncRealtimeClient
 
-from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
+from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
+from tests.polling import eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from harmony_lab.local.schema import ALICE, GENERAL
 from harmony_lab.manager import RealtimeConnectionManager
 from harmony_lab.recording import Recorder, read_recording, replay
 from harmony_lab.recording._recorder import read_manifest
+from tests.polling import eventually
 from tests.recording.test_roundtrip import assert_same_events
 
 pytestmark = [
@@ -22,14 +22,6 @@ pytestmark = [
 ]
 
 INSERT_MSG = "insert into messages (channel_id, user_id, content) values (%s, %s, %s) returning id"
-
-
-async def eventually(predicate, timeout: float = 20.0, what: str = "condition") -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_recording_a_manager_round_trips_real_events(rt, tmp_path):
@@ -93,14 +85,14 @@ async def test_cli_record_inspect_replay_end_to_end(rt, tmp_path):
             df = read_recording(out, kinds="status")
             return "connected" in set(df["status"])
 
-        await eventually(connected, timeout=60, what="the CLI's channel to connect")
+        await eventually(connected, within=60, what="the CLI's channel to connect")
         ids = [(await rt.execute(INSERT_MSG, GENERAL, ALICE, f"cli {i}"))[0][0] for i in range(4)]
 
         def all_recorded() -> bool:
             df = read_recording(out, kinds="change")
             return len(df) >= len(ids)
 
-        await eventually(all_recorded, timeout=30, what="the inserts to be recorded")
+        await eventually(all_recorded, within=30, what="the inserts to be recorded")
         proc.terminate()  # SIGTERM: the CLI stops cleanly and flushes
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:

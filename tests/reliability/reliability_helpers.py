@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS, eventually
+from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
+from tests.polling import eventually
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 

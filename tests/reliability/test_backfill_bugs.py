@@ -21,7 +21,8 @@ from typing import Any
 
 from harmony_lab.events import EventKind
 from tests.manager.manager_helpers import GapTable, gap_table
-from tests.reliability.reliability_helpers import REALTIME_PY_DEPRECATIONS, eventually
+from tests.polling import eventually, stays
+from tests.reliability.reliability_helpers import REALTIME_PY_DEPRECATIONS
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
@@ -59,9 +60,8 @@ async def test_row_deleted_during_a_gap_leaves_the_frame(rt, make_manager):
     await rt.execute("DELETE FROM public.bf_rows WHERE id = 1")
     await t.mgr.wait_for_status("bf_rows", "connected", timeout=10)
     await eventually(lambda: len(t.reports()) == 1, what="the backfill report")
-    await asyncio.sleep(0.5)
     assert await t.table() == {2: 1}
-    assert t.frame() == {2: 1}, "row 1 was deleted during the gap but is still in the frame"
+    await stays(t.frame, {2: 1}, for_s=0.5, what="the frame (row 1 was deleted during the gap)")
 
 
 async def test_backfill_does_not_overwrite_a_newer_live_update(rt, make_manager):
@@ -75,10 +75,11 @@ async def test_backfill_does_not_overwrite_a_newer_live_update(rt, make_manager)
     await asyncio.sleep(0.5)  # the backfill query has taken its snapshot and sleeps in the scan
     await t.bump(3, 1)
     await eventually(lambda: t.frame().get(1) == 3, what="the live v3")  # arrives live first
-    await eventually(lambda: len(t.reports()) == 1, timeout=15, what="the backfill report")
-    await asyncio.sleep(0.3)
+    await eventually(lambda: len(t.reports()) == 1, within=15, what="the backfill report")
     assert await t.table() == {1: 3}
-    assert t.frame() == {1: 3}, "the backfill put the older version 2 back over the live 3"
+    await stays(
+        t.frame, {1: 3}, for_s=0.3, what="the frame (no v2 back over the live v3)"
+    )
 
 
 async def test_backfill_does_not_resurrect_a_row_deleted_live(rt, make_manager):
@@ -92,10 +93,11 @@ async def test_backfill_does_not_resurrect_a_row_deleted_live(rt, make_manager):
     await asyncio.sleep(0.5)
     await rt.execute("DELETE FROM public.bf_rows WHERE id = 1")
     await eventually(lambda: 1 not in t.lf, what="the live DELETE")
-    await eventually(lambda: len(t.reports()) == 1, timeout=15, what="the backfill report")
-    await asyncio.sleep(0.3)
+    await eventually(lambda: len(t.reports()) == 1, within=15, what="the backfill report")
     assert await t.table() == {2: 1}
-    assert t.frame() == {2: 1}, "the backfill re-inserted row 1 after its live DELETE"
+    await stays(
+        t.frame, {2: 1}, for_s=0.3, what="the frame (row 1 was deleted live)"
+    )
 
 
 async def test_rows_committed_early_in_a_stall_are_backfilled(rt, make_manager):

@@ -25,6 +25,7 @@ from harmony_lab.server._auth import make_token
 from harmony_lab.server._codec import decode_server_binary
 from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._server import RealtimeServer
+from tests.polling import eventually
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -47,18 +48,6 @@ def token(role: str = "anon", expires_in: float = 3600, secret: str = SECRET, **
 
 ANON = token("anon", 10 * 365 * 86400)
 SERVICE = token("service_role", 10 * 365 * 86400)
-
-
-async def wait_until(pred: Callable[[], Any], within: float = 5.0, interval: float = 0.02) -> Any:
-    """Poll ``pred`` until it returns something truthy; fail with a clear message on timeout."""
-    deadline = time.monotonic() + within
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within} s: {getattr(pred, '__name__', pred)}")
-        await asyncio.sleep(interval)
 
 
 @pytest.fixture
@@ -137,7 +126,7 @@ class Raw:
                     return m
             return None
 
-        return await wait_until(find, within)
+        return await eventually(find, within)
 
     async def join(self, topic: str, payload: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
         ref = self.ref()
@@ -221,7 +210,7 @@ class JsDriver:
         return [e for e in self.events if all(e.get(k) == v for k, v in match.items())]
 
     async def expect(self, within: float = 10.0, **match: Any) -> dict[str, Any]:
-        found = await wait_until(lambda: self.find(**match), within)
+        found = await eventually(lambda: self.find(**match), within)
         return found[0]
 
     async def subscribe(self, client: str, topic: str, within: float = 10.0, **kw: Any) -> None:
@@ -277,5 +266,4 @@ __all__ = [
     "ServerLimits",
     "raw_factory",
     "token",
-    "wait_until",
 ]

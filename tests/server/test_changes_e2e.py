@@ -19,7 +19,7 @@ from supabase import acreate_client
 from harmony_lab.filters import F
 from harmony_lab.local.schema import ALICE, BOB, ENGINEERING, GENERAL
 from harmony_lab.local.stack import LocalRealtime
-from tests.server.rt_helpers import wait_until
+from tests.polling import eventually
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -77,14 +77,14 @@ async def test_member_sees_non_member_does_not(rt):
     try:
         for c in (alice, bob):
             await c.open("rls", [{"event": "INSERT", "table": "messages"}])
-            await wait_until(lambda c=c: c.systems, within=10)
+            await eventually(lambda c=c: c.systems, within=10)
             assert c.states[0][0] == RealtimeSubscribeStates.SUBSCRIBED
             assert c.systems[0].message == "Subscribed to PostgreSQL"
         tag = uuid.uuid4().hex[:8]
         await post(rt, ENGINEERING, ALICE, f"eng {tag}")  # Bob is not in #engineering
         await post(rt, GENERAL, ALICE, f"general {tag}")  # everyone is in #general
-        await wait_until(lambda: f"general {tag}" in bob.contents(), within=10)
-        await wait_until(lambda: f"general {tag}" in alice.contents(), within=10)
+        await eventually(lambda: f"general {tag}" in bob.contents(), within=10)
+        await eventually(lambda: f"general {tag}" in alice.contents(), within=10)
         assert f"eng {tag}" not in bob.contents()
         assert alice.contents()[-2:] == [f"eng {tag}", f"general {tag}"]
         data = alice.changes[-1]["data"]
@@ -110,16 +110,16 @@ async def test_filters_with_operators_and_events(rt):
                 {"event": "DELETE", "table": "messages", "filter": "id=gt.0"},
             ],
         )
-        await wait_until(lambda: alice.systems, within=10)
+        await eventually(lambda: alice.systems, within=10)
         await post(rt, GENERAL, ALICE, f"other {tag}")  # does not match the like filter
         mid = await post(rt, GENERAL, ALICE, f"{tag} hello")
         # RLS is checked against the row as it is when the change is processed (as on Supabase), so
         # each step waits for the previous delivery: a row deleted first would hide its INSERT/UPDATE.
-        await wait_until(lambda: len(alice.changes) >= 1, within=10)
+        await eventually(lambda: len(alice.changes) >= 1, within=10)
         await rt.execute("update public.messages set content = %s where id = %s", f"{tag} edited", mid)
-        await wait_until(lambda: len(alice.changes) >= 2, within=10)
+        await eventually(lambda: len(alice.changes) >= 2, within=10)
         await rt.execute("delete from public.messages where id = %s", mid)
-        await wait_until(lambda: len(alice.changes) >= 3, within=10)
+        await eventually(lambda: len(alice.changes) >= 3, within=10)
         types = [c["data"]["type"] for c in alice.changes]
         assert types == ["INSERT", "UPDATE", "DELETE"]
         ins, upd, dele = (c["data"] for c in alice.changes)
@@ -139,7 +139,7 @@ async def test_invalid_filter_is_a_system_error_and_channel_stays_usable(rt):
     alice = Client(rt, ALICE)
     try:
         await alice.open("bad-filter", [{"event": "*", "table": "messages", "filter": "content=foo.bar"}])
-        await wait_until(
+        await eventually(
             lambda: any(s == RealtimeSubscribeStates.CHANNEL_ERROR for s, _ in alice.states), within=10
         )
         errors = [e for s, e in alice.states if s == RealtimeSubscribeStates.CHANNEL_ERROR]
@@ -157,7 +157,7 @@ async def test_table_outside_the_publication_gets_the_real_error(rt):
     alice = Client(rt, ALICE)
     try:
         await alice.open("unpublished", [{"event": "*", "table": "e2e_unpublished"}])
-        await wait_until(
+        await eventually(
             lambda: any(s == RealtimeSubscribeStates.CHANNEL_ERROR for s, _ in alice.states), within=10
         )
         error = next(e for s, e in alice.states if s == RealtimeSubscribeStates.CHANNEL_ERROR)
@@ -177,16 +177,16 @@ async def test_access_token_refresh_changes_visibility(rt):
         await bob.open(
             "refresh", [{"event": "INSERT", "table": "messages", "filter": f"content=like.{tag}%"}]
         )
-        await wait_until(lambda: bob.systems, within=10)
+        await eventually(lambda: bob.systems, within=10)
         await post(rt, ENGINEERING, ALICE, f"{tag} 1")
         await post(rt, GENERAL, ALICE, f"{tag} 2")
-        await wait_until(lambda: f"{tag} 2" in bob.contents(), within=10)
+        await eventually(lambda: f"{tag} 2" in bob.contents(), within=10)
         assert bob.contents() == [f"{tag} 2"]
         # the same socket, now with Alice's token (a member of #engineering)
         await bob.client.set_auth(rt.token_for(str(ALICE)))
-        await wait_until(lambda: len(bob.systems) >= 2, within=10)  # re-subscribed
+        await eventually(lambda: len(bob.systems) >= 2, within=10)  # re-subscribed
         await post(rt, ENGINEERING, ALICE, f"{tag} 3")
-        await wait_until(lambda: f"{tag} 3" in bob.contents(), within=10)
+        await eventually(lambda: f"{tag} 3" in bob.contents(), within=10)
     finally:
         await bob.close()
 
@@ -204,9 +204,9 @@ async def test_select_and_supabase_py_client(rt):
         )
         ch.on_system(systems.append)
         await ch.subscribe()
-        await wait_until(lambda: systems, within=10)
+        await eventually(lambda: systems, within=10)
         mid = await post(rt, GENERAL, BOB, tag)
-        await wait_until(lambda: got, within=10)
+        await eventually(lambda: got, within=10)
         data = got[0]["data"]
         assert data["record"] == {"id": mid, "content": tag}
         assert [c["name"] for c in data["columns"]] == ["id", "content"]
@@ -231,14 +231,14 @@ async def test_numeric_filters_compare_exactly_beyond_float_precision(rt):
                 {"event": "INSERT", "table": "ledger", "filter": "amount=in.(98765432109876543.21)"},
             ],
         )
-        await wait_until(lambda: watcher.systems, within=10)
+        await eventually(lambda: watcher.systems, within=10)
         await rt.execute(
             "insert into public.ledger values (1, 12345678901234567.1), (2, 12345678901234567.2),"
             " (3, 12345678901234567.0), (4, 98765432109876543.21), (5, 98765432109876543.22)"
         )
         await rt.execute("insert into public.ledger values (6, 1)")  # matches nothing: a fence
         await rt.execute("insert into public.ledger values (7, 99999999999999999.9)")  # gt: the last one
-        await wait_until(lambda: any(c["data"]["record"]["id"] == 7 for c in watcher.changes), within=10)
+        await eventually(lambda: any(c["data"]["record"]["id"] == 7 for c in watcher.changes), within=10)
         matched: dict[int, set[int]] = {}  # row id → the binding ids its deliveries carried
         for c in watcher.changes:
             matched.setdefault(c["data"]["record"]["id"], set()).update(c["ids"])

@@ -19,7 +19,8 @@ from websockets.exceptions import InvalidStatus
 
 from harmony_lab.local.schema import ALICE, GENERAL
 from harmony_lab.server import FaultError, Faults, ServerLimits
-from tests.server.rt_helpers import ANON, SERVICE, raw_factory, wait_until
+from tests.polling import eventually
+from tests.server.rt_helpers import ANON, SERVICE, raw_factory
 
 # realtime-py 2.34.1 reads ConnectionClosed.code/.reason (deprecated in websockets 13.1) when a socket is
 # closed abnormally; with warnings as errors that would kill its listener instead of reconnecting.
@@ -43,10 +44,10 @@ async def test_drop_all_realtime_py_reconnects_and_rejoins(server):
     ch = client.channel("room")
     await ch.subscribe(lambda s, e: states.append(s))
     try:
-        await wait_until(lambda: states == [RealtimeSubscribeStates.SUBSCRIBED])
+        await eventually(lambda: states == [RealtimeSubscribeStates.SUBSCRIBED])
         n = await asyncio.to_thread(server.faults.drop_all, 1012, "restart")  # from another thread
         assert n == 1
-        await wait_until(lambda: states.count(RealtimeSubscribeStates.SUBSCRIBED) == 2, within=10)
+        await eventually(lambda: states.count(RealtimeSubscribeStates.SUBSCRIBED) == 2, within=10)
         assert RealtimeSubscribeStates.CHANNEL_ERROR in states
         assert server.faults.history[-1]["kind"] == "drop_all"
         assert server.faults.history[-1]["code"] == 1012
@@ -56,9 +57,9 @@ async def test_drop_all_realtime_py_reconnects_and_rejoins(server):
 
 async def test_drop_all_closes_with_the_code(server, raw):
     async with raw() as a, raw(vsn="2.0.0") as b:
-        await wait_until(lambda: server.connection_count == 2)
+        await eventually(lambda: server.connection_count == 2)
         assert server.faults.drop_all(code=4001, reason="bye") == 2
-        await wait_until(lambda: a.ws.close_code is not None and b.ws.close_code is not None)
+        await eventually(lambda: a.ws.close_code is not None and b.ws.close_code is not None)
         assert (a.ws.close_code, a.ws.close_reason, b.ws.close_code) == (4001, "bye", 4001)
 
 
@@ -91,7 +92,7 @@ async def test_stall_makes_realtime_js_heartbeat_time_out_and_reconnect(server, 
     server.faults.stall(1.0)
     await js.expect(ev="heartbeat", client="js", status="timeout", within=5)
     # realtime-js tears the socket down and reconnects; the channel rejoins after the stall
-    await wait_until(lambda: len(js.find(ev="status", client="js", status="SUBSCRIBED")) >= 2, within=15)
+    await eventually(lambda: len(js.find(ev="status", client="js", status="SUBSCRIBED")) >= 2, within=15)
 
 
 async def test_new_handshakes_wait_during_a_stall(server):
@@ -147,7 +148,7 @@ async def test_handshake_abandoned_during_a_stall_is_dropped_quietly(server, raw
         with pytest.raises(TimeoutError):
             await websockets.connect(url, open_timeout=0.3)  # gives up during the stall
         await send_then_hang_up(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", after=0.1)
-        await wait_until(lambda: len(hang_ups(caplog)) == 2)  # dropped at once, not when the stall ends
+        await eventually(lambda: len(hang_ups(caplog)) == 2)  # dropped at once, not when the stall ends
         assert not patient.done()
         assert not c.messages("phx_reply")
         await c.expect("phx_reply", ref="hb1", within=5)  # the stall ends: the backlog is delivered
@@ -155,10 +156,10 @@ async def test_handshake_abandoned_during_a_stall_is_dropped_quietly(server, raw
         try:
             await ws.send('{"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "p1"}')
             assert json.loads(await asyncio.wait_for(ws.recv(), 5))["ref"] == "p1"
-            await wait_until(lambda: server.connection_count == 2 and live_handlers(server) == 2)
+            await eventually(lambda: server.connection_count == 2 and live_handlers(server) == 2)
         finally:
             await ws.close()
-    await wait_until(lambda: live_handlers(server) == 0)  # nothing leaked
+    await eventually(lambda: live_handlers(server) == 0)  # nothing leaked
     assert error_records(caplog) == []
     dropped = [r for r in caplog.records if "hung up before" in r.getMessage()]
     assert all(r.levelno == logging.DEBUG for r in dropped)
@@ -172,12 +173,12 @@ async def test_handshake_abandoned_during_the_connect_error_delay_is_dropped_qui
         url = f"ws://127.0.0.1:{srv.port}/realtime/v1/websocket?apikey=not-a-jwt"
         with pytest.raises(TimeoutError):
             await websockets.connect(url, open_timeout=0.2)
-        await wait_until(lambda: hang_ups(caplog))
+        await eventually(lambda: hang_ups(caplog))
         await asyncio.sleep(0.5)  # past the delay, when the answer would have been written
         with pytest.raises(InvalidStatus) as info:  # a patient client still gets the 401
             await websockets.connect(url, open_timeout=5)
         assert info.value.response.status_code == 401
-        await wait_until(lambda: live_handlers(srv) == 0)
+        await eventually(lambda: live_handlers(srv) == 0)
     assert error_records(caplog) == []
 
 
@@ -195,11 +196,11 @@ async def test_hang_up_before_a_complete_request_is_dropped_quietly(server, raw,
     caplog.set_level(logging.DEBUG)
     async with raw() as c:
         await send_then_hang_up(server.port, data, reset=reset)
-        await wait_until(lambda: hang_ups(caplog))
+        await eventually(lambda: hang_ups(caplog))
         assert hang_ups(caplog)[0].endswith("hung up before sending a complete HTTP request; dropped it")
         await c.send("phoenix", "heartbeat", {}, "1")  # everyone else is still served
         await c.expect("phx_reply", ref="1")
-        await wait_until(lambda: live_handlers(server) == 1)
+        await eventually(lambda: live_handlers(server) == 1)
     assert error_records(caplog) == []
 
 
@@ -216,7 +217,7 @@ async def test_requests_that_are_no_websocket_handshake_are_logged_at_info(serve
         def rejected_records() -> list[logging.LogRecord]:
             return [r for r in caplog.records if r.getMessage().startswith("rejected an HTTP request")]
 
-        await wait_until(lambda: len(rejected_records()) == 3)
+        await eventually(lambda: len(rejected_records()) == 3)
         rejected = rejected_records()
         assert {r.levelno for r in rejected} == {logging.INFO}
         reasons = " | ".join(r.getMessage() for r in rejected)
@@ -226,7 +227,7 @@ async def test_requests_that_are_no_websocket_handshake_are_logged_at_info(serve
         assert ANON not in reasons
         await c.send("phoenix", "heartbeat", {}, "1")  # everyone else is still served
         await c.expect("phx_reply", ref="1")
-        await wait_until(lambda: live_handlers(server) == 1)
+        await eventually(lambda: live_handlers(server) == 1)
     assert error_records(caplog) == []
 
 
@@ -243,7 +244,7 @@ async def test_refuse_rejects_handshakes_with_the_status(server):
     try:
         assert time.perf_counter() - t0 >= 0.3
         await client.channel("room").subscribe()
-        await wait_until(lambda: server.connection_count == 1)
+        await eventually(lambda: server.connection_count == 1)
     finally:
         await client.close()
 
@@ -252,7 +253,7 @@ async def test_rapid_close_closes_the_next_connections_only(server, raw):
     server.faults.rapid_close(2, code=1011)
     for _ in range(2):
         async with raw() as c:
-            await wait_until(lambda c=c: c.ws.close_code is not None)
+            await eventually(lambda c=c: c.ws.close_code is not None)
             assert (c.ws.close_code, c.ws.close_reason) == (1011, "fault: rapid close")
     async with raw() as c:
         await c.send("phoenix", "heartbeat", {}, "1")
@@ -294,24 +295,24 @@ async def test_a_close_under_latency_flushes_the_queued_frames_first(make_server
     async with make_server(limits=ServerLimits(idle_timeout_s=0.3)) as srv, raw_factory(srv)() as c:
         srv.faults.latency(400)
         await c.send("phoenix", "heartbeat", {}, "1")
-        await wait_until(lambda: c.ws.close_code is not None, within=5)  # idle timeout
+        await eventually(lambda: c.ws.close_code is not None, within=5)  # idle timeout
         assert [m["ref"] for m in c.messages("phx_reply")] == ["1"]  # written before the close frame
         assert (c.ws.close_code, c.ws.close_reason) == (1000, "idle timeout")
-        await wait_until(lambda: live_handlers(srv) == 0)
+        await eventually(lambda: live_handlers(srv) == 0)
 
 
 async def test_a_socket_handler_cancelled_while_flushing_stops_its_writer(make_server):
     async with make_server(limits=ServerLimits(idle_timeout_s=0.3)) as srv, raw_factory(srv)() as c:
-        sock = await wait_until(lambda: next(iter(srv._sockets.values()), None))
+        sock = await eventually(lambda: next(iter(srv._sockets.values()), None))
         handler = srv._server.handlers[sock.conn]
         srv.faults.latency(3000)
         await c.send("phoenix", "heartbeat", {}, "1")  # its reply is held 3 s
-        await wait_until(lambda: sock.close_request is not None, within=2)  # idle: waiting for the flush
+        await eventually(lambda: sock.close_request is not None, within=2)  # idle: waiting for the flush
         await asyncio.sleep(0.05)
         handler.cancel()  # e.g. the event loop shutting down
-        await wait_until(lambda: sock.writer.done(), within=1)  # not left running until the frame is due
+        await eventually(lambda: sock.writer.done(), within=1)  # not left running until the frame is due
         assert sock.writer.cancelled()
-        await wait_until(handler.done)
+        await eventually(handler.done)
         assert handler.cancelled()  # the cancellation is not swallowed
         assert not c.messages("phx_reply")
         srv.faults.clear()
@@ -325,7 +326,7 @@ async def test_stopping_the_server_during_a_stall_is_prompt(server, raw, caplog)
         t0 = time.perf_counter()
         await server.close()  # closing handshakes need the sockets read again
         assert time.perf_counter() - t0 < 3  # not websockets' 10 s close timeout
-        await wait_until(lambda: c.ws.close_code is not None and d.ws.close_code is not None)
+        await eventually(lambda: c.ws.close_code is not None and d.ws.close_code is not None)
         assert (c.ws.close_code, d.ws.close_code) == (1001, 1001)
     assert error_records(caplog) == []
 
@@ -357,7 +358,7 @@ async def test_clients_vanishing_mid_join_and_during_latency_leave_no_trace(rt, 
     await vanish_after_join(0.1, lambda: rt.faults.latency(300))  # the reply waits out the latency
     rt.faults.clear()
     await vanish_after_join(0.1, lambda: rt.faults.stall(0.3))  # the join is unread, held by the stall
-    await wait_until(lambda: rt.server.connection_count == 0 and rt.hub.stats["subscribers"] == 0)
+    await eventually(lambda: rt.server.connection_count == 0 and rt.hub.stats["subscribers"] == 0)
 
     async with websockets.connect(url) as ws:  # everyone else is still served, by the same join
         await ws.send(join(rt.token_for(str(ALICE))))
@@ -377,7 +378,7 @@ async def test_clients_vanishing_mid_join_and_during_latency_leave_no_trace(rt, 
         change = await asyncio.wait_for(next_frame("postgres_changes"), 10)
         assert change["data"]["record"]["content"] == "still here"
         rt.faults.clear()
-    await wait_until(lambda: rt.hub.stats["subscribers"] == 0)
+    await eventually(lambda: rt.hub.stats["subscribers"] == 0)
     assert error_records(caplog) == []
 
 

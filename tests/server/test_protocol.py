@@ -13,7 +13,8 @@ from websockets.exceptions import InvalidStatus
 
 from harmony_lab.server import RealtimeServer, ServerLimits
 from harmony_lab.server._codec import encode_user_broadcast_push
-from tests.server.rt_helpers import ANON, SECRET, SERVICE, raw_factory, token, wait_until
+from tests.polling import eventually
+from tests.server.rt_helpers import ANON, SECRET, SERVICE, raw_factory, token
 
 
 async def handshake_error(url: str, **kw) -> tuple[int, dict]:
@@ -161,7 +162,7 @@ async def test_oversize_frame_closes_only_that_socket(make_server):
         async with connect() as big, connect() as other:
             await other.join("realtime:room")
             await big.send_raw("x" * 20_000)
-            await wait_until(lambda: big.ws.close_code is not None)
+            await eventually(lambda: big.ws.close_code is not None)
             assert big.ws.close_code == 1009
             await other.send("phoenix", "heartbeat", {}, "after")
             await other.expect("phx_reply", ref="after")
@@ -169,7 +170,7 @@ async def test_oversize_frame_closes_only_that_socket(make_server):
 
 async def test_idle_timeout_closes_silent_sockets(make_server):
     async with make_server(limits=ServerLimits(idle_timeout_s=0.3)) as srv, raw_factory(srv)() as c:
-        await wait_until(lambda: c.ws.close_code is not None, within=3)
+        await eventually(lambda: c.ws.close_code is not None, within=3)
         assert c.ws.close_code == 1000
         assert c.ws.close_reason == "idle timeout"
 
@@ -229,7 +230,7 @@ async def test_rest_broadcast_endpoints(server, raw):
             assert "messages" in r.json()["error"]
             r = await http.post("/realtime/v1/api/broadcast", content=b"{", headers=headers)
             assert r.status_code == 400
-        await wait_until(lambda: len(v2.messages("broadcast")) == 3)
+        await eventually(lambda: len(v2.messages("broadcast")) == 3)
         assert [m["payload"]["event"] for m in v1.messages("broadcast")] == ["e1", "e2"]  # binary not for V1
         assert v2.messages("broadcast")[2]["data"] == b"\x00\x01"
 
@@ -268,10 +269,10 @@ async def test_fanout_to_many_sockets(server, raw):
         await sender.send(
             "realtime:fan", "broadcast", {"type": "broadcast", "event": "e", "payload": {"i": 1}}, "2"
         )
-        await wait_until(lambda: all(c.messages("broadcast") for _, c in receivers))
+        await eventually(lambda: all(c.messages("broadcast") for _, c in receivers))
         for cm, _ in receivers:
             await cm.__aexit__(None, None, None)
-    await wait_until(lambda: server.connection_count == 0)
+    await eventually(lambda: server.connection_count == 0)
 
 
 async def test_connection_limit_429(make_server):

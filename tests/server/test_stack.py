@@ -17,7 +17,7 @@ from supabase import acreate_client
 
 from harmony_lab.local.stack import LocalRealtime
 from harmony_lab.server import RemoteFaults
-from tests.server.rt_helpers import wait_until
+from tests.polling import eventually
 
 
 async def test_insert_reaches_a_realtime_py_callback():
@@ -36,14 +36,14 @@ async def test_insert_reaches_a_realtime_py_callback():
             ch.on_postgres_changes("INSERT", got.append, table="messages", filter=f"channel_id=eq.{GENERAL}")
             ch.on_system(systems.append)
             await ch.subscribe(lambda s, e: states.append((s, e)))
-            await wait_until(lambda: systems, within=10)
+            await eventually(lambda: systems, within=10)
             assert states[0][0] == RealtimeSubscribeStates.SUBSCRIBED
             assert systems[0].message == "Subscribed to PostgreSQL"
             await rt.execute(
                 "insert into public.messages (channel_id, user_id, content) values (%s, %s, %s)",
                 GENERAL, ALICE, "hello from the stack",
             )  # fmt: skip
-            await wait_until(lambda: got, within=10)
+            await eventually(lambda: got, within=10)
             data = got[0]["data"]
             assert data["type"] == "INSERT"
             assert data["table"] == "messages"
@@ -63,7 +63,7 @@ async def test_supabase_py_on_the_stack_url():
             ch.on_broadcast("ping", got.append)
             await ch.subscribe()
             await ch.send_broadcast("ping", {"n": 1})
-            await wait_until(lambda: got)
+            await eventually(lambda: got)
         finally:
             await sb.realtime.close()
 
@@ -104,12 +104,12 @@ async def test_thread_mode_from_a_running_loop(threaded):
     await client.connect()
     try:
         await client.channel("t").subscribe()
-        await wait_until(lambda: rt.server.connection_count == 1)
+        await eventually(lambda: rt.server.connection_count == 1)
         remote = RemoteFaults(rt.url, rt.service_role_key)
         n = await asyncio.to_thread(remote.drop_all, 4000, "remote drop")
         assert n == 1
         assert [h["kind"] for h in await asyncio.to_thread(lambda: remote.history)][-1] == "drop_all"
-        await wait_until(lambda: rt.server.connection_count == 0)
+        await eventually(lambda: rt.server.connection_count == 0)
     finally:
         await client.close()
 
