@@ -20,6 +20,7 @@ from tests.polling import eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
+
 async def subscribe(rt: Any, make_manager: Any, *, slow: bool = False, **backfill: Any) -> GapTable:
     return await gap_table(
         rt,

@@ -77,9 +77,7 @@ async def test_backfill_does_not_overwrite_a_newer_live_update(rt, make_manager)
     await eventually(lambda: t.frame().get(1) == 3, what="the live v3")  # arrives live first
     await eventually(lambda: len(t.reports()) == 1, within=15, what="the backfill report")
     assert await t.table() == {1: 3}
-    await stays(
-        t.frame, {1: 3}, for_s=0.3, what="the frame (no v2 back over the live v3)"
-    )
+    await stays(t.frame, {1: 3}, for_s=0.3, what="the frame (no v2 back over the live v3)")
 
 
 async def test_backfill_does_not_resurrect_a_row_deleted_live(rt, make_manager):
@@ -95,9 +93,7 @@ async def test_backfill_does_not_resurrect_a_row_deleted_live(rt, make_manager):
     await eventually(lambda: 1 not in t.lf, what="the live DELETE")
     await eventually(lambda: len(t.reports()) == 1, within=15, what="the backfill report")
     assert await t.table() == {2: 1}
-    await stays(
-        t.frame, {2: 1}, for_s=0.3, what="the frame (row 1 was deleted live)"
-    )
+    await stays(t.frame, {2: 1}, for_s=0.3, what="the frame (row 1 was deleted live)")
 
 
 async def test_rows_committed_early_in_a_stall_are_backfilled(rt, make_manager):

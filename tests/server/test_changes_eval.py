@@ -90,8 +90,9 @@ TYPES = {
         ),
         st.sampled_from(["NaN", "Infinity", "-Infinity", "0", "1.10", "1.1", "-0.000"]),
         # beyond a float's 15 significant digits, and neighbours that round to the same float
-        st.decimals(allow_nan=False, allow_infinity=False, places=10, min_value=-(10**12), max_value=10**12)
-        .map(str),
+        st.decimals(
+            allow_nan=False, allow_infinity=False, places=10, min_value=-(10**12), max_value=10**12
+        ).map(str),
         st.sampled_from(["12345678901234567.1", "12345678901234567.2", "0.12345678901234567890"]),
     ),
     "float8": st.one_of(
