@@ -37,6 +37,7 @@ __all__ = ["RealtimeConnectionManager"]
 logger = logging.getLogger("harmony_lab.manager")
 
 _TOKEN_EVENTS = {"SIGNED_IN", "TOKEN_REFRESHED", "USER_UPDATED", "MFA_CHALLENGE_VERIFIED", "INITIAL_SESSION"}
+_TABLE_OPS = ("INSERT", "UPDATE", "DELETE")
 _OPTIONS = (
     "backoff",
     "heartbeat_interval",
@@ -188,7 +189,7 @@ class RealtimeConnectionManager:
         self._bus = EventBus(self._make, self._guard)
         self._runners: dict[str, ChannelRunner] = {}
         self._presence: dict[str, PresenceHandle] = {}
-        self._status_callbacks: dict[str, list[Callable[[ChannelState], Any]]] = {}
+        self._status_callbacks: dict[str, list[tuple[Callable[[ChannelState], Any], bool]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._health_task: asyncio.Task[None] | None = None
         self._token_changed: asyncio.Event | None = None
@@ -302,12 +303,31 @@ class RealtimeConnectionManager:
         self, name: str, event: str, callback: Callable[[RealtimeEvent], Any]
     ) -> ChannelState:
         """The seed's legacy form: broadcast ``event`` (``"*"`` for all) on channel ``name``; returns like
-        :meth:`subscribe_to_table`."""
+        :meth:`subscribe_to_table`.
+
+        It means broadcast events only. Table operations (``"INSERT"``, ``"UPDATE"``, ``"DELETE"``) are
+        refused with a ValueError pointing to :meth:`subscribe_to_table`, and so is a name that already
+        has a table subscription (it is never replaced behind your back): unsubscribe it first or pick
+        another name. On a broadcast or presence channel that is up it adds ``event`` without a rejoin.
+        """
         if not isinstance(event, str) or not event:
             raise ValueError(f"event must be a broadcast event name (or '*'), got {event!r}")
+        if event.upper() in _TABLE_OPS:
+            raise ValueError(
+                f"subscribe({name!r}, {event!r}, ...) listens to broadcast events, and {event!r} is a table "
+                f"operation: use subscribe_to_table({name!r}, <table>, event={event.upper()!r}, "
+                "callback=...) for row changes"
+            )
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
         runner = self._runners.get(name)
+        if runner is not None and runner.spec.tables:
+            tables = ", ".join(t.describe() for t in runner.spec.tables)
+            raise ValueError(
+                f"channel {name!r} is a table subscription ({tables}); subscribe() listens to broadcast "
+                f"events and would replace it. Use another name for broadcasts, or "
+                f"`await manager.unsubscribe({name!r})` first"
+            )
         if runner is not None and not runner.spec.tables and self._is_live(runner):
             # a broadcast or presence channel that is up: listen to one more event, no rejoin
             cbs = runner.broadcast_callbacks.setdefault(event, [])
@@ -481,8 +501,17 @@ class RealtimeConnectionManager:
         return runner
 
     def get_status(self, name: str) -> ChannelState:
-        """Status, reason, attempt count and timestamps of channel ``name``."""
-        return self._runner(name).machine.snapshot()
+        """Status, reason, attempt count and timestamps of channel ``name``.
+
+        A name that is not subscribed (never, or no longer) is ``disconnected`` with reason
+        ``"not subscribed"``: in the seed, ``disconnected`` means exactly that."""
+        runner = self._runners.get(name)
+        if runner is None:
+            return ChannelState(
+                name=name, status=ChannelStatus.DISCONNECTED, reason="not subscribed", attempt=0,
+                since=self._clock.now(),
+            )  # fmt: skip
+        return runner.machine.snapshot()
 
     @property
     def channels(self) -> dict[str, ChannelState]:
@@ -506,16 +535,26 @@ class RealtimeConnectionManager:
             ) from None
         return runner.machine.snapshot()
 
-    def on_status_change(self, name: str, callback: Callable[[ChannelState], Any]) -> Callable[[], None]:
-        """``callback(state)`` on every status change of channel ``name`` (``"*"``: all channels)."""
+    def on_status_change(
+        self, name: str, callback: Callable[[ChannelState], Any], *, reasons: bool = False
+    ) -> Callable[[], None]:
+        """``callback(state)`` whenever the status of channel ``name`` changes (``"*"``: all channels).
+
+        Only real changes (``connecting`` → ``connected``, …) call it. With ``reasons=True`` it is also
+        called when only the reason is updated within one status (``connecting`` "joined; waiting for
+        'Subscribed to PostgreSQL'", ``connected`` "attempts reset", …) — every ``status`` event.
+        Returns a function that removes the callback."""
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        self._status_callbacks.setdefault(name, []).append(callback)
+        if not isinstance(reasons, bool):
+            raise TypeError(f"reasons must be True or False, got {reasons!r}")
+        entry = (callback, reasons)
+        self._status_callbacks.setdefault(name, []).append(entry)
 
         def remove() -> None:
             cbs = self._status_callbacks.get(name, [])
-            if callback in cbs:
-                cbs.remove(callback)
+            if entry in cbs:
+                cbs.remove(entry)
 
         return remove
 
@@ -598,9 +637,14 @@ class RealtimeConnectionManager:
             attempt=d.attempt,
             payload={"previous": str(d.previous), "at": d.at.isoformat(), **d.details},
         )
+        changed = d.status is not d.previous
         state = runner.machine.snapshot()
-        for cb in [*self._status_callbacks.get(runner.name, ()), *self._status_callbacks.get("*", ())]:
-            self._guard.call("status callback", cb, state)
+        for cb, reasons in [
+            *self._status_callbacks.get(runner.name, ()),
+            *self._status_callbacks.get("*", ()),
+        ]:
+            if changed or reasons:
+                self._guard.call("status callback", cb, state)
 
     def _emit_gap(self, runner: ChannelRunner, gap: GapEnd) -> None:
         self._emit(
