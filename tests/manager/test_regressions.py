@@ -7,15 +7,12 @@ behaviour, asserting on the server's own view (connections, postgres_changes hub
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from harmony_lab.events import ChannelStatus, EventKind
-from harmony_lab.local.schema import ALICE, GENERAL, RANDOM
+from harmony_lab.local.schema import ALICE, GENERAL
 from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
-from tests.polling import eventually, stays
+from tests.polling import eventually
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
