@@ -7,12 +7,17 @@ behaviour, asserting on the server's own view (connections, postgres_changes hub
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from harmony_lab.events import ChannelStatus, EventKind
-from harmony_lab.local.schema import ALICE, GENERAL
+from harmony_lab.local.schema import ALICE, GENERAL, RANDOM
+from harmony_lab.manager import BackoffPolicy, RealtimeConnectionManager
+from tests.conftest import FAST_MANAGER
 from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
-from tests.polling import eventually
+from tests.polling import eventually, eventually_sync, stays
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
@@ -121,3 +126,120 @@ async def test_jittered_delays_on_the_wire_never_exceed_max_delay(rt, make_manag
     assert delays
     assert max(delays) <= policy.max_delay
     await mgr.wait_for_status("room", "connected", timeout=10)
+
+
+async def test_overlapping_table_subscriptions_leave_nothing_behind(rt, make_manager):
+    """Was: two overlapping ``subscribe_to_table`` calls on one name (with ``dsn=``) left a hidden
+    subscription that survived ``cleanup()`` (server: 1 connection, 1 hub subscriber) and kept calling
+    the first callback. Now the last call wins and the first returns a superseded state."""
+    mgr = make_manager(rt.url, rt.service_role_key, dsn=rt.dsn)
+    a, b = [], []
+    first, second = await asyncio.gather(
+        mgr.subscribe_to_table("x", "messages", filter="channel_id=eq.1", callback=a.append),
+        mgr.subscribe_to_table("x", "messages", filter="channel_id=eq.2", callback=b.append),
+    )
+    assert first.superseded
+    assert first.status is ChannelStatus.DISCONNECTED
+    assert "superseded" in first.reason
+    assert not second.superseded
+    assert second.status is ChannelStatus.CONNECTED
+    assert mgr.get_debug_info()["channels"]["x"]["bindings"] == [
+        "* public.messages filter=channel_id=eq.2",
+        "broadcast *",
+    ]
+    await eventually(lambda: server_view(rt) == (1, 1), what="one socket, one hub subscriber")
+    await insert_message(rt, "general", channel=GENERAL)
+    random_id = await insert_message(rt, "random", channel=RANDOM)
+    await eventually(lambda: [e.pk for e in b] == [{"id": random_id}], what="the winner's event")
+    await stays(lambda: len(a), 0, for_s=0.3, what="the superseded callback")
+    await mgr.cleanup()
+    assert mgr.channels == {}
+    await eventually(lambda: server_view(rt) == (0, 0), what="nothing left on the server")
+    await insert_message(rt, "after cleanup", channel=GENERAL)
+    await stays(lambda: (len(a), len(b)), (0, 1), for_s=0.3, what="callbacks after cleanup")
+
+
+async def test_overlap_without_dsn_returns_promptly(rt, make_manager):
+    """Was: without ``dsn`` the first of two overlapping calls hung 25 s and returned
+    ``disconnected``. Now it returns as soon as the second call arrives."""
+    mgr = make_manager(rt.url, rt.anon_key)
+    t0 = time.monotonic()
+    first_task = asyncio.ensure_future(mgr.subscribe("room", "*", print))
+    await asyncio.sleep(0)  # the first call owns the name and is connecting
+    second = await mgr.subscribe_to_broadcast("room", "room", event="ping", callback=print)
+    first = await asyncio.wait_for(first_task, 2.0)
+    assert time.monotonic() - t0 < 5.0
+    assert first.superseded
+    assert second.status is ChannelStatus.CONNECTED
+    await eventually(lambda: server_view(rt) == (1, 0), what="one socket")
+
+
+async def test_a_burst_of_calls_on_one_name_ends_in_the_last_one(rt, make_manager):
+    """Subscribe, re-subscribe with another spec and unsubscribe all at once: the unsubscribe (the last
+    call) wins, every call returns, and nothing is left on the server."""
+    mgr = make_manager(rt.url, rt.service_role_key, dsn=rt.dsn)
+    got = []
+    t0 = time.monotonic()
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            mgr.subscribe_to_table("x", "messages", callback=got.append),
+            mgr.subscribe("x", "ping", got.append),
+            mgr.subscribe_to_table("x", "messages", filter="channel_id=eq.2", callback=got.append),
+            mgr.unsubscribe("x"),
+        ),
+        10.0,
+    )
+    assert time.monotonic() - t0 < 10.0
+    assert [r.superseded for r in results[:3]] == [True, True, True]
+    assert mgr.channels == {}
+    assert mgr.get_status("x").status is ChannelStatus.DISCONNECTED
+    await eventually(lambda: server_view(rt) == (0, 0), what="nothing left on the server")
+    await insert_message(rt, "nobody listens", channel=RANDOM)
+    await stays(lambda: len(got), 0, for_s=0.3)
+
+
+@pytest.mark.timeout(120)
+def test_a_manager_used_from_two_asyncio_runs():
+    """Was: used from two ``asyncio.run()`` calls, the manager reported the dead channel as
+    ``connected``, delivered nothing, warned nothing, and left a socket open after ``cleanup()``.
+
+    Now the end of the first loop releases the socket and marks the channel ``error``; the second
+    loop gets a RuntimeError saying what to do; ``cleanup()`` there releases everything and the
+    manager works on the new loop."""
+    from harmony_lab.local import LocalRealtime
+
+    fast = {**FAST_MANAGER, "backoff": BackoffPolicy(base=0.1, max_delay=0.5, max_retries=10)}
+    with LocalRealtime() as rt:
+        mgr = RealtimeConnectionManager(rt.url, rt.anon_key, **fast)
+        got: list = []
+
+        async def first() -> None:
+            state = await mgr.subscribe("room", "*", got.append)
+            assert state.status is ChannelStatus.CONNECTED
+
+        asyncio.run(first())
+        state = mgr.get_status("room")
+        assert state.status is ChannelStatus.ERROR
+        assert "event loop" in state.reason
+        assert "cleanup()" in state.reason
+        eventually_sync(lambda: rt.server.stats["connections"] == 0, what="the first loop's socket closed")
+
+        async def second() -> None:
+            with pytest.raises(RuntimeError, match="another event loop") as info:
+                await mgr.subscribe("room", "*", got.append)
+            assert "cleanup()" in str(info.value)
+            with pytest.raises(RuntimeError, match="another event loop"):
+                await mgr.broadcast("room", "ping", {})
+            await mgr.cleanup()
+            assert mgr.channels == {}
+            state = await mgr.subscribe("room", "*", got.append)  # bound to this loop now
+            assert state.status is ChannelStatus.CONNECTED
+            sender = RealtimeConnectionManager(rt.url, rt.anon_key, **fast)
+            await sender.subscribe("room", "*", lambda ev: None)
+            await sender.broadcast("room", "ping", {"n": 1})
+            await eventually(lambda: [e.payload for e in got] == [{"n": 1}], what="delivery on the new loop")
+            await sender.cleanup()
+            await mgr.cleanup()
+
+        asyncio.run(second())
+        eventually_sync(lambda: rt.server.stats["connections"] == 0, what="every socket closed")
