@@ -504,12 +504,16 @@ class RealtimeConnectionManager:
             raise
         finally:
             slot.forget(waker)
-        if task.done():
+        if slot.ticket == ticket:
             task.result()  # re-raise what it raised
             return True
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # superseded while waiting (even if the wait ended at the same moment): the later call decides
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif not task.cancelled():
+            task.exception()  # retrieved: a superseded call's failure is the later call's business
         return False
 
     async def _wait_first_attempt(self, runner: ChannelRunner) -> None:
