@@ -90,7 +90,15 @@ class RealtimeConnectionManager:
     :class:`~harmony_lab.events.RealtimeEvent` with a per-manager increasing ``seq``.
 
     Runs on the running event loop (Jupyter's, or your script's ``asyncio.run(main())``); it never
-    starts a loop or a thread of its own.
+    starts a loop or a thread of its own, and it is bound to that loop: when the loop ends (the end of
+    ``asyncio.run()``) the manager closes its sockets and marks its channels ``error``; using it from
+    another loop while it has channels raises a RuntimeError saying what to do; ``cleanup()`` works
+    from any loop and lets the manager bind to the next one.
+
+    One owner per channel name: calls on a name run one at a time and the last call wins. A call
+    still in progress when a later call on the same name arrives returns at once a ``ChannelState``
+    with ``superseded=True`` (``join_presence``: a closed handle with ``superseded=True``); nothing it
+    started survives on the server unless the later call keeps it.
 
     Reconnection: ``backoff`` retries ``max_retries`` times after a failure (the failure after the last
     retry means ``error``); 3 closes within ``rapid_close_window`` s wait ``rapid_close_cooldown`` s; the
