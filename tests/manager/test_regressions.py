@@ -243,3 +243,28 @@ def test_a_manager_used_from_two_asyncio_runs():
 
         asyncio.run(second())
         eventually_sync(lambda: rt.server.stats["connections"] == 0, what="every socket closed")
+
+
+async def test_overlapping_presence_joins_and_a_cleanup_mid_subscribe(rt, make_manager):
+    """The same ownership rules for presence and for ``cleanup()``: a superseded ``join_presence``
+    returns a closed handle, the later join is the one the server sees, and a ``cleanup()`` that
+    arrives while a subscribe is in flight supersedes it and leaves nothing behind."""
+    mgr = make_manager(rt.url, rt.service_role_key, dsn=rt.dsn)
+    first, second = await asyncio.gather(
+        mgr.join_presence("lobby", "alice"), mgr.join_presence("lobby", "bob", status="away")
+    )
+    assert first.superseded
+    assert first.closed
+    assert not second.superseded
+    await mgr.wait_for_status("lobby", "connected", timeout=10)
+    await eventually(lambda: second.roster.get("bob", {}).get("status") == "away", what="bob tracked")
+    assert "alice" not in second.roster
+    with pytest.raises(RuntimeError, match="join_presence again"):
+        await first.set_status("dnd")
+    pending = asyncio.ensure_future(mgr.subscribe_to_table("x", "messages", callback=print))
+    await asyncio.sleep(0)  # the subscribe owns "x" and is on its way
+    await asyncio.wait_for(mgr.cleanup(), 10)
+    state = await asyncio.wait_for(pending, 2)
+    assert state.superseded
+    assert mgr.channels == {}
+    await eventually(lambda: server_view(rt) == (0, 0), what="nothing left on the server")
