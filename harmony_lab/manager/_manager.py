@@ -944,6 +944,7 @@ class RealtimeConnectionManager:
 
     async def handle_auth_event(self, event: Any, session: Any) -> None:
         """Apply an auth event (``"SIGNED_IN"``, ``"TOKEN_REFRESHED"``, ``"SIGNED_OUT"``, …) by hand."""
+        self._bind_loop()
         pending = self._apply_auth_event(event, session)
         if pending is not None:
             await pending
