@@ -1,0 +1,1 @@
+"""The Realtime Inspector: join channels, watch every message with its JSON, filter, send, listen as."""
