@@ -33,6 +33,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+import anywidget
 import pyarrow as pa
 import traitlets
 
@@ -40,7 +41,7 @@ from harmony_lab.events import EventKind, PresenceStatus, RealtimeEvent, utc_now
 from harmony_lab.inspector._channels import ChannelConfig, join_on, parse_events, parse_tables
 from harmony_lab.inspector._entries import describe
 from harmony_lab.inspector._identity import Identity, claims_of, sign
-from harmony_lab.inspector._log import KINDS, LogEntry, LogFilter, MessageLog
+from harmony_lab.inspector._log import LogEntry, LogFilter, MessageLog
 from harmony_lab.manager import RealtimeConnectionManager
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StreamingWidget
@@ -123,7 +124,7 @@ class Inspector(StreamingWidget):
     """
 
     _esm = _assets.esm("inspector.js")
-    _css = _assets.css()
+    _css = _assets.css() + "\n" + _assets.css("inspector.css")
 
     filters = traitlets.Dict().tag(sync=True)
     paused = traitlets.Bool(False).tag(sync=True)
@@ -621,13 +622,16 @@ class Inspector(StreamingWidget):
         new = change["new"] or {}
         try:
             self._filter = LogFilter.of(
-                kind=[k for k in new.get("kind") or () if k in KINDS] or None,
+                kind=new.get("kind") or None,
                 channel=new.get("channel") or None,
                 event=new.get("event") or None,
-                text=str(new.get("text") or "")[:200],
+                text=new.get("text") or None,
             )
         except (TypeError, ValueError) as exc:
-            self.error = f"filter not applied: {exc}"
+            self.error = f"filter not applied (the previous one still is): {exc}"
+        else:
+            if self.error.startswith("filter not applied"):
+                self.error = ""
 
     def _on_paused(self, change: dict[str, Any]) -> None:
         if change["new"]:
@@ -696,6 +700,16 @@ class Inspector(StreamingWidget):
         if entries:
             self._sent_id = entries[-1].id
         return self._sent_id < log.last_id
+
+    def _send_custom(self, content: dict[str, Any], buffers: list[bytes] | None = None) -> int:
+        """The base class's accounting, through the widget's own custom-message send: on an Inspector
+        ``send`` is the broadcast of the Python API."""
+        size = sum(len(b) for b in buffers or ())
+        anywidget.AnyWidget.send(self, content, buffers=buffers or None)
+        self.messages_sent += 1
+        self.bytes_sent += size
+        self._tokens -= size
+        return size
 
     def _on_other_msg(self, content: dict[str, Any], buffers: list[Any]) -> None:
         kind = content.get("type")
