@@ -337,14 +337,23 @@ function render({ model, el }) {
     if (cut) ids = ids.slice(cut);
   }
 
+  const pool = [];           // row elements to reuse
+  function newRow() {
+    const tr = pool.pop() || h("div", "hl-tr hl-insp-row");
+    if (!tr.firstChild) {
+      for (const cls of ["hl-insp-time", "hl-insp-ch", "hl-insp-k", "hl-insp-ev", "hl-insp-sum"]) tr.appendChild(h("div", `hl-td ${cls}`));
+    }
+    return tr;
+  }
+
   function fillRow(tr, r) {
-    tr.replaceChildren(
-      h("div", "hl-td hl-insp-time", formatTime(r.t)),
-      h("div", "hl-td hl-insp-ch", r.channel),
-      h("div", `hl-td hl-insp-k hl-k-${r.kind}`, KIND_LABEL[r.kind] || r.kind),
-      h("div", "hl-td hl-insp-ev", r.event),
-      h("div", "hl-td hl-insp-sum", r.summary),
-    );
+    const [time, ch, kind, ev, sum] = tr.children;
+    time.textContent = formatTime(r.t);
+    ch.textContent = r.channel;
+    kind.textContent = KIND_LABEL[r.kind] || r.kind;
+    kind.className = `hl-td hl-insp-k hl-k-${r.kind}`;
+    ev.textContent = r.event;
+    sum.textContent = r.summary;
     tr.dataset.id = String(r.id);
     tr.dataset.kind = r.kind;
     tr.dataset.channel = r.channel;
@@ -369,10 +378,10 @@ function render({ model, el }) {
       if (!tr) {
         const r = rowAt(log, id);
         if (!r) continue;
-        tr = h("div", "hl-tr hl-insp-row");
+        tr = newRow();
         fillRow(tr, r);
         rendered.set(id, tr);
-        layer.appendChild(tr);
+        if (tr.parentNode !== layer) layer.appendChild(tr);
       }
       tr.style.transform = `translateY(${i * ROW_HEIGHT}px)`;
       tr.dataset.index = String(i);
@@ -380,8 +389,9 @@ function render({ model, el }) {
     }
     for (const [id, tr] of rendered) {
       if (!keep.has(id)) {
-        tr.remove();
         rendered.delete(id);
+        tr.remove();
+        if (pool.length < 200) pool.push(tr);
       }
     }
     const held = size(log);

@@ -4,12 +4,13 @@ only used to play the other client, write rows and read back what the Python sid
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = pytest.mark.browser
 
 ROOT_SEL = ".jp-OutputArea-output .hl-inspector"
 SETUP = """\
@@ -62,6 +63,8 @@ def notebook(path: Path) -> None:
     path.write_text(json.dumps(nb))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(420)
 def test_the_inspector_in_jupyterlab(lab, lab_page, artifacts, request):
     lp = lab_page
     page = lp.page
@@ -188,3 +191,105 @@ def test_the_inspector_in_jupyterlab(lab, lab_page, artifacts, request):
             "if 'rt' in globals(): rt.stop()",
             check=False,
         )
+
+
+# ------------------------------------------------------------------ the ES module in bare Chromium
+
+RENDER = """async ({state, messages}) => {
+  const css = document.createElement("link");
+  css.rel = "stylesheet";
+  css.href = "inspector.css";
+  const loaded = new Promise((resolve) => { css.onload = resolve; });
+  document.head.appendChild(css);
+  await loaded;
+  const mod = await import("./inspector.js");
+  const fake = makeModel(state);
+  window.fake = fake;
+  window.teardown = mod.default.render({model: fake.model, el: document.getElementById("host")});
+  window.feed = (msgs) => {
+    for (const [m, bufs] of msgs) fake.emit(m, bufs.map((b) => asDataView(b64(b))));
+  };
+  feed(messages);
+}"""
+
+
+def captured(c) -> list[list]:
+    """The custom messages a Python Inspector sent, as [content, [base64 buffers]] pairs."""
+    out = []
+    for m in c.customs():
+        content = {k: v for k, v in m.items() if not k.startswith("_")}
+        out.append([content, [base64.b64encode(b).decode() for b in m["_buffers"]]])
+    return out
+
+
+@pytest.mark.browser
+def test_the_log_view_holds_100_000_entries_and_renders_only_what_is_visible(harness, monkeypatch):
+    from harmony_lab.events import EventKind, RealtimeEvent
+    from harmony_lab.inspector import Inspector
+    from tests.widgets.recording_comm import install
+
+    install(monkeypatch)
+    insp = Inspector(url="http://127.0.0.1:9", key="anon", capacity=100_000)
+    kinds = [EventKind.BROADCAST] * 8 + [EventKind.PRESENCE] * 2
+    for i in range(100_000):
+        kind = kinds[i % 10]
+        if kind is EventKind.BROADCAST:
+            insp._on_event(RealtimeEvent(kind=kind, channel=f"room:{i % 3}", op="cursor", payload={"i": i}))
+        else:
+            insp._on_event(RealtimeEvent(kind=kind, channel="room:0", op="sync", payload={f"u{i}": [{}]}))
+    c = insp.comm
+    c.front({"type": "ready"})
+    assert len(c.customs("snapshot")) == 5  # 20 000 rows per message
+    state = {
+        k: getattr(insp, k)
+        for k in ("filters", "paused", "identity", "hosted", "user_hints", "error", "height", "status")
+    }
+    harness.evaluate(RENDER, {"state": state, "messages": captured(c)})
+    root = "#host .hl-inspector"
+    harness.wait_for_selector(f"{root}[data-nentries='100000'][data-nshown='100000']")
+    assert harness.locator(f"{root} .hl-insp-row.hl-tr").count() < 60  # virtualised
+    # the view follows the newest entry
+    assert harness.locator(f"{root} .hl-insp-row[data-id='100000']").count() == 1
+
+    # 50 more: the ring drops the 50 oldest, in the kernel and in the view
+    c.clear()
+    for i in range(50):
+        insp._on_event(RealtimeEvent(kind=EventKind.BROADCAST, channel="room:9", op="late", payload={"i": i}))
+    insp.flush()
+    harness.evaluate("(msgs) => feed(msgs)", captured(c))
+    harness.wait_for_selector(f"{root}[data-nentries='100000'] .hl-insp-row[data-id='100050']")
+    assert insp.messages.first_id == 51
+
+    # a kind filter: the view's count is the kernel's, and the trait is saved
+    harness.locator(f"{root} .hl-insp-kind[data-kind='presence'] input").check()
+    presence = int((insp.log["kind"] == "presence").sum())
+    harness.wait_for_selector(f"{root}[data-nshown='{presence}']")
+    assert harness.evaluate("() => fake.state.filters.kind") == ["presence"]
+    assert harness.evaluate("() => fake.saves") >= 1
+
+    # scrolling to the top renders the oldest presence rows, still only a window of them
+    harness.evaluate(f"() => {{ const v = document.querySelector('{root} .hl-viewport'); v.scrollTop = 0; }}")
+    first_presence = int(insp.log.loc[insp.log["kind"] == "presence", "id"].iloc[0])
+    harness.wait_for_selector(f"{root} .hl-insp-row[data-id='{first_presence}']")
+    assert harness.locator(f"{root} .hl-insp-row.hl-tr").count() < 60
+
+    # a click asks the kernel for that entry's detail
+    harness.locator(f"{root} .hl-insp-row[data-id='{first_presence}']").click()
+    assert harness.evaluate("() => fake.sent.filter((m) => m.type === 'detail').map((m) => m.id)") == [
+        first_presence
+    ]
+    c.clear()
+    c.front({"type": "detail", "id": first_presence})
+    harness.evaluate("(msgs) => feed(msgs)", captured(c))
+    harness.wait_for_selector(f"{root} .hl-insp-detail[data-loaded='true']")
+    assert json.loads(harness.locator(f"{root} .hl-insp-json").inner_text()) == insp.detail(first_presence)
+
+    # pause: the button sets the trait; pending counts show as the badge
+    harness.locator(f"{root} .hl-pause").click()
+    assert harness.evaluate("() => fake.state.paused") is True
+    harness.evaluate("() => feed([[{type: 'pending', seq: 99, pending: 7}, []]])")
+    harness.wait_for_selector(f"{root}[data-pending='7']")
+    assert harness.locator(f"{root} .hl-badge").inner_text() == "7 new"
+    harness.evaluate("() => window.teardown()")
+    assert harness.evaluate("() => fake.sent.at(-1).type") == "bye"
+    insp.close()
