@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from harmony_lab.events import PresenceStatus
 from harmony_lab.manager import RealtimeConnectionManager, TableSubscription
 from harmony_lab.manager._specs import ChannelSpec
 
-__all__ = ["ChannelConfig", "join_on", "parse_events", "parse_tables"]
+__all__ = ["ChannelConfig", "join_on", "parse_events", "parse_tables", "supports_private"]
 
 _MAX_TOPIC = 255
 _MAX_BINDINGS = 50
@@ -134,29 +134,28 @@ def supports_private() -> bool:
 async def join_on(manager: RealtimeConnectionManager, cfg: ChannelConfig) -> Any:
     """Join ``cfg`` on ``manager``; returns the channel's state once the first attempt settled.
 
-    The manager's public calls cover a channel with tables, with broadcast or with presence; a
-    channel with tables *and* presence goes through the manager's subscription step with both in one
-    spec (the same step its public calls take). Presence joins untracked (``invisible``): the roster
-    arrives and :meth:`Inspector.track` shows the Inspector to others.
+    The manager's public calls cover a channel with broadcast only, with tables, or with presence; a
+    channel with tables *and* presence (or private tables) goes through the manager's subscription
+    step with everything in one spec, the step its public calls take. Presence joins untracked
+    (``invisible``): the roster arrives and :meth:`Inspector.track` shows the Inspector to others.
     """
     if cfg.private and not supports_private():
         raise ValueError(
             f"channel {cfg.topic!r}: this version's connection manager joins public channels only; "
             "join it with private=False"
         )
-    extra: dict[str, Any] = {"private": True} if cfg.private else {}
+    private: dict[str, Any] = {"private": True} if cfg.private else {}
     key = cfg.presence_key
-    if key is None and not cfg.tables and not extra:
+    if key is None and not cfg.tables:
+        broadcast_only = getattr(manager, "subscribe_to_broadcast", None)
+        if broadcast_only is not None:
+            return await broadcast_only(cfg.topic, cfg.topic, **private)
         return await manager.subscribe(cfg.topic, "*", _ignore)
-    if key is None and not extra:
+    if key is None and not private:
         return await manager.subscribe_to_multiple_tables(cfg.topic, cfg.tables)
-    if not cfg.tables and not extra:
-        handle = await manager.join_presence(cfg.topic, key, PresenceStatus.INVISIBLE)
+    if key is not None and not cfg.tables:
+        handle = await manager.join_presence(cfg.topic, key, PresenceStatus.INVISIBLE, **private)
         return manager.get_status(handle.name)
-    spec = ChannelSpec(cfg.topic, tables=cfg.tables, presence_key=key, **extra)
+    spec = ChannelSpec(cfg.topic, tables=cfg.tables, presence_key=key, **private)
     presence = (key, PresenceStatus.INVISIBLE, None) if key is not None else None
     return await manager._subscribe(spec, None, presence=presence)
-
-
-def table_labels(tables: Iterable[TableSubscription]) -> list[str]:
-    return [t.describe() for t in tables]

@@ -330,6 +330,9 @@ class Inspector(StreamingWidget):
             presence_key=key,
         )
         manager = self._ensure_manager()
+        previous = self._configs.get(cfg.topic)
+        if previous is not None and previous != cfg:
+            await manager.unsubscribe(cfg.topic)  # new bindings: a fresh join, never a merge
         self._configs[cfg.topic] = cfg
         self._tracking.pop(cfg.topic, None)
         try:

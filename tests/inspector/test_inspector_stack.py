@@ -220,3 +220,40 @@ async def test_record_writes_the_projects_recording_format(stack, make_inspector
     assert len(ticks) == 4
     assert frame["seq"].is_monotonic_increasing
     assert frame["seq"].is_unique
+
+
+async def test_joining_a_topic_again_replaces_its_bindings(stack, make_inspector):
+    insp = make_inspector(stack)
+    topic = f"rejoin-{uuid.uuid4().hex[:6]}"
+    await insp.join(topic, broadcast="typing")
+    assert insp.channels[topic]["bindings"] == ["broadcast typing"]
+    await insp.listen_as("service_role")
+    state = await insp.join(topic, postgres_changes="public.messages", broadcast=False)
+    assert str(state.status) == "connected"
+    assert insp.channels[topic]["bindings"] == ["* public.messages"]
+    state = await insp.join(topic)
+    assert str(state.status) == "connected"
+    assert insp.channels[topic]["bindings"] == ["broadcast *"]
+    client, ch, _ = await peer(stack, topic)
+    try:
+        await ch.send_broadcast("anything", {"ok": True})
+        await eventually(lambda: entries(insp, kind="broadcast", event="anything"), within=10)
+    finally:
+        await client.close()
+    await insp.leave(topic)
+    assert topic not in insp.channels
+
+
+async def test_private_channels_are_refused_up_front_until_the_manager_joins_them(stack, make_inspector):
+    from harmony_lab.inspector._channels import supports_private
+
+    insp = make_inspector(stack)
+    if supports_private():
+        state = await insp.join("private-room", private=True)
+        assert insp.channels["private-room"]["private"] is True
+        assert str(state.status) in ("connected", "error")  # the server decides; the chip shows why
+        assert insp.channels["private-room"]["reason"]
+    else:
+        with pytest.raises(ValueError, match="joins public channels only"):
+            await insp.join("private-room", private=True)
+        assert insp.channels == {}
