@@ -69,6 +69,7 @@ _OPTIONS = (
 _ACTIONS = ("join", "leave", "send", "track", "untrack", "listen_as")
 _MAX_PENDING_ACTIONS = 16
 _MAX_PAYLOAD = 256_000
+_CLOSING: set[asyncio.Task[Any]] = set()
 _ROW_SCHEMA = pa.schema(
     [
         ("id", pa.int64()),
@@ -785,18 +786,52 @@ class Inspector(StreamingWidget):
 
     async def aclose(self) -> None:
         """Leave every channel, stop a recording, close the widget."""
-        for task in list(self._actions):
-            task.cancel()
-        remove, self._remove_listener = self._remove_listener, None
-        if remove is not None:
-            remove()
-        manager, self._manager = self._manager, None
+        manager, rec = self._detach()
         if manager is not None:
             await manager.aclose()
-        rec, self._recorder = self._recorder, None
         if rec is not None and rec.state == "recording":
             await rec.aclose()
-        self.close()
+        super().close()
+
+    def _detach(self) -> tuple[RealtimeConnectionManager | None, Any]:
+        for task in list(getattr(self, "_actions", ())):
+            task.cancel()
+        remove, self._remove_listener = getattr(self, "_remove_listener", None), None
+        if remove is not None:
+            remove()
+        manager, self._manager = getattr(self, "_manager", None), None
+        rec, self._recorder = getattr(self, "_recorder", None), None
+        return manager, rec
+
+    def close(self) -> None:
+        """Close the widget; its channels are left and a recording stopped in the background (on the
+        running event loop; without one, use ``await insp.aclose()``)."""
+        manager, rec = self._detach()
+        if manager is not None or (rec is not None and rec.state == "recording"):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                task = loop.create_task(self._finish(manager, rec))
+                _CLOSING.add(task)
+                task.add_done_callback(_CLOSING.discard)
+            else:
+                if rec is not None and rec.state == "recording":
+                    rec.stop()
+                if manager is not None:
+                    logger.warning(
+                        "Inspector closed without a running event loop: its channels stay open until "
+                        "the process ends; use `await insp.aclose()`"
+                    )
+        super().close()
+
+    @staticmethod
+    async def _finish(manager: RealtimeConnectionManager | None, rec: Any) -> None:
+        if manager is not None:
+            await manager.aclose()
+        if rec is not None and rec.state == "recording":
+            await rec.aclose()
 
     def __repr__(self) -> str:
         chans = ", ".join(f"{t}={row['status']}" for t, row in self.channels.items()) or "no channels"

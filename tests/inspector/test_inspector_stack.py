@@ -257,3 +257,51 @@ async def test_private_channels_are_refused_up_front_until_the_manager_joins_the
         with pytest.raises(ValueError, match="joins public channels only"):
             await insp.join("private-room", private=True)
         assert insp.channels == {}
+
+
+async def test_a_hosted_project_with_a_jwt_secret_that_is_never_kept(stack, make_inspector):
+    """URL and anon key only (as for a hosted project): users and the service role get tokens signed
+    with the JWT secret passed to listen_as, and the secret is held nowhere afterwards."""
+    insp = make_inspector(url=stack.url, key=stack.anon_key)
+    assert insp.hosted is True
+    topic = f"hosted-{uuid.uuid4().hex[:6]}"
+    tag = uuid.uuid4().hex[:8]
+    with pytest.raises(ValueError, match="needs its key"):
+        await insp.listen_as("service_role")
+    await insp.listen_as(str(BOB), jwt_secret=stack.jwt_secret)
+    await insp.join(
+        topic, postgres_changes={"table": "messages", "event": "INSERT", "filter": f"content=like.{tag}%"}
+    )
+    await insp.manager.wait_for_status(topic, "connected")
+    await eventually(lambda: entries(insp, text="Subscribed to PostgreSQL", channel=topic), within=10)
+    await post(stack, ENGINEERING, ALICE, f"{tag} eng")
+    await post(stack, GENERAL, ALICE, f"{tag} general")
+    await eventually(lambda: entries(insp, kind="postgres_changes"), within=10)
+    assert [e.data()["new"]["content"] for e in entries(insp, kind="postgres_changes")] == [f"{tag} general"]
+
+    def holds_secret(obj: Any, depth: int = 0) -> bool:
+        if isinstance(obj, str):
+            return stack.jwt_secret in obj
+        if depth > 3:
+            return False
+        if isinstance(obj, dict):
+            return any(holds_secret(v, depth + 1) for v in obj.values())
+        if isinstance(obj, list | tuple | set):
+            return any(holds_secret(v, depth + 1) for v in obj)
+        if hasattr(obj, "__dict__") and not isinstance(obj, type):
+            return any(holds_secret(v, depth + 1) for v in vars(obj).values())
+        return False
+
+    assert not holds_secret(vars(insp))
+    assert not holds_secret(insp.get_state())
+    assert not holds_secret(vars(insp.manager))
+
+
+async def test_closing_the_widget_leaves_its_channels(stack, make_inspector):
+    insp = make_inspector(stack)
+    topic = f"close-{uuid.uuid4().hex[:6]}"
+    await insp.join(topic)
+    manager = insp.manager
+    insp.close()
+    await eventually(lambda: manager.channels == {}, within=10)
+    assert insp.manager is None
