@@ -261,9 +261,8 @@ def browser_side(nrows: int) -> list[dict[str, Any]]:
     if not Path(chromium).exists():
         return [{"case": f"browser: skipped (no chromium at {chromium})"}]
     from harmony_lab.inspector._entries import describe
-    from harmony_lab.inspector._inspector import rows_batch
+    from harmony_lab.inspector._inspector import ipc_bytes, rows_batch
     from harmony_lab.inspector._log import MessageLog
-    from harmony_lab.widgets._table import ipc_bytes
 
     log = MessageLog(capacity=nrows)
     for ev in make_events(nrows):

@@ -45,7 +45,6 @@ from harmony_lab.inspector._log import LogEntry, LogFilter, MessageLog
 from harmony_lab.manager import RealtimeConnectionManager
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StreamingWidget
-from harmony_lab.widgets._table import ipc_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +79,14 @@ _ROW_SCHEMA = pa.schema(
         ("summary", pa.string()),
     ]
 )
+
+
+def ipc_bytes(batch: pa.RecordBatch) -> bytes:
+    """One record batch as an Arrow IPC stream (schema, batch, end-of-stream marker)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
 
 
 def rows_batch(entries: list[LogEntry]) -> pa.RecordBatch:
