@@ -62,4 +62,12 @@ def esm(name: str) -> str:
 
 @functools.cache
 def css(name: str = "harmony.css") -> str:
-    return (static_dir() / name).read_text(encoding="utf-8")
+    """The shared ``harmony.css``, followed by ``widgets/<name>`` when a widget has styles of its own."""
+    root = static_dir()
+    shared = (root / "harmony.css").read_text(encoding="utf-8")
+    if name == "harmony.css":
+        return shared
+    path = root / name
+    if not path.is_file():
+        raise FileNotFoundError(f"widget stylesheet {name!r} not found in {root}")
+    return shared + "\n" + path.read_text(encoding="utf-8")
