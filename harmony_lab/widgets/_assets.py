@@ -62,12 +62,8 @@ def esm(name: str) -> str:
 
 @functools.cache
 def css(name: str = "harmony.css") -> str:
-    """The shared ``harmony.css``, followed by ``widgets/<name>`` when a widget has styles of its own."""
-    root = static_dir()
-    shared = (root / "harmony.css").read_text(encoding="utf-8")
-    if name == "harmony.css":
-        return shared
-    path = root / name
+    """The text of ``widgets/<name>``: the shared ``harmony.css`` by default, or a widget's own sheet."""
+    path = static_dir() / name
     if not path.is_file():
-        raise FileNotFoundError(f"widget stylesheet {name!r} not found in {root}")
-    return shared + "\n" + path.read_text(encoding="utf-8")
+        raise FileNotFoundError(f"widget stylesheet {name!r} not found in {static_dir()}")
+    return path.read_text(encoding="utf-8")
