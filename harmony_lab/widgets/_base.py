@@ -36,6 +36,8 @@ class StreamingWidget(anywidget.AnyWidget):
     """Base class: subclasses implement :meth:`_snapshot` and :meth:`_flush_changes`."""
 
     status = traitlets.Unicode("waiting").tag(sync=True)
+    # why the status is what it is, one sentence ("" when there is nothing to say); set from Python
+    reason = traitlets.Unicode("").tag(sync=True)
     views = traitlets.Int(0).tag(sync=True)  # front ends that said ready (and not bye)
 
     # defaults so that close() works even when a subclass __init__ failed half-way
