@@ -56,6 +56,7 @@ case "$cmd" in
     setup_browser
     setup_node
     "$VENV/bin/ruff" check harmony_lab tests bench
+    "$VENV/bin/ruff" format --check harmony_lab tests bench
     exec "$VENV/bin/python" -m pytest "$@" ;;
   bench)
     setup_python "lab,test,bench"
