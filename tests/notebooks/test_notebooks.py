@@ -89,7 +89,7 @@ PROMISES = {
         "reached the notification callback: False",  # dnd suppresses notifications
         "Bob sees Alice as: offline",  # invisible shows as offline
     ],
-    "03_reconnection_lab.ipynb": [", 0 missing from the frame"],  # every outage backfilled
+    "03_reconnection_lab.ipynb": ["frame complete"],  # every outage backfilled
     "04_record_and_analyse.ipynb": ["dropped=0>"],  # the recorder lost nothing
 }
 
