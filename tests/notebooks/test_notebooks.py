@@ -84,6 +84,7 @@ def output_text(nb: nbformat.NotebookNode) -> str:
 
 # what each notebook's story promises, as the notebook itself prints it
 PROMISES = {
+    "00_inspector.ipynb": ["('hello', {'text': 'hi from the Inspector'})"],  # sent from the Inspector
     "02_presence_and_typing.ipynb": [
         "reached the notification callback: False",  # dnd suppresses notifications
         "Bob sees Alice as: offline",  # invisible shows as offline
@@ -93,8 +94,8 @@ PROMISES = {
 }
 
 
-def test_there_are_five_notebooks():
-    assert [n[:2] for n in ALL] == ["01", "02", "03", "04", "05"], ALL
+def test_there_are_six_notebooks():
+    assert [n[:2] for n in ALL] == ["00", "01", "02", "03", "04", "05"], ALL
     assert set(PROMISES) <= set(ALL), set(PROMISES) - set(ALL)
 
 
