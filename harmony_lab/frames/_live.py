@@ -44,6 +44,7 @@ _COUNTERS = (
     "unknown_deletes",  # DELETEs of keys the frame did not hold (no error)
     "duplicates",  # live INSERTs of a key already held (applied as an overwrite)
     "backfilled",  # backfilled events applied (not counted as inserts/updates/deletes)
+    "snapshot",  # rows loaded from the table when the frame started
     "suppressed",  # events the manager marked suppressed (applied: the data did change)
     "evicted",  # rows dropped because of max_rows (oldest first)
     "unkeyed",  # events without any primary-key information
@@ -53,6 +54,7 @@ _COUNTERS = (
 )
 _APPEND_META = {"_op": "text", "_commit_ts": "timestamptz"}
 _STATIC_ROWS = 20
+_SNAPSHOT_CAP = 100_000  # rows a frame with max_rows=None loads at most when it starts
 _sub_counter = itertools.count(1)
 
 
@@ -115,6 +117,18 @@ class LiveFrame:
     ``await lf.ready()``.
     ``await lf.close()`` (or ``async with LiveFrame(...) as lf``) unsubscribes and stops.
 
+    **The table as it is.** With a manager source (``snapshot=True``, the default), once the
+    subscription is confirmed the frame loads the table's current rows — the newest ``max_rows`` by
+    ``order_by`` (default ``created_at``/``inserted_at``, else the first timestamp column, else the key),
+    filtered like the subscription, read as the subscriber (the token's role and claims, ``anon`` when
+    unknown) so row level security hides exactly what the stream would — and ``ready()`` returns after
+    that. The read starts after the subscription is live, so nothing committed in between is lost; a
+    row the stream changed meanwhile keeps its live version, so nothing is doubled or stale. The read
+    goes through the manager's ``dsn`` (one consistent snapshot) or PostgREST for
+    ``RealtimeConnectionManager.from_supabase``; without either the frame logs one warning and shows
+    changes from then on. The table's key (primary key, else replica-identity index) comes with it.
+    :attr:`snapshot_info` says what was loaded (or why not).
+
     **Semantics.** ``mode="upsert"`` keeps one row per primary key: the key comes from ``key`` (a
     column name or names) or, when ``key`` is None, from the events' ``pk`` (falling back to an ``id``
     column). INSERT adds (an INSERT of a held key overwrites it, counted in ``duplicates``), UPDATE
@@ -166,6 +180,8 @@ class LiveFrame:
         schema: str = "public",
         name: str | None = None,
         backfill: Backfill | None = None,
+        snapshot: bool = True,
+        order_by: str | Sequence[str] | None = None,
         rate_window_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -221,6 +237,17 @@ class LiveFrame:
                     "what changed during a gap); a replay or hand-fed frame has nothing to fetch from"
                 )
         self.backfill = backfill
+        if not isinstance(snapshot, bool):
+            raise TypeError(f"snapshot must be True (load the current rows first) or False; got {snapshot!r}")
+        if order_by is not None and not (
+            isinstance(order_by, str)
+            or (isinstance(order_by, Sequence) and order_by and all(isinstance(c, str) for c in order_by))
+        ):
+            raise TypeError(f"order_by must be None, a column name or a sequence of names; got {order_by!r}")
+        self._snapshot_wanted = snapshot and self._is_manager
+        self._order_by = order_by
+        self.snapshot_info: dict[str, Any] | None = None
+        self._touched: set[tuple[Any, ...]] | None = None
         self.name = name or f"liveframe-{table}-{next(_sub_counter)}"
 
         self._rows: OrderedDict[int, _Row] = OrderedDict()
@@ -280,6 +307,8 @@ class LiveFrame:
                     extra["backfill"] = self.backfill
                 if self._key_given:
                     extra["primary_key"] = self._key_cols
+                if self._snapshot_wanted:
+                    self._touched = set()  # keys changed live before the snapshot is merged
                 state = await src.subscribe_to_table(
                     self.name,
                     self.table,
@@ -293,7 +322,13 @@ class LiveFrame:
                 # events flow (or the channel gave up / was stopped), so wait for that
                 status = str(getattr(state, "status", "connected"))
                 if status not in ("connected", "error") and callable(getattr(src, "wait_for_status", None)):
-                    await src.wait_for_status(self.name, "connected", "error", "disconnected", timeout=None)
+                    state = await src.wait_for_status(
+                        self.name, "connected", "error", "disconnected", timeout=None
+                    )
+                    status = str(getattr(state, "status", status))
+                if self._snapshot_wanted and status == "connected":
+                    await self._load_snapshot()
+                self._touched = None
                 self._status = "live"
                 self._ready.set()
                 return
@@ -317,6 +352,85 @@ class LiveFrame:
 
     def _on_manager_event(self, event: RealtimeEvent, *_: Any) -> None:
         self.apply(event)
+
+    async def _load_snapshot(self) -> None:
+        """Merge the table's current rows (as the subscriber sees them) under the live stream.
+
+        The subscription is confirmed before the read starts, so every commit after the read's
+        snapshot arrives as a live event; a row whose key already changed live is skipped (the live
+        event is at least as new as the read), every other row is current.
+        """
+        limit = self.max_rows if self.max_rows is not None else _SNAPSHOT_CAP
+        try:
+            snap = await self._source.snapshot(
+                self.table, schema=self.schema, filter=self.filter, order_by=self._order_by, limit=limit
+            )
+        except Exception as exc:
+            self.snapshot_info = {"error": str(exc)}
+            logger.warning(
+                "LiveFrame %s.%s: could not load the table's current rows (%s); the frame shows changes "
+                "from now on (pass snapshot=False to start empty on purpose)",
+                self.schema,
+                self.table,
+                exc,
+            )
+            return
+        loaded = self.load_rows(snap.rows, columns=snap.columns, key=snap.key)
+        self.snapshot_info = {
+            "rows": loaded,
+            "read": len(snap.rows),
+            "via": snap.via,
+            "role": snap.role,
+            "order_by": list(snap.order_by),
+        }
+        logger.debug("LiveFrame %s: snapshot %s", self.table, self.snapshot_info)
+
+    def load_rows(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        columns: Sequence[tuple[str, str]] = (),
+        key: Sequence[str] | None = None,
+    ) -> int:
+        """Merge existing rows, newest first, as older than everything the frame holds; returns how
+        many were added.
+
+        A row whose key the frame holds or changed live since the subscription started is skipped;
+        at most ``max_rows`` rows are kept (the newest). ``columns`` are ``(name, postgres type)``;
+        ``key`` names the key columns when the frame has none yet. Listeners get one ``reset``.
+        """
+        if self.mode == "append":
+            raise ValueError("load_rows() needs mode='upsert' (a log of events has no current rows)")
+        if columns:
+            self._merge_columns(RealtimeEvent(kind=EventKind.CHANGE, channel="", columns=tuple(columns)))
+        if self._key_cols is None and key:
+            self._key_cols = tuple(key)
+        touched = self._touched or set()
+        room = None if self.max_rows is None else max(0, self.max_rows - len(self._rows))
+        added = 0
+        for values in rows:
+            if room is not None and added >= room:
+                break
+            for name in values:
+                if name not in self._columns:
+                    self._columns[name] = None
+            k = self._key_cols
+            row_key = _freeze(tuple(values.get(c) for c in k)) if k and all(c in values for c in k) else None
+            if row_key is not None and (row_key in self._index or row_key in touched):
+                continue
+            rid = self._next_rid
+            self._next_rid += 1
+            stored = (("__rid__", rid),) if row_key is None else row_key
+            self._rows[rid] = _Row(stored, dict(values))
+            self._rows.move_to_end(rid, last=False)  # older than every row already held
+            self._index[stored] = rid
+            added += 1
+        if added:
+            self._counters["snapshot"] += added
+            self._version += 1
+            if self._listeners:
+                self._emit(FrameChange("reset"))
+        return added
 
     def _on_channel_status(self, *args: Any) -> None:
         for a in args:
@@ -537,8 +651,11 @@ class LiveFrame:
     def _upsert(self, event: RealtimeEvent, op: str) -> bool:
         c = self._counters
         live = not event.backfilled
+        touched = self._touched
         if op == "DELETE":
             key = self._key_from(event, event.old or event.new)
+            if touched is not None and key is not None:
+                touched.add(key)
             rid = self._index.get(key) if key is not None else None
             if rid is None:
                 c["unknown_deletes"] += 1
@@ -552,6 +669,8 @@ class LiveFrame:
 
         new = event.new or {}
         key = self._key_from(event, new)
+        if touched is not None and key is not None:
+            touched.add(key)
         if key is None:
             c["unkeyed"] += 1
             if not self._warned_unkeyed:
@@ -581,6 +700,8 @@ class LiveFrame:
 
         if op == "UPDATE" and event.old and self._key_cols is not None:
             old_key = self._key_from(event, event.old, use_pk=False)
+            if touched is not None and old_key is not None:
+                touched.add(old_key)
             if old_key is not None and old_key != key and old_key in self._index:
                 return self._move(event, old_key, key, new, live)
 
