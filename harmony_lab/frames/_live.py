@@ -55,6 +55,7 @@ _COUNTERS = (
 _APPEND_META = {"_op": "text", "_commit_ts": "timestamptz"}
 _STATIC_ROWS = 20
 _SNAPSHOT_CAP = 100_000  # rows a frame with max_rows=None loads at most when it starts
+_CHANNEL_STATUSES = ("disconnected", "connecting", "connected", "reconnecting", "error")
 _sub_counter = itertools.count(1)
 
 
@@ -264,6 +265,9 @@ class LiveFrame:
         self._warned_unkeyed = False
         self._status = "idle"
         self._channel_status: str | None = None
+        self._channel_reason: str | None = None
+        self._channel_attempt = 0
+        self._trouble_reported = False
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -435,15 +439,32 @@ class LiveFrame:
     def _on_channel_status(self, *args: Any) -> None:
         for a in args:
             status = getattr(a, "status", a)
-            if status is not None and str(status) in (
-                "disconnected",
-                "connecting",
-                "connected",
-                "reconnecting",
-                "error",
-            ):
+            if status is not None and str(status) in _CHANNEL_STATUSES:
                 self._channel_status = str(status)
+                self._channel_reason = getattr(a, "reason", None)
+                self._channel_attempt = int(getattr(a, "attempt", 0) or 0)
+                self._report_channel()
                 return
+
+    def _report_channel(self) -> None:
+        """One log line when the channel gets into trouble (not one per retry), one when it is back."""
+        status = self._channel_status
+        if status in ("reconnecting", "error") and not self._trouble_reported:
+            self._trouble_reported = True
+            logger.warning(
+                "LiveFrame %s.%s: channel %r is %s: %s%s",
+                self.schema,
+                self.table,
+                self.name,
+                status,
+                self._channel_reason or "no reason given",
+                " (retrying in the background; the frame's status and status_reason follow it)"
+                if status == "reconnecting"
+                else " (not retrying: fix the cause, then subscribe again)",
+            )
+        elif status == "connected" and self._trouble_reported:
+            self._trouble_reported = False
+            logger.info("LiveFrame %s.%s: channel %r is connected again", self.schema, self.table, self.name)
 
     async def ready(self) -> LiveFrame:
         """Wait until the subscription is confirmed / the source is being read; re-raise its failure.
@@ -820,9 +841,21 @@ class LiveFrame:
 
         For a manager source, the channel's status (connected, reconnecting, …) once it is known.
         """
-        if self._status == "live" and self._channel_status is not None:
+        if self._status in ("subscribing", "live") and self._channel_status is not None:
             return self._channel_status
         return self._status
+
+    @property
+    def status_reason(self) -> str:
+        """Why :attr:`status` is not a healthy one, in one line (empty while all is well): the
+        channel's reason and attempt while it is connecting again or in error, or the source's failure."""
+        if self._error is not None:
+            return f"the source failed: {self._error}"
+        status = self.status
+        if status in ("connecting", "reconnecting", "error", "disconnected") and self._channel_reason:
+            attempt = f" · attempt {self._channel_attempt}" if self._channel_attempt else ""
+            return f"{self._channel_reason}{attempt}"
+        return ""
 
     @property
     def error(self) -> BaseException | None:

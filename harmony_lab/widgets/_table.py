@@ -239,6 +239,9 @@ class LiveTableWidget(StreamingWidget):
         st = self.frame.status
         return "live" if st in ("idle", "live") else st
 
+    def _live_reason(self) -> str:
+        return "" if self.paused else self.frame.status_reason
+
     def close(self) -> None:
         remove = getattr(self, "_remove_listener", None)
         if remove is not None:
