@@ -29,7 +29,8 @@ def _refused_url() -> str:
 
 
 def _frame_lines(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "harmony_lab.frames._live" and r.levelno >= level]
+    records = caplog.records
+    return [r.getMessage() for r in records if r.name == "harmony_lab.frames._live" and r.levelno >= level]
 
 
 async def _watch(url: str, key: str, caplog: pytest.LogCaptureFixture) -> tuple[Any, LiveFrame, Any]:
