@@ -929,12 +929,13 @@ class LiveFrame:
 
     # ------------------------------------------------------------------ display
 
-    def widget(self) -> LiveTableWidget:
-        """This frame's :class:`~harmony_lab.widgets.LiveTableWidget` (created once, again after close)."""
-        if self._widget is None or self._widget.comm is None:
+    def widget(self, **options: Any) -> LiveTableWidget:
+        """This frame's :class:`~harmony_lab.widgets.LiveTableWidget` (created once, again after close
+        or when ``options`` are given — e.g. ``names={user_id: "Alice"}``, ``title=``, ``height=``)."""
+        if self._widget is None or self._widget.comm is None or options:
             from harmony_lab.widgets import LiveTableWidget  # widgets build on frames
 
-            self._widget = LiveTableWidget(self)
+            self._widget = LiveTableWidget(self, **options)
         return self._widget
 
     def __repr__(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +12,28 @@ from harmony_lab.events import RealtimeEvent
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Feed", "to_ms"]
+__all__ = ["MAX_NAMES", "Feed", "display_names", "to_ms"]
+
+MAX_NAMES = 10_000
+"""Display names a widget accepts (``names=``); more is refused rather than shipped to every view."""
+_MAX_NAME_CHARS = 200
+
+
+def display_names(names: Mapping[str, str] | None, what: str) -> dict[str, str]:
+    """``names`` (user id → display name) checked and bounded: str keys and values, at most
+    :data:`MAX_NAMES` entries, each name cut to 200 characters."""
+    if names is None:
+        return {}
+    if not isinstance(names, Mapping):
+        raise TypeError(
+            f"{what}: names must be a mapping of user id → display name; got {type(names).__name__}"
+        )
+    if len(names) > MAX_NAMES:
+        raise ValueError(
+            f"{what}: names holds {len(names)} entries; at most {MAX_NAMES} are sent to the browser — "
+            "pass only the users this view shows"
+        )
+    return {str(k): str(v)[:_MAX_NAME_CHARS] for k, v in names.items()}
 
 
 def to_ms(when: datetime | str | float | None) -> int | None:

@@ -95,3 +95,13 @@ async def test_the_status_line_clears_when_the_channel_is_back(rt, caplog):
         assert any("connected again" in m for m in _frame_lines(caplog, logging.INFO))
     finally:
         await _close(mgr, lf, widget)
+
+
+def test_the_table_widget_takes_display_names():
+    lf = LiveFrame(None, "messages")
+    widget = lf.widget(names={"00000000-0000-4000-a000-000000000001": "Alice"})
+    assert widget.names == {"00000000-0000-4000-a000-000000000001": "Alice"}
+    assert lf.widget() is widget  # kept until closed or asked with other options
+    with pytest.raises(TypeError, match="names must be a mapping"):
+        lf.widget(names="Alice")
+    widget.close()
