@@ -11,12 +11,13 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import pyarrow as pa
 
+from harmony_lab._feed import is_table_source, pump, source_kind
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.filters import Condition, Filter
 from harmony_lab.frames import _dtypes
@@ -95,10 +96,6 @@ def _freeze(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return key
 
 
-def _is_manager(source: Any) -> bool:
-    return callable(getattr(source, "subscribe_to_table", None))
-
-
 class LiveFrame:
     """A live, typed view of one table, fed by change events.
 
@@ -106,7 +103,9 @@ class LiveFrame:
 
     * a ``RealtimeConnectionManager``: the frame subscribes itself (``subscribe_to_table``) under a
       channel name of its own (``name``, default ``liveframe-<table>-<n>``);
+    * anything else with ``add_listener(fn)`` (an event source): every event it observes;
     * a replay of a recording, or any async iterable of ``RealtimeEvent``: the frame consumes it;
+    * an iterable of ``RealtimeEvent`` (a list): applied at once;
     * ``None``: feed it yourself with :meth:`apply`.
 
     **Starting.** The constructor is synchronous. When an event loop is running (always the case in a
@@ -208,12 +207,6 @@ class LiveFrame:
         if mode == "append" and key is not None:
             raise ValueError("key has no meaning with mode='append' (every event is its own row); drop it")
         self._row_filter: RowFilter | None = compile_filter(filter) if filter is not None else None
-        if isinstance(source, str | bytes):
-            raise TypeError(
-                "source must be a RealtimeConnectionManager, an async iterable of RealtimeEvent "
-                "(e.g. harmony_lab.replay(path)), an iterable of events, or None; "
-                f"got {type(source).__name__}"
-            )
         self.table = table
         self.schema = schema
         self.mode = mode
@@ -223,7 +216,8 @@ class LiveFrame:
         self._key_cols = key_cols
         self._key_given = key_cols is not None
         self._source = source
-        self._is_manager = _is_manager(source)
+        self._is_manager = is_table_source(source)
+        self._kind = "table" if self._is_manager else source_kind(source, "LiveFrame", iterables=True)
         if backfill is not None:
             from harmony_lab.manager import Backfill  # frames stay importable without the manager
 
@@ -272,12 +266,17 @@ class LiveFrame:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._unsub_status: Callable[[], Any] | None = None
+        self._remove_listener: Callable[[], Any] | None = None
         self._subscribed = False
         self._widget: LiveTableWidget | None = None
 
-        if source is None:
+        if self._kind == "none":
             self._ready.set()
-        elif self._is_manager or isinstance(source, AsyncIterable):
+        elif self._kind == "listener":
+            self._remove_listener = source.add_listener(self.apply)
+            self._status = "live"
+            self._ready.set()
+        elif self._kind in ("table", "stream"):
             self._status = "pending"
             try:
                 loop = asyncio.get_running_loop()
@@ -285,16 +284,11 @@ class LiveFrame:
                 logger.debug("LiveFrame %s: no running loop; starts on `await ready()`", self.table)
             else:
                 self._task = loop.create_task(self._run(), name=f"LiveFrame[{self.schema}.{self.table}]")
-        elif isinstance(source, Iterable):
+        else:
             for e in source:
                 self.apply(e)
             self._status = "finished"
             self._ready.set()
-        else:
-            raise TypeError(
-                "source must be a RealtimeConnectionManager (has subscribe_to_table), an async iterable "
-                f"of RealtimeEvent, an iterable of events, or None; got {type(source).__name__}"
-            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -338,12 +332,7 @@ class LiveFrame:
                 return
             self._status = "live"
             self._ready.set()
-            n = 0
-            async for ev in src:
-                self.apply(ev)
-                n += 1
-                if n % 256 == 0:
-                    await asyncio.sleep(0)  # let widgets tick while a fast replay streams
+            await pump(src, self.apply)
             self._status = "finished"
         except asyncio.CancelledError:
             self._status = "closed"
@@ -512,9 +501,10 @@ class LiveFrame:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._unsub_status is not None:
-            self._unsub_status()
-            self._unsub_status = None
+        for remove in (self._unsub_status, self._remove_listener):
+            if remove is not None:
+                remove()
+        self._unsub_status = self._remove_listener = None
         if self._subscribed:
             self._subscribed = False
             await self._source.unsubscribe(self.name)
@@ -586,10 +576,6 @@ class LiveFrame:
         if changed:
             self._version += 1
         return changed
-
-    def apply_many(self, events: Iterable[RealtimeEvent]) -> int:
-        """Apply events in order; returns how many changed the frame."""
-        return sum(1 for e in events if self.apply(e))
 
     def _merge_columns(self, event: RealtimeEvent) -> None:
         added: list[str] = []
@@ -852,10 +838,17 @@ class LiveFrame:
         if self._error is not None:
             return f"the source failed: {self._error}"
         status = self.status
-        if status in ("connecting", "reconnecting", "error", "disconnected") and self._channel_reason:
-            attempt = f" · attempt {self._channel_attempt}" if self._channel_attempt else ""
-            return f"{self._channel_reason}{attempt}"
-        return ""
+        if status not in ("connecting", "reconnecting", "error", "disconnected"):
+            return ""
+        reason, attempt = self._channel_reason, self._channel_attempt
+        get_status = getattr(self._source, "get_status", None)
+        if self._subscribed and callable(get_status):
+            state = get_status(self.name)  # the latest reason and attempt, also within one status
+            reason = getattr(state, "reason", None) or reason
+            attempt = int(getattr(state, "attempt", 0) or 0)
+        if not reason:
+            return ""
+        return f"{reason} · attempt {attempt}" if attempt else str(reason)
 
     @property
     def error(self) -> BaseException | None:

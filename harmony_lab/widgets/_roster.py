@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import traitlets
 
+from harmony_lab._feed import is_presence_handle
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.frames._util import strict_kwargs
 from harmony_lab.widgets import _assets
@@ -89,7 +90,7 @@ class PresenceRosterWidget(StateWidget):
         self._feeds: list[Feed] = []
         self._remove_handle: Callable[[], Any] | None = None
         self._handle: Any = None
-        if source is not None and callable(getattr(source, "on_change", None)) and hasattr(source, "roster"):
+        if is_presence_handle(source):
             self._handle = source
             self._remove_handle = source.on_change(self._on_handle_change)
             self._from_roster(source.roster)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from harmony_lab._feed import pump, source_kind
 from harmony_lab.events import RealtimeEvent
 
 logger = logging.getLogger(__name__)
@@ -63,11 +64,10 @@ class Feed:
         self._remove: Callable[[], Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
-        if source is None:
-            return
-        if callable(getattr(source, "add_listener", None)):
+        kind = source_kind(source, what)
+        if kind == "listener":
             self._remove = source.add_listener(handler)
-        elif isinstance(source, AsyncIterable):
+        elif kind == "stream":
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -76,27 +76,17 @@ class Feed:
                     "(create the widget in a notebook cell or inside `async def`)"
                 ) from None
             self._task = loop.create_task(self._consume(source, handler, what), name=what)
-        else:
-            raise TypeError(
-                f"{what}: source must be a RealtimeConnectionManager (add_listener), an async iterable "
-                f"of RealtimeEvent (e.g. harmony_lab.replay(path)) or None; got {type(source).__name__}"
-            )
 
     async def _consume(
         self, source: AsyncIterable[RealtimeEvent], handler: Callable[..., Any], what: str
     ) -> None:
-        n = 0
         try:
-            async for ev in source:
-                handler(ev)
-                n += 1
-                if n % 256 == 0:
-                    await asyncio.sleep(0)
+            await pump(source, handler)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.error = exc
-            logger.exception("%s: the event source failed after %d events", what, n)
+            logger.exception("%s: the event source failed", what)
 
     @property
     def done(self) -> bool:
