@@ -36,7 +36,7 @@ def test_source_forms():
     assert isinstance(Listening(), EventSource)
     assert source_kind(_stream(1), "x") == "stream"
     assert source_kind([_ev(1)], "x", iterables=True) == "iterable"
-    with pytest.raises(TypeError, match="Thing: source must be .*add_listener.*got list"):
+    with pytest.raises(TypeError, match=r"Thing: source must be .*add_listener.*got list"):
         source_kind([_ev(1)], "Thing")
     with pytest.raises(TypeError, match="got str"):
         source_kind("messages", "Thing", iterables=True)
