@@ -18,12 +18,12 @@ import pandas as pd
 import pyarrow as pa
 
 from harmony_lab._feed import is_table_source, pump, source_kind
+from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.filters import Condition, Filter
 from harmony_lab.frames import _dtypes
 from harmony_lab.frames._filter import RowFilter, compile_filter
 from harmony_lab.frames._rate import RateMeter
-from harmony_lab.frames._util import strict_kwargs
 
 if TYPE_CHECKING:
     from harmony_lab.manager import Backfill

@@ -28,9 +28,9 @@ from typing import Any
 import pyarrow as pa
 import traitlets
 
+from harmony_lab._strict import strict_kwargs
 from harmony_lab.frames import LiveFrame
 from harmony_lab.frames._live import FrameChange
-from harmony_lab.frames._util import strict_kwargs
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StreamingWidget
 from harmony_lab.widgets._sources import display_names
