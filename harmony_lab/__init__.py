@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "PresenceRosterWidget": "harmony_lab.widgets",
     "StatusTimelineWidget": "harmony_lab.widgets",
     "dashboard": "harmony_lab.widgets",
+    "Inspector": "harmony_lab.inspector",
     # recordings
     "Recorder": "harmony_lab.recording",
     "read_recording": "harmony_lab.recording",
@@ -45,6 +46,7 @@ __all__ = [
     "BackoffPolicy",
     "ChannelStatus",
     "EventKind",
+    "Inspector",
     "LiveFrame",
     "LiveTableWidget",
     "LocalPostgres",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from harmony_lab.demo import Simulator
     from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus, RealtimeEvent
     from harmony_lab.frames import LiveFrame
+    from harmony_lab.inspector import Inspector
     from harmony_lab.local import LocalPostgres, LocalRealtime
     from harmony_lab.manager import Backfill, BackoffPolicy, RealtimeConnectionManager, TableSubscription
     from harmony_lab.recording import Recorder, read_recording, replay

@@ -56,6 +56,15 @@ class PresenceStatus(StrEnum):
     DND = "dnd"
     INVISIBLE = "invisible"
 
+    @classmethod
+    def coerce(cls, value: PresenceStatus | str) -> PresenceStatus:
+        """``value`` as a PresenceStatus; a ValueError naming the valid ones otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            valid = ", ".join(s.value for s in cls)
+            raise ValueError(f"presence status must be one of {valid}; got {value!r}") from None
+
 
 class EventKind(StrEnum):
     CHANGE = "change"

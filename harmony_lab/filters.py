@@ -26,7 +26,7 @@ import datetime as _dt
 import decimal
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final, Literal
 
 __all__ = [
@@ -37,8 +37,11 @@ __all__ = [
     "F",
     "Filter",
     "FilterError",
+    "ascii_lower",
+    "compile_like",
     "format_filter",
     "parse_filter",
+    "pg_regex_to_python",
 ]
 
 OPERATORS: Final = (
@@ -71,11 +74,98 @@ Stage = Literal["parse", "check"]
 InValue = tuple[str | None, ...]
 
 
-def like_to_regex(pattern: str) -> str:
-    """A Python regex (for ``fullmatch`` with DOTALL) equivalent to SQL ``LIKE pattern`` (escape ``\\``).
+def compile_like(pattern: str, *, fold: bool = False) -> Callable[[str], bool]:
+    """A test ``text LIKE pattern`` (escape ``\\``) in time linear in ``len(text)`` per pattern character.
 
-    Shared by the server's filter evaluator and ``LiveFrame``'s client-side filters. Raises ValueError,
-    with Postgres's message, for a pattern ending in the escape character.
+    ``fold`` makes it ``ILIKE`` with ASCII case folding (what Postgres does under the C collation):
+    the pattern and the text are lower-cased in ASCII only. No regex translation: a pattern such as
+    ``%a%a%a%a%b`` would make a backtracking engine take exponential time on hostile text. The
+    pattern splits at ``%`` into fixed-length pieces (literals and ``_``); the first must match at
+    the start, the last at the end, and the others, in order, at their leftmost places between —
+    leftmost is always right, since ``%`` absorbs whatever lies between two pieces.
+
+    Raises ValueError, with Postgres's message, for a pattern ending in the escape character.
+    Shared by the server's filter evaluator and ``LiveFrame``'s client-side filters.
+    """
+    if fold:
+        pattern = ascii_lower(pattern)
+    pieces: list[list[str]] = [[]]  # regex atoms of each %-separated piece
+    i = 0
+    n = len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 >= n:
+                raise ValueError("LIKE pattern must not end with escape character")
+            pieces[-1].append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if ch == "%":
+            pieces.append([])
+        elif ch == "_":
+            pieces[-1].append(".")
+        else:
+            pieces[-1].append(re.escape(ch))
+        i += 1
+    # each piece is a fixed-length regex: searching it costs O(len(text) * len(piece)), no backtracking
+    compiled = [(re.compile("".join(atoms), re.DOTALL), len(atoms)) for atoms in pieces]
+    first, first_len = compiled[0]
+    if len(compiled) == 1:
+
+        def exact(text: str) -> bool:
+            if fold:
+                text = ascii_lower(text)
+            return len(text) == first_len and first.fullmatch(text) is not None
+
+        return exact
+    last, last_len = compiled[-1]
+    middle = [(rx, size) for rx, size in compiled[1:-1] if size]
+
+    def like(text: str) -> bool:
+        if fold:
+            text = ascii_lower(text)
+        end = len(text) - last_len
+        if end < first_len or first.match(text) is None or last.fullmatch(text, end) is None:
+            return False
+        pos = first_len
+        for rx, size in middle:
+            if end - pos < size:
+                return False
+            m = rx.search(text, pos, end)
+            if m is None:
+                return False
+            pos = m.end()
+        return True
+
+    return like
+
+
+_ASCII_LOWER: Final = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def ascii_lower(s: str) -> str:
+    """``s`` with A-Z lower-cased and every other character kept (case folding of the C collation)."""
+    return s.translate(_ASCII_LOWER)
+
+
+_BOUND = re.compile(r"\{(\d+)(,(\d*))?\}")
+_CLASS_ESCAPES: Final = frozenset("dDwWsS")
+_CONTROL_ESCAPES: Final = frozenset("ntrfv")
+
+
+def pg_regex_to_python(pattern: str, *, fixed_length: bool = False) -> str | None:
+    """Translate a Postgres ARE into an equivalent Python regex for ``re.search``, or ``None``.
+
+    Covers literals, ``. * + ? *? +? ?? {m} {m,} {m,n}``, alternation, groups (``(…)``, ``(?:…)``),
+    ``^``/``$`` (whole-string anchors, as Postgres has no newline sensitivity by default),
+    bracket expressions without POSIX classes, ``\\d \\w \\s`` (and negations) and escaped punctuation.
+    Anything else (back references, lookaround, ``\\m \\y``, ``[[:alpha:]]``, directors…) → ``None``.
+    Use with ``re.DOTALL | re.ASCII`` (plus ``re.IGNORECASE`` for ``imatch``).
+
+    ``fixed_length=True`` also returns ``None`` for any quantifier or alternation: what is left
+    matches a fixed number of characters, so Python's backtracking engine searches it in
+    O(len(text) × len(pattern)) — safe for hostile text. Everything else belongs to an engine
+    without exponential backtracking (Postgres's).
     """
     out: list[str] = []
     i = 0
@@ -84,18 +174,88 @@ def like_to_regex(pattern: str) -> str:
         ch = pattern[i]
         if ch == "\\":
             if i + 1 >= n:
-                raise ValueError("LIKE pattern must not end with escape character")
-            out.append(re.escape(pattern[i + 1]))
+                return None
+            nxt = pattern[i + 1]
+            if nxt in _CLASS_ESCAPES or nxt in _CONTROL_ESCAPES:
+                out.append("\\" + nxt)
+            elif nxt.isascii() and not nxt.isalnum():
+                out.append(re.escape(nxt))
+            else:
+                return None
             i += 2
-            continue
-        if ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
+        elif ch == "[":
+            j = i + 1
+            body: list[str] = ["["]
+            if j < n and pattern[j] == "^":
+                body.append("^")
+                j += 1
+            if j < n and pattern[j] == "]":
+                body.append("\\]")
+                j += 1
+            closed = False
+            while j < n:
+                c = pattern[j]
+                if c == "]":
+                    closed = True
+                    j += 1
+                    break
+                if c == "[":
+                    return None
+                if c == "\\":
+                    if j + 1 >= n:
+                        return None
+                    nxt = pattern[j + 1]
+                    if nxt in "dws":
+                        body.append("\\" + nxt)
+                    elif nxt.isascii() and not nxt.isalnum():
+                        body.append(re.escape(nxt))
+                    else:
+                        return None
+                    j += 2
+                    continue
+                body.append("\\-" if c == "-" and (j + 1 < n and pattern[j + 1] == "]") else c)
+                j += 1
+            if not closed:
+                return None
+            inner = "".join(body[1:])
+            if any(op in inner for op in ("&&", "||", "~~", "--")):
+                return None
+            out.append("".join(body) + "]")
+            i = j
+        elif ch == "(":
+            if pattern.startswith("(?:", i):
+                out.append("(?:")
+                i += 3
+            elif pattern.startswith("(?", i):
+                return None
+            else:
+                out.append("(")
+                i += 1
+        elif ch == "{":
+            if fixed_length:
+                return None
+            m = _BOUND.match(pattern, i)
+            if m is None:
+                return None
+            out.append(m.group(0))
+            i = m.end()
+        elif ch == "$":
+            out.append(r"\Z")
+            i += 1
+        elif ch in ")|*+?.^":
+            if fixed_length and ch in "|*+?":
+                return None
+            out.append(ch)
+            i += 1
         else:
             out.append(re.escape(ch))
-        i += 1
-    return "".join(out)
+            i += 1
+    translated = "".join(out)
+    try:
+        re.compile(translated, re.DOTALL | re.ASCII)
+    except re.error:
+        return None
+    return translated
 
 
 class FilterError(ValueError):

@@ -23,6 +23,7 @@ EXPECTED = {
     "PresenceRosterWidget",
     "StatusTimelineWidget",
     "dashboard",
+    "Inspector",
     "Recorder",
     "read_recording",
     "replay",

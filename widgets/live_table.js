@@ -346,9 +346,12 @@ function render({ model, el }) {
     const paused = !!model.get("paused");
     const st = model.get("status") || "waiting";
     title.textContent = model.get("title") || "";
-    status.textContent = st;
+    const why = model.get("reason") || "";
+    status.textContent = why ? `${st} · ${why}` : st;
+    status.title = why;
     status.dataset.status = st;
     root.dataset.status = st;
+    root.dataset.reason = why;
     root.dataset.paused = paused ? "true" : "false";
     const pending = (model.get("pending") || 0);
     root.dataset.pending = String(pending);
@@ -402,7 +405,7 @@ function render({ model, el }) {
     "change:key_columns": onHeight,
     "change:height": onHeight,
   };
-  for (const k of ["status", "paused", "pending", "rate", "rate_history", "title"]) handlers[`change:${k}`] = onBar;
+  for (const k of ["status", "reason", "paused", "pending", "rate", "rate_history", "title"]) handlers[`change:${k}`] = onBar;
 
   drawHead();
   drawBar();

@@ -176,11 +176,13 @@ _sims: dict[int, Any] = {}
 
 
 async def traffic(
-    rt: Any, *, rate: float = 5.0, users: int = 12, seed: int | None = None, **options: Any
+    rt: Any, *, rate: float | None = None, users: int = 12, seed: int | None = None, **options: Any
 ) -> Any:
     """Demo traffic for a notebook: a running :class:`~harmony_lab.demo.Simulator` on this kernel's
     loop — or, when the stack comes from ``harmony-lab lab`` which already simulates, a
-    :class:`BackgroundTraffic` placeholder. Either way ``await result.stop()`` is safe.
+    :class:`BackgroundTraffic` placeholder. A ``rate`` above the background's starts a table-only
+    simulator here for the difference, so the notebook gets the rate it asked for. Either way
+    ``await result.stop()`` is safe. Without a background simulator ``rate`` defaults to 5 actions/s.
 
     The notebook's own user (``NOTEBOOK_USER``, alice) is never simulated. Calling it again for the
     same stack returns the simulator that is still running (re-running a cell starts no second one).
@@ -188,12 +190,18 @@ async def traffic(
     from harmony_lab.demo._simulator import Simulator
 
     if isinstance(rt, RemoteStack) and rt.traffic:
-        return BackgroundTraffic(rt.traffic)
+        if rate is None or rate <= rt.traffic:
+            return BackgroundTraffic(rt.traffic)
+        # the background runs slower than asked: top it up with table-only traffic from this kernel
+        # (presence stays with the background simulator, which already tracks these users)
+        options["presence"] = False
+        logger.info("background traffic %g actions/s; adding %g here", rt.traffic, rate - rt.traffic)
+        rate -= rt.traffic
     current = _sims.get(id(rt))
     if current is not None and current.rt is rt and current.running:
         return current
     options.setdefault("exclude", (NOTEBOOK_USER,))
-    sim = Simulator(rt, users=users, rate=rate, seed=seed, **options)
+    sim = Simulator(rt, users=users, rate=5.0 if rate is None else rate, seed=seed, **options)
     await sim.start()
     _sims[id(rt)] = sim
     return sim

@@ -6,6 +6,11 @@ other event stream is filtered here. Both use the one grammar of :mod:`harmony_l
 imatch, isdistinct), so a filter means the same whatever the source, and bad filters fail with the
 same :class:`~harmony_lab.filters.FilterError` naming the valid forms.
 
+Patterns mean what they mean in Postgres (C collation): ``like``/``ilike`` with the linear-time
+matcher the server uses, ``match``/``imatch`` as Postgres regular expressions translated to Python's
+engine (the translation the server's evaluator uses; a feature it cannot translate is refused when the
+filter is compiled). The pattern is the notebook user's own, evaluated in their process.
+
 Evaluation follows SQL on the event's JSON values: a literal is read as the type of the row value it
 is compared with (int, float, bool, text); NULL compares as unknown, so only ``is`` and
 ``isdistinct`` can match it. As on Supabase, DELETE events are not filtered (the caller skips them).
@@ -17,7 +22,14 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harmony_lab.filters import Condition, Filter, FilterError, like_to_regex, parse_filter
+from harmony_lab.filters import (
+    Condition,
+    Filter,
+    FilterError,
+    compile_like,
+    parse_filter,
+    pg_regex_to_python,
+)
 
 __all__ = ["RowFilter", "compile_filter"]
 
@@ -51,17 +63,29 @@ def _scalar(value: Any) -> Any:
 
 def _condition(c: Condition) -> Callable[[Mapping[str, Any]], bool]:
     op = c.op
-    matcher: re.Pattern[str] | None = None
+    matcher: Callable[[str], bool] | None = None
     if op in ("like", "ilike"):
         try:
-            regex = like_to_regex(str(c.value))
+            matcher = compile_like(str(c.value), fold=op == "ilike")
         except ValueError as exc:  # the server refuses the same pattern when subscribing
             raise FilterError(
                 f"{exc}; write a literal backslash as two", reason=str(exc), stage="check", text=str(c)
             ) from exc
-        matcher = re.compile(regex, re.DOTALL | (re.IGNORECASE if op == "ilike" else 0))
     elif op in ("match", "imatch"):
-        matcher = re.compile(str(c.value), re.IGNORECASE if op == "imatch" else 0)
+        translated = pg_regex_to_python(str(c.value))
+        if translated is None:
+            raise FilterError(
+                f"the regular expression {c.value!r} uses a Postgres feature client-side filtering does "
+                "not evaluate (back references, lookaround, [[:classes:]], \\m \\y, embedded options); "
+                "let the server filter it (a manager-backed LiveFrame) or simplify the pattern",
+                reason="unsupported regular expression",
+                stage="check",
+                text=str(c),
+            )
+        rx = re.compile(translated, re.DOTALL | re.ASCII | (re.IGNORECASE if op == "imatch" else 0))
+
+        def matcher(text: str) -> bool:
+            return rx.search(text) is not None
 
     def test(row: Mapping[str, Any]) -> bool | None:
         """True/False, or None for SQL's unknown."""
@@ -83,9 +107,7 @@ def _condition(c: Condition) -> Callable[[Mapping[str, Any]], bool]:
             return None
         v = _scalar(value)
         if matcher is not None:
-            return (
-                matcher.fullmatch(str(v)) if op in ("like", "ilike") else matcher.search(str(v))
-            ) is not None
+            return matcher(str(v))
         try:
             if op == "in":
                 assert isinstance(c.value, tuple)

@@ -8,17 +8,26 @@ watchdog process that holds a pipe to us, even when this process is killed with 
 
 As root the server runs as ``nobody`` (no system user is created); binaries that ``nobody`` cannot
 reach are copied once into a world-readable cache.
+
+Access: the ``postgres`` superuser has a random password per cluster that only the DSNs this object
+hands out carry (a persistent cluster keeps it, 0600, in its data directory). ``pg_hba.conf``,
+rewritten at every start, accepts nothing but SCRAM-SHA-256 over the private Unix socket and
+127.0.0.1. Another local user can neither guess their way in nor reach the socket (its directory
+is 0700).
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import hashlib
+import hmac
 import importlib.util
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -56,7 +65,37 @@ BASE_SETTINGS: dict[str, str] = {
     "log_timezone": "UTC",
     "max_connections": "200",
     "logging_collector": "off",
+    "password_encryption": "scram-sha-256",
+    "unix_socket_permissions": "0700",
 }
+
+# Who may connect, rewritten at every start: the superuser's password (SCRAM) over the private socket
+# or loopback TCP, nothing else. Logical replication connections match these database lines too.
+_PG_HBA = """\
+# written by harmony_lab at every start; edits are overwritten
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+local   all       all                  scram-sha-256
+host    all       all   127.0.0.1/32   scram-sha-256
+"""
+_SCRAM_ITERATIONS = 4096
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = _SCRAM_ITERATIONS) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677, pg_authid format).
+
+    Handing the server a verifier instead of the password means the password itself is never written
+    to disk or sent to the server process (nothing to leak through logs or ``pg_stat_activity``).
+    """
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(b: bytes) -> str:
+        return base64.b64encode(b).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 class PostgresError(RuntimeError):
@@ -437,7 +476,7 @@ class LocalPostgres:
 
     >>> with LocalPostgres() as pg:          # doctest: +SKIP
     ...     print(pg.dsn)
-    postgresql://postgres@127.0.0.1:54012/postgres
+    postgresql://postgres:<random password>@127.0.0.1:54012/postgres
 
     * ``data_dir=None`` makes a temporary cluster (no fsync) deleted on stop; a path keeps the data
       across runs (the cluster is created on first use, reused afterwards).
@@ -450,6 +489,11 @@ class LocalPostgres:
       the environment variable; an external database must have ``wal_level=logical``.
     * ``settings`` are extra ``postgresql.conf`` parameters (strings), rewritten at every start.
     * ``bin_dir`` forces a directory holding ``initdb``/``pg_ctl``/``postgres``.
+    * Connections need the ``postgres`` superuser's password, random per cluster; ``dsn`` and
+      ``socket_dsn`` carry it (replication connections use the same DSN). A persistent cluster keeps
+      it in ``<data_dir>/harmony_lab.password`` (0600), so clients reconnect across restarts. Only
+      127.0.0.1 and the private Unix socket listen. A persistent cluster made with other
+      authentication (``trust``) is switched to SCRAM passwords on its next start.
 
     As root, the server runs as ``nobody``; binaries ``nobody`` cannot reach are copied once into
     ``$HARMONY_LAB_PG_CACHE`` (default ``<tmp>/harmony-lab-pg``). A started server runs until
@@ -484,6 +528,7 @@ class LocalPostgres:
         self.port: int | None = None
         self.host = "127.0.0.1"
         self.external_dsn: str | None = None
+        self._password: str | None = None
         self._temporary = False
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._run_as: _RunAs | None = None
@@ -511,7 +556,7 @@ class LocalPostgres:
         if self.external_dsn is not None:
             return self.external_dsn
         self._require_started()
-        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+        return f"postgresql://postgres:{self._password}@{self.host}:{self.port}/postgres"
 
     @property
     def socket_dsn(self) -> str:
@@ -519,7 +564,7 @@ class LocalPostgres:
         if self.external_dsn is not None:
             return self.external_dsn
         self._require_started()
-        return f"postgresql://postgres@/postgres?host={self.socket_dir}&port={self.port}"
+        return f"postgresql://postgres:{self._password}@/postgres?host={self.socket_dir}&port={self.port}"
 
     @property
     def version(self) -> str | None:
@@ -620,8 +665,18 @@ class LocalPostgres:
             # the watchdog exists before the server does: a SIGKILL from here on still cleans up
             self._start_watchdog()
             if not (data_dir / "PG_VERSION").exists():
-                self._initdb()
-            self._write_settings()
+                password = _new_password()
+                self._initdb(password)
+                if not self._temporary:
+                    _save_password(data_dir, password)
+                self._write_settings()
+            else:
+                password = _load_password(data_dir) or _new_password()
+                self._write_settings()
+                self._set_password(password)  # also locks a cluster that trusted everyone
+                _save_password(data_dir, password)
+            self._write_hba()
+            self._password = password
             self._start_with_port_retry()
         except BaseException:
             self._cleanup()
@@ -671,6 +726,7 @@ class LocalPostgres:
                 self._watchdog.kill()
                 self._watchdog.wait(5)
             self._watchdog = None
+        self._password = None
         if self.socket_dir is not None and self.socket_dir != self.data_dir:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
         self.socket_dir = None
@@ -691,14 +747,61 @@ class LocalPostgres:
                 f"{Path(args[0]).name} failed (exit {exc.returncode}):\n{exc.stderr or exc.stdout}"
             ) from exc
 
-    def _initdb(self) -> None:
+    def _initdb(self, password: str) -> None:
         assert self.binaries is not None
         assert self.data_dir is not None
-        self._run([
-            str(self.binaries.exe("initdb")), "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8",
-            "--locale=C", "--auth=trust", "--no-instructions",
-            *(["--no-sync"] if self._temporary else []),  # a throwaway cluster needs no fsync
-        ])  # fmt: skip
+        # initdb refuses a non-empty data dir, so the password file lives in a private directory of
+        # its own (the server user must read it); it holds the verifier, never the password
+        pw_dir = Path(tempfile.mkdtemp(prefix="hlpw-", dir=self.data_dir.parent))
+        try:
+            pw_file = pw_dir / "pw"
+            fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(scram_verifier(password) + "\n")
+            if self._run_as is not None:
+                os.chown(pw_dir, self._run_as.uid, self._run_as.gid)
+                os.chown(pw_file, self._run_as.uid, self._run_as.gid)
+            self._run([
+                str(self.binaries.exe("initdb")), "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8",
+                "--locale=C", "--auth=scram-sha-256", f"--pwfile={pw_file}", "--no-instructions",
+                *(["--no-sync"] if self._temporary else []),  # a throwaway cluster needs no fsync
+            ])  # fmt: skip
+        finally:
+            shutil.rmtree(pw_dir, ignore_errors=True)
+
+    def _set_password(self, password: str) -> None:
+        """Give an existing cluster's superuser a new password, offline (single-user mode, no socket)."""
+        assert self.binaries is not None
+        assert self.data_dir is not None
+        statement = f"ALTER ROLE postgres WITH LOGIN PASSWORD '{scram_verifier(password)}'\n"
+        kwargs = self._run_as.popen_kwargs() if self._run_as else {}
+        try:
+            done = subprocess.run(
+                [str(self.binaries.exe("postgres")), "--single", "-D", str(self.data_dir), "postgres"],
+                input=statement, check=True, capture_output=True, text=True, timeout=120,
+                start_new_session=True, cwd=self.data_dir, **kwargs,
+            )  # fmt: skip
+        except subprocess.CalledProcessError as exc:
+            raise PostgresError(
+                f"could not set the superuser password of the cluster in {self.data_dir} (single-user "
+                f"mode, exit {exc.returncode}):\n{exc.stderr or exc.stdout}"
+            ) from exc
+        if "ERROR" in done.stderr or "ERROR" in done.stdout:
+            raise PostgresError(
+                f"could not set the superuser password of the cluster in {self.data_dir}: "
+                f"{(done.stderr or done.stdout).strip()[-2000:]}"
+            )
+
+    def _write_hba(self) -> None:
+        assert self.data_dir is not None
+        hba = self.data_dir / "pg_hba.conf"
+        tmp = self.data_dir / "pg_hba.conf.harmony_lab"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(_PG_HBA)
+        if self._run_as is not None:
+            os.chown(tmp, self._run_as.uid, self._run_as.gid)
+        tmp.replace(hba)
 
     def _write_settings(self) -> None:
         assert self.data_dir is not None
@@ -790,6 +893,38 @@ class LocalPostgres:
         ver = version[0] if version else "?"
         self.binaries = Binaries(Path(), ver, int(ver.split(".")[0]) if ver[0].isdigit() else 0, "system")
         logger.info("using external PostgreSQL %s at %s", ver, _redact(url))
+
+
+_PASSWORD_FILE = "harmony_lab.password"
+
+
+def _new_password() -> str:
+    # letters, digits, '-' and '_': no escaping needed in a URL or a conninfo string
+    return secrets.token_urlsafe(24)
+
+
+def _load_password(data_dir: Path) -> str | None:
+    path = data_dir / _PASSWORD_FILE
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        logger.warning("ignoring %s: not a regular 0600 file of uid %d; choosing a new password", path,
+                       os.geteuid())  # fmt: skip
+        return None
+    password = path.read_text().strip()
+    return password if re.fullmatch(r"[A-Za-z0-9_-]{16,200}", password) else None
+
+
+def _save_password(data_dir: Path, password: str) -> None:
+    path = data_dir / _PASSWORD_FILE
+    tmp = data_dir / f".{_PASSWORD_FILE}.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    tmp.replace(path)
 
 
 def _read_from(path: Path, offset: int) -> str:

@@ -47,9 +47,11 @@ PUBLICATION: Final = "supabase_realtime"
 SCHEMA_FILES: Final = (
     "00_roles.sql",
     "10_auth.sql",
+    "15_realtime.sql",
     "20_tables.sql",
     "30_security.sql",
     "40_publication.sql",
+    "50_broadcast.sql",
 )
 SEED_FILE: Final = "90_seed.sql"
 TABLES: Final = (

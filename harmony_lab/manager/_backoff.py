@@ -26,7 +26,10 @@ class BackoffPolicy:
     """Exponential backoff with jitter.
 
     Delay before retry ``attempt`` (0-based) is ``min(max_delay, base * factor**attempt)`` scaled by a
-    factor drawn uniformly from ``[1 - jitter, 1 + jitter]``. After ``max_retries`` retries have failed
+    factor drawn uniformly from ``[1 - jitter, 1 + jitter]`` — except that no delay ever exceeds
+    ``max_delay``, jitter included: where the band would reach above it, the delay is drawn uniformly
+    from ``[nominal * (1 - jitter), max_delay]`` instead (so clients retrying at the cap still spread
+    out rather than all waiting exactly ``max_delay``). After ``max_retries`` retries have failed
     the manager gives up and puts the channel in ``error`` (the health check may revive it later).
 
     >>> BackoffPolicy().delay(0, random.Random(1))  # doctest: +SKIP
@@ -66,11 +69,13 @@ class BackoffPolicy:
         return min(self.max_delay, self.base * self.factor**attempt)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        """The jittered delay (seconds) before retry ``attempt`` (0-based)."""
+        """The jittered delay (seconds) before retry ``attempt`` (0-based); never above ``max_delay``."""
         nominal = self.nominal(attempt)
         if self.jitter == 0.0:
             return nominal
-        return nominal * rng.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+        low = nominal * (1.0 - self.jitter)
+        high = min(self.max_delay, nominal * (1.0 + self.jitter))
+        return rng.uniform(low, high)
 
     def schedule(self, rng: random.Random) -> list[float]:
         """All ``max_retries`` delays, in order (handy in a notebook to see the plan)."""

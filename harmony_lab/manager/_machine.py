@@ -57,6 +57,7 @@ __all__ = [
     "Joined",
     "MachineConfig",
     "PostgresSubscribed",
+    "Refused",
     "RetryDue",
     "ScheduleRetry",
     "SetStatus",
@@ -105,6 +106,15 @@ class JoinFailed:
 
     reason: str
     fatal: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refused:
+    """The server refused this subscriber on this topic (authorization: no read policy, private
+    channels only, permission revoked). Retrying with the same token cannot help: the channel goes to
+    ``error`` and is retried after a token change or by the health check."""
+
+    reason: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -181,6 +191,7 @@ Input = (
     | Joined
     | PostgresSubscribed
     | JoinFailed
+    | Refused
     | HeartbeatOk
     | StallDetected
     | Closed
@@ -290,9 +301,12 @@ class ChannelState:
     last_error: str | None = None
     last_error_at: datetime | None = None
     gap_open_since: datetime | None = None
+    superseded: bool = False
+    """True for what a call returns when a later call on the same name took over before it settled."""
 
     def __repr__(self) -> str:
         extra = f" last_error={self.last_error!r}" if self.last_error else ""
+        extra += " superseded" if self.superseded else ""
         return (
             f"<ChannelState {self.name!r} {self.status} reason={self.reason!r} attempt={self.attempt} "
             f"since={self.since.isoformat(timespec='seconds')}{extra}>"
@@ -374,6 +388,10 @@ class ChannelMachine:
                 if fatal:
                     return self._give_up(f"join failed: {reason}", kind="fatal")
                 return self._fail(f"join failed: {reason}", closed=False)
+            case Refused(reason=reason):
+                if self.status not in _LIVE:
+                    return []
+                return self._give_up(f"refused: {reason}", kind="auth")
             case HeartbeatOk():
                 return self._on_heartbeat_ok()
             case StallDetected(reason=reason, last_rx=last_rx):
@@ -563,6 +581,24 @@ class ChannelMachine:
         self.error_kind = None
         self.joined = False
         return [self._set(ChannelStatus.RECONNECTING, reason), Connect(0)]
+
+    def abandon(self, reason: str) -> list[Decision]:
+        """The driver can no longer act (its event loop ended): ``error`` now, no teardown, no retry.
+
+        Unlike every other transition this is not an input: nothing can be carried out any more, so
+        the only decision returned is the status."""
+        out: list[Decision] = []
+        if self.retry_armed:
+            out.append(Cancelled())
+            self.retry_armed = False
+        if self.status is ChannelStatus.DISCONNECTED:
+            return out
+        self.joined = False
+        self.error_kind = "loop"
+        self.last_error = reason
+        self.last_error_at = self._clock.now()
+        out.append(self._set(ChannelStatus.ERROR, reason, {"kind": "loop"}))
+        return out
 
     def _on_stop(self, reason: str) -> list[Decision]:
         if self.status is ChannelStatus.DISCONNECTED and not self.retry_armed:

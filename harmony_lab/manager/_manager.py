@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import Any, ClassVar, TypeVar
 
 from realtime import AsyncRealtimeClient
 
@@ -19,25 +20,27 @@ from harmony_lab.manager._backoff import BackoffPolicy
 from harmony_lab.manager._bus import CallbackGuard, EventBus, EventStream
 from harmony_lab.manager._clock import Clock, SystemClock
 from harmony_lab.manager._convert import jwt_claims
+from harmony_lab.manager._host import RunnerSettings
 from harmony_lab.manager._machine import (
     ChannelState,
-    GapEnd,
     HealthTick,
     MachineConfig,
-    SetStatus,
     Stop,
     TokenRefreshed,
 )
-from harmony_lab.manager._presence import PresenceHandle, _coerce_status
+from harmony_lab.manager._presence import PresenceHandle
 from harmony_lab.manager._runner import ChannelRunner, TokenUnavailableError
 from harmony_lab.manager._snapshot import TableSnapshot
 from harmony_lab.manager._specs import ChannelSpec, TableSubscription, unknown_kwargs_error
 
 __all__ = ["RealtimeConnectionManager"]
 
+T = TypeVar("T")
+
 logger = logging.getLogger("harmony_lab.manager")
 
 _TOKEN_EVENTS = {"SIGNED_IN", "TOKEN_REFRESHED", "USER_UPDATED", "MFA_CHALLENGE_VERIFIED", "INITIAL_SESSION"}
+_TABLE_OPS = ("INSERT", "UPDATE", "DELETE")
 _OPTIONS = (
     "backoff",
     "heartbeat_interval",
@@ -88,7 +91,15 @@ class RealtimeConnectionManager:
     :class:`~harmony_lab.events.RealtimeEvent` with a per-manager increasing ``seq``.
 
     Runs on the running event loop (Jupyter's, or your script's ``asyncio.run(main())``); it never
-    starts a loop or a thread of its own.
+    starts a loop or a thread of its own, and it is bound to that loop: when the loop ends (the end of
+    ``asyncio.run()``) the manager closes its sockets and marks its channels ``error``; using it from
+    another loop while it has channels raises a RuntimeError saying what to do; ``cleanup()`` works
+    from any loop and lets the manager bind to the next one.
+
+    One owner per channel name: calls on a name run one at a time and the last call wins. A call
+    still in progress when a later call on the same name arrives returns at once a ``ChannelState``
+    with ``superseded=True`` (``join_presence``: a closed handle with ``superseded=True``); nothing it
+    started survives on the server unless the later call keeps it.
 
     Reconnection: ``backoff`` retries ``max_retries`` times after a failure (the failure after the last
     retry means ``error``); 3 closes within ``rapid_close_window`` s wait ``rapid_close_cooldown`` s; the
@@ -189,7 +200,7 @@ class RealtimeConnectionManager:
         self._bus = EventBus(self._make, self._guard)
         self._runners: dict[str, ChannelRunner] = {}
         self._presence: dict[str, PresenceHandle] = {}
-        self._status_callbacks: dict[str, list[Callable[[ChannelState], Any]]] = {}
+        self._status_callbacks: dict[str, list[tuple[Callable[[ChannelState], Any], bool]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._health_task: asyncio.Task[None] | None = None
         self._token_changed: asyncio.Event | None = None
@@ -199,6 +210,10 @@ class RealtimeConnectionManager:
         self._supabase: Any = None
         self._closed = False
         self.suppressed = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: dict[str, _Slot] = {}
+        self._stopping_health: asyncio.Task[None] | None = None
+        self._host = _ManagerHost(self)
         _logs.install()
 
     # ------------------------------------------------------------------------------- construction
@@ -303,58 +318,142 @@ class RealtimeConnectionManager:
         self, name: str, event: str, callback: Callable[[RealtimeEvent], Any]
     ) -> ChannelState:
         """The seed's legacy form: broadcast ``event`` (``"*"`` for all) on channel ``name``; returns like
-        :meth:`subscribe_to_table`."""
+        :meth:`subscribe_to_table`.
+
+        It means broadcast events only. Table operations (``"INSERT"``, ``"UPDATE"``, ``"DELETE"``) are
+        refused with a ValueError pointing to :meth:`subscribe_to_table`, and so is a name that already
+        has a table subscription (it is never replaced behind your back): unsubscribe it first or pick
+        another name. Calls on one broadcast channel add up: each adds its ``event`` and ``callback``
+        (no rejoin while the channel is up). :meth:`subscribe_to_broadcast` is the explicit form.
+        """
         if not isinstance(event, str) or not event:
             raise ValueError(f"event must be a broadcast event name (or '*'), got {event!r}")
+        if event.upper() in _TABLE_OPS:
+            raise ValueError(
+                f"subscribe({name!r}, {event!r}, ...) listens to broadcast events, and {event!r} is a table "
+                f"operation: use subscribe_to_table({name!r}, <table>, event={event.upper()!r}, "
+                "callback=...) for row changes"
+            )
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
+        spec = ChannelSpec(name)
+        self._refuse_table_name(name)
+        current = self._runners.get(name)
+        adding = current is not None and current.spec == spec and self._is_live(current)
+        return await self._subscribe(spec, None, broadcast=(event, callback, False), supersede=not adding)
+
+    async def subscribe_to_broadcast(
+        self,
+        name: str,
+        topic: str,
+        *,
+        event: str = "*",
+        private: bool = False,
+        callback: Callable[[RealtimeEvent], Any] | None = None,
+    ) -> ChannelState:
+        """Channel ``name`` receives the broadcasts on Realtime topic ``topic`` (``"room:1"``; the
+        ``realtime:`` prefix is added on the wire); returns like :meth:`subscribe_to_table`.
+
+        ``event`` selects which broadcast events reach ``callback`` (``"*"``: all); listeners and
+        ``events()`` streams see every broadcast of the channel. ``private=True`` joins as a private
+        channel (realtime-py's ``config: {"private": True}``): the server admits the join only if a
+        SELECT policy on ``realtime.messages`` lets the token's role read the topic. A refusal puts
+        the channel in ``error`` with the server's reason and is not retried in a loop: the manager
+        tries again after a new access token (SIGNED_IN / TOKEN_REFRESHED) or when the health check
+        resets it. Broadcasts sent with :meth:`broadcast` go to the same topic (sending into a private
+        topic needs an INSERT policy). Calling it again on ``name`` replaces the subscription (the
+        last call wins; the same topic and privacy keep the connection and take the new callback).
+        """
+        if not isinstance(event, str) or not event:
+            raise ValueError(f"event must be a broadcast event name (or '*'), got {event!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        spec = ChannelSpec(name, topic=topic, private=private)
+        listen = (event, callback, True) if callback is not None else None
+        return await self._subscribe(spec, None, broadcast=listen, clear_broadcast=callback is None)
+
+    def _refuse_table_name(self, name: str) -> None:
         runner = self._runners.get(name)
-        if runner is not None and not runner.spec.tables and self._is_live(runner):
-            # a broadcast or presence channel that is up: listen to one more event, no rejoin
-            cbs = runner.broadcast_callbacks.setdefault(event, [])
-            if callback not in cbs:
-                cbs.append(callback)
-            return runner.machine.snapshot()
-        return await self._subscribe(ChannelSpec(name), None, broadcast=(event, callback))
+        if runner is not None and runner.spec.tables:
+            tables = ", ".join(t.describe() for t in runner.spec.tables)
+            raise ValueError(
+                f"channel {name!r} is a table subscription ({tables}); subscribe() listens to broadcast "
+                f"events and would replace it. Use another name for broadcasts, or "
+                f"`await manager.unsubscribe({name!r})` first"
+            )
 
     async def _subscribe(
         self,
         spec: ChannelSpec,
         callback: Callable[[RealtimeEvent], Any] | None,
         *,
-        broadcast: tuple[str, Callable[[RealtimeEvent], Any]] | None = None,
+        broadcast: tuple[str, Callable[[RealtimeEvent], Any], bool] | None = None,
+        clear_broadcast: bool = False,
         presence: tuple[str, PresenceStatus, Mapping[str, Any] | None] | None = None,
+        supersede: bool = True,
     ) -> ChannelState:
-        self._check_open()
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
+
+        async def op(slot: _Slot, ticket: int) -> ChannelState | None:
+            return await self._subscribe_owned(
+                slot, ticket, spec, callback, broadcast, clear_broadcast, presence
+            )
+
+        result = await self._owned(spec.name, op, supersede=supersede)
+        if result is None:
+            return _superseded_state(spec.name, self._clock)
+        return result
+
+    async def _subscribe_owned(
+        self,
+        slot: _Slot,
+        ticket: int,
+        spec: ChannelSpec,
+        callback: Callable[[RealtimeEvent], Any] | None,
+        broadcast: tuple[str, Callable[[RealtimeEvent], Any], bool] | None,
+        clear_broadcast: bool,
+        presence: tuple[str, PresenceStatus, Mapping[str, Any] | None] | None,
+    ) -> ChannelState | None:
+        """The body of a subscribe, run as the owner of ``spec.name``; None: superseded."""
         existing = self._runners.get(spec.name)
+        if broadcast is not None and not broadcast[2]:
+            self._refuse_table_name(spec.name)  # again: a table subscription may have won meanwhile
         if existing is not None and existing.spec == spec and presence is None:
             # the same subscription: keep the connection, take the newest callbacks; restart it if it
             # is in error or was stopped (e.g. after SIGNED_OUT) — the user is asking for it again
             if callback is not None:
                 existing.callbacks[:] = [callback]
+            if clear_broadcast:
+                existing.broadcast_callbacks.clear()
             if broadcast is not None:
-                cbs = existing.broadcast_callbacks.setdefault(broadcast[0], [])
-                if broadcast[1] not in cbs:
-                    cbs.append(broadcast[1])
+                event, cb, replace = broadcast
+                if replace:
+                    existing.broadcast_callbacks.clear()
+                cbs = existing.broadcast_callbacks.setdefault(event, [])
+                if cb not in cbs:
+                    cbs.append(cb)
             existing.spec = spec
             if existing.machine.status in (ChannelStatus.ERROR, ChannelStatus.DISCONNECTED):
                 existing.start()
-                await self._wait_first_attempt(existing)
+            if not await self._unless_superseded(slot, ticket, self._wait_first_attempt(existing)):
+                return None
             return existing.machine.snapshot()
         if existing is not None:
             await self._remove(spec.name, reason="replaced")
-        runner = ChannelRunner(self, spec)
+        runner = ChannelRunner(self._host, spec)
         if callback is not None:
             runner.callbacks.append(callback)
         if broadcast is not None:
             runner.broadcast_callbacks.setdefault(broadcast[0], []).append(broadcast[1])
+        if not await self._unless_superseded(slot, ticket, self._resolve_primary_keys(runner)):
+            return None  # nothing was registered or sent
         if presence is not None:
             user_id, status, meta = presence
             handle = PresenceHandle(
-                self,
+                self._host,
                 runner,
+                spec.name,
                 user_id,
                 status,
                 meta,
@@ -364,18 +463,76 @@ class RealtimeConnectionManager:
             runner.presence = handle
             self._presence[spec.name] = handle
         self._runners[spec.name] = runner
-        await self._resolve_primary_keys(runner)
         self._ensure_health_loop()
         runner.start()
-        await self._wait_first_attempt(runner)
+        if not await self._unless_superseded(slot, ticket, self._wait_first_attempt(runner)):
+            return None
         return runner.machine.snapshot()
 
+    # ------------------------------------------------------------------------- one owner per name
+    async def _owned(
+        self, name: str, op: Callable[[_Slot, int], Awaitable[T]], *, supersede: bool = True
+    ) -> T | None:
+        """Run ``op`` as the only operation on channel ``name``; None when a later call superseded it.
+
+        Operations on one name run one at a time, in call order. A superseding call (every subscribe,
+        re-subscribe, unsubscribe and cleanup; not a legacy ``subscribe`` that only adds an event to
+        a channel that is up) makes every earlier one that has not finished return at once: a waiting
+        one without running, a running one as soon as it is at a wait (it leaves nothing half done:
+        what it started belongs to the channel, which the later call then keeps or replaces).
+        """
+        self._check_open()
+        self._bind_loop()
+        slot = self._slots.get(name)
+        if slot is None:
+            slot = self._slots[name] = _Slot()
+        ticket = slot.take(supersede=supersede)
+        slot.pending += 1
+        try:
+            async with slot.lock:
+                if slot.ticket != ticket:
+                    return None
+                return await op(slot, ticket)
+        finally:
+            slot.pending -= 1
+            if slot.pending == 0 and self._slots.get(name) is slot:
+                del self._slots[name]
+
+    @staticmethod
+    async def _unless_superseded(slot: _Slot, ticket: int, aw: Coroutine[Any, Any, Any]) -> bool:
+        """Await ``aw`` unless a later call on the name supersedes this one first (then cancel it)."""
+        if slot.ticket != ticket:
+            aw.close()
+            return False
+        task = asyncio.ensure_future(aw)
+        waker = slot.waker()
+        try:
+            await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            raise
+        finally:
+            slot.forget(waker)
+        if slot.ticket == ticket:
+            task.result()  # re-raise what it raised
+            return True
+        # superseded while waiting (even if the wait ended at the same moment): the later call decides
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        elif not task.cancelled():
+            task.exception()  # retrieved: a superseded call's failure is the later call's business
+        return False
+
     async def _wait_first_attempt(self, runner: ChannelRunner) -> None:
-        """Until connected, in error, or the first failure (then retries continue in the background)."""
+        """Until connected, in error, stopped, or the first failure (then retries continue in the
+        background)."""
         try:
             await runner.wait(
                 lambda status, attempt: (
-                    status in (ChannelStatus.CONNECTED, ChannelStatus.ERROR) or attempt > 0
+                    status in (ChannelStatus.CONNECTED, ChannelStatus.ERROR, ChannelStatus.DISCONNECTED)
+                    or attempt > 0
                 ),
                 timeout=self.join_timeout + self.token_wait + 5.0,
             )
@@ -391,8 +548,14 @@ class RealtimeConnectionManager:
         return runner.machine.status not in (ChannelStatus.DISCONNECTED, ChannelStatus.ERROR)
 
     async def unsubscribe(self, name: str) -> None:
-        """Leave channel ``name`` and forget it (no error if unknown)."""
-        await self._remove(name, reason="unsubscribed")
+        """Leave channel ``name`` and forget it (no error if unknown). Supersedes every earlier call
+        on ``name`` that is still in progress."""
+
+        async def op(_slot: _Slot, _ticket: int) -> bool:
+            await self._remove(name, reason="unsubscribed")
+            return True
+
+        await self._owned(name, op)
 
     async def _remove(self, name: str, *, reason: str) -> None:
         runner = self._runners.pop(name, None)
@@ -404,18 +567,30 @@ class RealtimeConnectionManager:
             await runner.settle()
 
     async def cleanup(self) -> None:
-        """Leave every channel, stop background tasks, end every ``events()`` stream."""
-        for name in list(self._runners):
-            await self._remove(name, reason="cleanup")
-        if self._health_task is not None:
-            self._health_task.cancel()
-            self._health_task = None
+        """Leave every channel, stop background tasks, end every ``events()`` stream.
+
+        Works from any event loop: called from another loop than the channels' (the notebook helper
+        or script that ran ``asyncio.run()`` twice), it releases what the old loop left (its sockets
+        are closed when that loop ended, or here if it can still be), and the manager can be used on
+        the new loop afterwards."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            self._release_foreign_loop()
+        else:
+            for name in sorted(set(self._runners) | set(self._slots)):
+
+                async def op(_slot: _Slot, _ticket: int, name: str = name) -> bool:
+                    await self._remove(name, reason="cleanup")
+                    return True
+
+                await self._owned(name, op)
+            self._stop_health_loop()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self._guard.drain()
         self.detach_auth()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self._guard.drain()
         self._bus.close()
         if RealtimeConnectionManager._instance is self:
             RealtimeConnectionManager._instance = None
@@ -434,9 +609,62 @@ class RealtimeConnectionManager:
         if self._closed:
             raise RuntimeError("this RealtimeConnectionManager was closed; create a new one")
 
+    # ------------------------------------------------------------------------------- event loop
+    def _bind_loop(self) -> None:
+        """The manager is bound to the loop its channels run on (see the class docstring)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        if self._loop is not None and (self._runners or self._slots):
+            ended = " (it has ended: asyncio.run() returned)" if self._loop.is_closed() else ""
+            raise RuntimeError(
+                "this RealtimeConnectionManager's channels run on another event loop"
+                f"{ended}; a manager is bound to the loop it first ran on. Use one manager per "
+                "asyncio.run(), or `await manager.cleanup()` (from any loop) to release the old "
+                "channels, then subscribe again on this loop"
+            )
+        self._loop = loop
+        self._slots = {}
+        self._token_changed = None
+        self._health_task = None
+        self._tasks = set()
+
+    def _loop_gone(self) -> bool:
+        """The loop the channels ran on is closed (nothing can drive them any more)."""
+        return self._loop is not None and self._loop.is_closed()
+
+    def _abandon_all(self, reason: str) -> None:
+        for handle in self._presence.values():
+            handle._close()
+        for runner in list(self._runners.values()):
+            try:
+                runner.abandon(reason)
+            except Exception:
+                logger.exception("channel %r: releasing it failed", runner.name)
+
+    def _release_foreign_loop(self) -> None:
+        """cleanup() from another loop: drop everything the old loop owned, synchronously."""
+        old = self._loop
+        if old is not None and old.is_running():
+            raise RuntimeError(
+                "cleanup() was called from another event loop while the manager's loop is still "
+                "running (another thread?); run it there: "
+                "asyncio.run_coroutine_threadsafe(manager.cleanup(), loop)"
+            )
+        self._abandon_all("cleanup() from another event loop")
+        self._runners.clear()
+        self._presence.clear()
+        self._slots = {}
+        self._tasks = set()
+        self._health_task = None
+        self._token_changed = None
+        self._loop = None
+
     # ------------------------------------------------------------------------------------ broadcast
     async def broadcast(self, name: str, event: str, payload: Mapping[str, Any]) -> None:
-        """Send broadcast ``event`` with ``payload`` (a JSON object) on the connected channel ``name``."""
+        """Send broadcast ``event`` with ``payload`` (a JSON object) on the connected channel ``name``
+        (to its topic; into a private topic only if the token's role may write it)."""
+        self._bind_loop()
         runner = self._runner(name)
         if not isinstance(payload, Mapping):
             raise TypeError(
@@ -459,16 +687,27 @@ class RealtimeConnectionManager:
         user_id: Any,
         status: PresenceStatus | str = PresenceStatus.ONLINE,
         meta: Mapping[str, Any] | None = None,
+        *,
+        topic: str | None = None,
+        private: bool = False,
     ) -> PresenceHandle:
-        """Join presence on channel ``name`` as ``user_id`` (the presence key); returns a handle once the
-        first attempt settled (see :meth:`subscribe_to_table`; ``wait_for_status`` to be sure)."""
+        """Join presence on channel ``name`` (Realtime topic ``topic``, default ``name``) as ``user_id``
+        (the presence key); returns a handle once the first attempt settled (see
+        :meth:`subscribe_to_table`; ``wait_for_status`` to be sure). ``private=True`` joins a private
+        channel (see :meth:`subscribe_to_broadcast`; tracking needs an INSERT policy).
+
+        A join superseded by a later call on ``name`` returns a closed handle with
+        ``superseded=True``."""
         user = str(user_id)
         if not user:
             raise ValueError("user_id must be non-empty")
-        st = _coerce_status(status)
-        spec = ChannelSpec(name, presence_key=user)
-        await self._subscribe(spec, None, presence=(user, st, meta))
-        return self._presence[name]
+        st = PresenceStatus.coerce(status)
+        spec = ChannelSpec(name, presence_key=user, topic=topic, private=private)
+        state = await self._subscribe(spec, None, presence=(user, st, meta))
+        handle = self._presence.get(name)
+        if state.superseded or handle is None:
+            return PresenceHandle(self._host, None, name, user, st, meta)
+        return handle
 
     def _dnd(self) -> bool:
         return any(h.status is PresenceStatus.DND and not h.closed for h in self._presence.values())
@@ -482,12 +721,32 @@ class RealtimeConnectionManager:
         return runner
 
     def get_status(self, name: str) -> ChannelState:
-        """Status, reason, attempt count and timestamps of channel ``name``."""
-        return self._runner(name).machine.snapshot()
+        """Status, reason, attempt count and timestamps of channel ``name``.
+
+        A name that is not subscribed (never, or no longer) is ``disconnected`` with reason
+        ``"not subscribed"``: in the seed, ``disconnected`` means exactly that."""
+        runner = self._runners.get(name)
+        if runner is None:
+            return ChannelState(
+                name=name, status=ChannelStatus.DISCONNECTED, reason="not subscribed", attempt=0,
+                since=self._clock.now(),
+            )  # fmt: skip
+        return self._state(runner)
+
+    def _state(self, runner: ChannelRunner) -> ChannelState:
+        state = runner.machine.snapshot()
+        if self._loop_gone() and state.status is not ChannelStatus.DISCONNECTED:
+            # nothing can drive a channel whose loop is closed: never report it as alive
+            return dataclasses.replace(
+                state,
+                status=ChannelStatus.ERROR,
+                reason="its event loop is closed; await manager.cleanup() and subscribe again",
+            )
+        return state
 
     @property
     def channels(self) -> dict[str, ChannelState]:
-        return {name: r.machine.snapshot() for name, r in self._runners.items()}
+        return {name: self._state(r) for name, r in self._runners.items()}
 
     async def wait_for_status(
         self,
@@ -497,6 +756,7 @@ class RealtimeConnectionManager:
     ) -> ChannelState:
         """Wait until channel ``name`` is in one of ``statuses``; TimeoutError names where it is instead."""
         wanted = {ChannelStatus(s) for s in statuses} or {ChannelStatus.CONNECTED}
+        self._bind_loop()
         runner = self._runner(name)
         try:
             await runner.wait(lambda status, _attempt: status in wanted, timeout)
@@ -507,16 +767,26 @@ class RealtimeConnectionManager:
             ) from None
         return runner.machine.snapshot()
 
-    def on_status_change(self, name: str, callback: Callable[[ChannelState], Any]) -> Callable[[], None]:
-        """``callback(state)`` on every status change of channel ``name`` (``"*"``: all channels)."""
+    def on_status_change(
+        self, name: str, callback: Callable[[ChannelState], Any], *, reasons: bool = False
+    ) -> Callable[[], None]:
+        """``callback(state)`` whenever the status of channel ``name`` changes (``"*"``: all channels).
+
+        Only real changes (``connecting`` → ``connected``, …) call it. With ``reasons=True`` it is also
+        called when only the reason is updated within one status (``connecting`` "joined; waiting for
+        'Subscribed to PostgreSQL'", ``connected`` "attempts reset", …) — every ``status`` event.
+        Returns a function that removes the callback."""
         if not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        self._status_callbacks.setdefault(name, []).append(callback)
+        if not isinstance(reasons, bool):
+            raise TypeError(f"reasons must be True or False, got {reasons!r}")
+        entry = (callback, reasons)
+        self._status_callbacks.setdefault(name, []).append(entry)
 
         def remove() -> None:
             cbs = self._status_callbacks.get(name, [])
-            if callback in cbs:
-                cbs.remove(callback)
+            if entry in cbs:
+                cbs.remove(entry)
 
         return remove
 
@@ -566,58 +836,27 @@ class RealtimeConnectionManager:
         self._bus.publish(ev)
         return ev
 
-    def _deliver(
-        self, ev: RealtimeEvent, callbacks: Iterable[Callable[[RealtimeEvent], Any]], *, where: str
-    ) -> None:
+    def _deliver(self, ev: RealtimeEvent, callbacks: Iterable[Callable[[RealtimeEvent], Any]]) -> None:
         seen: list[Callable[..., Any]] = []
         for cb in callbacks:
             if cb in seen:
                 continue
             seen.append(cb)
-            self._guard.call(where, cb, ev)
+            self._guard.call(f"channel {ev.channel!r}", cb, ev)
         self._bus.publish(ev)
 
-    def _deliver_change(
-        self, runner: ChannelRunner, ev: RealtimeEvent, subs: Iterable[TableSubscription]
-    ) -> None:
+    def _deliver_change(self, ev: RealtimeEvent, callbacks: Iterable[Callable[[RealtimeEvent], Any]]) -> None:
         if ev.table == "notifications" and self._dnd():
             self.suppressed += 1
             self._bus.publish(ev.replace(suppressed=True))
             return
-        callbacks = [*runner.callbacks, *(s.callback for s in subs if s.callback is not None)]
-        self._deliver(ev, callbacks, where=f"channel {runner.name!r}")
+        self._deliver(ev, callbacks)
 
-    def _emit_status(self, runner: ChannelRunner, d: SetStatus) -> None:
-        log = logger.warning if d.status is ChannelStatus.ERROR else logger.info
-        log("channel %r: %s → %s (%s) attempt=%d", runner.name, d.previous, d.status, d.reason, d.attempt)
-        self._emit(
-            kind=EventKind.STATUS,
-            channel=runner.name,
-            topic=f"realtime:{runner.name}",
-            status=d.status,
-            reason=d.reason,
-            attempt=d.attempt,
-            payload={"previous": str(d.previous), "at": d.at.isoformat(), **d.details},
-        )
-        state = runner.machine.snapshot()
-        for cb in [*self._status_callbacks.get(runner.name, ()), *self._status_callbacks.get("*", ())]:
-            self._guard.call("status callback", cb, state)
-
-    def _emit_gap(self, runner: ChannelRunner, gap: GapEnd) -> None:
-        self._emit(
-            kind=EventKind.GAP,
-            channel=runner.name,
-            topic=f"realtime:{runner.name}",
-            gap_start=gap.start,
-            gap_end=gap.end,
-            reason=gap.reason,
-            payload={
-                "recovered": gap.recovered,
-                "seconds": (gap.end - gap.start).total_seconds(),
-                "detected_at": gap.detected.isoformat() if gap.detected is not None else None,
-                "undetected_s": (gap.detected - gap.start).total_seconds() if gap.detected else None,
-            },
-        )
+    def _status_changed(self, state: ChannelState, *, changed: bool) -> None:
+        entries = [*self._status_callbacks.get(state.name, ()), *self._status_callbacks.get("*", ())]
+        for cb, reasons in entries:
+            if changed or reasons:
+                self._guard.call("status callback", cb, state)
 
     def add_listener(self, fn: Callable[[RealtimeEvent], Any]) -> Callable[[], None]:
         """``fn(event)`` for every event of every channel; returns a function that removes it."""
@@ -638,14 +877,30 @@ class RealtimeConnectionManager:
         if self._health_task is None or self._health_task.done():
             self._health_task = asyncio.ensure_future(self._health_loop())
 
+    def _stop_health_loop(self) -> None:
+        task, self._health_task = self._health_task, None
+        if task is not None and not task.done():
+            self._stopping_health = task
+            task.cancel()
+
     async def _health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.health_interval)
-            for runner in list(self._runners.values()):
-                try:
-                    runner.feed(HealthTick())
-                except Exception:
-                    logger.exception("health check of channel %r failed", runner.name)
+        try:
+            while True:
+                await asyncio.sleep(self.health_interval)
+                for runner in list(self._runners.values()):
+                    try:
+                        runner.feed(HealthTick())
+                    except Exception:
+                        logger.exception("health check of channel %r failed", runner.name)
+        except asyncio.CancelledError:
+            if self._stopping_health is not asyncio.current_task():
+                # not cancelled by cleanup(): the loop is shutting down (the end of asyncio.run()
+                # cancels every task). Release the sockets now, while the loop still runs, and say so.
+                self._abandon_all(
+                    "its event loop ended (asyncio.run() returned?); await manager.cleanup() and "
+                    "subscribe again on the running loop"
+                )
+            raise
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -690,6 +945,7 @@ class RealtimeConnectionManager:
 
     async def handle_auth_event(self, event: Any, session: Any) -> None:
         """Apply an auth event (``"SIGNED_IN"``, ``"TOKEN_REFRESHED"``, ``"SIGNED_OUT"``, …) by hand."""
+        self._bind_loop()
         pending = self._apply_auth_event(event, session)
         if pending is not None:
             await pending
@@ -898,3 +1154,105 @@ class RealtimeConnectionManager:
 
 
 _BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+class _Slot:
+    """The owner of one channel name: its operations run one at a time; the latest supersedes."""
+
+    __slots__ = ("_wakers", "lock", "pending", "ticket")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.ticket = 0
+        self.pending = 0
+        self._wakers: list[asyncio.Future[None]] = []
+
+    def take(self, *, supersede: bool) -> int:
+        """A ticket for a new call; a superseding one wakes every earlier call still waiting."""
+        if supersede:
+            self.ticket += 1
+            for waker in self._wakers:
+                if not waker.done():
+                    waker.set_result(None)
+            self._wakers.clear()
+        return self.ticket
+
+    def waker(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._wakers.append(fut)
+        return fut
+
+    def forget(self, waker: asyncio.Future[None]) -> None:
+        if waker in self._wakers:
+            self._wakers.remove(waker)
+        if not waker.done():
+            waker.cancel()
+
+
+def _superseded_state(name: str, clock: Clock) -> ChannelState:
+    return ChannelState(
+        name=name,
+        status=ChannelStatus.DISCONNECTED,
+        reason="superseded: a later call on this channel name took over before this one settled",
+        attempt=0,
+        since=clock.now(),
+        superseded=True,
+    )
+
+
+class _ManagerHost:
+    """The manager as its runners' and presence handles' host (see ``_host.py``)."""
+
+    __slots__ = ("_m", "settings")
+
+    def __init__(self, manager: RealtimeConnectionManager) -> None:
+        self._m = manager
+        self.settings = RunnerSettings(
+            machine=manager._machine_config,
+            heartbeat_interval=manager.heartbeat_interval,
+            join_timeout=manager.join_timeout,
+            rng=manager._rng,
+        )
+
+    @property
+    def clock(self) -> Clock:
+        return self._m._clock
+
+    def make_event(self, **fields: Any) -> RealtimeEvent:
+        return self._m._make(**fields)
+
+    def emit(self, **fields: Any) -> RealtimeEvent:
+        return self._m._emit(**fields)
+
+    def deliver(self, ev: RealtimeEvent, callbacks: Iterable[Callable[[RealtimeEvent], Any]]) -> None:
+        self._m._deliver(ev, callbacks)
+
+    def deliver_change(self, ev: RealtimeEvent, callbacks: Iterable[Callable[[RealtimeEvent], Any]]) -> None:
+        self._m._deliver_change(ev, callbacks)
+
+    def status_changed(self, state: ChannelState, *, changed: bool) -> None:
+        self._m._status_changed(state, changed=changed)
+
+    async def token_for_join(self) -> str:
+        return await self._m._token_for_join()
+
+    async def new_client(self, token: str) -> AsyncRealtimeClient:
+        return await self._m._new_client(token)
+
+    async def fetch_gap(
+        self,
+        sub: TableSubscription,
+        since: Any,
+        key_columns: tuple[str, ...] | None,
+        known: list[dict[str, Any]] | None,
+    ) -> Any:
+        return await self._m._fetch_gap(sub, since, key_columns, known)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self._m._spawn(coro)
+
+    def call_guarded(self, where: str, fn: Callable[..., Any], *args: Any) -> None:
+        self._m._guard.call(where, fn, *args)
+
+    async def leave(self, name: str) -> None:
+        await self._m.unsubscribe(name)

@@ -12,8 +12,7 @@ from harmony_lab.events import PresenceStatus, RealtimeEvent
 from harmony_lab.manager._ratelimit import CallWindow
 
 if TYPE_CHECKING:
-    from harmony_lab.manager._manager import RealtimeConnectionManager
-    from harmony_lab.manager._runner import ChannelRunner
+    from harmony_lab.manager._host import PresenceChannel, PresenceHost
 
 __all__ = ["PresenceHandle"]
 
@@ -21,14 +20,6 @@ logger = logging.getLogger("harmony_lab.manager")
 
 OFFLINE = "offline"
 _RESERVED = {"user_id", "status", "online_at", "presence_ref"}
-
-
-def _coerce_status(status: PresenceStatus | str) -> PresenceStatus:
-    try:
-        return PresenceStatus(status)
-    except ValueError:
-        valid = ", ".join(s.value for s in PresenceStatus)
-        raise ValueError(f"presence status must be one of {valid}; got {status!r}") from None
 
 
 class PresenceHandle:
@@ -44,8 +35,9 @@ class PresenceHandle:
 
     def __init__(
         self,
-        manager: RealtimeConnectionManager,
-        runner: ChannelRunner,
+        host: PresenceHost,
+        link: PresenceChannel | None,
+        name: str,
         user_id: str,
         status: PresenceStatus,
         meta: Mapping[str, Any] | None,
@@ -53,8 +45,9 @@ class PresenceHandle:
         max_calls: int = 5,
         window: float = 30.0,
     ) -> None:
-        self._m = manager
-        self._runner = runner
+        self._host = host
+        self._link = link
+        self._name = name
         self.user_id = user_id
         self.status = status
         self.meta: dict[str, Any] = dict(meta or {})
@@ -65,11 +58,12 @@ class PresenceHandle:
         self._callbacks: list[Callable[[RealtimeEvent], Any]] = []
         self.calls_sent = 0
         self.calls_coalesced = 0
-        self.closed = False
+        self.closed = link is None
+        self.superseded = link is None
 
     @property
     def name(self) -> str:
-        return self._runner.name
+        return self._name
 
     @property
     def roster(self) -> dict[str, dict[str, Any]]:
@@ -91,13 +85,13 @@ class PresenceHandle:
     async def set_status(self, status: PresenceStatus | str, meta: Mapping[str, Any] | None = None) -> None:
         if self.closed:
             raise RuntimeError(f"presence {self.name!r} was left (or signed out); join_presence again")
-        self.status = _coerce_status(status)
+        self.status = PresenceStatus.coerce(status)
         if meta is not None:
             self.meta = dict(meta)
         await self._sync()
 
     async def leave(self) -> None:
-        await self._m.unsubscribe(self.name)
+        await self._host.leave(self.name)
 
     # ------------------------------------------------------------------------------------ internals
     def _wanted(self) -> dict[str, Any] | None:
@@ -109,20 +103,20 @@ class PresenceHandle:
     def _on_joined(self) -> None:
         """A fresh join: the server holds nothing for us yet."""
         self._sent = None
-        self._m._spawn(self._sync())
+        self._host.spawn(self._sync())
 
     async def _sync(self) -> None:
-        runner = self._runner
-        if self.closed or runner.channel is None or not runner.machine.joined:
+        link = self._link
+        if self.closed or link is None or link.channel is None or not link.joined:
             return  # sent after the next join
         wanted = self._wanted()
         if wanted == self._sent:
             return
-        wait = self._window.wait_time(self._m._clock.monotonic())
+        wait = self._window.wait_time(self._host.clock.monotonic())
         if wait > 0:
             self.calls_coalesced += 1
             if self._flush_task is None or self._flush_task.done():
-                self._flush_task = self._m._spawn(self._flush_later(wait))
+                self._flush_task = self._host.spawn(self._flush_later(wait))
             return
         await self._send(wanted)
 
@@ -132,16 +126,16 @@ class PresenceHandle:
         await self._sync()
 
     async def _send(self, wanted: dict[str, Any] | None) -> None:
-        channel = self._runner.channel
+        channel = self._link.channel if self._link is not None else None
         if channel is None:
             return
-        self._window.record(self._m._clock.monotonic())
+        self._window.record(self._host.clock.monotonic())
         self.calls_sent += 1
         if wanted is None:
             if self._sent is not None:
                 await channel.untrack()
         else:
-            await channel.track({**wanted, "online_at": self._m._clock.now().isoformat()})
+            await channel.track({**wanted, "online_at": self._host.clock.now().isoformat()})
         self._sent = wanted
 
     def _on_sync(self, state: Mapping[str, list[Mapping[str, Any]]], ev: RealtimeEvent) -> None:
@@ -166,7 +160,7 @@ class PresenceHandle:
                 entry["status"] = OFFLINE
                 entry["last_seen"] = now
         for cb in list(self._callbacks):
-            self._m._guard.call(f"presence {self.name!r}", cb, ev)
+            self._host.call_guarded(f"presence {self.name!r}", cb, ev)
 
     def _close(self) -> None:
         self.closed = True

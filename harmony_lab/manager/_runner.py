@@ -25,6 +25,7 @@ Hooks into realtime-py 2.34.1 (read its source before changing them):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -56,6 +57,7 @@ from harmony_lab.manager._machine import (
     Joined,
     JoinFailed,
     PostgresSubscribed,
+    Refused,
     RetryDue,
     ScheduleRetry,
     SetStatus,
@@ -65,19 +67,24 @@ from harmony_lab.manager._machine import (
     TearDown,
     TokenUnavailable,
 )
-from harmony_lab.manager._specs import ChannelSpec
+from harmony_lab.manager._specs import ChannelSpec, TableSubscription
 
 if TYPE_CHECKING:
-    from harmony_lab.manager._manager import RealtimeConnectionManager
+    from harmony_lab.manager._host import RunnerHost
     from harmony_lab.manager._presence import PresenceHandle
 
-__all__ = ["ChannelRunner", "describe_exception"]
+__all__ = ["ChannelRunner", "TokenUnavailableError", "abort_socket", "describe_exception"]
 
 logger = logging.getLogger("harmony_lab.manager")
 
 # postgres_changes system errors that retrying cannot fix (bad filter, unknown table, column
 # selection): the real server does not retry them and neither do we
 _FATAL_PG_PREFIXES = ("Error parsing", "Unable to subscribe", "No subscription params", "Column selection")
+# join refusals that retrying with the same token cannot change (Realtime Authorization): the channel
+# goes to error and waits for a new token or the health check instead of retrying in a loop
+_REFUSED_PREFIXES = ("Unauthorized:", "PrivateOnly:")
+# the system error a joined private channel gets when its read permission is gone (then phx_close)
+_REVOKED_PREFIXES = ("You no longer have permission",)
 _GRACEFUL = ("unsubscribed", "signed_out", "cleanup", "replaced")
 
 
@@ -107,6 +114,25 @@ def _close_code(exc: BaseException) -> int | None:
         frame = exc.rcvd or exc.sent
         return frame.code if frame is not None else 1006
     return None
+
+
+def abort_socket(client: AsyncRealtimeClient, name: str) -> None:
+    """Close a client's WebSocket without awaiting anything (its event loop may be ending).
+
+    ``transport.abort()`` closes the socket on the loop's next iteration, which still comes while
+    ``asyncio.run()`` finishes; on a loop that is already closed nothing can be closed any more."""
+    ws = getattr(client, "_ws_connection", None)
+    transport = getattr(ws, "transport", None)
+    if transport is None:
+        return
+    try:
+        transport.abort()
+    except RuntimeError as exc:
+        logger.warning(
+            "channel %r: its socket could not be closed (%s); it is released when garbage-collected",
+            name,
+            exc,
+        )
 
 
 class _PhoenixSink:
@@ -151,13 +177,12 @@ class _Router(dict[str, Any]):
 class ChannelRunner:
     """Drives one :class:`ChannelMachine` with real I/O."""
 
-    def __init__(self, manager: RealtimeConnectionManager, spec: ChannelSpec) -> None:
-        self.m = manager
+    def __init__(self, host: RunnerHost, spec: ChannelSpec) -> None:
+        self.host = host
+        settings = host.settings
         self.spec = spec
         self.name = spec.name
-        self.machine = ChannelMachine(
-            spec.name, config=manager._machine_config, clock=manager._clock, rng=manager._rng
-        )
+        self.machine = ChannelMachine(spec.name, config=settings.machine, clock=host.clock, rng=settings.rng)
         self.callbacks: list[Callable[[RealtimeEvent], Any]] = []
         self.broadcast_callbacks: dict[str, list[Callable[[RealtimeEvent], Any]]] = {}
         self.presence: PresenceHandle | None = None
@@ -165,7 +190,7 @@ class ChannelRunner:
         self.channel: AsyncRealtimeChannel | None = None
         self.generation = 0
         self.heartbeats = HeartbeatTracker()
-        self.clock_watch = ClockWatch(threshold=max(5.0, 2 * manager.heartbeat_interval))
+        self.clock_watch = ClockWatch(threshold=max(5.0, 2 * settings.heartbeat_interval))
         self.pk: dict[tuple[str, str], tuple[str, ...]] = {}
         self.book = BackfillBook(spec.tables)
         self.events_received = 0
@@ -194,7 +219,7 @@ class ChannelRunner:
     def _apply(self, d: Decision) -> None:
         match d:
             case SetStatus():
-                self.m._emit_status(self, d)
+                self._emit_status(d)
                 self._notify_waiters()
             case Connect():
                 self._start_attempt()
@@ -210,12 +235,55 @@ class ChannelRunner:
             case GapStart():
                 pass  # the status event announces it; the gap event is emitted once complete
             case GapEnd():
-                self.m._emit_gap(self, d)
+                self._emit_gap(d)
                 if d.recovered and self.book.enabled:
                     self._schedule_backfill(d)
 
+    def _emit_status(self, d: SetStatus) -> None:
+        log = logger.warning if d.status is ChannelStatus.ERROR else logger.info
+        log("channel %r: %s → %s (%s) attempt=%d", self.name, d.previous, d.status, d.reason, d.attempt)
+        self.host.emit(
+            kind=EventKind.STATUS,
+            channel=self.name,
+            topic=self.topic,
+            status=d.status,
+            reason=d.reason,
+            attempt=d.attempt,
+            payload={"previous": str(d.previous), "at": d.at.isoformat(), **d.details},
+        )
+        self.host.status_changed(self.machine.snapshot(), changed=d.status is not d.previous)
+
+    def _emit_gap(self, gap: GapEnd) -> None:
+        self.host.emit(
+            kind=EventKind.GAP,
+            channel=self.name,
+            topic=self.topic,
+            gap_start=gap.start,
+            gap_end=gap.end,
+            reason=gap.reason,
+            payload={
+                "recovered": gap.recovered,
+                "seconds": (gap.end - gap.start).total_seconds(),
+                "detected_at": gap.detected.isoformat() if gap.detected is not None else None,
+                "undetected_s": (gap.detected - gap.start).total_seconds() if gap.detected else None,
+            },
+        )
+
+    def _deliver_change(self, ev: RealtimeEvent, subs: list[TableSubscription]) -> None:
+        callbacks = [*self.callbacks, *(s.callback for s in subs if s.callback is not None)]
+        self.host.deliver_change(ev, callbacks)
+
+    @property
+    def topic(self) -> str:
+        """The wire topic (``realtime:<topic>``; the topic is the channel's name unless given)."""
+        return self.spec.wire_topic
+
+    @property
+    def joined(self) -> bool:
+        return self.machine.joined
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
+        task = self.host.spawn(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
@@ -275,6 +343,26 @@ class ChannelRunner:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
+    def abandon(self, reason: str) -> None:
+        """The event loop this runner ran on is ending (or gone): release the socket synchronously,
+        drop every task, and report ``error`` — never a ``connected`` that nothing drives."""
+        self.generation += 1
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current and not task.done():
+                with contextlib.suppress(RuntimeError):  # a task of a closed loop
+                    task.cancel()
+        self._tasks.clear()
+        self._hb_task = self._attempt_task = self._retry_task = self._bf_task = None
+        client, self.client, self.channel = self.client, None, None
+        self.heartbeats.reset()
+        if client is not None:
+            abort_socket(client, self.name)
+        for decision in self.machine.abandon(reason):
+            if isinstance(decision, SetStatus):
+                self._emit_status(decision)
+                self._notify_waiters()
+
     def _start_attempt(self) -> None:
         self.generation += 1
         if self._attempt_task is not None and self._attempt_task is not asyncio.current_task():
@@ -318,14 +406,14 @@ class ChannelRunner:
     async def _attempt(self, gen: int) -> None:
         _logs.own(asyncio.current_task(), self.name)  # realtime-py's connect failures log in this task
         try:
-            token = await self.m._token_for_join()
+            token = await self.host.token_for_join()
         except TokenUnavailableError as exc:
             if gen == self.generation:
                 self.feed(TokenUnavailable(str(exc)))
             return
         if gen != self.generation:
             return
-        client = await self.m._new_client(token)
+        client = await self.host.new_client(token)
         sink = _PhoenixSink(lambda ref: self._on_heartbeat_reply(gen, ref))
         client.channels = _Router(
             sink, lambda: self._on_rx(gen), lambda: getattr(client, "_listen_task", None)
@@ -369,7 +457,7 @@ class ChannelRunner:
 
     def _on_rx(self, gen: int) -> None:
         if gen == self.generation:
-            clock = self.m._clock
+            clock = self.host.clock
             self._rx_mono = clock.monotonic()
             self._rx_wall = clock.now()
 
@@ -382,7 +470,7 @@ class ChannelRunner:
         """
         if self._rx_mono is None or self._rx_wall is None:
             return None
-        clock = self.m._clock
+        clock = self.host.clock
         elapsed = max(0.0, clock.monotonic() - self._rx_mono)
         return min(self._rx_wall, clock.now() - timedelta(seconds=elapsed))
 
@@ -408,10 +496,10 @@ class ChannelRunner:
             "config": {
                 "broadcast": {"ack": False, "self": False},
                 "presence": {"key": spec.presence_key or "", "enabled": presence_on},
-                "private": False,
+                "private": spec.private,
             }
         }
-        channel = client.channel(self.name, params)
+        channel = client.channel(spec.topic or self.name, params)
         for sub in spec.tables:
             channel.on_postgres_changes(
                 sub.event,  # type: ignore[arg-type]
@@ -439,15 +527,15 @@ class ChannelRunner:
 
     # ---------------------------------------------------------------------------------- liveness
     async def _heartbeat_loop(self, gen: int, client: AsyncRealtimeClient) -> None:
-        clock = self.m._clock
-        interval = self.m.heartbeat_interval
+        clock = self.host.clock
+        interval = self.host.settings.heartbeat_interval
         self.clock_watch.reset()
         self.clock_watch.observe(clock.monotonic(), clock.now().timestamp())
         while gen == self.generation:
             tick = self.heartbeats.tick(clock.monotonic(), self._rx_mono)
             if tick.stalled:
                 silent = f"for {tick.silent:.1f} s" if tick.silent is not None else "received yet"
-                self.m._emit(
+                self.host.emit(
                     kind=EventKind.HEARTBEAT,
                     channel=self.name,
                     payload={"timeout": True, "waited_s": tick.waited, "silent_s": tick.silent},
@@ -473,10 +561,10 @@ class ChannelRunner:
     def _on_heartbeat_reply(self, gen: int, ref: str | None) -> None:
         if gen != self.generation:
             return
-        rtt = self.heartbeats.reply(ref, self.m._clock.monotonic())
+        rtt = self.heartbeats.reply(ref, self.host.clock.monotonic())
         if rtt is None:
             return
-        self.m._emit(kind=EventKind.HEARTBEAT, channel=self.name, payload={"rtt_ms": rtt * 1000})
+        self.host.emit(kind=EventKind.HEARTBEAT, channel=self.name, payload={"rtt_ms": rtt * 1000})
         self.feed(HeartbeatOk(rtt))
 
     # ------------------------------------------------------------------------------ subscribe state
@@ -489,7 +577,7 @@ class ChannelRunner:
                 self.presence._on_joined()
             return
         if state is RealtimeSubscribeStates.TIMED_OUT:
-            self.feed(JoinFailed(f"join timed out after {self.m.join_timeout:g} s"))
+            self.feed(JoinFailed(f"join timed out after {self.host.settings.join_timeout:g} s"))
             return
         if state is RealtimeSubscribeStates.CLOSED:
             self.feed(Closed("channel closed by the server (phx_close)", last_rx=self.last_rx()))
@@ -512,20 +600,26 @@ class ChannelRunner:
             except ValueError:
                 detail = None
         if isinstance(detail, dict) and "extension" in detail:
-            self.m._emit(
+            self.host.emit(
                 kind=EventKind.SYSTEM,
                 channel=self.name,
-                topic=f"realtime:{self.name}",
+                topic=self.topic,
                 payload=detail,
                 reason=str(detail.get("message")),
             )
             message = str(detail.get("message", ""))
             if detail.get("extension") == "postgres_changes" and message.startswith(_FATAL_PG_PREFIXES):
                 self.feed(JoinFailed(f"postgres_changes: {message} ({self._doctor_hint()})", fatal=True))
+            elif message.startswith(_REVOKED_PREFIXES):
+                self.feed(Refused(message))
             else:
                 self.feed(Closed(f"server system error: {message}", last_rx=self.last_rx()))
         elif isinstance(detail, dict) and "reason" in detail:
-            self.feed(JoinFailed(str(detail["reason"])))
+            reason = str(detail["reason"])
+            if reason.startswith(_REFUSED_PREFIXES):
+                self.feed(Refused(reason))
+            else:
+                self.feed(JoinFailed(reason))
         elif isinstance(detail, dict) and not detail:
             self.feed(Closed("channel crashed on the server (phx_error)", last_rx=self.last_rx()))
         else:
@@ -550,10 +644,10 @@ class ChannelRunner:
         if gen != self.generation:
             return
         data = payload.model_dump() if hasattr(payload, "model_dump") else dict(payload)
-        self.m._emit(
+        self.host.emit(
             kind=EventKind.SYSTEM,
             channel=self.name,
-            topic=f"realtime:{self.name}",
+            topic=self.topic,
             payload=data,
             reason=str(data.get("message")),
         )
@@ -565,7 +659,7 @@ class ChannelRunner:
     # ------------------------------------------------------------------------------------ delivery
     def _touch(self) -> None:
         self.events_received += 1
-        self.last_event_at = self.m._clock.now()
+        self.last_event_at = self.host.clock.now()
 
     def _matching(self, payload: Any) -> list[int]:
         """Positions in ``spec.tables`` of the bindings the server matched (its ``ids``)."""
@@ -605,20 +699,18 @@ class ChannelRunner:
             old_pk = pk_of(pk_cols, fields["old"]) if fields["op"] == "UPDATE" else None
             if not self.book.live(matched, fields["op"], pk, old_pk, fields["new"]):
                 return  # repeats a row the backfill just delivered
-        ev = self.m._make(
-            kind=EventKind.CHANGE, channel=self.name, topic=f"realtime:{self.name}", pk=pk, **fields
-        )
-        self.m._deliver_change(self, ev, subs)
+        ev = self.host.make_event(kind=EventKind.CHANGE, channel=self.name, topic=self.topic, pk=pk, **fields)
+        self._deliver_change(ev, subs)
 
     def _on_broadcast(self, gen: int, payload: Any) -> None:
         if gen != self.generation:
             return
         self._touch()
         event = str(payload.get("event"))
-        ev = self.m._make(
+        ev = self.host.make_event(
             kind=EventKind.BROADCAST,
             channel=self.name,
-            topic=f"realtime:{self.name}",
+            topic=self.topic,
             op=event,
             payload=payload.get("payload"),
         )
@@ -628,7 +720,7 @@ class ChannelRunner:
             if name != "*" and name.lower() == event.lower()
             for cb in cbs
         ]
-        self.m._deliver(ev, [*self.callbacks, *targets], where=f"channel {self.name!r}")
+        self.host.deliver(ev, [*self.callbacks, *targets])
 
     def _on_presence(self, gen: int, op: str, detail: dict[str, Any] | None) -> None:
         if gen != self.generation or self.channel is None:
@@ -638,12 +730,12 @@ class ChannelRunner:
             payload: Any = {k: list(v) for k, v in self.channel.presence_state().items()}
         else:
             payload = detail
-        ev = self.m._make(
-            kind=EventKind.PRESENCE, channel=self.name, topic=f"realtime:{self.name}", op=op, payload=payload
+        ev = self.host.make_event(
+            kind=EventKind.PRESENCE, channel=self.name, topic=self.topic, op=op, payload=payload
         )
         if self.presence is not None and op == "sync":
             self.presence._on_sync(self.channel.presence_state(), ev)
-        self.m._deliver(ev, self.callbacks, where=f"channel {self.name!r}")
+        self.host.deliver(ev, self.callbacks)
 
     # ------------------------------------------------------------------------------------ backfill
     def _schedule_backfill(self, gap: GapEnd) -> None:
@@ -679,14 +771,14 @@ class ChannelRunner:
             key_cols = self.pk.get((sub.schema, sub.table))
             known = self.book.known(index) if key_cols else None
             try:
-                fetch = await self.m._fetch_gap(sub, start, key_cols, known)
+                fetch = await self.host.fetch_gap(sub, start, key_cols, known)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.error(
                     "channel %r: backfill of %s failed: %s", self.name, sub.describe(), exc, exc_info=exc
                 )
-                self.m._emit(
+                self.host.emit(
                     kind=EventKind.SYSTEM,
                     channel=self.name,
                     reason="backfill_failed",
@@ -700,10 +792,10 @@ class ChannelRunner:
             )
             window = {"gap_start": start.isoformat(), "gap_end": end.isoformat()}
             for change in planned:
-                ev = self.m._make(
+                ev = self.host.make_event(
                     kind=EventKind.CHANGE,
                     channel=self.name,
-                    topic=f"realtime:{self.name}",
+                    topic=self.topic,
                     schema=sub.schema,
                     table=sub.table,
                     op=change.op,
@@ -714,9 +806,9 @@ class ChannelRunner:
                     backfilled=True,
                     payload=window,
                 )
-                self.m._deliver_change(self, ev, [sub])
+                self._deliver_change(ev, [sub])
             self.backfilled += len(planned)
-            self.m._emit(
+            self.host.emit(
                 kind=EventKind.SYSTEM,
                 channel=self.name,
                 reason="backfill",

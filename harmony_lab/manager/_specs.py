@@ -151,10 +151,29 @@ class ChannelSpec:
     tables: tuple[TableSubscription, ...] = ()
     broadcast: bool = True
     presence_key: str | None = None
+    topic: str | None = None
+    """The Realtime topic joined (without ``realtime:``); None: the channel's name."""
+    private: bool = False
+    """Join as a private channel (Realtime Authorization: the server checks ``realtime.messages``
+    policies for the subscriber's role and claims)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"channel name must be a non-empty string, got {self.name!r}")
+        if self.topic is not None:
+            if not isinstance(self.topic, str) or not self.topic.strip():
+                raise ValueError(f"topic must be a non-empty string, got {self.topic!r}")
+            if self.topic.startswith("realtime:"):
+                raise ValueError(
+                    f"topic {self.topic!r}: give it without the 'realtime:' prefix (the client adds it)"
+                )
+        if not isinstance(self.private, bool):
+            raise TypeError(f"private must be True or False, got {self.private!r}")
+
+    @property
+    def wire_topic(self) -> str:
+        """The topic as sent on the wire (``realtime:<topic>``)."""
+        return f"realtime:{self.topic or self.name}"
 
     @property
     def postgres(self) -> bool:
@@ -166,4 +185,8 @@ class ChannelSpec:
             out.append("broadcast *")
         if self.presence_key is not None:
             out.append(f"presence key={self.presence_key}")
+        if self.topic is not None:
+            out.append(f"topic {self.topic}")
+        if self.private:
+            out.append("private")
         return out

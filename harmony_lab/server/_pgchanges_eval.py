@@ -9,8 +9,10 @@ Postgres as the oracle):
   itself and above everything, like Postgres), ``bool``, ``uuid``, ``date``, ``time``, ``timestamp``,
   ``timestamptz`` (instants; ``±infinity``), enums (by their sort order), ``text``/``varchar``/``name``
   and ``bpchar`` (trailing blanks ignored);
-* ``like``/``ilike`` through a LIKE→regex translation, ``match``/``imatch`` through a translation of
-  the common subset of Postgres regular expressions;
+* ``like``/``ilike`` with a matcher linear in the text (:func:`~harmony_lab.filters.compile_like`);
+  ``match``/``imatch`` only for fixed-length patterns (no quantifier, no alternation) translated to
+  Python, which cannot backtrack without bound; every other regex is Postgres's to evaluate (its
+  engine does not backtrack exponentially, and the hub bounds the query with a statement timeout);
 * ``in`` with NULL items, ``isdistinct``, ``is null|true|false|unknown``, ``not.``; a NULL row value
   never satisfies a plain comparison (negated or not).
 
@@ -34,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from harmony_lab.capture._convert import ExactNumeric
-from harmony_lab.filters import Condition, like_to_regex
+from harmony_lab.filters import Condition, compile_like, pg_regex_to_python
 
 __all__ = [
     "DEFER",
@@ -42,7 +44,7 @@ __all__ = [
     "Predicate",
     "classify",
     "compile_condition",
-    "like_to_regex",
+    "compile_like",
     "pg_regex_to_python",
     "pg_text",
     "sql_check",
@@ -284,114 +286,6 @@ def _key_function(ctype: ColumnType) -> Callable[[Any], Any] | None:
 # patterns
 
 
-_BOUND = re.compile(r"\{(\d+)(,(\d*))?\}")
-_CLASS_ESCAPES: Final = frozenset("dDwWsS")
-_CONTROL_ESCAPES: Final = frozenset("ntrfv")
-
-
-def pg_regex_to_python(pattern: str) -> str | None:
-    """Translate a Postgres ARE into an equivalent Python regex for ``re.search``, or ``None``.
-
-    Covers literals, ``. * + ? *? +? ?? {m} {m,} {m,n}``, alternation, groups (``(…)``, ``(?:…)``),
-    ``^``/``$`` (whole-string anchors, as Postgres has no newline sensitivity by default),
-    bracket expressions without POSIX classes, ``\\d \\w \\s`` (and negations) and escaped punctuation.
-    Anything else (back references, lookaround, ``\\m \\y``, ``[[:alpha:]]``, directors…) → ``None``.
-    Use with ``re.DOTALL | re.ASCII`` (plus ``re.IGNORECASE`` for ``imatch``).
-    """
-    out: list[str] = []
-    i = 0
-    n = len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            if i + 1 >= n:
-                return None
-            nxt = pattern[i + 1]
-            if nxt in _CLASS_ESCAPES or nxt in _CONTROL_ESCAPES:
-                out.append("\\" + nxt)
-            elif nxt.isascii() and not nxt.isalnum():
-                out.append(re.escape(nxt))
-            else:
-                return None
-            i += 2
-        elif ch == "[":
-            j = i + 1
-            body: list[str] = ["["]
-            if j < n and pattern[j] == "^":
-                body.append("^")
-                j += 1
-            if j < n and pattern[j] == "]":
-                body.append("\\]")
-                j += 1
-            closed = False
-            while j < n:
-                c = pattern[j]
-                if c == "]":
-                    closed = True
-                    j += 1
-                    break
-                if c == "[":
-                    return None
-                if c == "\\":
-                    if j + 1 >= n:
-                        return None
-                    nxt = pattern[j + 1]
-                    if nxt in "dws":
-                        body.append("\\" + nxt)
-                    elif nxt.isascii() and not nxt.isalnum():
-                        body.append(re.escape(nxt))
-                    else:
-                        return None
-                    j += 2
-                    continue
-                body.append("\\-" if c == "-" and (j + 1 < n and pattern[j + 1] == "]") else c)
-                j += 1
-            if not closed:
-                return None
-            inner = "".join(body[1:])
-            if any(op in inner for op in ("&&", "||", "~~", "--")):
-                return None
-            out.append("".join(body) + "]")
-            i = j
-        elif ch == "(":
-            if pattern.startswith("(?:", i):
-                out.append("(?:")
-                i += 3
-            elif pattern.startswith("(?", i):
-                return None
-            else:
-                out.append("(")
-                i += 1
-        elif ch == "{":
-            m = _BOUND.match(pattern, i)
-            if m is None:
-                return None
-            out.append(m.group(0))
-            i = m.end()
-        elif ch == "$":
-            out.append(r"\Z")
-            i += 1
-        elif ch in ")|*+?.^":
-            out.append(ch)
-            i += 1
-        else:
-            out.append(re.escape(ch))
-            i += 1
-    translated = "".join(out)
-    try:
-        re.compile(translated, re.DOTALL | re.ASCII)
-    except re.error:
-        return None
-    return translated
-
-
-_ASCII_LOWER: Final = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
-
-
-def _ascii_lower(s: str) -> str:
-    return s.translate(_ASCII_LOWER)
-
-
 # --------------------------------------------------------------------------------------------
 # predicates
 
@@ -499,11 +393,8 @@ _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
 }
 
 
-def _text_predicate(
-    find: Callable[[str], re.Match[str] | None], pattern: str, *, fold: bool, needs_ascii: bool
-) -> Predicate:
-    """A pattern test on text (``find`` is a compiled regex's ``fullmatch`` or ``search``; ``fold``
-    lower-cases ASCII first): NULL is NULL; non-text values, and non-ASCII text where case folding or
+def _text_predicate(test: Callable[[str], bool], pattern: str, *, needs_ascii: bool) -> Predicate:
+    """A pattern test on text: NULL is NULL; non-text values, and non-ASCII text where case folding or
     character classes depend on a collation Python does not know (``needs_ascii``), go to Postgres."""
     pattern_ascii = pattern.isascii()
 
@@ -514,7 +405,7 @@ def _text_predicate(
             return DEFER
         if needs_ascii and not (pattern_ascii and v.isascii()):
             return DEFER
-        return find(_ascii_lower(v) if fold else v) is not None
+        return test(v)
 
     return predicate
 
@@ -525,24 +416,26 @@ def _compile_like(cond: Condition, ctype: ColumnType) -> Predicate:
     pattern = str(cond.value)
     insensitive = cond.op == "ilike"
     try:
-        rx = re.compile(like_to_regex(_ascii_lower(pattern) if insensitive else pattern), re.DOTALL)
+        test = compile_like(pattern, fold=insensitive)
     except ValueError:
         return _null_else_defer
-    return _text_predicate(
-        rx.fullmatch, pattern, fold=insensitive, needs_ascii=insensitive and not ctype.c_collation
-    )
+    return _text_predicate(test, pattern, needs_ascii=insensitive and not ctype.c_collation)
 
 
 def _compile_match(cond: Condition, ctype: ColumnType) -> Predicate:
     if ctype.category != "text":
         return _null_else_defer
     pattern = str(cond.value)
-    translated = pg_regex_to_python(pattern)
+    translated = pg_regex_to_python(pattern, fixed_length=True)
     if translated is None:
-        return _null_else_defer
+        return _null_else_defer  # quantifiers, alternation, other features: Postgres decides
     flags = re.DOTALL | re.ASCII | (re.IGNORECASE if cond.op == "imatch" else 0)
     rx = re.compile(translated, flags)
-    return _text_predicate(rx.search, pattern, fold=False, needs_ascii=not ctype.c_collation)
+
+    def search(text: str) -> bool:
+        return rx.search(text) is not None
+
+    return _text_predicate(search, pattern, needs_ascii=not ctype.c_collation)
 
 
 # --------------------------------------------------------------------------------------------

@@ -280,6 +280,40 @@ class _Entry:
     by_op: dict[str, list[_Sub]]
 
 
+@dataclasses.dataclass(slots=True)
+class _Item:
+    """One change of a batch on its way through the stages of :meth:`ChangesHub._process`."""
+
+    change: Change
+    hits: list[tuple[_Entry, list[_Sub]]]
+    """The subscriber entries on the change's table that want its operation, with those bindings."""
+    table: rls.TableInfo | None = None
+    """Set by the prepare stage (items whose table vanished are dropped there)."""
+    matches: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    """Subscriber key → the ids of its bindings that match."""
+    errors: dict[int, str] = dataclasses.field(default_factory=dict)
+    """Subscriber key → the 400/401 error it gets instead of the record."""
+    hidden: set[int] = dataclasses.field(default_factory=set)
+    """Subscriber keys RLS does not let see the row."""
+
+    @property
+    def table_info(self) -> rls.TableInfo:
+        if self.table is None:
+            raise RuntimeError("the prepare stage has not run for this change")
+        return self.table
+
+    def reads_rows(self, table: rls.TableInfo) -> bool:
+        """Whether processing reads the row's current state (TOAST fill or an RLS check)."""
+        change = self.change
+        if change.op == "UPDATE" and change.unchanged_toast:
+            return True
+        return (
+            change.op != "DELETE"
+            and table.rls
+            and any(not table.bypass.get(e.state.role, False) for e, _ in self.hits)
+        )
+
+
 _MISSING: Final = object()
 
 
@@ -585,7 +619,19 @@ class ChangesHub:
     # -- processing --------------------------------------------------------------------------
 
     async def _process(self, batch: list[Change]) -> None:
-        work: list[tuple[Change, list[tuple[_Entry, list[_Sub]]]]] = []
+        """Run one batch through the stages; each stage narrows or annotates the batch's items."""
+        items = self._candidates(batch)
+        if not items:
+            return
+        conn = await self._work_conn()
+        items = await self._prepare(conn, items)
+        await self._filter(conn, items)
+        await self._apply_rls(conn, items)
+        self._deliver_batch(items)
+
+    def _candidates(self, batch: list[Change]) -> list[_Item]:
+        """Stage 1: the changes some subscription wants, with the subscriptions that want them."""
+        items: list[_Item] = []
         for change in batch:
             if change.op not in _EVENTS:
                 continue  # TRUNCATE is never emitted
@@ -595,55 +641,45 @@ class ChangesHub:
             op = change.op
             hits = [(e, subs) for e in entries.values() if (subs := e.by_op[op])]
             if hits:
-                work.append((change, hits))
-        if not work:
-            return
-        conn = await self._work_conn()
-        oids = {c.relation_id for c, _ in work}
-        roles = {e.state.role for _, hits in work for e, _ in hits}
-        tables = await rls.load_tables(conn, oids, roles)
+                items.append(_Item(change, hits))
+        return items
 
-        # reading current rows (TOAST fill, RLS) needs the commits visible to a new snapshot first
+    async def _prepare(self, conn: psycopg.AsyncConnection[Any], items: list[_Item]) -> list[_Item]:
+        """Stage 2: table metadata; wait for visibility where current rows are read; fill TOAST."""
+        oids = {item.change.relation_id for item in items}
+        roles = {e.state.role for item in items for e, _ in item.hits}
+        tables = await rls.load_tables(conn, oids, roles)
         reads = {
-            change.xid
-            for change, hits in work
-            if (table := tables.get(change.relation_id)) is not None
-            and (
-                (change.op == "UPDATE" and change.unchanged_toast)
-                or (
-                    change.op != "DELETE"
-                    and table.rls
-                    and any(not table.bypass.get(e.state.role, False) for e, _ in hits)
-                )
-            )
+            item.change.xid
+            for item in items
+            if (table := tables.get(item.change.relation_id)) is not None and item.reads_rows(table)
         }
         if reads:
             await self._await_visible(conn, reads)
-
-        # UPDATEs with unchanged TOAST values and no FULL old image: read the current values
-        prepared: list[tuple[Change, list[tuple[_Entry, list[_Sub]]], rls.TableInfo]] = []
-        for change, hits in work:
+        prepared: list[_Item] = []
+        for item in items:
+            change = item.change
             table = tables.get(change.relation_id)
             if table is None:
                 logger.warning(
                     "postgres_changes: %s.%s vanished before delivery", change.schema, change.table
                 )
                 continue
+            item.table = table
             if change.op == "UPDATE" and change.unchanged_toast:
-                change = await self._fill_toast(conn, change, table)
-            prepared.append((change, hits, table))
+                item.change = await self._fill_toast(conn, change, table)
+            prepared.append(item)
+        return prepared
 
-        # filters (Python first; the undecided ones in one SQL batch)
-        matches: list[dict[int, list[int]]] = []  # per change: subscriber key → matching binding ids
-        errors: list[dict[int, str]] = []  # per change: subscriber key → 400/401 error
-        deferred: list[tuple[int, int, int, rls.SqlCheck]] = []  # (change idx, key, binding id, check)
-        pending: set[tuple[int, int, int]] = set()  # (change idx, key, binding id) waiting for SQL
-        for idx, (change, hits, table) in enumerate(prepared):
-            per_sub: dict[int, list[int]] = {}
-            per_err: dict[int, str] = {}
+    async def _filter(self, conn: psycopg.AsyncConnection[Any], items: list[_Item]) -> None:
+        """Stage 3: 400/401 errors per role, then filters (Python first; the undecided in one SQL batch)."""
+        deferred: list[tuple[_Item, int, int, rls.SqlCheck]] = []  # (item, key, binding id, check)
+        pending: set[tuple[int, int, int]] = set()  # (item position, key, binding id) waiting for SQL
+        for pos, item in enumerate(items):
+            change, table = item.change, item.table_info
             role_error: dict[str, str | None] = {}
             memo: dict[tuple[Any, ...], Any] = {}
-            for entry, subs in hits:
+            for entry, subs in item.hits:
                 key = entry.key
                 if change.op != "DELETE":
                     role = entry.state.role
@@ -656,8 +692,8 @@ class ChangesHub:
                             err = ERROR_401
                         role_error[role] = err
                     if err is not None:
-                        per_err[key] = str(err)
-                        per_sub[key] = _dedupe(s.binding_id for s in subs)
+                        item.errors[key] = str(err)
+                        item.matches[key] = _dedupe(s.binding_id for s in subs)
                         continue
                 matched: list[int] = []
                 for sub in subs:
@@ -680,47 +716,82 @@ class ChangesHub:
                         if sub.binding_id not in matched:
                             matched.append(sub.binding_id)
                     elif isinstance(verdict, list):
-                        pending.add((idx, key, sub.binding_id))
+                        pending.add((pos, key, sub.binding_id))
                         for check in verdict:
-                            deferred.append((idx, key, sub.binding_id, check))
+                            deferred.append((item, key, sub.binding_id, check))
                 if matched:
-                    per_sub[key] = matched
-            matches.append(per_sub)
-            errors.append(per_err)
-        if deferred:
-            self._counts["sql_filter_checks"] += len(deferred)
-            results = await rls.evaluate_sql(conn, [d[3] for d in deferred])
-            failed = {
-                (idx, key, bid) for (idx, key, bid, _c), ok in zip(deferred, results, strict=True) if not ok
-            }
-            for idx, key, bid in sorted(pending - failed):
-                ids = matches[idx].setdefault(key, [])
-                if bid not in ids:
-                    ids.append(bid)
+                    item.matches[key] = matched
+        if not deferred:
+            return
+        self._counts["sql_filter_checks"] += len(deferred)
+        results = await rls.evaluate_sql(conn, [d[3] for d in deferred])
+        position = {id(item): pos for pos, item in enumerate(items)}
+        failed = {
+            (position[id(item)], key, bid)
+            for (item, key, bid, _c), ok in zip(deferred, results, strict=True)
+            if not ok
+        }
+        for pos, key, bid in sorted(pending - failed):
+            ids = items[pos].matches.setdefault(key, [])
+            if bid not in ids:
+                ids.append(bid)
 
-        # RLS: per table, per (role, claims) group, all rows at once
-        hidden: set[tuple[int, int]] = set()  # (change idx, subscriber key) not visible
-        await self._apply_rls(conn, prepared, matches, errors, hidden)
-
-        # build and deliver
-        now_us = time.time_ns() // 1000
-        for idx, (change, hits, table) in enumerate(prepared):
-            per_sub = matches[idx]
-            if not per_sub:
+    async def _apply_rls(self, conn: psycopg.AsyncConnection[Any], items: list[_Item]) -> None:
+        """Stage 4: per table, per ``(role, claims)`` group, one visibility query for all its rows."""
+        # table oid → group (role, claims) → list of (item position, subscriber key)
+        todo: dict[int, dict[tuple[str, str], list[tuple[int, int]]]] = {}
+        for pos, item in enumerate(items):
+            table = item.table_info
+            if item.change.op == "DELETE" or not table.rls:
                 continue
+            for entry, _subs in item.hits:
+                key = entry.key
+                state = entry.state
+                if key not in item.matches or key in item.errors:
+                    continue
+                if table.bypass.get(state.role, False):
+                    continue
+                todo.setdefault(table.oid, {}).setdefault((state.role, state.claims_json), []).append(
+                    (pos, key)
+                )
+        for oid, groups in todo.items():
+            positions = sorted({pos for members in groups.values() for pos, _ in members})
+            table = items[positions[0]].table_info
+            rows = [dict(items[p].change.new or {}) for p in positions]
+            row_of = {p: n for n, p in enumerate(positions)}
+            group_keys = list(groups)
+            self._counts["rls_queries"] += len(group_keys)
+            try:
+                visible = await rls.visible_rows(conn, table, group_keys, rows)
+            except psycopg.Error:
+                logger.exception(
+                    "postgres_changes: RLS check on table oid %d failed; hiding the changes", oid
+                )
+                visible = [set() for _ in group_keys]
+            for group, seen in zip(group_keys, visible, strict=True):
+                for pos, key in groups[group]:
+                    if row_of[pos] not in seen:
+                        items[pos].hidden.add(key)
+
+    def _deliver_batch(self, items: list[_Item]) -> None:
+        """Stage 5: one ``data`` per ``(role, select)`` shape per change, handed to each subscriber."""
+        now_us = time.time_ns() // 1000
+        for item in items:
+            if not item.matches:
+                continue
+            change, table = item.change, item.table_info
             self._counts["changes_matched"] += 1
             self._last_latency_ms = max(0.0, (now_us - change.commit_ts_us) / 1000)
             shapes: dict[tuple[Any, ...], dict[str, Any]] = {}
             oversize: bool | None = None
-            per_err = errors[idx]
-            for entry, subs in hits:
+            for entry, subs in item.hits:
                 key = entry.key
-                ids = per_sub.get(key)
-                if not ids or (idx, key) in hidden:
+                ids = item.matches.get(key)
+                if not ids or key in item.hidden:
                     continue
                 state = entry.state
                 try:
-                    err = per_err.get(key)
+                    err = item.errors.get(key)
                     if err is not None:
                         shape_key: tuple[Any, ...] = ("error", err)
                         if shape_key not in shapes:
@@ -729,17 +800,7 @@ class ChangesHub:
                         continue
                     if oversize is None:
                         oversize = record_bytes(change) > self._max_record_bytes
-                    first_select = subs[0].select
-                    if len(subs) == 1 or all(s.select == first_select for s in subs):
-                        groups: dict[tuple[str, ...] | None, list[int]] = {first_select: ids}
-                    else:
-                        groups = {}
-                        for sub in subs:
-                            if sub.binding_id in ids:
-                                group = groups.setdefault(sub.select, [])
-                                if sub.binding_id not in group:
-                                    group.append(sub.binding_id)
-                    for select, group_ids in groups.items():
+                    for select, group_ids in _by_select(subs, ids).items():
                         shape_key = (state.role, select)
                         data = shapes.get(shape_key)
                         if data is None:
@@ -782,48 +843,6 @@ class ChangesHub:
             if ok:
                 return checks or True
         return False
-
-    async def _apply_rls(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        prepared: list[tuple[Change, list[tuple[_Entry, list[_Sub]]], rls.TableInfo]],
-        matches: list[dict[int, list[int]]],
-        errors: list[dict[int, str]],
-        hidden: set[tuple[int, int]],
-    ) -> None:
-        # table oid → group (role, claims) → list of (change idx, subscriber key)
-        todo: dict[int, dict[tuple[str, str], list[tuple[int, int]]]] = {}
-        for idx, (change, hits, table) in enumerate(prepared):
-            if change.op == "DELETE" or not table.rls:
-                continue
-            for entry, _subs in hits:
-                key = entry.key
-                state = entry.state
-                if key not in matches[idx] or key in errors[idx]:
-                    continue
-                if table.bypass.get(state.role, False):
-                    continue
-                todo.setdefault(table.oid, {}).setdefault((state.role, state.claims_json), []).append(
-                    (idx, key)
-                )
-        for oid, groups in todo.items():
-            indexes = sorted({idx for members in groups.values() for idx, _ in members})
-            table = prepared[indexes[0]][2]
-            rows = [dict(prepared[i][0].new or {}) for i in indexes]
-            position = {idx: n for n, idx in enumerate(indexes)}
-            group_keys = list(groups)
-            self._counts["rls_queries"] += len(group_keys)
-            try:
-                visible = await rls.visible_rows(conn, table, group_keys, rows)
-            except psycopg.Error:
-                logger.exception(
-                    "postgres_changes: RLS check on table oid %d failed; hiding the changes", oid
-                )
-                visible = [set() for _ in group_keys]
-            for group, seen in zip(group_keys, visible, strict=True):
-                for idx, key in groups[group]:
-                    if position[idx] not in seen:
-                        hidden.add((idx, key))
 
     async def _fill_toast(
         self, conn: psycopg.AsyncConnection[Any], change: Change, table: rls.TableInfo
@@ -910,6 +929,20 @@ def xid_running(snapshot: str, xid: int) -> bool:
     if full < xmin:
         return False
     return str(full) in xip_text.split(",")
+
+
+def _by_select(subs: list[_Sub], ids: list[int]) -> dict[tuple[str, ...] | None, list[int]]:
+    """The matching binding ids grouped by their ``select`` (one payload shape per group)."""
+    first = subs[0].select
+    if len(subs) == 1 or all(s.select == first for s in subs):
+        return {first: ids}
+    groups: dict[tuple[str, ...] | None, list[int]] = {}
+    for sub in subs:
+        if sub.binding_id in ids:
+            group = groups.setdefault(sub.select, [])
+            if sub.binding_id not in group:
+                group.append(sub.binding_id)
+    return groups
 
 
 def _dedupe(ids: Any) -> list[int]:

@@ -433,8 +433,26 @@ class SqlCheck:
         return cond.value if isinstance(cond.value, str) else None
 
 
+FILTER_STATEMENT_TIMEOUT_MS: Final = 250
+"""Bound on one batched filter query: a regex or pattern that takes longer is treated as not matching."""
+
+
+async def _select_bounded(
+    conn: psycopg.AsyncConnection[Any], query: sql.Composable, params: Sequence[Any]
+) -> Any:
+    async with conn.transaction():
+        timeout = sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(FILTER_STATEMENT_TIMEOUT_MS))
+        await conn.execute(timeout)
+        cur = await conn.execute(query, params)
+        return await cur.fetchone()
+
+
 async def evaluate_sql(conn: psycopg.AsyncConnection[Any], checks: Sequence[SqlCheck]) -> list[bool]:
-    """Evaluate conditions Python left to Postgres: ``True`` only when the SQL result is true."""
+    """Evaluate conditions Python left to Postgres: ``True`` only when the SQL result is true.
+
+    Every query runs under a statement timeout (:data:`FILTER_STATEMENT_TIMEOUT_MS`): a filter that
+    exceeds it counts as not matching, and is logged, instead of holding up every other subscriber.
+    """
     if not checks:
         return []
     exprs = [sql_check(c.condition, c.regtype) for c in checks]
@@ -442,8 +460,7 @@ async def evaluate_sql(conn: psycopg.AsyncConnection[Any], checks: Sequence[SqlC
     for c in checks:
         params.extend((c.row_text, c.filter_text))
     try:
-        cur = await conn.execute(sql.SQL("select " + ", ".join(exprs)), params)
-        row = await cur.fetchone()
+        row = await _select_bounded(conn, sql.SQL("select " + ", ".join(exprs)), params)
         assert row is not None
         return [v is True for v in row]
     except psycopg.Error as exc:
@@ -451,15 +468,14 @@ async def evaluate_sql(conn: psycopg.AsyncConnection[Any], checks: Sequence[SqlC
     out = []
     for c, expr in zip(checks, exprs, strict=True):
         try:
-            cur = await conn.execute(sql.SQL("select " + expr), (c.row_text, c.filter_text))
-            row = await cur.fetchone()
+            row = await _select_bounded(conn, sql.SQL("select " + expr), (c.row_text, c.filter_text))
             out.append(bool(row and row[0] is True))
         except psycopg.Error as exc:
             logger.error(
-                "filter %s on a %s value %r raised in Postgres: %s; treated as not matching",
+                "filter %s on a %s value of %d characters raised in Postgres: %s; treated as not matching",
                 c.condition,
                 c.regtype,
-                c.row_text,
+                len(c.row_text or ""),
                 exc,
             )
             out.append(False)

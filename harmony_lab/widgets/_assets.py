@@ -62,4 +62,8 @@ def esm(name: str) -> str:
 
 @functools.cache
 def css(name: str = "harmony.css") -> str:
-    return (static_dir() / name).read_text(encoding="utf-8")
+    """The text of ``widgets/<name>``: the shared ``harmony.css`` by default, or a widget's own sheet."""
+    path = static_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(f"widget stylesheet {name!r} not found in {static_dir()}")
+    return path.read_text(encoding="utf-8")

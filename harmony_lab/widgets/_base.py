@@ -37,7 +37,7 @@ class StreamingWidget(anywidget.AnyWidget):
 
     # the status line: one word, and why in one line when it is not a healthy one (empty otherwise)
     status = traitlets.Unicode("waiting").tag(sync=True)
-    status_reason = traitlets.Unicode("").tag(sync=True)
+    reason = traitlets.Unicode("").tag(sync=True)
     views = traitlets.Int(0).tag(sync=True)  # front ends that said ready (and not bye)
 
     # defaults so that close() works even when a subclass __init__ failed half-way
@@ -141,10 +141,10 @@ class StreamingWidget(anywidget.AnyWidget):
     def _refresh_status(self) -> None:
         """Set the status line traits (on every ready and every statistics tick)."""
         status, reason = self._live_status(), self._live_reason()
-        if status != self.status or reason != self.status_reason:
+        if status != self.status or reason != self.reason:
             with self.hold_sync():
                 self.status = status
-                self.status_reason = reason
+                self.reason = reason
 
     # ------------------------------------------------------------------ the tick
 

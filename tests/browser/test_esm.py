@@ -22,7 +22,7 @@ from tests.widgets.recording_comm import RecordingComm, install
 pytestmark = pytest.mark.browser
 
 TABLE_TRAITS = ("title", "columns", "key_columns", "height", "paused", "pending", "counters", "rate")
-TABLE_TRAITS += ("rate_history", "status", "mode")
+TABLE_TRAITS += ("rate_history", "status", "reason", "mode")
 
 
 def b64(data: bytes) -> str:
@@ -238,6 +238,24 @@ def test_table_renders_the_snapshot_after_saying_ready(harness, monkeypatch):
     assert cells[3] == "2024-05-01 12:00:02.000001Z"
     assert harness.locator(".hl-th").all_inner_texts()[:3] == ["id", "channel_id", "body"]
     assert harness.locator(".hl-count").inner_text() == "5 rows"
+    assert harness.locator(".hl-pill").inner_text() == "live"
+
+
+def test_table_status_line_shows_the_reason(harness, monkeypatch):
+    rig = TableRig(harness, monkeypatch, frame_of(1))
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-nrows='1'][data-status='live']")
+    rig.widget.status = "reconnecting"
+    rig.widget.reason = "connection refused (retry 2 in 4 s)"
+    rig.to_front()
+    harness.wait_for_selector(".hl-table[data-status='reconnecting']")
+    pill = harness.locator(".hl-pill")
+    assert pill.inner_text() == "reconnecting · connection refused (retry 2 in 4 s)"
+    assert harness.locator(".hl-table").get_attribute("data-reason") == "connection refused (retry 2 in 4 s)"
+    rig.widget.reason = ""
+    rig.to_front()
+    harness.wait_for_selector(".hl-table[data-reason='']")
+    assert pill.inner_text() == "reconnecting"
 
 
 def test_table_follows_inserts_updates_deletes_with_flashes(harness, monkeypatch, artifacts):

@@ -100,6 +100,15 @@ async def test_traffic_defers_to_a_background_simulator_and_is_reused(rt, monkey
     assert isinstance(background, BackgroundTraffic)
     assert "2.5 actions/s" in repr(background)
     await background.stop()
+    assert isinstance(await traffic(remote, rate=2.5), BackgroundTraffic)
+    topped = await traffic(remote, rate=10, users=3, seed=1)  # asks for more than the background runs
+    try:
+        assert topped.running
+        assert topped.rate == 7.5
+        assert not topped.presence_enabled
+        await topped.wait_for(lambda s: s.actions >= 3, timeout=30)  # it really writes
+    finally:
+        await topped.stop()
 
     monkeypatch.setenv("HARMONY_LAB_TRAFFIC", "fast")
     with pytest.raises(RuntimeError, match="HARMONY_LAB_TRAFFIC must be a number"):

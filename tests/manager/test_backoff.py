@@ -28,7 +28,20 @@ def test_delays_stay_within_twenty_percent(seed):
         nominal = p.nominal(attempt)
         d = p.delay(attempt, rng)
         assert 0.8 * nominal <= d <= 1.2 * nominal
-        assert d <= 30.0 * 1.2
+        assert d <= p.max_delay  # jitter included: the cap is a cap
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_delay_exceeds_max_delay_and_the_cap_still_spreads(seed):
+    # regression: jitter was applied after the cap, so delays reached 36 s against max_delay=30
+    p = BackoffPolicy(max_delay=30.0, jitter=0.2)
+    rng = random.Random(seed)
+    at_cap = [p.delay(attempt, rng) for attempt in range(5, 400)]
+    assert max(at_cap) <= 30.0
+    assert min(at_cap) >= 24.0
+    assert len({round(d, 6) for d in at_cap}) > 300  # not piled up on exactly 30.0
+    assert max(at_cap) > 29.5
+    assert all(d <= p.max_delay for d in p.schedule(rng))
 
 
 def test_jitter_actually_varies_and_spans_the_band():

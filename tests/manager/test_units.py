@@ -159,8 +159,11 @@ async def test_singleton():
 
 async def test_unknown_channel_errors_name_the_known_ones():
     mgr = RealtimeConnectionManager("http://h:1", "k")
+    assert mgr.get_status("x").reason == "not subscribed"  # unknown = disconnected, not an error
     with pytest.raises(KeyError, match="no channel named 'x'; channels: none"):
-        mgr.get_status("x")
+        await mgr.wait_for_status("x", timeout=0.01)
+    with pytest.raises(KeyError, match="no channel named 'x'; channels: none"):
+        await mgr.broadcast("x", "e", {})
     await mgr.cleanup()
     assert "no channels" in repr(mgr)
 

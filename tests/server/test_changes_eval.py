@@ -22,7 +22,7 @@ from harmony_lab.server._pgchanges_eval import (
     DEFER,
     classify,
     compile_condition,
-    like_to_regex,
+    compile_like,
     pg_regex_to_python,
     pg_text,
     sql_check,
@@ -194,11 +194,25 @@ def regexes(draw):
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(row=st.one_of(st.none(), st.text(alphabet="abAB1 é.\nx_", max_size=6)), pattern=regexes())
 def test_match_imatch_postgres(conn, row, pattern):
+    """The server's predicate (fixed-length patterns) and the full translation (what client-side
+    filtering runs) both agree with Postgres."""
+    import re
+
     ctype = ctype_for("text")
-    assert pg_regex_to_python(pattern) is not None, pattern
+    translated = pg_regex_to_python(pattern)
+    assert translated is not None, pattern
+    plain = pattern.replace("\\.", "").replace("(?:", "(")
+    quantified = any(q in plain for q in "*+?{|")
     for op in ("match", "imatch"):
         for negate in (False, True):
-            check(conn, Condition("c", op, pattern, negate), ctype, row)
+            cond = Condition("c", op, pattern, negate)
+            check(conn, cond, ctype, row)
+            decided = ours(conn, cond, ctype, row) is not DEFER
+            assert decided == (row is None or not quantified), (pattern, row)
+        if row is not None:
+            flags = re.DOTALL | re.ASCII | (re.IGNORECASE if op == "imatch" else 0)
+            got = re.search(translated, row, flags) is not None
+            assert got == oracle(conn, Condition("c", op, pattern), "text", row), (op, pattern, row)
 
 
 def test_unsupported_regex_features_defer():
@@ -209,14 +223,16 @@ def test_unsupported_regex_features_defer():
     assert pred(None) is None
 
 
-def test_like_translation():
-    import re
-
-    assert re.fullmatch(like_to_regex("a%b_"), "axxbc", re.DOTALL)
-    assert re.fullmatch(like_to_regex("100\\%"), "100%")
-    assert not re.fullmatch(like_to_regex("100\\%"), "1000")
+def test_like_matcher():
+    assert compile_like("a%b_")("axxbc")
+    assert compile_like("100\\%")("100%")
+    assert not compile_like("100\\%")("1000")
+    assert compile_like("%")("")
+    assert not compile_like("_")("")
+    assert compile_like("A%z", fold=True)("abcZ")
+    assert not compile_like("a%a")("a")  # the two pieces may not overlap
     with pytest.raises(ValueError, match="escape"):
-        like_to_regex("abc\\")
+        compile_like("abc\\")
 
 
 def test_non_c_collation_defers_ordering_and_case_folding():

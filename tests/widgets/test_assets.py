@@ -40,3 +40,25 @@ def test_shipped_modules_bundle_without_imports():
         assert not any(line.lstrip().startswith("import ") for line in text.splitlines()), name
     assert "decodeStream" in _assets.esm("live_table.js")
     assert ".hl-root" in _assets.css()
+
+
+def test_a_widget_stylesheet_is_served_by_name(tmp_path, monkeypatch):
+    (tmp_path / "harmony.css").write_text(".hl-root { color: red; }\n")
+    (tmp_path / "player.css").write_text(".hl-player-bar { color: blue; }\n")
+    monkeypatch.setattr(_assets, "static_dir", lambda: tmp_path)
+    _assets.css.cache_clear()
+    try:
+        assert _assets.css() == ".hl-root { color: red; }\n"
+        assert _assets.css("player.css") == ".hl-player-bar { color: blue; }\n"
+        with pytest.raises(FileNotFoundError, match=r"nope\.css"):
+            _assets.css("nope.css")
+    finally:
+        _assets.css.cache_clear()
+
+
+def test_every_widget_has_status_and_reason_traits():
+    from harmony_lab.widgets._base import StreamingWidget
+
+    traits = StreamingWidget.class_traits(sync=True)
+    assert traits["status"].default_value == "waiting"
+    assert traits["reason"].default_value == ""

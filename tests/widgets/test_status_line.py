@@ -55,8 +55,8 @@ async def test_a_refused_url_shows_on_the_status_line_and_in_one_log_line(caplog
     mgr, lf, widget = await _watch(_refused_url(), "anon-key", caplog)
     try:
         await eventually(lambda: widget.status == "reconnecting", within=10, what="status reconnecting")
-        await eventually(lambda: "refused" in widget.status_reason.lower(), within=5, what="the reason")
-        assert "attempt" in widget.status_reason
+        await eventually(lambda: "refused" in widget.reason.lower(), within=5, what="the reason")
+        assert "attempt" in widget.reason
         assert lf.status == "reconnecting"
         # the retries go on; the cell got one line saying why, not one per retry
         await eventually(lambda: mgr.get_status(lf.name).attempt >= 4, within=20, what="4 retries")
@@ -65,7 +65,7 @@ async def test_a_refused_url_shows_on_the_status_line_and_in_one_log_line(caplog
         assert "refused" in line.lower()
         assert lf.name in line
         # the status line keeps following the attempts
-        await eventually(lambda: "attempt 4" in widget.status_reason or "attempt 5" in widget.status_reason)
+        await eventually(lambda: "attempt 4" in widget.reason or "attempt 5" in widget.reason)
     finally:
         await _close(mgr, lf, widget)
 
@@ -74,7 +74,7 @@ async def test_a_wrong_key_shows_401_on_the_status_line_and_in_one_log_line(rt, 
     wrong = jwt.encode({"role": "anon", "iss": "supabase"}, "not-the-project-secret-" * 2, algorithm="HS256")
     mgr, lf, widget = await _watch(rt.url, wrong, caplog)
     try:
-        await eventually(lambda: "401" in widget.status_reason, within=10, what="a 401 on the status line")
+        await eventually(lambda: "401" in widget.reason, within=10, what="a 401 on the status line")
         assert widget.status in ("reconnecting", "error")
         await eventually(lambda: mgr.get_status(lf.name).attempt >= 3, within=20, what="3 retries")
         (line,) = _frame_lines(caplog)
@@ -88,9 +88,9 @@ async def test_the_status_line_clears_when_the_channel_is_back(rt, caplog):
     mgr, lf, widget = await _watch(rt.url, rt.anon_key, caplog)
     try:
         await eventually(lambda: widget.status == "reconnecting", within=10, what="status reconnecting")
-        assert "503" in widget.status_reason
+        assert "503" in widget.reason
         await asyncio.wait_for(lf.ready(), 30)
-        await eventually(lambda: widget.status == "connected" and widget.status_reason == "", within=5)
+        await eventually(lambda: widget.status == "connected" and widget.reason == "", within=5)
         assert len(_frame_lines(caplog)) == 1
         assert any("connected again" in m for m in _frame_lines(caplog, logging.INFO))
     finally:
