@@ -11,18 +11,19 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import pyarrow as pa
 
+from harmony_lab._feed import is_table_source, pump, source_kind
+from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.filters import Condition, Filter
 from harmony_lab.frames import _dtypes
 from harmony_lab.frames._filter import RowFilter, compile_filter
 from harmony_lab.frames._rate import RateMeter
-from harmony_lab.frames._util import strict_kwargs
 
 if TYPE_CHECKING:
     from harmony_lab.manager import Backfill
@@ -44,6 +45,7 @@ _COUNTERS = (
     "unknown_deletes",  # DELETEs of keys the frame did not hold (no error)
     "duplicates",  # live INSERTs of a key already held (applied as an overwrite)
     "backfilled",  # backfilled events applied (not counted as inserts/updates/deletes)
+    "snapshot",  # rows loaded from the table when the frame started
     "suppressed",  # events the manager marked suppressed (applied: the data did change)
     "evicted",  # rows dropped because of max_rows (oldest first)
     "unkeyed",  # events without any primary-key information
@@ -53,6 +55,8 @@ _COUNTERS = (
 )
 _APPEND_META = {"_op": "text", "_commit_ts": "timestamptz"}
 _STATIC_ROWS = 20
+_SNAPSHOT_CAP = 100_000  # rows a frame with max_rows=None loads at most when it starts
+_CHANNEL_STATUSES = ("disconnected", "connecting", "connected", "reconnecting", "error")
 _sub_counter = itertools.count(1)
 
 
@@ -92,10 +96,6 @@ def _freeze(key: tuple[Any, ...]) -> tuple[Any, ...]:
     return key
 
 
-def _is_manager(source: Any) -> bool:
-    return callable(getattr(source, "subscribe_to_table", None))
-
-
 class LiveFrame:
     """A live, typed view of one table, fed by change events.
 
@@ -103,7 +103,9 @@ class LiveFrame:
 
     * a ``RealtimeConnectionManager``: the frame subscribes itself (``subscribe_to_table``) under a
       channel name of its own (``name``, default ``liveframe-<table>-<n>``);
+    * anything else with ``add_listener(fn)`` (an event source): every event it observes;
     * a replay of a recording, or any async iterable of ``RealtimeEvent``: the frame consumes it;
+    * an iterable of ``RealtimeEvent`` (a list): applied at once;
     * ``None``: feed it yourself with :meth:`apply`.
 
     **Starting.** The constructor is synchronous. When an event loop is running (always the case in a
@@ -114,6 +116,18 @@ class LiveFrame:
     the channel ends in ``error``, see :attr:`status`). Outside a running loop nothing starts until
     ``await lf.ready()``.
     ``await lf.close()`` (or ``async with LiveFrame(...) as lf``) unsubscribes and stops.
+
+    **The table as it is.** With a manager source (``snapshot=True``, the default), once the
+    subscription is confirmed the frame loads the table's current rows — the newest ``max_rows`` by
+    ``order_by`` (default ``created_at``/``inserted_at``, else the first timestamp column, else the key),
+    filtered like the subscription, read as the subscriber (the token's role and claims, ``anon`` when
+    unknown) so row level security hides exactly what the stream would — and ``ready()`` returns after
+    that. The read starts after the subscription is live, so nothing committed in between is lost; a
+    row the stream changed meanwhile keeps its live version, so nothing is doubled or stale. The read
+    goes through the manager's ``dsn`` (one consistent snapshot) or PostgREST for
+    ``RealtimeConnectionManager.from_supabase``; without either the frame logs one warning and shows
+    changes from then on. The table's key (primary key, else replica-identity index) comes with it.
+    :attr:`snapshot_info` says what was loaded (or why not).
 
     **Semantics.** ``mode="upsert"`` keeps one row per primary key: the key comes from ``key`` (a
     column name or names) or, when ``key`` is None, from the events' ``pk`` (falling back to an ``id``
@@ -166,6 +180,8 @@ class LiveFrame:
         schema: str = "public",
         name: str | None = None,
         backfill: Backfill | None = None,
+        snapshot: bool = True,
+        order_by: str | Sequence[str] | None = None,
         rate_window_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -191,12 +207,6 @@ class LiveFrame:
         if mode == "append" and key is not None:
             raise ValueError("key has no meaning with mode='append' (every event is its own row); drop it")
         self._row_filter: RowFilter | None = compile_filter(filter) if filter is not None else None
-        if isinstance(source, str | bytes):
-            raise TypeError(
-                "source must be a RealtimeConnectionManager, an async iterable of RealtimeEvent "
-                "(e.g. harmony_lab.replay(path)), an iterable of events, or None; "
-                f"got {type(source).__name__}"
-            )
         self.table = table
         self.schema = schema
         self.mode = mode
@@ -206,7 +216,8 @@ class LiveFrame:
         self._key_cols = key_cols
         self._key_given = key_cols is not None
         self._source = source
-        self._is_manager = _is_manager(source)
+        self._is_manager = is_table_source(source)
+        self._kind = "table" if self._is_manager else source_kind(source, "LiveFrame", iterables=True)
         if backfill is not None:
             from harmony_lab.manager import Backfill  # frames stay importable without the manager
 
@@ -221,6 +232,17 @@ class LiveFrame:
                     "what changed during a gap); a replay or hand-fed frame has nothing to fetch from"
                 )
         self.backfill = backfill
+        if not isinstance(snapshot, bool):
+            raise TypeError(f"snapshot must be True (load the current rows first) or False; got {snapshot!r}")
+        if order_by is not None and not (
+            isinstance(order_by, str)
+            or (isinstance(order_by, Sequence) and order_by and all(isinstance(c, str) for c in order_by))
+        ):
+            raise TypeError(f"order_by must be None, a column name or a sequence of names; got {order_by!r}")
+        self._snapshot_wanted = snapshot and self._is_manager
+        self._order_by = order_by
+        self.snapshot_info: dict[str, Any] | None = None
+        self._touched: set[tuple[Any, ...]] | None = None
         self.name = name or f"liveframe-{table}-{next(_sub_counter)}"
 
         self._rows: OrderedDict[int, _Row] = OrderedDict()
@@ -237,16 +259,24 @@ class LiveFrame:
         self._warned_unkeyed = False
         self._status = "idle"
         self._channel_status: str | None = None
+        self._channel_reason: str | None = None
+        self._channel_attempt = 0
+        self._trouble_reported = False
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._unsub_status: Callable[[], Any] | None = None
+        self._remove_listener: Callable[[], Any] | None = None
         self._subscribed = False
         self._widget: LiveTableWidget | None = None
 
-        if source is None:
+        if self._kind == "none":
             self._ready.set()
-        elif self._is_manager or isinstance(source, AsyncIterable):
+        elif self._kind == "listener":
+            self._remove_listener = source.add_listener(self.apply)
+            self._status = "live"
+            self._ready.set()
+        elif self._kind in ("table", "stream"):
             self._status = "pending"
             try:
                 loop = asyncio.get_running_loop()
@@ -254,16 +284,11 @@ class LiveFrame:
                 logger.debug("LiveFrame %s: no running loop; starts on `await ready()`", self.table)
             else:
                 self._task = loop.create_task(self._run(), name=f"LiveFrame[{self.schema}.{self.table}]")
-        elif isinstance(source, Iterable):
+        else:
             for e in source:
                 self.apply(e)
             self._status = "finished"
             self._ready.set()
-        else:
-            raise TypeError(
-                "source must be a RealtimeConnectionManager (has subscribe_to_table), an async iterable "
-                f"of RealtimeEvent, an iterable of events, or None; got {type(source).__name__}"
-            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -280,6 +305,8 @@ class LiveFrame:
                     extra["backfill"] = self.backfill
                 if self._key_given:
                     extra["primary_key"] = self._key_cols
+                if self._snapshot_wanted:
+                    self._touched = set()  # keys changed live before the snapshot is merged
                 state = await src.subscribe_to_table(
                     self.name,
                     self.table,
@@ -293,18 +320,19 @@ class LiveFrame:
                 # events flow (or the channel gave up / was stopped), so wait for that
                 status = str(getattr(state, "status", "connected"))
                 if status not in ("connected", "error") and callable(getattr(src, "wait_for_status", None)):
-                    await src.wait_for_status(self.name, "connected", "error", "disconnected", timeout=None)
+                    state = await src.wait_for_status(
+                        self.name, "connected", "error", "disconnected", timeout=None
+                    )
+                    status = str(getattr(state, "status", status))
+                if self._snapshot_wanted and status == "connected":
+                    await self._load_snapshot()
+                self._touched = None
                 self._status = "live"
                 self._ready.set()
                 return
             self._status = "live"
             self._ready.set()
-            n = 0
-            async for ev in src:
-                self.apply(ev)
-                n += 1
-                if n % 256 == 0:
-                    await asyncio.sleep(0)  # let widgets tick while a fast replay streams
+            await pump(src, self.apply)
             self._status = "finished"
         except asyncio.CancelledError:
             self._status = "closed"
@@ -318,18 +346,114 @@ class LiveFrame:
     def _on_manager_event(self, event: RealtimeEvent, *_: Any) -> None:
         self.apply(event)
 
+    async def _load_snapshot(self) -> None:
+        """Merge the table's current rows (as the subscriber sees them) under the live stream.
+
+        The subscription is confirmed before the read starts, so every commit after the read's
+        snapshot arrives as a live event; a row whose key already changed live is skipped (the live
+        event is at least as new as the read), every other row is current.
+        """
+        limit = self.max_rows if self.max_rows is not None else _SNAPSHOT_CAP
+        try:
+            snap = await self._source.snapshot(
+                self.table, schema=self.schema, filter=self.filter, order_by=self._order_by, limit=limit
+            )
+        except Exception as exc:
+            self.snapshot_info = {"error": str(exc)}
+            logger.warning(
+                "LiveFrame %s.%s: could not load the table's current rows (%s); the frame shows changes "
+                "from now on (pass snapshot=False to start empty on purpose)",
+                self.schema,
+                self.table,
+                exc,
+            )
+            return
+        loaded = self.load_rows(snap.rows, columns=snap.columns, key=snap.key)
+        self.snapshot_info = {
+            "rows": loaded,
+            "read": len(snap.rows),
+            "via": snap.via,
+            "role": snap.role,
+            "order_by": list(snap.order_by),
+        }
+        logger.debug("LiveFrame %s: snapshot %s", self.table, self.snapshot_info)
+
+    def load_rows(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        columns: Sequence[tuple[str, str]] = (),
+        key: Sequence[str] | None = None,
+    ) -> int:
+        """Merge existing rows, newest first, as older than everything the frame holds; returns how
+        many were added.
+
+        A row whose key the frame holds or changed live since the subscription started is skipped;
+        at most ``max_rows`` rows are kept (the newest). ``columns`` are ``(name, postgres type)``;
+        ``key`` names the key columns when the frame has none yet. Listeners get one ``reset``.
+        """
+        if self.mode == "append":
+            raise ValueError("load_rows() needs mode='upsert' (a log of events has no current rows)")
+        if columns:
+            self._merge_columns(RealtimeEvent(kind=EventKind.CHANGE, channel="", columns=tuple(columns)))
+        if self._key_cols is None and key:
+            self._key_cols = tuple(key)
+        touched = self._touched or set()
+        room = None if self.max_rows is None else max(0, self.max_rows - len(self._rows))
+        added = 0
+        for values in rows:
+            if room is not None and added >= room:
+                break
+            for name in values:
+                if name not in self._columns:
+                    self._columns[name] = None
+            k = self._key_cols
+            row_key = _freeze(tuple(values.get(c) for c in k)) if k and all(c in values for c in k) else None
+            if row_key is not None and (row_key in self._index or row_key in touched):
+                continue
+            rid = self._next_rid
+            self._next_rid += 1
+            stored = (("__rid__", rid),) if row_key is None else row_key
+            self._rows[rid] = _Row(stored, dict(values))
+            self._rows.move_to_end(rid, last=False)  # older than every row already held
+            self._index[stored] = rid
+            added += 1
+        if added:
+            self._counters["snapshot"] += added
+            self._version += 1
+            if self._listeners:
+                self._emit(FrameChange("reset"))
+        return added
+
     def _on_channel_status(self, *args: Any) -> None:
         for a in args:
             status = getattr(a, "status", a)
-            if status is not None and str(status) in (
-                "disconnected",
-                "connecting",
-                "connected",
-                "reconnecting",
-                "error",
-            ):
+            if status is not None and str(status) in _CHANNEL_STATUSES:
                 self._channel_status = str(status)
+                self._channel_reason = getattr(a, "reason", None)
+                self._channel_attempt = int(getattr(a, "attempt", 0) or 0)
+                self._report_channel()
                 return
+
+    def _report_channel(self) -> None:
+        """One log line when the channel gets into trouble (not one per retry), one when it is back."""
+        status = self._channel_status
+        if status in ("reconnecting", "error") and not self._trouble_reported:
+            self._trouble_reported = True
+            logger.warning(
+                "LiveFrame %s.%s: channel %r is %s: %s%s",
+                self.schema,
+                self.table,
+                self.name,
+                status,
+                self._channel_reason or "no reason given",
+                " (retrying in the background; the frame's status and status_reason follow it)"
+                if status == "reconnecting"
+                else " (not retrying: fix the cause, then subscribe again)",
+            )
+        elif status == "connected" and self._trouble_reported:
+            self._trouble_reported = False
+            logger.info("LiveFrame %s.%s: channel %r is connected again", self.schema, self.table, self.name)
 
     async def ready(self) -> LiveFrame:
         """Wait until the subscription is confirmed / the source is being read; re-raise its failure.
@@ -377,9 +501,10 @@ class LiveFrame:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._unsub_status is not None:
-            self._unsub_status()
-            self._unsub_status = None
+        for remove in (self._unsub_status, self._remove_listener):
+            if remove is not None:
+                remove()
+        self._unsub_status = self._remove_listener = None
         if self._subscribed:
             self._subscribed = False
             await self._source.unsubscribe(self.name)
@@ -451,10 +576,6 @@ class LiveFrame:
         if changed:
             self._version += 1
         return changed
-
-    def apply_many(self, events: Iterable[RealtimeEvent]) -> int:
-        """Apply events in order; returns how many changed the frame."""
-        return sum(1 for e in events if self.apply(e))
 
     def _merge_columns(self, event: RealtimeEvent) -> None:
         added: list[str] = []
@@ -537,8 +658,11 @@ class LiveFrame:
     def _upsert(self, event: RealtimeEvent, op: str) -> bool:
         c = self._counters
         live = not event.backfilled
+        touched = self._touched
         if op == "DELETE":
             key = self._key_from(event, event.old or event.new)
+            if touched is not None and key is not None:
+                touched.add(key)
             rid = self._index.get(key) if key is not None else None
             if rid is None:
                 c["unknown_deletes"] += 1
@@ -552,6 +676,8 @@ class LiveFrame:
 
         new = event.new or {}
         key = self._key_from(event, new)
+        if touched is not None and key is not None:
+            touched.add(key)
         if key is None:
             c["unkeyed"] += 1
             if not self._warned_unkeyed:
@@ -581,6 +707,8 @@ class LiveFrame:
 
         if op == "UPDATE" and event.old and self._key_cols is not None:
             old_key = self._key_from(event, event.old, use_pk=False)
+            if touched is not None and old_key is not None:
+                touched.add(old_key)
             if old_key is not None and old_key != key and old_key in self._index:
                 return self._move(event, old_key, key, new, live)
 
@@ -699,9 +827,28 @@ class LiveFrame:
 
         For a manager source, the channel's status (connected, reconnecting, …) once it is known.
         """
-        if self._status == "live" and self._channel_status is not None:
+        if self._status in ("subscribing", "live") and self._channel_status is not None:
             return self._channel_status
         return self._status
+
+    @property
+    def status_reason(self) -> str:
+        """Why :attr:`status` is not a healthy one, in one line (empty while all is well): the
+        channel's reason and attempt while it is connecting again or in error, or the source's failure."""
+        if self._error is not None:
+            return f"the source failed: {self._error}"
+        status = self.status
+        if status not in ("connecting", "reconnecting", "error", "disconnected"):
+            return ""
+        reason, attempt = self._channel_reason, self._channel_attempt
+        get_status = getattr(self._source, "get_status", None)
+        if self._subscribed and callable(get_status):
+            state = get_status(self.name)  # the latest reason and attempt, also within one status
+            reason = getattr(state, "reason", None) or reason
+            attempt = int(getattr(state, "attempt", 0) or 0)
+        if not reason:
+            return ""
+        return f"{reason} · attempt {attempt}" if attempt else str(reason)
 
     @property
     def error(self) -> BaseException | None:
@@ -775,12 +922,13 @@ class LiveFrame:
 
     # ------------------------------------------------------------------ display
 
-    def widget(self) -> LiveTableWidget:
-        """This frame's :class:`~harmony_lab.widgets.LiveTableWidget` (created once, again after close)."""
-        if self._widget is None or self._widget.comm is None:
+    def widget(self, **options: Any) -> LiveTableWidget:
+        """This frame's :class:`~harmony_lab.widgets.LiveTableWidget` (created once, again after close
+        or when ``options`` are given — e.g. ``names={user_id: "Alice"}``, ``title=``, ``height=``)."""
+        if self._widget is None or self._widget.comm is None or options:
             from harmony_lab.widgets import LiveTableWidget  # widgets build on frames
 
-            self._widget = LiveTableWidget(self)
+            self._widget = LiveTableWidget(self, **options)
         return self._widget
 
     def __repr__(self) -> str:

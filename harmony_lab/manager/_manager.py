@@ -30,6 +30,7 @@ from harmony_lab.manager._machine import (
 )
 from harmony_lab.manager._presence import PresenceHandle
 from harmony_lab.manager._runner import ChannelRunner, TokenUnavailableError
+from harmony_lab.manager._snapshot import TableSnapshot
 from harmony_lab.manager._specs import ChannelSpec, TableSubscription, unknown_kwargs_error
 
 __all__ = ["RealtimeConnectionManager"]
@@ -1080,6 +1081,41 @@ class RealtimeConnectionManager:
         raise RuntimeError(
             "backfill needs a database: pass dsn= (LocalRealtime: rt.dsn) or build the manager with "
             "RealtimeConnectionManager.from_supabase(client) to use PostgREST"
+        )
+
+    async def snapshot(
+        self,
+        table: str,
+        *,
+        schema: str = "public",
+        filter: Any = None,
+        order_by: str | tuple[str, ...] | None = None,
+        limit: int | None = 1000,
+    ) -> TableSnapshot:
+        """The newest ``limit`` rows of ``schema.table`` that match ``filter``, read as this manager's
+        subscriber (the access token's role and claims, else the key's; ``anon`` when the role is
+        unknown — never the DSN's superuser), with the table's key and visible column types.
+
+        Through ``dsn`` when given (one consistent read), else through PostgREST for a manager made
+        by :meth:`from_supabase`. ``LiveFrame`` starts from this, then follows the change stream."""
+        from harmony_lab.manager import _snapshot
+
+        conditions = TableSubscription(table, schema=schema, filter=filter).conditions
+        if self.dsn:
+            claims = jwt_claims(self._access_token or self._key)
+            return await _snapshot.snapshot_via_dsn(
+                self.dsn, schema, table, claims=claims, conditions=conditions, order_by=order_by, limit=limit
+            )
+        if self._supabase is not None:
+            from harmony_lab.manager._db import primary_key_via_openapi
+
+            key = await primary_key_via_openapi(str(self._supabase.rest_url), self._key, table)
+            return await _snapshot.snapshot_via_postgrest(
+                self._supabase, schema, table, key=key, conditions=conditions, order_by=order_by, limit=limit
+            )
+        raise RuntimeError(
+            f"snapshot of {schema}.{table} needs a database: create the manager with dsn= (LocalRealtime: "
+            "rt.dsn) or with RealtimeConnectionManager.from_supabase(client) to read through PostgREST"
         )
 
     # ---------------------------------------------------------------------------------------- doctor

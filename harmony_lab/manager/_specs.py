@@ -3,43 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
+from harmony_lab._strict import strict_kwargs, unknown_kwargs_error
 from harmony_lab.filters import Condition, Filter, FilterError, format_filter, parse_filter
 
 __all__ = ["EVENTS", "Backfill", "ChannelSpec", "TableSubscription", "strict_kwargs", "unknown_kwargs_error"]
 
 EVENTS = ("*", "INSERT", "UPDATE", "DELETE")
-
-T = TypeVar("T")
-
-
-def unknown_kwargs_error(owner: str, unknown: set[str] | list[str], valid: list[str]) -> TypeError:
-    """A TypeError naming the unknown arguments, the valid ones, and a close match if any."""
-    parts = []
-    for name in sorted(unknown):
-        close = difflib.get_close_matches(name, valid, n=1)
-        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return TypeError(f"{owner}() got unknown argument(s) {', '.join(parts)}; valid: {', '.join(valid)}")
-
-
-def strict_kwargs(cls: type[T]) -> type[T]:
-    """Make a dataclass reject unknown keyword arguments with a message naming the valid ones."""
-    init = cls.__init__
-    valid = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
-
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        unknown = set(kwargs) - set(valid)
-        if unknown:
-            raise unknown_kwargs_error(cls.__name__, unknown, valid)
-        init(self, *args, **kwargs)
-
-    cls.__init__ = __init__  # type: ignore[method-assign]
-    return cls
 
 
 def _identifier(owner: str, name: str, value: object) -> str:

@@ -54,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harmony_lab._feed import pump, source_kind
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.recording._codec import SCHEMA, RowBuffer
 from harmony_lab.recording._layout import (
@@ -580,12 +581,6 @@ def _install_exit_handlers() -> None:
 
 # --------------------------------------------------------------------------- the public class
 
-_SOURCE_FORMS = (
-    "a RealtimeConnectionManager (anything with add_listener(fn) -> remove_fn), an async iterable of "
-    "RealtimeEvent (e.g. manager.events() or replay(...)), or None to call recorder.write(event) yourself"
-)
-
-
 _OPTIONS = ("kinds", "rotate_rows", "rotate_seconds", "flush_seconds", "compression", "max_queue")
 
 
@@ -646,14 +641,8 @@ class Recorder:
     ) -> None:
         if unknown:
             raise _unknown_kwargs(unknown)
-        if source is None:
-            self._source_kind = "manual"
-        elif callable(getattr(source, "add_listener", None)):
-            self._source_kind = "manager"
-        elif hasattr(source, "__aiter__"):
-            self._source_kind = "aiter"
-        else:
-            raise TypeError(f"Recorder source must be {_SOURCE_FORMS}; got {type(source).__name__}")
+        kind = source_kind(source, "Recorder")
+        self._source_kind = {"none": "manual", "listener": "manager", "stream": "aiter"}[kind]
         if isinstance(rotate_rows, bool) or not isinstance(rotate_rows, int) or rotate_rows < 1:
             raise ValueError(f"rotate_rows must be a positive int; got {rotate_rows!r}")
         for name, value in (("rotate_seconds", rotate_seconds), ("flush_seconds", flush_seconds)):
@@ -787,10 +776,7 @@ class Recorder:
         return self
 
     async def _pump(self) -> None:
-        async for ev in self.source:
-            if self._state != "recording":
-                return
-            self.write(ev)
+        await pump(self.source, self.write, until=lambda: self._state != "recording")
 
     def write(self, event: RealtimeEvent) -> None:
         """Queue one event for writing. O(1), never blocks, safe from any thread."""

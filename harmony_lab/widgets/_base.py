@@ -35,8 +35,8 @@ __all__ = ["StateWidget", "StreamingWidget"]
 class StreamingWidget(anywidget.AnyWidget):
     """Base class: subclasses implement :meth:`_snapshot` and :meth:`_flush_changes`."""
 
+    # the status line: one word, and why in one line when it is not a healthy one (empty otherwise)
     status = traitlets.Unicode("waiting").tag(sync=True)
-    # why the status is what it is, one sentence ("" when there is nothing to say); set from Python
     reason = traitlets.Unicode("").tag(sync=True)
     views = traitlets.Int(0).tag(sync=True)  # front ends that said ready (and not bye)
 
@@ -110,7 +110,7 @@ class StreamingWidget(anywidget.AnyWidget):
             self._grab_loop()
             self.views += 1
             self._streaming = True
-            self.status = self._live_status()
+            self._refresh_status()
             self._snapshot()
             self._dirty = False
             self._last_flush = self._clock()
@@ -133,6 +133,18 @@ class StreamingWidget(anywidget.AnyWidget):
 
     def _live_status(self) -> str:
         return "live"
+
+    def _live_reason(self) -> str:
+        """Why :meth:`_live_status` is not healthy (subclasses ask their source); empty by default."""
+        return ""
+
+    def _refresh_status(self) -> None:
+        """Set the status line traits (on every ready and every statistics tick)."""
+        status, reason = self._live_status(), self._live_reason()
+        if status != self.status or reason != self.reason:
+            with self.hold_sync():
+                self.status = status
+                self.reason = reason
 
     # ------------------------------------------------------------------ the tick
 
@@ -205,6 +217,7 @@ class StreamingWidget(anywidget.AnyWidget):
         if not self._streaming or self._closed:
             return
         try:
+            self._refresh_status()
             self._send_stats()
         except Exception:
             logger.exception("%s: updating the statistics failed", type(self).__name__)

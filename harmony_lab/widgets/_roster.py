@@ -7,13 +7,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pandas as pd
 import traitlets
 
+from harmony_lab._feed import is_presence_handle
+from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
-from harmony_lab.frames._util import strict_kwargs
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StateWidget
-from harmony_lab.widgets._sources import Feed, to_ms
+from harmony_lab.widgets._sources import Feed, display_names, to_ms
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class PresenceRosterWidget(StateWidget):
         self.channel = channel
         self.typing_table = typing_table
         self._ttl_ms = int(typing_ttl_s * 1000)
-        self._names = dict(names or {})
+        self._names = display_names(names, "PresenceRosterWidget")
         self._wall = wall_clock
         self._users: dict[str, dict[str, Any]] = {}
         self._typing: dict[str, int] = {}  # user → typing until (epoch ms)
@@ -88,7 +90,7 @@ class PresenceRosterWidget(StateWidget):
         self._feeds: list[Feed] = []
         self._remove_handle: Callable[[], Any] | None = None
         self._handle: Any = None
-        if source is not None and callable(getattr(source, "on_change", None)) and hasattr(source, "roster"):
+        if is_presence_handle(source):
             self._handle = source
             self._remove_handle = source.on_change(self._on_handle_change)
             self._from_roster(source.roster)
@@ -236,6 +238,33 @@ class PresenceRosterWidget(StateWidget):
             )
         )
         return out
+
+    @property
+    def df(self) -> pd.DataFrame:
+        """What the widget shows, as a DataFrame: one row per user in the widget's order (present
+        users first) with ``id``, ``name``, ``status``, ``typing`` (bool) and ``last_seen`` /
+        ``online_at`` / ``typing_until`` (UTC timestamps)."""
+        rows = self.roster()
+        ms = ("last_seen_ms", "online_at_ms", "typing_until_ms")
+        df = pd.DataFrame(
+            {
+                "id": pd.array([u["id"] for u in rows], dtype="string"),
+                "name": pd.array([u["name"] for u in rows], dtype="string"),
+                "status": pd.array([u["status"] for u in rows], dtype="string"),
+                "typing": pd.array([u["typing"] for u in rows], dtype="boolean"),
+                **{
+                    col.removesuffix("_ms"): pd.to_datetime(
+                        pd.array([u[col] for u in rows], dtype="Int64"), unit="ms", utc=True
+                    )
+                    for col in ms
+                },
+            }
+        )
+        return df
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Same as :attr:`df`."""
+        return self.df
 
     def _push(self) -> None:
         with self.hold_sync():

@@ -4,15 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from harmony_lab._feed import pump, source_kind
 from harmony_lab.events import RealtimeEvent
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Feed", "to_ms"]
+__all__ = ["MAX_NAMES", "Feed", "display_names", "to_ms"]
+
+MAX_NAMES = 10_000
+"""Display names a widget accepts (``names=``); more is refused rather than shipped to every view."""
+_MAX_NAME_CHARS = 200
+
+
+def display_names(names: Mapping[str, str] | None, what: str) -> dict[str, str]:
+    """``names`` (user id → display name) checked and bounded: str keys and values, at most
+    :data:`MAX_NAMES` entries, each name cut to 200 characters."""
+    if names is None:
+        return {}
+    if not isinstance(names, Mapping):
+        raise TypeError(
+            f"{what}: names must be a mapping of user id → display name; got {type(names).__name__}"
+        )
+    if len(names) > MAX_NAMES:
+        raise ValueError(
+            f"{what}: names holds {len(names)} entries; at most {MAX_NAMES} are sent to the browser — "
+            "pass only the users this view shows"
+        )
+    return {str(k): str(v)[:_MAX_NAME_CHARS] for k, v in names.items()}
 
 
 def to_ms(when: datetime | str | float | None) -> int | None:
@@ -42,11 +64,10 @@ class Feed:
         self._remove: Callable[[], Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
-        if source is None:
-            return
-        if callable(getattr(source, "add_listener", None)):
+        kind = source_kind(source, what)
+        if kind == "listener":
             self._remove = source.add_listener(handler)
-        elif isinstance(source, AsyncIterable):
+        elif kind == "stream":
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -55,27 +76,17 @@ class Feed:
                     "(create the widget in a notebook cell or inside `async def`)"
                 ) from None
             self._task = loop.create_task(self._consume(source, handler, what), name=what)
-        else:
-            raise TypeError(
-                f"{what}: source must be a RealtimeConnectionManager (add_listener), an async iterable "
-                f"of RealtimeEvent (e.g. harmony_lab.replay(path)) or None; got {type(source).__name__}"
-            )
 
     async def _consume(
         self, source: AsyncIterable[RealtimeEvent], handler: Callable[..., Any], what: str
     ) -> None:
-        n = 0
         try:
-            async for ev in source:
-                handler(ev)
-                n += 1
-                if n % 256 == 0:
-                    await asyncio.sleep(0)
+            await pump(source, handler)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.error = exc
-            logger.exception("%s: the event source failed after %d events", what, n)
+            logger.exception("%s: the event source failed", what)
 
     @property
     def done(self) -> bool:

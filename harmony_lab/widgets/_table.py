@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
 import traitlets
 
+from harmony_lab._strict import strict_kwargs
 from harmony_lab.frames import LiveFrame
 from harmony_lab.frames._live import FrameChange
-from harmony_lab.frames._util import strict_kwargs
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StreamingWidget
+from harmony_lab.widgets._sources import display_names
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class LiveTableWidget(StreamingWidget):
     counters = traitlets.Dict().tag(sync=True)
     rate = traitlets.Float(0.0).tag(sync=True)
     rate_history = traitlets.List(traitlets.Int()).tag(sync=True)
+    names = traitlets.Dict(traitlets.Unicode()).tag(sync=True)  # user id → display name
 
     @strict_kwargs
     def __init__(
@@ -79,6 +81,7 @@ class LiveTableWidget(StreamingWidget):
         max_hz: float = 10.0,
         max_bytes_per_s: float = 1_000_000,
         rows_per_message: int = 20_000,
+        names: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         layout: Any = None,
     ) -> None:
@@ -95,6 +98,7 @@ class LiveTableWidget(StreamingWidget):
             title=title if title is not None else f"{frame.schema}.{frame.table}",
             height=int(height),
             mode=frame.mode,
+            names=display_names(names, "LiveTableWidget"),
             **kw,
         )
         self.frame = frame
@@ -238,6 +242,9 @@ class LiveTableWidget(StreamingWidget):
             return "paused"
         st = self.frame.status
         return "live" if st in ("idle", "live") else st
+
+    def _live_reason(self) -> str:
+        return "" if self.paused else self.frame.status_reason
 
     def close(self) -> None:
         remove = getattr(self, "_remove_listener", None)

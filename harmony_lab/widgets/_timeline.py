@@ -9,8 +9,8 @@ from typing import Any
 
 import traitlets
 
+from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
-from harmony_lab.frames._util import strict_kwargs
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StateWidget
 from harmony_lab.widgets._sources import Feed, to_ms

@@ -371,7 +371,7 @@ def test_repr_and_static_html():
 
 
 def test_constructor_validation_names_the_valid_forms():
-    with pytest.raises(TypeError, match=r"valid keyword arguments: source, table, key, mode, max_rows"):
+    with pytest.raises(TypeError, match=r"valid: source, table, key, mode, max_rows"):
         LiveFrame(None, "messages", maxrows=5)
     with pytest.raises(TypeError, match="did you mean 'max_rows'"):
         LiveFrame(None, "messages", max_row=5)

@@ -51,10 +51,15 @@ async def test_dashboard_composes_and_streams(rt, manager):
     assert isinstance(c, RecordingComm)
     c.front({"type": "ready"})
     c.clear()
-    await rt.execute(
-        "insert into messages (channel_id, user_id, content) values (%s, %s, 'via dashboard')", GENERAL, ALICE
-    )
-    await d.frames["messages"].wait_until(lambda f: len(f) == 1, within_s=30)
+    (new_id,) = (
+        await rt.execute(
+            "insert into messages (channel_id, user_id, content) values (%s, %s, 'via dashboard') "
+            "returning id",
+            GENERAL,
+            ALICE,
+        )
+    )[0]
+    await d.frames["messages"].wait_until(lambda f: new_id in f, within_s=30)
     await d.frames["messages"].wait_until(lambda f: bool(c.customs("delta")), within_s=2)
     (delta,) = c.customs("delta")
     assert rows_of(delta["_buffers"][0])[0]["content"] == "via dashboard"

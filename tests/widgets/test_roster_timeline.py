@@ -119,6 +119,43 @@ def test_typing_indicator_from_typing_rows_with_expiry():
     assert not users_by_id(w)["u2"]["typing"]
 
 
+def test_the_roster_dataframe_agrees_with_the_widget_typing_included():
+    clock = {"t": T0 + 1}
+    names = {"u1": "Ada Lovelace", "u3": "Grace Hopper"}
+    w = PresenceRosterWidget(wall_clock=lambda: clock["t"], names=names)
+    w.apply(presence("sync", {"u1": [{"user_id": "u1"}], "u2": [{"user_id": "u2", "status": "away"}]}))
+    w.apply(presence("join", {"key": "u3", "new": [{"user_id": "u3", "status": "dnd"}]}))
+    w.apply(typing("INSERT", "u3", s=0, expires=5))
+    comm = w.comm
+    assert isinstance(comm, RecordingComm)
+    comm.front({"type": "ready"})  # the widget pushes its state: what the browser receives
+    shown = w.users
+    df = w.df
+    assert list(df["id"]) == [u["id"] for u in shown] == ["u1", "u2", "u3"]
+    assert list(df["name"]) == [u["name"] for u in shown] == ["Ada Lovelace", "u2", "Grace Hopper"]
+    assert list(df["status"]) == [u["status"] for u in shown] == ["online", "away", "dnd"]
+    assert list(df["typing"]) == [u["typing"] for u in shown] == [False, False, True]
+    assert df["typing_until"][2] == at(5)
+    assert df["typing_until"].isna()[:2].all()
+    assert str(df["last_seen"].dtype) == "datetime64[us, UTC]"
+    # typing expires without an event: both views drop it together
+    clock["t"] = T0 + 6
+    assert not w.df["typing"].any()
+    assert not any(u["typing"] for u in w.roster())
+
+
+def test_names_are_bounded_and_checked():
+    from harmony_lab.widgets._sources import MAX_NAMES
+
+    with pytest.raises(ValueError, match="at most"):
+        PresenceRosterWidget(names={str(i): "x" for i in range(MAX_NAMES + 1)})
+    with pytest.raises(TypeError, match="mapping of user id"):
+        PresenceRosterWidget(names=["alice"])
+    w = PresenceRosterWidget(names={"u1": "A" * 1000})
+    w.apply(presence("sync", {"u1": [{"user_id": "u1"}]}))
+    assert len(w.roster()[0]["name"]) == 200
+
+
 class FakeHandleRoster:
     """The presence handle's documented surface: ``roster`` and ``on_change(cb) -> remove``."""
 

@@ -279,7 +279,7 @@ def test_flush_without_a_running_loop():
 def test_constructor_rejects_bad_arguments():
     with pytest.raises(TypeError, match="LiveFrame"):
         LiveTableWidget("messages")
-    with pytest.raises(TypeError, match="valid keyword arguments: frame, title, height"):
+    with pytest.raises(TypeError, match="valid: frame, title, height"):
         LiveTableWidget(frame_with(0), heigth=3)
     with pytest.raises(ValueError, match=r"max_hz must be in \(0, 10\]"):
         LiveTableWidget(frame_with(0), max_hz=30)
