@@ -9,7 +9,8 @@ Analysis helpers live in :mod:`harmony_lab.analysis`.
 
 from __future__ import annotations
 
+from harmony_lab.recording._parts import CorruptPartWarning
 from harmony_lab.recording._reader import read_recording, replay
 from harmony_lab.recording._recorder import Recorder
 
-__all__ = ["Recorder", "read_recording", "replay"]
+__all__ = ["CorruptPartWarning", "Recorder", "read_recording", "replay"]

@@ -220,11 +220,10 @@ async def _replay_async(args: argparse.Namespace, speed: float | None) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     import pandas as pd
-    import pyarrow.dataset as ds
 
-    from harmony_lab.recording._codec import SCHEMA
     from harmony_lab.recording._layout import iter_parts
-    from harmony_lab.recording._recorder import read_manifest
+    from harmony_lab.recording._manifest import read_manifest
+    from harmony_lab.recording._parts import SkippedPart, read_parts
 
     root = Path(args.dir)
     if not root.is_dir():
@@ -233,15 +232,23 @@ def _inspect(args: argparse.Namespace) -> int:
     out = sys.stdout
     try:
         manifest = read_manifest(root)
-    except (ValueError, json.JSONDecodeError) as exc:
+    except ValueError as exc:
         sys.stderr.write(f"harmony-lab inspect: unreadable manifest: {exc}\n")
-        manifest = {"sessions": {}}
+        return 2
     parts = list(iter_parts(root))
     nbytes = sum(p.path.stat().st_size for p in parts)
     leftovers = [p for p in root.rglob(".*.tmp")]
+    skipped: list[SkippedPart] = []
+    table = read_parts(parts, columns=["channel", "kind", "received_at"], on_skip=skipped.append)
+    for item in skipped:
+        sys.stderr.write(f"harmony-lab inspect: {item.message()}\n")
     out.write(f"Recording {root}\n")
     out.write(f"  files: {len(parts)} ({nbytes / 1e6:.2f} MB)")
     out.write(f"; leftovers of interrupted writes: {len(leftovers)}\n" if leftovers else "\n")
+    if skipped:
+        out.write(f"  unreadable parts skipped: {len(skipped)}\n")
+        for item in skipped:
+            out.write(f"    {item.path.relative_to(root) if item.path.is_relative_to(root) else item.path}\n")
     sessions = manifest["sessions"]
     if sessions:
         rows = [
@@ -260,12 +267,9 @@ def _inspect(args: argparse.Namespace) -> int:
         ]
         out.write("\nSessions (_session.json)\n")
         out.write(pd.DataFrame(rows).to_string(index=False) + "\n")
-    if not parts:
+    if table.num_rows == 0:
         out.write("\nno events\n")
         return 0
-    table = ds.dataset([str(p.path) for p in parts], schema=SCHEMA, format="parquet").to_table(
-        columns=["channel", "kind", "received_at"]
-    )
     df = table.to_pandas()
     summary = (
         df.groupby(["channel", "kind"])

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.recording._codec import SCHEMA, TS, events_from_table
 from harmony_lab.recording._layout import PartFile, iter_parts
+from harmony_lab.recording._parts import SkippedPart, read_parts, readable_parts, warn_skipped
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -143,8 +144,7 @@ def read_table(
     parts = _select_parts(root, channels_l, start_dt, end_dt)
     if not parts:
         return SCHEMA.empty_table()
-    dataset = ds.dataset([str(p.path) for p in parts], schema=SCHEMA, format="parquet")
-    table = dataset.to_table(filter=_row_filter(kinds_l, channels_l, start_dt, end_dt))
+    table = read_parts(parts, filter=_row_filter(kinds_l, channels_l, start_dt, end_dt))
     return table.sort_by(_SORT_KEYS)
 
 
@@ -191,7 +191,19 @@ class _FileCursor:
         self._fh: pq.ParquetFile | None = None
 
     def next_events(self) -> list[RealtimeEvent] | None:
-        """The next non-empty list of events, or None at the end (blocking I/O)."""
+        """The next non-empty list of events, or None at the end (blocking I/O).
+
+        A file that turns out damaged part-way ends there, with a :class:`CorruptPartWarning`
+        (the events before the damage were already given out).
+        """
+        try:
+            return self._next_events()
+        except (pa.ArrowException, OSError) as exc:
+            self.close()
+            warn_skipped(SkippedPart(self.part.path, f"{exc} (replay stops reading it here)"))
+            return None
+
+    def _next_events(self) -> list[RealtimeEvent] | None:
         if self._batches is None:
             self._fh = pq.ParquetFile(self.part.path)
             self._batches = self._fh.iter_batches(batch_size=_REPLAY_BATCH)
@@ -241,7 +253,7 @@ async def _merged(
     root: Path, kinds: list[str] | None, channels: list[str] | None
 ) -> AsyncIterator[RealtimeEvent]:
     """Events of every selected file merged by arrival time; only files whose time has come are open."""
-    parts = await asyncio.to_thread(_select_parts, root, channels, None, None)
+    parts = await asyncio.to_thread(lambda: readable_parts(_select_parts(root, channels, None, None)))
     starts = await asyncio.to_thread(lambda: [(_first_received_at(p), p) for p in parts])
     starts.sort(key=lambda sp: (sp[0], sp[1].sort_key))
     pending = iter(starts)

@@ -29,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
-import contextlib
 import difflib
-import fcntl
 import importlib.metadata
 import json
 import logging
@@ -43,7 +41,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -57,17 +55,12 @@ import pyarrow.parquet as pq
 from harmony_lab._feed import pump, source_kind
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.recording._codec import SCHEMA, RowBuffer
-from harmony_lab.recording._layout import (
-    LOCK_NAME,
-    MANIFEST_NAME,
-    part_name,
-    partition_dir,
-    temp_name,
-)
+from harmony_lab.recording._layout import part_name, partition_dir, temp_name
+from harmony_lab.recording._manifest import read_manifest, update_manifest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Recorder", "RecordingError"]
+__all__ = ["Recorder", "RecordingError", "read_manifest"]
 
 _COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
 _BATCH_ROWS = 8192
@@ -488,49 +481,6 @@ class _Writer:
         update_manifest(self.root, self.session_id, entry)
         if final:
             self.final_manifest_written = True
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    with open(root / LOCK_NAME, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed ``_session.json`` of a recording directory (``{"format": 1, "sessions": {...}}``)."""
-    path = Path(root) / MANIFEST_NAME
-    if not path.exists():
-        return {"format": 1, "sessions": {}}
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    if not isinstance(data, dict) or not isinstance(data.get("sessions"), dict):
-        raise ValueError(f"{path} is not a harmony_lab recording manifest (no 'sessions' object)")
-    return data
-
-
-def update_manifest(root: Path, session_id: str, entry: dict[str, Any]) -> None:
-    """Replace one session's entry in ``_session.json`` atomically (safe across processes)."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / MANIFEST_NAME
-    with _locked(root):
-        try:
-            data = read_manifest(root)
-        except (ValueError, json.JSONDecodeError):
-            broken = path.with_name(f"{MANIFEST_NAME}.corrupt-{int(time.time())}")
-            os.replace(path, broken)
-            logger.exception("recording manifest %s was unreadable; moved it to %s", path, broken.name)
-            data = {"format": 1, "sessions": {}}
-        data["sessions"][session_id] = entry
-        tmp = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- exit and SIGTERM

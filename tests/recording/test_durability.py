@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.recording import Recorder, read_recording
 from harmony_lab.recording._layout import iter_parts
-from harmony_lab.recording._recorder import read_manifest
+from harmony_lab.recording._manifest import read_manifest
 from tests.recording.recording_events import T0
 
 # A recording process: it generates a live event stream (three channels, ~1 kHz) and reports every

@@ -12,7 +12,7 @@ from harmony_lab.events import ChannelStatus, EventKind
 from harmony_lab.local.schema import ALICE, GENERAL
 from harmony_lab.manager import RealtimeConnectionManager
 from harmony_lab.recording import Recorder, read_recording, replay
-from harmony_lab.recording._recorder import read_manifest
+from harmony_lab.recording._manifest import read_manifest
 from tests.polling import eventually
 from tests.recording.test_roundtrip import assert_same_events
 
