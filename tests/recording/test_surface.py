@@ -8,7 +8,12 @@ import harmony_lab.recording
 
 
 def test_recording_exports():
-    assert set(harmony_lab.recording.__all__) == {"CorruptPartWarning", "Recorder", "read_recording", "replay"}
+    assert set(harmony_lab.recording.__all__) == {
+        "CorruptPartWarning",
+        "Recorder",
+        "read_recording",
+        "replay",
+    }
     for name in ("Recorder", "read_recording", "replay"):
         assert getattr(harmony_lab, name) is getattr(harmony_lab.recording, name)
     assert issubclass(harmony_lab.recording.CorruptPartWarning, UserWarning)
