@@ -18,6 +18,7 @@ import asyncio
 import http
 import json
 import logging
+import math
 import re
 import time
 import urllib.parse
@@ -72,8 +73,29 @@ _CORS = {
 }
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
+
+
+def _loads(body: bytes) -> Any:
+    """Parse a request body as strict JSON: ``NaN``, ``Infinity``, ``-Infinity`` and numbers that
+    overflow to infinity (``1e999``) are refused.
+
+    Python's parser accepts those by default; a value parsed from them would then either be echoed
+    back as non-standard JSON or travel on to clients whose parsers reject it.
+    """
+    return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _json_response(status: int, body: Any = None, extra: dict[str, str] | None = None) -> Response:
-    raw = b"" if body is None else json.dumps(body).encode()
+    raw = b"" if body is None else json.dumps(body, allow_nan=False).encode()
     headers = Headers({"Content-Type": "application/json", "Content-Length": str(len(raw)), **_CORS})
     headers["Connection"] = "close"
     for k, v in (extra or {}).items():
@@ -598,10 +620,10 @@ class RealtimeServer:
         if denied is not None:
             return denied
         try:
-            doc = json.loads(body or b"null")
+            doc = _loads(body or b"null")
         except ValueError:
             return _json_response(
-                400, {"error": 'body must be JSON: {"messages": [{topic, event, payload}]}'}
+                400, {"error": 'body must be strict JSON: {"messages": [{topic, event, payload}]}'}
             )
         messages = doc.get("messages") if isinstance(doc, dict) else None
         if not isinstance(messages, list):
@@ -634,10 +656,10 @@ class RealtimeServer:
             self.registry.broadcast_binary(full, event, body, private=private)
             return _json_response(202)
         try:
-            payload = json.loads(body or b"null")
+            payload = _loads(body or b"null")
         except ValueError:
             return _json_response(
-                400, {"error": "body must be JSON (or application/octet-stream for binary)"}
+                400, {"error": "body must be strict JSON (or application/octet-stream for binary)"}
             )
         self.registry.broadcast(full, event, payload, private=private)
         return _json_response(202)
@@ -656,9 +678,11 @@ class RealtimeServer:
         if denied is not None:
             return denied
         try:
-            kwargs = json.loads(body) if body.strip() else {}
-        except ValueError:
-            return _json_response(400, {"error": "body must be a JSON object of keyword arguments"})
+            kwargs = _loads(body) if body.strip() else {}
+        except ValueError as exc:
+            return _json_response(
+                400, {"error": f"body must be a strict JSON object of keyword arguments: {exc}"}
+            )
         if not isinstance(kwargs, dict):
             return _json_response(400, {"error": "body must be a JSON object of keyword arguments"})
         try:
