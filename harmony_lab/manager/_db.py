@@ -198,6 +198,46 @@ def _presence_query(
     return query, [*arrays, *params]
 
 
+FALLBACK_ROLE = "anon"
+
+
+async def subscriber_role(conn: Any, claims: Mapping[str, Any] | None, *, what: str, remedy: str) -> str:
+    """The database role a read on behalf of a subscriber runs as.
+
+    The claims' role when the database has it and it is not a superuser; otherwise ``anon`` (what
+    an opaque or publishable key, or a token naming an unknown role, amounts to). Never the DSN's own
+    user, which is a superuser on the embedded stack and would bypass row level security. An error
+    that says ``remedy`` when neither role can be used.
+    """
+    wanted = (claims or {}).get("role")
+    for role in (wanted, FALLBACK_ROLE):
+        if not isinstance(role, str) or not role:
+            continue
+        cur = await conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,))
+        found = await cur.fetchone()
+        if found is None or found[0]:
+            continue
+        if role != wanted:
+            logger.info("%s: the token's role %r cannot be used here; reading as %r", what, wanted, role)
+        return role
+    raise PermissionError(
+        f"{what}: neither the token's role {wanted!r} nor {FALLBACK_ROLE!r} is a non-superuser role in "
+        f"this database, so the rows the subscriber may see cannot be determined; {remedy} (Supabase's "
+        "schema has anon, authenticated and service_role)"
+    )
+
+
+async def act_as_subscriber(conn: Any, claims: Mapping[str, Any] | None, *, what: str, remedy: str) -> str:
+    """Inside a transaction: ``SET LOCAL ROLE`` to :func:`subscriber_role` and set
+    ``request.jwt.claims``, so row level security and ``auth.uid()`` see the subscriber."""
+    from psycopg import sql
+
+    role = await subscriber_role(conn, claims, what=what, remedy=remedy)
+    await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+    await conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(dict(claims or {})),))
+    return role
+
+
 async def gap_fetch_via_dsn(
     dsn: str,
     sub: TableSubscription,
@@ -211,7 +251,7 @@ async def gap_fetch_via_dsn(
 
     Rows with ``backfill.column >= since - lookback`` (filter applied, ordered, at most ``limit``);
     and, when ``known`` keys are given (with their ``key_columns``), which of them are still visible.
-    Runs as the claims' role with the claims set, when that role exists.
+    Runs as the subscriber (:func:`act_as_subscriber`), never as the DSN's user.
     """
     import psycopg
     from psycopg import sql
@@ -251,16 +291,9 @@ async def gap_fetch_via_dsn(
         await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
         await conn.set_read_only(True)
         async with conn.transaction():
-            role = (claims or {}).get("role")
-            if role:
-                cur = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-                if await cur.fetchone():
-                    await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-                    await conn.execute(
-                        "SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(claims),)
-                    )
-                else:
-                    logger.info("backfill: role %r not in this database; querying as the DSN's user", role)
+            await act_as_subscriber(
+                conn, claims, what="backfill", remedy="create the role or subscribe without backfill="
+            )
             cur = await conn.execute(query, params)
             rows = [row[0] for row in await cur.fetchall()]
             still: set[int] | None = None

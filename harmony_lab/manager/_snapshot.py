@@ -37,7 +37,6 @@ logger = logging.getLogger("harmony_lab.manager")
 
 _NEWEST_NAMES = ("created_at", "inserted_at")
 _TIME_TYPES = ("timestamptz", "timestamp", "date")
-_FALLBACK_ROLE = "anon"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,7 +111,7 @@ async def snapshot_via_dsn(
     import psycopg
     from psycopg import sql
 
-    from harmony_lab.manager._db import condition_sql
+    from harmony_lab.manager._db import condition_sql, subscriber_role
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise ValueError(f"limit must be a positive int or None; got {limit!r}")
@@ -125,7 +124,9 @@ async def snapshot_via_dsn(
             found = await cur.fetchone()
             if not found or not found[0]:
                 raise LookupError(f"table {schema}.{table} not found in the database the DSN points to")
-            role = await _role_for(conn, claims)
+            role = await subscriber_role(
+                conn, claims, what="snapshot", remedy="create the role or start the frame with snapshot=False"
+            )
             cur = await conn.execute(_KEY_SQL, {"rel": rel})
             key_rows = await cur.fetchall()
             primary = [name for name, is_pk in key_rows if is_pk]
@@ -166,24 +167,6 @@ async def snapshot_via_dsn(
                 cur = await conn.execute(query, params)
                 rows = [row[0] for row in await cur.fetchall()]
     return TableSnapshot(rows, visible, key, order, role, "dsn")
-
-
-async def _role_for(conn: Any, claims: Mapping[str, Any] | None) -> str:
-    """The claims' role if the database has it, else ``anon``; an error when neither exists."""
-    wanted = (claims or {}).get("role")
-    for role in (wanted, _FALLBACK_ROLE):
-        if not isinstance(role, str) or not role:
-            continue
-        cur = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-        if await cur.fetchone():
-            if role != wanted:
-                logger.info("snapshot: role %r not in this database; reading as %r", wanted, role)
-            return role
-    raise PermissionError(
-        f"snapshot: neither the token's role {wanted!r} nor {_FALLBACK_ROLE!r} exists in this database, "
-        "so the rows the subscriber may see cannot be determined; create the role (Supabase's schema "
-        "has anon, authenticated and service_role) or start the frame with snapshot=False"
-    )
 
 
 def postgrest_snapshot_query(
