@@ -76,11 +76,34 @@ class DoctorReport:
         return "\n".join(lines)
 
 
-def _qualified(schema: str, table: str) -> str:
-    def quote(ident: str) -> str:
-        return '"' + ident.replace('"', '""') + '"'
+def _ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier: any role, schema or table name is safe to paste."""
+    return '"' + name.replace('"', '""') + '"'
 
-    return f"{quote(schema)}.{quote(table)}"
+
+def _qualified(schema: str, table: str) -> str:
+    return f"{_ident(schema)}.{_ident(table)}"
+
+
+# uuid columns whose name says they hold the id of the row's owner, best first
+_OWNER_HINTS = ("user_id", "owner_id", "profile_id", "author_id", "sender_id", "recipient_id", "created_by")
+
+
+def _policy_fix(table: str, qname: str, role: str, owner: str | None) -> str:
+    """A SELECT policy to create, the owner-scoped form first; the open form only as a warned comment."""
+    name = _ident(f"{table}_realtime_select")
+    open_form = f"CREATE POLICY {name} ON {qname} FOR SELECT TO {_ident(role)} USING (true);"
+    which = f"column {owner}" if owner else "name the column that holds the owner id"
+    lines = [f"-- a policy that lets signed-in users read the rows they own ({which}):"]
+    own = (
+        f"CREATE POLICY {name} ON {qname} FOR SELECT TO authenticated "
+        f"USING ((SELECT auth.uid()) = {_ident(owner) if owner else '<owner column>'});"
+    )
+    lines.append(own if owner else f"-- {own}")
+    who = "everyone who has the project's anon key" if role == "anon" else f"every {role} subscriber"
+    lines.append(f"-- only if every row may be read by {who} (this opens the whole table to them):")
+    lines.append(f"-- {open_form}")
+    return "\n".join(lines)
 
 
 async def run_doctor(
@@ -173,7 +196,7 @@ async def run_doctor(
         role_row = await one("SELECT 1 FROM pg_roles WHERE rolname = %s", role)
         if role_row is None:
             checks.append(
-                Check("role", False, f"role {role!r} does not exist", f'CREATE ROLE "{role}" NOLOGIN;')
+                Check("role", False, f"role {role!r} does not exist", f"CREATE ROLE {_ident(role)} NOLOGIN;")
             )
             return DoctorReport(schema, table, role, tuple(checks))
         usage = (await one("SELECT has_schema_privilege(%s, %s, 'USAGE')", role, schema))[0]
@@ -181,9 +204,9 @@ async def run_doctor(
         grant_ok = bool(usage and select)
         missing = []
         if not usage:
-            missing.append(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}";')
+            missing.append(f"GRANT USAGE ON SCHEMA {_ident(schema)} TO {_ident(role)};")
         if not select:
-            missing.append(f'GRANT SELECT ON {qname} TO "{role}";')
+            missing.append(f"GRANT SELECT ON {qname} TO {_ident(role)};")
         checks.append(
             Check(
                 "grants",
@@ -223,6 +246,15 @@ async def run_doctor(
             )
             policies = await cur.fetchall()
             names = ", ".join(p[0] for p in policies)
+            owner = None
+            if not policies:
+                cur = await conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                    "AND NOT attisdropped AND atttypid = 'uuid'::regtype",
+                    (oid,),
+                )
+                uuids = {r[0] for r in await cur.fetchall()}
+                owner = next((h for h in _OWNER_HINTS if h in uuids), None)
             checks.append(
                 Check(
                     "row level security",
@@ -232,11 +264,7 @@ async def run_doctor(
                     else f"enabled but no SELECT policy applies to {role}: "
                     "it receives no INSERT/UPDATE events "
                     "(DELETEs are not RLS-checked)",
-                    None
-                    if policies
-                    else f'CREATE POLICY "{table}_realtime_select" ON {qname} '
-                    f'FOR SELECT TO "{role}" USING (true);'
-                    "  -- narrow USING (...) to what the role may see",
+                    None if policies else _policy_fix(table, qname, role, owner),
                 )
             )
     return DoctorReport(schema, table, role, tuple(checks))

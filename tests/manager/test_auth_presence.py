@@ -215,8 +215,11 @@ async def test_doctor_reports_problems_with_fixes(rt, make_manager):
     await rt.execute("alter table public.gadgets enable row level security")
     report = await mgr.doctor("gadgets")
     assert [c.name for c in report.problems] == ["row level security"]
-    assert "CREATE POLICY" in report.fixes
-    await rt.execute(report.fixes.split("  --")[0])
+    # gadgets has no owner column: nothing in the fix runs by itself; opening the table to every
+    # signed-in user is offered only as a commented, warned statement the user must choose to run
+    assert all(line.startswith("--") for line in report.fixes.splitlines())
+    (opening,) = [line for line in report.fixes.splitlines() if "USING (true)" in line]
+    await rt.execute(opening.removeprefix("-- "))
     report = await mgr.doctor("gadgets")
     assert report.ok
     assert report.problems == ()
