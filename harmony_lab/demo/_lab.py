@@ -107,7 +107,6 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
 def lab_command(
     *,
     port: int,
-    token: str,
     root_dir: Path,
     settings_dir: Path,
     open_browser: bool,
@@ -116,7 +115,12 @@ def lab_command(
     python: str = sys.executable,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The ``python -m jupyterlab`` command line, offline-safe: no news, no update checks, no browser."""
+    """The ``python -m jupyterlab`` command line, offline-safe: no news, no update checks, no browser.
+
+    It holds no secret: the server's token goes in the child's environment (``JUPYTER_TOKEN``), which
+    only its own user can read, never on the command line, which every local user can read in
+    ``/proc/<pid>/cmdline``.
+    """
     cmd = [
         python,
         "-m",
@@ -124,7 +128,6 @@ def lab_command(
         f"--ip={ip}",
         f"--port={port}",
         "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root_dir}",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
@@ -184,7 +187,6 @@ class LabProcess:
         default_url = f"/lab/tree/{FIRST_NOTEBOOK}" if (root_dir / FIRST_NOTEBOOK).exists() else None
         cmd = lab_command(
             port=port,
-            token=token,
             root_dir=root_dir,
             settings_dir=settings_dir,
             open_browser=False,
@@ -193,7 +195,7 @@ class LabProcess:
             extra=extra,
         )
         log_path = settings_dir / "lab.log"
-        child_env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1", **env}
+        child_env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1", **env, "JUPYTER_TOKEN": token}
         out: Any = log if log is not None else open(log_path, "wb")  # noqa: SIM115 - owned by the child
         try:
             proc = subprocess.Popen(

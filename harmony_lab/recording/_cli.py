@@ -32,8 +32,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--url", default=os.environ.get("SUPABASE_URL"), help="project URL (env SUPABASE_URL)")
     p.add_argument(
         "--key",
-        default=os.environ.get("SUPABASE_ANON_KEY") or os.environ.get("SUPABASE_KEY"),
-        help="API key (env SUPABASE_ANON_KEY or SUPABASE_KEY)",
+        default=None,
+        help="API key; prefer the environment (SUPABASE_ANON_KEY or SUPABASE_KEY): a value given here "
+        "is visible to every local user in the process list",
     )
     p.add_argument("--table", action="append", required=True, help="table to record (repeatable)")
     p.add_argument("--schema", default="public", help="schema of the tables (default public)")
@@ -100,8 +101,18 @@ class _Progress:
 
 
 def _record(args: argparse.Namespace) -> int:
+    if args.key is not None:
+        logger.warning(
+            "record: --key puts the API key in this process's command line, which every local user "
+            "can read; set SUPABASE_ANON_KEY (or SUPABASE_KEY) in the environment instead"
+        )
+    else:
+        args.key = os.environ.get("SUPABASE_ANON_KEY") or os.environ.get("SUPABASE_KEY")
     if not args.url or not args.key:
-        sys.stderr.write("harmony-lab record: --url and --key are required (or SUPABASE_URL/SUPABASE_KEY)\n")
+        sys.stderr.write(
+            "harmony-lab record: a URL and a key are required: set SUPABASE_URL and SUPABASE_ANON_KEY "
+            "(or SUPABASE_KEY) in the environment, or pass --url\n"
+        )
         return 2
     if args.duration is not None and not args.duration > 0:
         sys.stderr.write(f"harmony-lab record: --duration must be positive; got {args.duration}\n")

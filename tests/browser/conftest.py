@@ -153,7 +153,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[tupl
         "--ip=127.0.0.1",
         f"--port={port}",
         "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         "--LabApp.expose_app_in_browser=True",
         "--LabApp.news_url=None",
@@ -163,7 +162,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[tupl
         f"--LabApp.workspaces_dir={root / '.ws'}",
     ]
     with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            args, cwd=root, env={**env, "JUPYTER_TOKEN": token}, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=90, proc=proc, log=log)
         yield f"http://127.0.0.1:{port}", token, root

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -147,6 +148,22 @@ def test_stack_writes_its_environment_and_follows_its_parent(tmp_path):
     assert_all_gone(kids)
 
 
+def secrets_in_argv(secrets: list[str]) -> list[tuple[int, str]]:
+    """(pid, argument) for every process argument, of any process on the machine, holding a secret.
+
+    ``/proc/<pid>/cmdline`` is readable by every local user, so a secret passed as an argument is
+    public on a shared machine.
+    """
+    wanted = [s for s in secrets if s and len(s) >= 8]
+    assert len(wanted) == len(secrets), "every secret checked must be a real one"
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        for arg in p.info["cmdline"] or []:
+            if any(s in arg for s in wanted):
+                found.append((p.info["pid"], arg))
+    return found
+
+
 @pytest.mark.slow
 def test_lab_serves_jupyterlab_and_the_quickstart_runs_in_its_kernel(tmp_path):
     notebooks = tmp_path / "notebooks"
@@ -159,6 +176,7 @@ def test_lab_serves_jupyterlab_and_the_quickstart_runs_in_its_kernel(tmp_path):
     )  # fmt: skip
     lines = Lines(proc)
     kids: list[psutil.Process] = []
+    secrets: list[str] = []
     try:
         m = lines.wait_for(r"(http://127\.0\.0\.1:\d+)/lab/tree/01_quickstart\.ipynb\?token=(\w+)", 180)
         base, token = m.group(1), m.group(2)
@@ -181,6 +199,15 @@ def test_lab_serves_jupyterlab_and_the_quickstart_runs_in_its_kernel(tmp_path):
                     assert r.status == "ok", f"{code}\n--> {r.error}\n{r.stderr}"
                     outputs.append("\n".join(r.results))
                 kids.extend(descendants(proc.pid))  # kernel included, while it runs
+                r = await kernel.execute(
+                    "import urllib.parse\n"
+                    "[rt.service_role_key, rt.jwt_secret, urllib.parse.urlsplit(rt.dsn).password]",
+                    timeout=30,
+                )
+                secrets.extend(ast.literal_eval(r.results[0]))
+                # while Lab, the stack, Postgres and the kernel all run: no secret in anyone's argv
+                exposed = secrets_in_argv([token, *secrets])
+                assert exposed == [], exposed
             return outputs
 
         outputs = asyncio.run(run_cells())

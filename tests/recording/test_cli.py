@@ -59,7 +59,7 @@ def test_record_requires_url_and_key(capsys, monkeypatch):
     for var in ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_KEY"):
         monkeypatch.delenv(var, raising=False)
     assert main(["record", "--table", "messages"]) == 2
-    assert "--url and --key" in capsys.readouterr().err
+    assert "a URL and a key are required" in capsys.readouterr().err
 
 
 def test_record_rejects_a_bad_filter_or_event_before_recording(tmp_path, capsys):
@@ -85,3 +85,22 @@ def test_record_progress_says_why_it_is_not_connected(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "reconnecting (connect failed: ConnectionRefusedError" in proc.stderr, proc.stderr
+
+
+def test_record_takes_the_key_from_the_environment_and_warns_about_key_on_the_command_line(
+    monkeypatch, caplog, capsys
+):
+    # a bad --duration stops the command before it connects, after the key has been looked at
+    monkeypatch.setenv("SUPABASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SUPABASE_ANON_KEY", "from-the-environment")
+    assert main(["record", "--table", "messages", "--duration", "-1"]) == 2
+    assert "--duration must be positive" in capsys.readouterr().err  # the key was found
+    assert not [r for r in caplog.records if "--key" in r.getMessage()]
+    assert main(["record", "--key", "on-the-command-line", "--table", "messages", "--duration", "-1"]) == 2
+    (warning,) = [r for r in caplog.records if "--key" in r.getMessage()]
+    assert "every local user" in warning.getMessage()
+    assert "SUPABASE_ANON_KEY" in warning.getMessage()
+    monkeypatch.delenv("SUPABASE_ANON_KEY")
+    monkeypatch.delenv("SUPABASE_KEY", raising=False)
+    assert main(["record", "--table", "messages", "--duration", "1"]) == 2
+    assert "SUPABASE_ANON_KEY" in capsys.readouterr().err  # no key anywhere: refused, saying how
