@@ -134,7 +134,9 @@ CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users
 -- Replica identity: which old values pgoutput sends for UPDATE and DELETE.
 -- FULL costs WAL volume, so only where a subscriber needs the old row:
 --   messages           edits and soft deletes: clients diff old/new content; a DELETE must still
---                      carry channel_id so it can be routed to (and RLS-checked for) the channel.
+--                      carry channel_id so a channel_id filter matches it. (Realtime does not check
+--                      DELETEs against RLS: every subscriber whose filter matches receives them, and
+--                      on an RLS-enabled table their old record is cut down to the primary key.)
 --   message_reactions  a removed reaction must carry message_id/user_id/emoji (the whole PK) and
 --                      created_at so views can drop it without a lookup.
 --   typing_indicators  rows are deleted constantly (stop typing / expiry); routing by channel_id
