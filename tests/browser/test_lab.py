@@ -28,23 +28,38 @@ def test_live_widgets_follow_postgres_faults_and_presence(lab_page, artifacts, r
     lp.open(NOTEBOOK, request.node.name)
     lp.run_all()
     try:
-        # the LiveFrame displays as its table widget, connected and empty
-        page.wait_for_selector(f"{TABLE}[data-status='connected'][data-nrows='0']", timeout=120_000)
+        # the LiveFrame displays as its table widget, connected, showing the rows the channel
+        # already holds (its starting snapshot), then keeps them current
+        page.wait_for_selector(f"{TABLE}[data-status='connected']", timeout=120_000)
+        lp.kernel("await lf.ready()")
+        n0 = int(
+            lp.kernel(
+                "(await rt.execute('select count(*) from messages where channel_id = %s', GENERAL))[0][0]"
+            )
+        )
+        assert n0 > 0  # the seed writes messages into GENERAL
+        assert int(lp.kernel("len(lf)")) == n0
+        page.wait_for_selector(f"{TABLE}[data-nrows='{n0}']")
+        before = lp.kernel("lf.inserts, lf.updates, lf.deletes")
         page.wait_for_selector(".jp-OutputArea-output .hl-timeline .hl-lane[data-channel='feed']")
         page.wait_for_selector(".jp-OutputArea-output .hl-roster[data-present='1']")
 
         # Postgres → table DOM: inserts, an update, a delete
         ids = [int(lp.kernel(INSERT.format(content=f"hello {i}"))) for i in range(3)]
-        page.wait_for_selector(f"{TABLE}[data-nrows='3']")
+        page.wait_for_selector(f"{TABLE}[data-nrows='{n0 + 3}']")
         assert page.locator(f"{TABLE} .hl-tr[data-key='{ids[0]}']").inner_text().count("hello 0") == 1
         lp.kernel(f"await rt.execute(\"update messages set content = 'edited!' where id = %s\", {ids[1]})")
         page.wait_for_selector(
             f"{TABLE} .hl-tr[data-key='{ids[1]}'] .hl-td[data-col='content']:text('edited!')"
         )
         lp.kernel(f"await rt.execute('delete from messages where id = %s', {ids[2]})")
-        page.wait_for_selector(f"{TABLE}[data-nrows='2']")
+        page.wait_for_selector(f"{TABLE}[data-nrows='{n0 + 2}']")
         page.wait_for_selector(f"{TABLE} .hl-tr[data-key='{ids[2]}']", state="detached")
-        assert lp.kernel("len(lf), lf.inserts, lf.updates, lf.deletes") == "(2, 3, 1, 1)"
+        i0, u0, d0 = (int(x) for x in before.strip("()").split(","))
+        assert (
+            lp.kernel("len(lf), lf.inserts, lf.updates, lf.deletes")
+            == f"({n0 + 2}, {i0 + 3}, {u0 + 1}, {d0 + 1})"
+        )
         page.locator(TABLE).first.screenshot(path=artifacts / "lab-table.png")
 
         # faults: every socket dropped → the timeline shows reconnecting, then connected again
@@ -60,7 +75,7 @@ def test_live_widgets_follow_postgres_faults_and_presence(lab_page, artifacts, r
         )
         # and rows written after the reconnect still arrive
         lp.kernel(INSERT.format(content="after the drop"))
-        page.wait_for_selector(f"{TABLE}[data-nrows='3']", timeout=30_000)
+        page.wait_for_selector(f"{TABLE}[data-nrows='{n0 + 3}']", timeout=30_000)
         page.locator(".hl-timeline").first.screenshot(path=artifacts / "lab-timeline.png")
 
         # every channel is back before the presence and typing checks (events are not backfilled)
