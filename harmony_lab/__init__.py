@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "PresenceRosterWidget": "harmony_lab.widgets",
     "StatusTimelineWidget": "harmony_lab.widgets",
     "dashboard": "harmony_lab.widgets",
+    "Dashboard": "harmony_lab.widgets",
     "Inspector": "harmony_lab.inspector",
     # recordings
     "Recorder": "harmony_lab.recording",
@@ -45,6 +46,7 @@ __all__ = [
     "Backfill",
     "BackoffPolicy",
     "ChannelStatus",
+    "Dashboard",
     "EventKind",
     "Inspector",
     "LiveFrame",
@@ -73,7 +75,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from harmony_lab.local import LocalPostgres, LocalRealtime
     from harmony_lab.manager import Backfill, BackoffPolicy, RealtimeConnectionManager, TableSubscription
     from harmony_lab.recording import Recorder, read_recording, replay
-    from harmony_lab.widgets import LiveTableWidget, PresenceRosterWidget, StatusTimelineWidget, dashboard
+    from harmony_lab.widgets import (
+        Dashboard,
+        LiveTableWidget,
+        PresenceRosterWidget,
+        StatusTimelineWidget,
+        dashboard,
+    )
 
 
 def __getattr__(name: str) -> Any:

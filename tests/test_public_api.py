@@ -7,6 +7,7 @@ import pytest
 import harmony_lab
 
 EXPECTED = {
+    "Dashboard",
     "__version__",
     "RealtimeEvent",
     "EventKind",

@@ -12,8 +12,9 @@ def test_frames_exports_exactly_live_frame():
     assert harmony_lab.LiveFrame is harmony_lab.frames.LiveFrame
 
 
-def test_widgets_export_exactly_the_four_names():
+def test_widgets_export_exactly_the_widget_types_and_dashboard():
     assert sorted(harmony_lab.widgets.__all__) == [
+        "Dashboard",
         "LiveTableWidget",
         "PresenceRosterWidget",
         "StatusTimelineWidget",
@@ -21,3 +22,5 @@ def test_widgets_export_exactly_the_four_names():
     ]
     for name in harmony_lab.widgets.__all__:
         assert getattr(harmony_lab, name) is getattr(harmony_lab.widgets, name)
+    # dashboard() builds a Dashboard: the type a user annotates or checks with isinstance
+    assert harmony_lab.dashboard.__annotations__["return"] in ("Dashboard", harmony_lab.Dashboard)
