@@ -230,12 +230,17 @@ async def subscriber_role(conn: Any, claims: Mapping[str, Any] | None, *, what: 
 async def act_as_subscriber(conn: Any, claims: Mapping[str, Any] | None, *, what: str, remedy: str) -> str:
     """Inside a transaction: ``SET LOCAL ROLE`` to :func:`subscriber_role` and set
     ``request.jwt.claims``, so row level security and ``auth.uid()`` see the subscriber."""
+    role = await subscriber_role(conn, claims, what=what, remedy=remedy)
+    await become(conn, role, claims)
+    return role
+
+
+async def become(conn: Any, role: str, claims: Mapping[str, Any] | None) -> None:
+    """Inside a transaction: ``SET LOCAL ROLE role`` with ``request.jwt.claims`` set to ``claims``."""
     from psycopg import sql
 
-    role = await subscriber_role(conn, claims, what=what, remedy=remedy)
     await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
     await conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(dict(claims or {})),))
-    return role
 
 
 async def gap_fetch_via_dsn(

@@ -24,7 +24,6 @@ else its first timestamp column, else its key; the key breaks ties.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -111,7 +110,7 @@ async def snapshot_via_dsn(
     import psycopg
     from psycopg import sql
 
-    from harmony_lab.manager._db import condition_sql, subscriber_role
+    from harmony_lab.manager._db import become, condition_sql, subscriber_role
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise ValueError(f"limit must be a positive int or None; got {limit!r}")
@@ -144,10 +143,7 @@ async def snapshot_via_dsn(
                 expr, p = condition_sql(cond, sql_types[cond.column])
                 where.append(expr)
                 params += p
-            await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-            await conn.execute(
-                "SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(dict(claims or {})),)
-            )
+            await become(conn, role, claims)
             rows: list[dict[str, Any]] = []
             if visible:
                 query = sql.SQL("SELECT {cols} FROM {schema}.{table}").format(

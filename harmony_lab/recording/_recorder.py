@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
-import difflib
 import importlib.metadata
 import json
 import logging
@@ -53,6 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harmony_lab._feed import pump, source_kind
+from harmony_lab._strict import unknown_kwargs_error
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.recording._codec import SCHEMA, RowBuffer
 from harmony_lab.recording._layout import part_name, partition_dir, temp_name
@@ -535,13 +535,7 @@ _OPTIONS = ("kinds", "rotate_rows", "rotate_seconds", "flush_seconds", "compress
 
 
 def _unknown_kwargs(unknown: dict[str, Any]) -> TypeError:
-    hints = []
-    for name in sorted(unknown):
-        close = difflib.get_close_matches(name, _OPTIONS, n=1)
-        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return TypeError(
-        f"Recorder() got unknown argument(s) {', '.join(hints)}; valid: source, path, {', '.join(_OPTIONS)}"
-    )
+    return unknown_kwargs_error("Recorder", unknown, ("source", "path", *_OPTIONS))
 
 
 class Recorder:
