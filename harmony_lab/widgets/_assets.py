@@ -55,4 +55,3 @@ def esm(name: str) -> str | Path:
 def css(name: str = "harmony.css") -> str:
     """The text of a stylesheet: the shared ``harmony.css`` by default, or a widget's own sheet."""
     return _text(_built(name))
-
