@@ -89,3 +89,14 @@ def test_helpers():
     assert user_of("k", {"user_id": ""}) == "k"
     assert user_of("k", None) == "k"
     assert PresenceState().apply("join", "not a mapping").changed == ()
+
+
+def test_current_metas_repair_a_state_that_missed_messages():
+    """A consumer that started late (or dropped a message) learns the key's metas from ``current``."""
+    state = PresenceState()
+    state.apply("join", {"key": "a", "current": [{"presence_ref": "1"}], "new": [{"presence_ref": "2"}]})
+    assert state.meta_ids("a") == {"1", "2"}
+    state.apply("leave", {"key": "a", "current": [{"presence_ref": "9"}], "left": [{"presence_ref": "1"}]})
+    assert state.meta_ids("a") == {"9"}
+    state.apply("leave", {"key": "a", "current": [], "left": [{"presence_ref": "404"}]})
+    assert "a" not in state
