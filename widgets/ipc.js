@@ -60,8 +60,12 @@ class Decimal {
   }
 }
 
+// JSON text with 64-bit integers written exactly (JSON.stringify cannot write a BigInt itself)
+const BIG = "\u0000big:";
+const BIG_TEXT = /"\\u0000big:(-?\d+)"/g;  // JSON.stringify writes the NUL as the escape \u0000
 function jsonText(value) {
-  return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? Number(v) : v));
+  const text = JSON.stringify(value, (_, v) => (typeof v === "bigint" ? `${BIG}${v}` : v));
+  return text.includes(BIG.slice(1)) ? text.replace(BIG_TEXT, "$1") : text;
 }
 
 function listOf(values, convert) {
@@ -112,7 +116,7 @@ function converter(type) {
     }
     case "date": return isoDate;
     case "list": {
-      const inner = converter(type.of);
+      const inner = converter(type.of) || ((v) => v);
       return (v) => listOf(v, inner);
     }
     default: return null;  // the decoded value as it is
