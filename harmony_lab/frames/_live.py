@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 import pyarrow as pa
 
-from harmony_lab._feed import is_table_source, pump, source_kind
+from harmony_lab._feed import EventFeed, is_table_source, pump, source_kind
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.filters import Condition, Filter
@@ -170,7 +170,7 @@ class LiveFrame:
     @strict_kwargs
     def __init__(
         self,
-        source: Any,
+        source: EventFeed | None,
         table: str,
         *,
         key: str | Sequence[str] | None = None,
