@@ -15,6 +15,8 @@ import json
 import logging
 import math
 import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -23,12 +25,12 @@ from websockets.exceptions import InvalidHandshake
 from websockets.http11 import Response
 from websockets.protocol import CONNECTING
 
-__all__ = ["MAX_HTTP_BODY", "MAX_HTTP_HEAD", "HttpAwareConnection", "json_response", "loads_strict"]
+from harmony_lab.server._limits import ServerLimits
+
+__all__ = ["HttpAwareConnection", "HttpGate", "json_response", "loads_strict"]
 
 logger = logging.getLogger(__name__)
 
-MAX_HTTP_BODY = 8 * 1024 * 1024
-MAX_HTTP_HEAD = 64 * 1024
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Headers": "apikey, authorization, content-type, x-client-info, x-api-key",
@@ -67,18 +69,85 @@ def json_response(status: int, body: Any = None, extra: dict[str, str] | None = 
     return Response(status, http.HTTPStatus(status).phrase, headers, raw)
 
 
-class HttpAwareConnection(ServerConnection):
-    """Lets non-GET HTTP requests (REST broadcast, admin) reach ``process_request``."""
+class HttpGate:
+    """What the HTTP connections of one server share: its limits, how many requests wait for an answer
+    and how many body bytes they hold, and an early look at each request's head.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``check_head(method, target, headers)`` sees a request's line and headers (names lower case)
+    before its body is read and returns ``(status, message)`` to refuse it at once, or None.
+    ``rejected`` counts refusals by kind (the server's stats).
+    """
+
+    def __init__(
+        self,
+        limits: ServerLimits,
+        check_head: Callable[[str, str, Mapping[str, str]], tuple[int, str] | None],
+        rejected: Counter[str],
+    ) -> None:
+        self.limits = limits
+        self.check_head = check_head
+        self.rejected = rejected
+        self.pending = 0
+        self.buffered = 0
+
+
+class HttpAwareConnection(ServerConnection):
+    """Lets non-GET HTTP requests (REST broadcast, admin) reach ``process_request``, and bounds every
+    request by the limits of its :class:`HttpGate`: head bytes (431), declared body bytes (413, before
+    any of the body is read), body bytes held by all connections together (503), connections waiting
+    for an answer (503) and read time (408). A refused request is answered with a JSON error by
+    ``process_request`` (``http_error``); whatever else the client sends is discarded.
+    """
+
+    def __init__(self, *args: Any, gate: HttpGate, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.gate = gate
         self.http_method = "GET"
         self.http_body = b""
         self.http_error: tuple[int, str] | None = None
         self.harmony: tuple[str, str] | None = None  # (vsn, apikey) once the handshake is accepted
         self._sniff: bytearray | None = bytearray()
+        self._head: tuple[str, bytes, int] | None = None  # (method, head for websockets, body length)
+        self._discard = False  # a refused request: nothing more the client sends is read
+        self._pending = False  # counted in gate.pending
+        self._reserved = 0  # body bytes reserved in gate.buffered
+        self._read_timer: asyncio.TimerHandle | None = None
         self._handshake_task: asyncio.Task[Any] | None = None  # while the request is being answered
         self._abandoned = False  # the client hung up before its answer was written; task cancelled
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        gate = self.gate
+        limits = gate.limits
+        if gate.pending >= limits.max_pending_connections:
+            self.loop.call_soon(
+                self._refuse, 503,
+                f"{gate.pending} connections are waiting for an answer (the limit is "
+                f"{limits.max_pending_connections}); retry shortly",
+            )  # fmt: skip
+            return
+        gate.pending += 1
+        self._pending = True
+        self._read_timer = self.loop.call_later(limits.http_read_timeout_s, self._read_timed_out)
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self._sniff is not None:
+            self._refuse(
+                408, f"the request was not complete within {self.gate.limits.http_read_timeout_s:g} s"
+            )
+
+    def _finish(self) -> None:
+        """The request is answered (or the client is gone): release what it holds of the gate."""
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        if self._pending:
+            self._pending = False
+            self.gate.pending -= 1
+        if self._reserved:
+            self.gate.buffered -= self._reserved
+            self._reserved = 0
 
     async def handshake(self, *args: Any, **kwargs: Any) -> None:
         """websockets' opening handshake, minus ERROR tracebacks for clients that hang up early.
@@ -112,6 +181,7 @@ class HttpAwareConnection(ServerConnection):
             self._log_rejected(exc)
         finally:
             self._handshake_task = None
+            self._finish()
 
     def _request_line(self) -> str:
         if self.request is None:
@@ -141,7 +211,9 @@ class HttpAwareConnection(ServerConnection):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._sniff = None
         self._hung_up()
+        self._finish()
 
     def _hung_up(self) -> None:
         """The client closed its side: abandon the handshake if its answer is not written yet."""
@@ -155,26 +227,44 @@ class HttpAwareConnection(ServerConnection):
 
     def data_received(self, data: bytes) -> None:
         if self._sniff is None:
-            super().data_received(data)
+            if not self._discard:
+                super().data_received(data)
             return
-        self._sniff += data
         buf = self._sniff
-        line_end = buf.find(b"\r\n")
-        if line_end >= 0 and buf.startswith(b"GET "):
-            self._pass(bytes(buf))
-            return
-        head_end = buf.find(b"\r\n\r\n")
-        if head_end < 0:
-            if len(buf) > MAX_HTTP_HEAD:
-                self._pass(bytes(buf))  # let websockets reject it
-            return
-        head = bytes(buf[:head_end]).decode("latin-1")
-        lines = head.split("\r\n")
+        buf += data
+        limits = self.gate.limits
+        if self._head is None:
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end < 0 or head_end > limits.max_http_head_bytes:
+                if len(buf) > limits.max_http_head_bytes:
+                    self._refuse(
+                        431,
+                        f"the request line and headers must be at most {limits.max_http_head_bytes} bytes",
+                    )
+                return
+            if not self._read_head(bytes(buf[:head_end]), head_end + 4):
+                return
+            del buf[: head_end + 4]
+        assert self._head is not None
+        method, head, length = self._head
+        if len(buf) < length:
+            return  # wait for the rest of the body
+        self.http_method = method
+        self.http_body = bytes(buf[:length])
+        self._pass(head)
+
+    def _read_head(self, raw: bytes, head_len: int) -> bool:
+        """Check a complete request head; True when its body is to be read next."""
+        assert self._sniff is not None
+        lines = raw.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3:
-            self._pass(bytes(buf))
-            return
+            self._pass(bytes(self._sniff))  # websockets answers the malformed request
+            return False
         method, target, version = parts
+        if method == "GET":
+            self._pass(bytes(self._sniff))  # bytes after a websocket's head are its first frames
+            return False
         headers: dict[str, str] = {}
         kept: list[str] = []
         for line in lines[1:]:
@@ -183,25 +273,50 @@ class HttpAwareConnection(ServerConnection):
             headers[lname] = value.strip()
             if lname not in ("content-length", "transfer-encoding"):
                 kept.append(line)
-        body = bytes(buf[head_end + 4 :])
+        limits, gate = self.gate.limits, self.gate
         if "transfer-encoding" in headers:
-            self.http_error = (411, "chunked request bodies are not supported; send Content-Length")
-        else:
-            try:
-                length = int(headers.get("content-length", "0"))
-            except ValueError:
-                length = -1
-            if length < 0 or length > MAX_HTTP_BODY:
-                self.http_error = (413, f"request body must be 0..{MAX_HTTP_BODY} bytes")
-            elif len(body) < length:
-                return  # wait for the rest of the body
-            else:
-                body = body[:length]
-        self.http_method = method.upper()
-        self.http_body = body
-        synthetic = "\r\n".join([f"GET {target} {version}", *kept]) + "\r\n\r\n"
-        self._pass(synthetic.encode("latin-1"))
+            self._refuse(411, "chunked request bodies are not supported; send Content-Length")
+            return False
+        declared = headers.get("content-length", "0")
+        length = int(declared) if declared.isdigit() and len(declared) <= 19 else -1
+        if length < 0:
+            self._refuse(400, f"Content-Length must be a non-negative integer; got {declared!r}")
+            return False
+        if length > limits.max_http_body_bytes:
+            self._refuse(
+                413,
+                f"the request body of {length} bytes is over the limit of {limits.max_http_body_bytes} bytes",
+            )
+            return False
+        early = gate.check_head(method.upper(), target, headers)
+        if early is not None:
+            self._refuse(*early)
+            return False
+        if length and gate.buffered + length > limits.max_http_buffered_bytes:
+            self._refuse(
+                503, f"the server holds {gate.buffered} bytes of request bodies (the limit is "
+                f"{limits.max_http_buffered_bytes}); retry shortly",
+            )  # fmt: skip
+            return False
+        gate.buffered += length
+        self._reserved = length
+        head = "\r\n".join([f"GET {target} {version}", *kept]) + "\r\n\r\n"
+        self._head = (method.upper(), head.encode("latin-1"), length)
+        return True
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer the request with ``status`` without reading (more of) it."""
+        if self._sniff is None:
+            return  # already handed to websockets (or the client is gone)
+        self.gate.rejected[f"http {status}"] += 1
+        logger.info("refused an HTTP request from %s with %d: %s", self.remote_address, status, message)
+        self.http_error = (status, message)
+        self._pass(b"GET / HTTP/1.1\r\nHost: harmony-lab\r\n\r\n")
+        self._discard = True
 
     def _pass(self, data: bytes) -> None:
         self._sniff = None
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
         super().data_received(data)

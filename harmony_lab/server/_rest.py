@@ -8,10 +8,13 @@ hand them to one function, :meth:`RestApi.broadcast`, which checks and delivers 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,7 @@ from websockets.http11 import Request, Response
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
 from harmony_lab.server._http import json_response, loads_strict
+from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._session import TOPIC_PREFIX, Registry, flexible_bool
 from harmony_lab.server.faults import FaultError, Faults
 
@@ -45,6 +49,38 @@ class RestMessage:
     binary: bool = False
 
 
+def _payload_bytes(m: RestMessage) -> int:
+    if isinstance(m.payload, bytes):
+        return len(m.payload)
+    return len(json.dumps(m.payload, separators=(",", ":"), allow_nan=False).encode())
+
+
+class _EventWindow:
+    """Messages sent in the last ``window`` seconds, at most ``rate * window`` of them (Supabase's two
+    refusals: over the rate already, or a batch that does not fit)."""
+
+    __slots__ = ("_sent", "capacity", "total", "window")
+
+    def __init__(self, rate: float, window: float) -> None:
+        self.window = window
+        self.capacity = max(1, round(rate * window))
+        self._sent: deque[tuple[float, int]] = deque()
+        self.total = 0
+
+    def take(self, n: int, now: float) -> str | None:
+        """Count ``n`` messages sent at ``now``; or, without counting them, the reason they may not be."""
+        sent, horizon = self._sent, now - self.window
+        while sent and sent[0][0] <= horizon:
+            self.total -= sent.popleft()[1]
+        if self.total >= self.capacity:
+            return "You have exceeded your rate limit"
+        if self.total + n > self.capacity:
+            return "Too many messages to broadcast, please reduce the batch size"
+        sent.append((now, n))
+        self.total += n
+        return None
+
+
 class RestApi:
     """Answers the HTTP requests that are not websocket handshakes.
 
@@ -54,14 +90,17 @@ class RestApi:
     def __init__(
         self,
         *,
+        limits: ServerLimits,
         verifier: TokenVerifier,
         registry: Registry,
         faults: Faults,
         clock: Callable[[], float],
         stats: Callable[[], dict[str, Any]],
     ) -> None:
+        self.limits = limits
         self.verifier = verifier
         self.registry = registry
+        self._sent = _EventWindow(limits.max_rest_events_per_second, limits.rate_window_s)
         self.faults = faults
         self.clock = clock
         self.stats = stats
@@ -97,21 +136,38 @@ class RestApi:
             return json_response(405, {"error": f"method {method} not allowed on {path}"})
         return json_response(404, {"error": "Not Found"})
 
+    def check_head(self, method: str, target: str, headers: Mapping[str, str]) -> tuple[int, str] | None:
+        """Refuse a request that needs a token and carries no valid one before its body is read:
+        ``(401, reason)``, or None."""
+        if method != "POST":
+            return None
+        path = urllib.parse.urlsplit(target).path.rstrip("/") or "/"
+        if not (path in BROADCAST_PATHS or BROADCAST_EVENT.fullmatch(path) or ADMIN_FAULT.fullmatch(path)):
+            return None
+        _, problem = self._verify(headers)
+        return None if problem is None else (401, problem)
+
     # -- auth ----------------------------------------------------------------------------------
+
+    def _verify(self, headers: Mapping[str, str]) -> tuple[dict[str, Any] | None, str | None]:
+        auth = headers.get("authorization") or ""
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        apikey = headers.get("apikey") or headers.get("x-api-key") or ""
+        chosen = token if token and not token.startswith("sb_") else apikey
+        if not chosen:
+            return None, "API key is missing"
+        try:
+            return self.verifier.verify(chosen, self.clock()), None
+        except AuthError as exc:
+            return None, exc.message
 
     def token_claims(self, request: Request) -> tuple[dict[str, Any] | None, Response | None]:
         """The verified claims of the request's token (``Authorization: Bearer`` or ``apikey``), or
         the 401 response to send."""
-        auth = request.headers.get("authorization") or ""
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        apikey = request.headers.get("apikey") or request.headers.get("x-api-key") or ""
-        chosen = token if token and not token.startswith("sb_") else apikey
-        if not chosen:
-            return None, json_response(401, {"error": "API key is missing"})
-        try:
-            return self.verifier.verify(chosen, self.clock()), None
-        except AuthError as exc:
-            return None, json_response(401, {"error": exc.message})
+        claims, problem = self._verify(request.headers)
+        if problem is not None:
+            return None, json_response(401, {"error": problem})
+        return claims, None
 
     # -- REST broadcast ------------------------------------------------------------------------
 
@@ -164,7 +220,24 @@ class RestApi:
 
     def broadcast(self, claims: dict[str, Any], messages: list[RestMessage]) -> Response:
         """Check and deliver the messages of one REST broadcast request (sent by the holder of
-        ``claims``); the response says whether they were accepted."""
+        ``claims``); the response says whether they were accepted.
+
+        A message whose payload is over ``max_broadcast_bytes`` refuses the whole request (413); so
+        does going over ``max_rest_events_per_second`` (429, Supabase's texts).
+        """
+        limit = self.limits.max_broadcast_bytes
+        for i, m in enumerate(messages):
+            size = _payload_bytes(m)
+            if size > limit:
+                where = f"messages[{i}]" if len(messages) > 1 else "the message"
+                text = "Payload size exceeds tenant limit"
+                detail = f"{where} has a {size}-byte payload; the limit is {limit} bytes"
+                return json_response(413, {"message": text, "error": f"{text}: {detail}"})
+        refusal = self._sent.take(len(messages), time.monotonic())
+        if refusal is not None:
+            self.registry.stats.rejected["rest broadcast 429"] += 1
+            logger.info("REST broadcast of %d message(s) refused with 429: %s", len(messages), refusal)
+            return json_response(429, {"message": refusal, "error": refusal})
         for m in messages:
             full = TOPIC_PREFIX + m.topic
             if m.binary:

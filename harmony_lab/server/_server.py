@@ -9,6 +9,7 @@ checked here and the open socket then runs in :mod:`._socket` with one sans-I/O
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import urllib.parse
@@ -20,7 +21,7 @@ from websockets.http11 import Request, Response
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
 from harmony_lab.server._codec import V1, VSNS
-from harmony_lab.server._http import HttpAwareConnection, json_response
+from harmony_lab.server._http import HttpAwareConnection, HttpGate, json_response
 from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._rest import WEBSOCKET_PATHS, RestApi
 from harmony_lab.server._session import TOPIC_PREFIX, Registry, Session, default_binding_id
@@ -71,9 +72,10 @@ class RealtimeServer:
             on_change=lambda: self._call_in_loop(self._stall_changed, default=None, wait=False),
         )
         self._rest = RestApi(
-            verifier=self.verifier, registry=self.registry, faults=self.faults, clock=self.clock,
-            stats=lambda: self.stats,
+            limits=self.limits, verifier=self.verifier, registry=self.registry, faults=self.faults,
+            clock=self.clock, stats=lambda: self.stats,
         )  # fmt: skip
+        self._gate = HttpGate(self.limits, self._rest.check_head, self.registry.stats.rejected)
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[HttpAwareConnection, Socket] = {}
@@ -97,7 +99,7 @@ class RealtimeServer:
             self.host,
             self._requested_port,
             process_request=self._process_request,
-            create_connection=HttpAwareConnection,
+            create_connection=functools.partial(HttpAwareConnection, gate=self._gate),
             compression=None,  # Phoenix does not compress by default
             ping_interval=None,  # the real server never pings; idle timeout is ours
             max_size=self.limits.max_frame_bytes,

@@ -47,8 +47,8 @@ class Socket:
     """
 
     __slots__ = (
-        "clock", "close_request", "conn", "event", "faults", "hub", "limits", "outbox", "session",
-        "wait_unstalled", "writer",
+        "clock", "close_request", "closer", "conn", "event", "faults", "hub", "limits", "outbox",
+        "overflowed", "queued_bytes", "session", "wait_unstalled", "writer",
     )  # fmt: skip
 
     def __init__(
@@ -69,9 +69,12 @@ class Socket:
         self.hub = hub
         self.outbox: deque[tuple[float, str | bytes]] = deque()
         self.event = asyncio.Event()
+        self.queued_bytes = 0  # of the frames in outbox
+        self.overflowed = False  # too much was queued: the queue is dropped and the socket closing
         self.close_request: tuple[int, str] | None = None
         self.session: Session | None = None
         self.writer: asyncio.Task[None] | None = None
+        self.closer: asyncio.Task[None] | None = None
 
     @property
     def sid(self) -> int:
@@ -80,14 +83,48 @@ class Socket:
     # -- writing -------------------------------------------------------------------------------
 
     def send(self, frame: str | bytes) -> None:
-        """Queue one frame for the writer."""
-        if len(self.outbox) >= MAX_OUTBOX:
-            if self.close_request is None:
-                logger.warning("socket %s: %d frames queued, closing (slow consumer)", self.sid, MAX_OUTBOX)
-                self.request_close(1008, "slow consumer")
+        """Queue one frame for the writer; a socket whose queue grows past ``max_outbound_bytes`` (or
+        :data:`MAX_OUTBOX` frames) is closed instead (:meth:`_overflow`)."""
+        if self.overflowed:
             return
+        size = len(frame)
+        if self.queued_bytes + size > self.limits.max_outbound_bytes:
+            self._overflow(
+                f"more than {self.limits.max_outbound_bytes} bytes queued for it "
+                f"({self.queued_bytes} queued, {size} more sent)"
+            )
+            return
+        if len(self.outbox) >= MAX_OUTBOX:
+            self._overflow(f"{MAX_OUTBOX} frames queued for it")
+            return
+        self.queued_bytes += size
         self.outbox.append((time.monotonic(), frame))
         self.event.set()
+
+    def _overflow(self, why: str) -> None:
+        """The client reads slower than it is sent to: drop its queue and close it now with 1008
+        ``slow consumer`` (the close frame goes out behind what the transport already holds; a client
+        that does not read it within 5 s is disconnected)."""
+        self.overflowed = True
+        self.outbox.clear()
+        self.queued_bytes = 0
+        if self.session is not None:
+            self.session.registry.stats.rejected["slow consumer"] += 1
+        logger.warning(
+            "socket %d: closing with 1008 slow consumer: %s; the client does not read fast enough "
+            "(raise ServerLimits.max_outbound_bytes for bursts it can absorb)",
+            self.sid, why,
+        )  # fmt: skip
+        self.request_close(1008, "slow consumer")
+        self.closer = asyncio.get_running_loop().create_task(self._close_now(1008, "slow consumer"))
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(5):
+                await self.conn.close(code, reason)
+        except TimeoutError:
+            logger.info("socket %d: the client read nothing for 5 s after its close; disconnected", self.sid)
+            self.conn.transport.abort()
 
     def request_close(self, code: int, reason: str) -> None:
         """Close after the frames queued so far have been written."""
@@ -109,6 +146,7 @@ class Socket:
                     await self.event.wait()
                     continue
                 produced, frame = outbox.popleft()
+                self.queued_bytes -= len(frame)
                 if faults.stalled():
                     await self.wait_unstalled()
                 delay = faults.current_latency()
@@ -142,6 +180,11 @@ class Socket:
         await asyncio.wait([writer])  # never raises the writer's outcome; read just below
         if not writer.cancelled() and (exc := writer.exception()) is not None:
             logger.error("socket %d: writer failed", self.sid, exc_info=exc)
+        closer = self.closer
+        if closer is not None:
+            await asyncio.wait([closer])  # it ends within 5 s: the close completes or the transport aborts
+            if not closer.cancelled() and (exc := closer.exception()) is not None:
+                logger.error("socket %d: closing a slow consumer failed", self.sid, exc_info=exc)
 
     # -- reading -------------------------------------------------------------------------------
 
