@@ -558,7 +558,7 @@ class LiveFrame:
             self._row_filter is not None
             and not self._is_manager
             and op != "DELETE"
-            and not self._row_filter.matches(event.new)
+            and not self._row_filter.matches(event.new, event.columns)
         ):
             c["ignored"] += 1
             return False

@@ -6,7 +6,7 @@ arrived, for all subscribers:
 
 1. candidates: the subscriptions on that table (bindings are expanded to concrete tables at
    subscribe time, as Supabase does) whose ``event`` matches;
-2. filters, evaluated in Python with Postgres semantics (:mod:`._pgchanges_eval`), with the rare
+2. filters, evaluated in Python with Postgres semantics (:mod:`harmony_lab.filters`), with the rare
    cases Python cannot decide sent to Postgres in one batched query;
 3. per role: tables without a primary key → ``Error 400``; a role that may not SELECT the key →
    ``Error 401``; with RLS enabled (INSERT/UPDATE, roles without BYPASSRLS) one visibility query per
@@ -47,10 +47,17 @@ from typing import Any, Final, Protocol
 import psycopg
 
 from harmony_lab.capture.types import UNCHANGED_TOAST, Change
-from harmony_lab.filters import Condition, FilterError, parse_filter
+from harmony_lab.filters import (
+    DEFER,
+    Condition,
+    FilterError,
+    Predicate,
+    compile_condition,
+    parse_filter,
+    pg_text,
+)
 from harmony_lab.server import rls
 from harmony_lab.server._bfd import MESSAGES_PUBLICATION, MessagesCapture, Sink
-from harmony_lab.server._pgchanges_eval import DEFER, Predicate, compile_condition, pg_text
 from harmony_lab.server.payloads import ERROR_400, ERROR_401, build_data, error_data, record_bytes
 
 __all__ = ["ChangesHub", "Subscriber", "parse_binding", "xid_running"]
