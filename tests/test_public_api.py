@@ -28,6 +28,7 @@ EXPECTED = {
     "Inspector",
     "Recorder",
     "read_recording",
+    "connect_recording",
     "replay",
     "Simulator",
 }
