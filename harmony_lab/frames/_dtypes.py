@@ -347,13 +347,18 @@ def _decimals(values: Sequence[Any], column: str) -> pa.Array:
 def to_native(values: Sequence[Any], pg_type: str | None, column: str = "?") -> pa.Array:
     """The Arrow array closest to the Postgres type, losing nothing a typed reader can show.
 
-    Like :func:`to_arrow`, except that ``numeric``/``decimal`` are exact decimal128 (see
-    :func:`_decimals`) instead of float64 and JSON text keeps its characters unescaped.
-    :func:`native_field` marks the JSON-text columns.
+    The types of :func:`to_arrow`, except that ``numeric``/``decimal`` are exact decimal128 (see
+    :func:`_decimals`) instead of float64 and JSON text keeps its characters unescaped; text goes
+    straight to Arrow (no pandas step). :func:`native_field` marks the JSON-text columns.
     """
-    if (pg_type or "").strip().lower() in ("numeric", "decimal"):
+    kind = kind_of(pg_type)
+    if kind is Kind.FLOAT and (pg_type or "").strip().lower() in ("numeric", "decimal"):
         return _decimals(values, column)
-    return to_arrow(values, pg_type, column, ascii_json=False)
+    if kind in (Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.TIMESTAMPTZ, Kind.TIMESTAMP):
+        return pa.array(to_pandas(values, pg_type, column))
+    if kind in (Kind.DATE, Kind.JSON, Kind.ARRAY):
+        return to_arrow(values, pg_type, column, ascii_json=False)
+    return pa.array([_as_text(v) for v in values], type=pa.string())
 
 
 def native_field(name: str, pg_type: str | None, array: pa.Array) -> pa.Field:
