@@ -502,7 +502,7 @@ def test_table_cleanup_says_bye_and_detaches(harness, monkeypatch):
 
 
 def test_bundled_esm_loads_from_a_blob_like_anywidget_does(harness):
-    for name in ("live_table.js", "presence_roster.js", "status_timeline.js"):
+    for name in ("live_table.js", "presence_roster.js", "status_timeline.js", "inspector.js"):
         src = _assets.esm(name)
         assert "import {" not in src
         kind = harness.evaluate(
