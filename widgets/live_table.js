@@ -262,6 +262,7 @@ function render({ model, el }) {
     const total = columns().reduce((s, c) => s + widthOf(c), 0);
     head.style.minWidth = layer.style.minWidth = `${total}px`;
     root.dataset.ncols = String(columns().length);
+    viewport.style.display = columns().length ? "" : "none"; // no columns known yet: no empty frame
     for (const c of columns()) {
       const th = h("div", "hl-th", c.name);
       th.dataset.col = c.name;

@@ -7,7 +7,10 @@ bounding boxes, not from class names.
 
 from __future__ import annotations
 
+import ast
 import base64
+import json
+import time
 import uuid
 from typing import Any
 
@@ -260,3 +263,105 @@ def test_user_ids_show_display_names_with_the_id_on_hover(harness, monkeypatch):
     rig.widget.names = {**names, str(CAROL): "Carol Danvers"}
     rig.sync()
     harness.wait_for_selector(f"{cell.format(2)}:text('Carol Danvers')")
+
+
+# ------------------------------------------------------------------ JupyterLab on the real stack
+
+NOTEBOOK = "readable_widgets.ipynb"
+OUT = ".jp-OutputArea-output"
+ROSTER = f"{OUT} .hl-roster"
+TYPING = (
+    'await rt.execute("insert into typing_indicators (channel_id, user_id, expires_at) values '
+    "(%s, %s, now() + interval '60 seconds') on conflict (channel_id, user_id) "
+    'do update set expires_at = excluded.expires_at", GENERAL, BOB)'
+)
+STOP_TYPING = 'await rt.execute("delete from typing_indicators where user_id = %s", BOB)'
+DF = (
+    "[[u, n, s, bool(t)] for u, n, s, t in "
+    "roster.df[['id', 'name', 'status', 'typing']].itertuples(index=False)]"
+)
+SHOWN = f"""() => [...document.querySelectorAll("{ROSTER} .hl-user")].map((li) => [li.dataset.user,
+  li.querySelector(".hl-name").textContent, li.dataset.status, li.dataset.typing === "true"])"""
+
+
+def kernel_json(lp: Any, expr: str) -> Any:
+    """The value of a Python expression in the notebook's kernel, through JSON."""
+    out = lp.kernel(f"import json as _json\n_json.dumps({expr})")
+    assert out is not None, expr
+    return json.loads(ast.literal_eval(out))
+
+
+def roster_agrees(lp: Any, timeout: float = 15.0) -> list[list[Any]]:
+    """What the roster shows (users in order, name, status, typing) equals roster.df; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = lp.page.evaluate(SHOWN)
+        df = kernel_json(lp, DF)
+        if shown == df:
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the roster shows {shown}\nbut roster.df has {df}")
+        lp.page.wait_for_timeout(200)
+
+
+@pytest.mark.slow
+def test_roster_names_and_status_line_on_the_real_stack(lab_page, artifacts, request):
+    lp = lab_page
+    page = lp.page
+    lp.open(NOTEBOOK, request.node.name)
+    lp.run_all()
+    try:
+        bob = str(BOB)
+        user = f"{ROSTER} .hl-user[data-user='{bob}']"
+        page.wait_for_selector(f"{ROSTER}[data-status='live']", timeout=120_000)
+        page.wait_for_selector(f"{user}[data-status='online']", timeout=30_000)
+        names = kernel_json(lp, "names")
+        assert page.locator(f"{user} .hl-name").inner_text() == names[bob]
+        assert page.locator(f"{user} .hl-name").get_attribute("title") == bob
+        assert page.locator(f"{ROSTER} .hl-pill").inner_text() == "live"
+        roster_agrees(lp)
+
+        # a real typing_indicators insert: the roster says "typing…" and roster.df agrees
+        lp.kernel(TYPING)
+        page.wait_for_selector(f"{user}[data-typing='true']", timeout=30_000)
+        assert page.locator(f"{user} .hl-typing").inner_text() == "typing…"
+        assert [bob, names[bob], "online", True] in roster_agrees(lp)
+        page.locator(".hl-roster").first.screenshot(path=artifacts / "readable-roster-typing.png")
+        # a presence update from Bob's own client, then the typing row goes away
+        lp.kernel("await bob.set_status('away')")
+        page.wait_for_selector(f"{user}[data-status='away'][data-typing='true']", timeout=30_000)
+        lp.kernel(STOP_TYPING)
+        page.wait_for_selector(f"{user}[data-status='away'][data-typing='false']", timeout=30_000)
+        assert page.locator(f"{user} .hl-typing").count() == 0
+        assert [bob, names[bob], "away", False] in roster_agrees(lp)
+
+        # the live table: user ids as display names, the id on hover
+        table = f"{OUT} .hl-table[data-status='connected']"
+        page.wait_for_selector(f"{table} .hl-td[data-col='user_id']")
+        ids = kernel_json(lp, "[str(u) for u in lf.df['user_id']]")
+        assert ids
+        cells = page.locator(f"{table} .hl-td[data-col='user_id']")
+        shown = cells.evaluate_all("els => els.map((e) => [e.textContent, e.dataset.full])")
+        assert shown
+        assert all(text == names[full] for text, full in shown)
+        assert {full for _, full in shown} <= set(ids)
+
+        # a refused URL: the table's status line says so within seconds, with the reason
+        bad = f"{OUT} .hl-table[data-status='reconnecting']"
+        page.wait_for_selector(f"{bad}:not([data-reason=''])", timeout=30_000)
+        pill = page.locator(f"{bad} .hl-pill").inner_text()
+        assert pill.startswith("reconnecting · ")
+        assert "refused" in pill.lower()
+        page.locator(bad).screenshot(path=artifacts / "readable-refused.png")
+    except Exception:
+        page.screenshot(path=artifacts / "readable-lab-failure.png", full_page=True)
+        roots = page.evaluate("() => [...document.querySelectorAll('.hl-root')].map((e) => ({...e.dataset}))")
+        print(f"widget roots: {roots}")
+        raise
+    finally:
+        lp.kernel(
+            "for _m in ('bad', 'bob_mgr', 'mgr'):\n"
+            "    if _m in globals(): await globals()[_m].cleanup()\n"
+            "if 'rt' in globals(): rt.stop()",
+            check=False,
+        )
