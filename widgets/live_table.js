@@ -1,6 +1,7 @@
 // LiveTableWidget front end: a virtualised live table fed by Arrow IPC deltas.
 // Pure helpers (createStore, applyMessage, visibleOrder, formatValue) are exported for tests.
-import { decodeStream } from "./arrow.js";
+import { decodeStream } from "./ipc.js";
+export { decodeStream } from "./ipc.js";
 import { h, liveView } from "./view.js";
 
 export const ROW_HEIGHT = 26;
