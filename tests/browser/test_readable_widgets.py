@@ -316,15 +316,15 @@ def test_roster_names_and_status_line_on_the_real_stack(lab_page, artifacts, req
         page.wait_for_selector(f"{ROSTER}[data-status='live']", timeout=120_000)
         page.wait_for_selector(f"{user}[data-status='online']", timeout=30_000)
         names = kernel_json(lp, "names")
-        assert page.locator(f"{user} .hl-name").inner_text() == names[bob]
+        assert page.locator(f"{user} .hl-name").text_content() == names[bob]
         assert page.locator(f"{user} .hl-name").get_attribute("title") == bob
-        assert page.locator(f"{ROSTER} .hl-pill").inner_text() == "live"
+        assert page.locator(f"{ROSTER} .hl-pill").text_content() == "live"
         roster_agrees(lp)
 
         # a real typing_indicators insert: the roster says "typing…" and roster.df agrees
         lp.kernel(TYPING)
         page.wait_for_selector(f"{user}[data-typing='true']", timeout=30_000)
-        assert page.locator(f"{user} .hl-typing").inner_text() == "typing…"
+        assert page.locator(f"{user} .hl-typing").text_content() == "typing…"
         assert [bob, names[bob], "online", True] in roster_agrees(lp)
         page.locator(".hl-roster").first.screenshot(path=artifacts / "readable-roster-typing.png")
         # a presence update from Bob's own client, then the typing row goes away
@@ -345,11 +345,21 @@ def test_roster_names_and_status_line_on_the_real_stack(lab_page, artifacts, req
         assert shown
         assert all(text == names[full] for text, full in shown)
         assert {full for _, full in shown} <= set(ids)
+        # in Lab's output area too, the last of the 9 columns is reached by scrolling the box
+        box = f"{table} .hl-tscroll"
+        page.locator(box).evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+        reached = page.locator(box).evaluate(
+            """b => { const r = b.getBoundingClientRect();
+            const t = b.querySelector(".hl-th[data-col='reply_to']").getBoundingClientRect();
+            return t.left >= r.left - 1 && t.right <= r.left + b.clientWidth + 1; }"""
+        )
+        assert reached
+        page.locator(table).screenshot(path=artifacts / "readable-lab-table.png")
 
         # a refused URL: the table's status line says so within seconds, with the reason
         bad = f"{OUT} .hl-table[data-status='reconnecting']"
         page.wait_for_selector(f"{bad}:not([data-reason=''])", timeout=30_000)
-        pill = page.locator(f"{bad} .hl-pill").inner_text()
+        pill = page.locator(f"{bad} .hl-pill").text_content()
         assert pill.startswith("reconnecting · ")
         assert "refused" in pill.lower()
         page.locator(bad).screenshot(path=artifacts / "readable-refused.png")
