@@ -363,6 +363,14 @@ def test_roster_names_and_status_line_on_the_real_stack(lab_page, artifacts, req
         assert pill.startswith("reconnecting · ")
         assert "refused" in pill.lower()
         page.locator(bad).screenshot(path=artifacts / "readable-refused.png")
+        # the timeline of that manager: the worst channel, named, and why
+        channel = lp.kernel("bad_lf.name").strip("'")
+        timeline = f"{OUT} .hl-timeline[data-status='reconnecting']"
+        page.wait_for_selector(f"{timeline}:not([data-reason=''])", timeout=30_000)
+        line = page.locator(f"{timeline} .hl-pill").text_content() or ""
+        assert line.startswith(f"reconnecting · {channel}: ")
+        assert "refused" in line.lower()
+        page.locator(timeline).screenshot(path=artifacts / "readable-refused-timeline.png")
     except Exception:
         page.screenshot(path=artifacts / "readable-lab-failure.png", full_page=True)
         roots = page.evaluate("() => [...document.querySelectorAll('.hl-root')].map((e) => ({...e.dataset}))")

@@ -1,5 +1,6 @@
-"""The roster's status line follows its presence channel: live while joined, why not otherwise.
-Real manager (against a refused port and the real embedded stack), the widget's comm recorded."""
+"""Status lines of the roster (its presence channel) and the timeline (its worst channel): live while
+all is well, the status and why otherwise. Real manager (against a refused port and the real embedded
+stack), the widgets' comms recorded."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import socket
 
 import pytest
 
+from harmony_lab.frames import LiveFrame
 from harmony_lab.manager import BackoffPolicy, RealtimeConnectionManager
-from harmony_lab.widgets import PresenceRosterWidget
+from harmony_lab.widgets import PresenceRosterWidget, StatusTimelineWidget
 from tests.polling import eventually
 from tests.widgets.recording_comm import install
 
@@ -77,4 +79,27 @@ async def test_a_roster_of_a_joined_presence_is_live(rt, monkeypatch):
     finally:
         roster.close()
         await mgr.cleanup()
+        RealtimeConnectionManager.reset_instance()
+
+
+async def test_the_timeline_names_its_worst_channel_and_why(rt, monkeypatch):
+    install(monkeypatch)
+    good = RealtimeConnectionManager(rt.url, rt.anon_key, backoff=FAST)
+    timeline = StatusTimelineWidget(good)
+    ok = LiveFrame(good, "messages", snapshot=False, name="feed")
+    try:
+        timeline.comm.front({"type": "ready"})
+        await asyncio.wait_for(ok.ready(), 30)
+        await eventually(lambda: _shown(timeline) == "live", within=10, what="live")
+        rt.faults.refuse(4)  # new connections get a 503 for 4 s
+        rt.faults.drop_all()
+        await eventually(lambda: timeline.status == "reconnecting", within=10, what="reconnecting")
+        await eventually(lambda: timeline.reason.startswith("feed: "), within=5, what="the channel named")
+        assert "attempt" in timeline.reason
+        assert "503" in timeline.reason
+        await eventually(lambda: _shown(timeline) == "live", within=30, what="live again")
+    finally:
+        timeline.close()
+        await ok.aclose()
+        await good.cleanup()
         RealtimeConnectionManager.reset_instance()
