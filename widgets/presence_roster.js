@@ -45,6 +45,9 @@ function render({ model, el }) {
     root.dataset.present = String(present);
     root.dataset.nusers = String(users.length);
     empty.style.display = users.length ? "none" : "";
+    // an empty roster on an unhealthy channel is not an empty room: point at the status line
+    const st = model.get("status") || "waiting";
+    empty.textContent = st === "live" || st === "waiting" ? "nobody here yet" : `no presence: the channel is ${st} (see above)`;
     list.replaceChildren();
     for (const u of users) {
       const li = h("li", "hl-user");

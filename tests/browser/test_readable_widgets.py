@@ -265,6 +265,26 @@ def test_user_ids_show_display_names_with_the_id_on_hover(harness, monkeypatch):
     harness.wait_for_selector(f"{cell.format(2)}:text('Carol Danvers')")
 
 
+def test_an_empty_roster_on_an_unhealthy_channel_says_why(harness):
+    harness.evaluate(
+        """(state) => { window.fake = makeModel(state);
+        const el = document.getElementById('host');
+        window.cleanup = mods.roster.default.render({ model: fake.model, el }); }""",
+        {"users": [], "now_ms": 0, "title": "Lobby", "status": "disconnected", "reason": "not subscribed"},
+    )
+    harness.wait_for_selector(".hl-roster[data-status='disconnected'][data-reason='not subscribed']")
+    assert harness.locator(".hl-roster .hl-pill").inner_text() == "disconnected · not subscribed"
+    assert (
+        harness.locator(".hl-roster .hl-empty").inner_text()
+        == "no presence: the channel is disconnected (see above)"
+    )
+    # once the channel is live, an empty roster is an empty room
+    harness.evaluate("() => { fake.model.set('status', 'live'); fake.model.set('reason', ''); }")
+    harness.wait_for_selector(".hl-roster[data-status='live'][data-reason='']")
+    assert harness.locator(".hl-roster .hl-empty").inner_text() == "nobody here yet"
+    assert harness.locator(".hl-roster .hl-pill").inner_text() == "live"
+
+
 # ------------------------------------------------------------------ JupyterLab on the real stack
 
 NOTEBOOK = "readable_widgets.ipynb"
