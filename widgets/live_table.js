@@ -181,9 +181,11 @@ export function visibleOrder(store, { sort = null, query = "", columns = [], typ
   if (sort && sort.column) {
     const c = sort.column;
     const dir = sort.dir === "desc" ? -1 : 1;
+    // ids with a display name sort by the name they show
+    const shown = (v) => (names && typeof v === "string" && Object.prototype.hasOwnProperty.call(names, v) ? names[v] : v);
     rows.sort((x, y) => {
-      const a = x.v[c];
-      const b = y.v[c];
+      const a = shown(x.v[c]);
+      const b = shown(y.v[c]);
       if (a == null || b == null) return compareValues(a, b);  // nulls last both ways
       return dir * compareValues(a, b) || y.rid - x.rid;
     });

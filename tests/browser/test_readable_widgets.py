@@ -259,10 +259,42 @@ def test_user_ids_show_display_names_with_the_id_on_hover(harness, monkeypatch):
     harness.wait_for_selector(".hl-table[data-nshown='1']")
     harness.fill(".hl-search", "")
     harness.wait_for_selector(".hl-table[data-nshown='3']")
+    # sorting the column orders rows by the names shown (ids without a name keep their own value)
+    harness.click(".hl-th[data-col='user_id']")
+    harness.wait_for_selector(".hl-table[data-sort='user_id:asc']")
+    order = harness.evaluate(
+        """() => [...document.querySelectorAll(".hl-tr")].sort((a, b) => +a.dataset.index - +b.dataset.index)
+        .map((r) => r.querySelector(".hl-td[data-col='user_id']").textContent)"""
+    )
+    # Carol has no name: her id ("0000…") sorts before the letters of the names
+    assert order == [f"…{str(CAROL)[-12:]}", "Alice Liddell", "Bob Builder"]
+    harness.click(".hl-th[data-col='user_id']")
+    harness.click(".hl-th[data-col='user_id']")
+    harness.wait_for_selector(".hl-table[data-sort='']")
     # names change live (a new profile): the cell follows
     rig.widget.names = {**names, str(CAROL): "Carol Danvers"}
     rig.sync()
     harness.wait_for_selector(f"{cell.format(2)}:text('Carol Danvers')")
+
+
+def test_a_narrow_table_fills_the_box_without_scrolling(harness, monkeypatch):
+    cols = (("channel_id", "int8"), ("user_id", "uuid"), ("started_at", "timestamptz"))
+    lf = LiveFrame(None, "typing_indicators", max_rows=None)
+    for i, u in enumerate(USERS):
+        new = {"channel_id": 1, "user_id": str(u), "started_at": row(i)["created_at"]}
+        lf.apply(make_change("INSERT", new, table="typing_indicators", columns=cols, pk_cols=("user_id",)))
+    rig = Rig(harness, monkeypatch, lf)
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-nrows='3'][data-ncols='3']")
+    sw, cw = harness.evaluate(
+        f"() => {{ const b = document.querySelector('{BOX}'); return [b.scrollWidth, b.clientWidth]; }}"
+    )
+    assert sw == cw  # nothing to scroll sideways
+    box = rig.box()
+    last = rig.box(".hl-th[data-col='started_at']")
+    assert box["right"] - last["right"] < 4  # the columns share the spare width: no blank strip
+    first = rig.box(".hl-th[data-col='channel_id']")
+    assert first["left"] - box["left"] < 4
 
 
 def test_an_empty_roster_on_an_unhealthy_channel_says_why(harness):
