@@ -238,6 +238,8 @@ function render({ model, el }) {
   // one scroll box (both directions) holding a sticky header and the virtualised body; the box is
   // as tall as its rows, up to `height`
   const viewport = h("div", "hl-viewport hl-tscroll");
+  viewport.tabIndex = 0; // focusable: arrow keys and Page Up/Down scroll it
+  viewport.setAttribute("aria-label", "table rows (scrolls both ways)");
   const head = h("div", "hl-thead");
   const layer = h("div", "hl-rows hl-tbody");
   viewport.append(head, layer);
