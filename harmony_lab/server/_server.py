@@ -67,6 +67,8 @@ class RealtimeServer:
         self.hub = hub
         self.clock = clock
         self.registry = Registry()
+        if hub is not None and hasattr(hub, "attach_broadcasts"):
+            hub.attach_broadcasts(self.registry.broadcast_from_db)  # Broadcast from Database
         self.faults = Faults(
             drop_all=lambda code, reason: self._call_in_loop(lambda: self._drop_all(code, reason), default=0),
             on_change=lambda: self._call_in_loop(self._stall_changed, default=None, wait=False),

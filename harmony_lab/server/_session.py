@@ -24,7 +24,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
 from harmony_lab.server._codec import (
@@ -41,6 +41,9 @@ from harmony_lab.server._codec import (
     encode,
 )
 from harmony_lab.server._limits import RateWindow, ServerLimits
+
+if TYPE_CHECKING:
+    from harmony_lab.server._bfd import DbMessage
 
 __all__ = [
     "Channel",
@@ -243,6 +246,12 @@ class Registry:
         message = Fanout(topic, "broadcast", {"type": "broadcast", "event": event, "payload": payload})
         self.stats.broadcasts += 1
         return self.fanout((topic, private), message)
+
+    def broadcast_from_db(self, message: DbMessage) -> int:
+        """A row of ``realtime.messages`` read from the WAL (Broadcast from Database): to the topic's
+        private channels if the row is private, else to its public ones, with ``meta.id``."""
+        self.stats.broadcasts += 1
+        return self.fanout((TOPIC_PREFIX + message.topic, message.private), message.fanout())
 
     def broadcast_binary(self, topic: str, event: str, data: bytes, *, private: bool = False) -> int:
         self.stats.broadcasts += 1
