@@ -221,7 +221,8 @@ class RestApi:
         """Check and deliver the messages of one REST broadcast request (sent by the holder of
         ``claims``); the response says whether they were accepted.
 
-        A message whose payload is over ``max_broadcast_bytes`` refuses the whole request (413); so
+        A message whose payload is over ``max_broadcast_bytes`` refuses the whole request (422, as
+        Supabase: ``{"errors": {"payload": ["Payload size exceeds tenant limit"]}}``); so
         does going over ``max_rest_events_per_second`` (429, Supabase's texts).
         """
         limit = self.limits.max_broadcast_bytes
@@ -231,7 +232,10 @@ class RestApi:
                 where = f"messages[{i}]" if len(messages) > 1 else "the message"
                 text = "Payload size exceeds tenant limit"
                 detail = f"{where} has a {size}-byte payload; the limit is {limit} bytes"
-                return json_response(413, {"message": text, "error": f"{text}: {detail}"})
+                # Supabase answers 422 with its changeset errors; the detail is ours
+                return json_response(
+                    422, {"errors": {"payload": [text]}, "message": text, "error": f"{text}: {detail}"}
+                )
         refusal = self._sent.take(len(messages), self.clock())
         if refusal is not None:
             self.registry.stats.rejected["rest broadcast 429"] += 1
