@@ -40,3 +40,27 @@ def test_a_signature_with_kwargs_is_left_alone():
         return options
 
     assert strict_kwargs(anything) is anything
+
+
+@pytest.mark.parametrize(
+    ("make", "owner"),
+    [
+        (lambda: __import__("harmony_lab").RealtimeConnectionManager, "RealtimeConnectionManager"),
+        (lambda: __import__("harmony_lab").Inspector, "Inspector"),
+    ],
+)
+def test_public_constructors_list_exactly_their_signature(make, owner):
+    """No hand-kept option list: the names an error offers are the constructor's own parameters, so a
+    keyword added to the signature is accepted and offered without editing anything else."""
+    import inspect
+
+    from harmony_lab._strict import keyword_names
+
+    cls = make()
+    with pytest.raises(TypeError) as info:
+        cls("http://127.0.0.1:1", "key", heartbeat_intervall=1) if owner != "Inspector" else cls(hieght=3)
+    message = str(info.value)
+    assert message.startswith(f"{owner}() got unknown keyword argument(s)")
+    offered = message.split("; valid: ", 1)[1].split(", ")
+    assert offered == keyword_names(inspect.unwrap(cls.__init__))
+    assert "did you mean" in message

@@ -1,31 +1,35 @@
 """Client-side evaluation of a postgres_changes filter, for sources the server did not filter.
 
 A manager-backed ``LiveFrame`` hands its filter to the manager (and so to the server); a replay or any
-other event stream is filtered here. Both use the one grammar of :mod:`harmony_lab.filters`
-(``column=[not.]op.value``, commas for AND; ops eq, neq, lt, lte, gt, gte, in, like, ilike, is, match,
-imatch, isdistinct), so a filter means the same whatever the source, and bad filters fail with the
-same :class:`~harmony_lab.filters.FilterError` naming the valid forms.
+other event stream is filtered here. Both parse with :func:`harmony_lab.filters.parse_filter` and
+evaluate with :func:`harmony_lab.filters.client_predicate` — the server's own evaluator, with
+Postgres's semantics for the column's type — so a filter selects the same rows whatever the source,
+and bad filters fail with the same :class:`~harmony_lab.filters.FilterError` naming the valid forms.
 
-Patterns mean what they mean in Postgres (C collation): ``like``/``ilike`` with the linear-time
-matcher the server uses, ``match``/``imatch`` as Postgres regular expressions translated to Python's
-engine (the translation the server's evaluator uses; a feature it cannot translate is refused when the
-filter is compiled). The pattern is the notebook user's own, evaluated in their process.
+The column's type comes from the event (``columns``: name and type, as Supabase sends them and
+recordings keep them): timestamps compare as instants, numerics exactly, uuids and booleans as values.
+An event without type information is read by its JSON values (a JSON string as text, a number as
+``numeric``, true/false as ``bool``). NULL compares as unknown, so only ``is`` and ``isdistinct`` can
+match it; as on Supabase, DELETE events are not filtered (the caller skips them).
 
-Evaluation follows SQL on the event's JSON values: a literal is read as the type of the row value it
-is compared with (int, float, bool, text); NULL compares as unknown, so only ``is`` and
-``isdistinct`` can match it. As on Supabase, DELETE events are not filtered (the caller skips them).
+``match``/``imatch`` run as the pattern's Python translation where Postgres would be asked on the
+server (the pattern is the notebook user's own, evaluated in their process); a feature that has no
+translation is refused when the filter is compiled.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from harmony_lab.filters import (
+    ColumnType,
     Condition,
     Filter,
     FilterError,
+    classify,
+    client_predicate,
     compile_like,
     parse_filter,
     pg_regex_to_python,
@@ -34,123 +38,78 @@ from harmony_lab.filters import (
 __all__ = ["RowFilter", "compile_filter"]
 
 _MISSING = object()
+_Tri = bool | None
 
 
-def _coerce(literal: str, like: Any) -> Any:
-    """The filter literal as the type of the row value it is compared with (ValueError if it cannot be)."""
-    if isinstance(like, bool):
-        low = literal.strip().lower()
-        if low in ("t", "true"):
-            return True
-        if low in ("f", "false"):
-            return False
-        raise ValueError(literal)
-    if isinstance(like, int):
+def _check(c: Condition) -> None:
+    """Refuse at compile time what the client cannot evaluate, with the reason."""
+    if c.op in ("like", "ilike"):
         try:
-            return int(literal)
-        except ValueError:
-            return float(literal)
-    if isinstance(like, float):
-        return float(literal)
-    return literal
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def _condition(c: Condition) -> Callable[[Mapping[str, Any]], bool]:
-    op = c.op
-    matcher: Callable[[str], bool] | None = None
-    if op in ("like", "ilike"):
-        try:
-            matcher = compile_like(str(c.value), fold=op == "ilike")
+            compile_like(str(c.value), fold=c.op == "ilike")
         except ValueError as exc:  # the server refuses the same pattern when subscribing
             raise FilterError(
                 f"{exc}; write a literal backslash as two", reason=str(exc), stage="check", text=str(c)
             ) from exc
-    elif op in ("match", "imatch"):
-        translated = pg_regex_to_python(str(c.value))
-        if translated is None:
-            raise FilterError(
-                f"the regular expression {c.value!r} uses a Postgres feature client-side filtering does "
-                "not evaluate (back references, lookaround, [[:classes:]], \\m \\y, embedded options); "
-                "let the server filter it (a manager-backed LiveFrame) or simplify the pattern",
-                reason="unsupported regular expression",
-                stage="check",
-                text=str(c),
-            )
-        rx = re.compile(translated, re.DOTALL | re.ASCII | (re.IGNORECASE if op == "imatch" else 0))
+    elif c.op in ("match", "imatch") and pg_regex_to_python(str(c.value)) is None:
+        raise FilterError(
+            f"the regular expression {c.value!r} uses a Postgres feature client-side filtering does "
+            "not evaluate (back references, lookaround, [[:classes:]], \\m \\y, embedded options); "
+            "let the server filter it (a manager-backed LiveFrame) or simplify the pattern",
+            reason="unsupported regular expression",
+            stage="check",
+            text=str(c),
+        )
 
-        def matcher(text: str) -> bool:
-            return rx.search(text) is not None
 
-    def test(row: Mapping[str, Any]) -> bool | None:
-        """True/False, or None for SQL's unknown."""
-        value = row.get(c.column, _MISSING)
+def _json_type(value: Any) -> str:
+    """The Postgres type a JSON value stands for when the event names none."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float | Decimal):
+        return "numeric"
+    return "text"
+
+
+class _Condition:
+    """One condition, compiled once per column type it meets."""
+
+    __slots__ = ("_by_type", "cond")
+
+    def __init__(self, cond: Condition) -> None:
+        _check(cond)
+        self.cond = cond
+        self._by_type: dict[str, Callable[[Any], _Tri]] = {}
+
+    def __call__(self, row: Mapping[str, Any], types: Mapping[str, str]) -> bool:
+        value = row.get(self.cond.column, _MISSING)
         if value is _MISSING:
-            return None
-        if op == "is":
-            if c.value is None or c.value == "unknown":
-                return value is None
-            return value is (c.value == "true")
-        if op == "isdistinct":
-            if value is None:
-                return True
-            try:
-                return _scalar(value) != _coerce(str(c.value), _scalar(value))
-            except ValueError:
-                return True
-        if value is None or isinstance(value, dict | list):
-            return None
-        v = _scalar(value)
-        if matcher is not None:
-            return matcher(str(v))
-        try:
-            if op == "in":
-                assert isinstance(c.value, tuple)
-                return any(v == _coerce(item, v) for item in c.value if item is not None)
-            t = _coerce(str(c.value), v)
-        except ValueError:
-            return op == "neq"
-        try:
-            if op == "eq":
-                return bool(v == t)
-            if op == "neq":
-                return bool(v != t)
-            if op == "lt":
-                return bool(v < t)
-            if op == "lte":
-                return bool(v <= t)
-            if op == "gt":
-                return bool(v > t)
-            return bool(v >= t)
-        except TypeError:
-            return None
+            return False
+        typname = types.get(self.cond.column) or _json_type(value)
+        predicate = self._by_type.get(typname)
+        if predicate is None:
+            predicate = self._by_type[typname] = client_predicate(self.cond, _column_type(typname))
+        return predicate(value) is True
 
-    def evaluate(row: Mapping[str, Any]) -> bool:
-        result = test(row)
-        if result is None:
-            return False  # NOT unknown is still unknown
-        return not result if c.negate else result
 
-    return evaluate
+def _column_type(typname: str) -> ColumnType:
+    name = typname.strip().strip('"')
+    return classify(name, name)
 
 
 class RowFilter:
-    """A parsed filter; ``matches(row)`` is True when every condition holds."""
+    """A parsed filter; ``matches(row, columns)`` is True when every condition holds."""
 
     def __init__(self, text: str, conditions: tuple[Condition, ...]) -> None:
         self.text = text
         self.conditions = conditions
-        self._tests = [_condition(c) for c in conditions]
+        self._tests = [_Condition(c) for c in conditions]
 
-    def matches(self, row: Mapping[str, Any] | None) -> bool:
+    def matches(self, row: Mapping[str, Any] | None, columns: Iterable[tuple[str, str]] = ()) -> bool:
+        """Whether ``row`` passes; ``columns`` are the event's (name, type) pairs."""
         if row is None:
             return False
-        return all(t(row) for t in self._tests)
+        types = dict(columns)
+        return all(t(row, types) for t in self._tests)
 
     def __str__(self) -> str:
         return self.text

@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 import pyarrow as pa
 
-from harmony_lab._feed import is_table_source, pump, source_kind
+from harmony_lab._feed import EventFeed, is_table_source, pump, source_kind
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.filters import Condition, Filter
-from harmony_lab.frames import _dtypes
+from harmony_lab.frames import _broadcast, _dtypes
 from harmony_lab.frames._at import frame_at
 from harmony_lab.frames._filter import RowFilter, compile_filter
 from harmony_lab.frames._rate import RateMeter
@@ -116,7 +117,7 @@ class LiveFrame:
     manager keeps retrying a failed first attempt, and ``ready()`` waits for it; it also returns when
     the channel ends in ``error``, see :attr:`status`). Outside a running loop nothing starts until
     ``await lf.ready()``.
-    ``await lf.close()`` (or ``async with LiveFrame(...) as lf``) unsubscribes and stops.
+    ``await lf.aclose()`` (or ``async with LiveFrame(...) as lf``) unsubscribes and stops.
 
     **The table as it is.** With a manager source (``snapshot=True``, the default), once the
     subscription is confirmed the frame loads the table's current rows — the newest ``max_rows`` by
@@ -164,6 +165,11 @@ class LiveFrame:
         lf = LiveFrame(manager, "messages", backfill=Backfill(column="updated_at"))
         await lf.ready()  # connected: events flow
 
+    **Broadcast from Database.** ``via="broadcast", topic="channel:general", private=True`` reads the
+    rows from a topic a ``realtime.broadcast_changes`` row trigger sends to, instead of Postgres
+    Changes, with the same semantics; give the ``filter`` that selects the topic's rows so the starting
+    snapshot matches (see :mod:`harmony_lab.frames._broadcast` for what else differs).
+
     Apply events on the event loop's thread (callbacks and widgets assume it).
     """
 
@@ -172,7 +178,7 @@ class LiveFrame:
     @strict_kwargs
     def __init__(
         self,
-        source: Any,
+        source: EventFeed | None,
         table: str,
         *,
         key: str | Sequence[str] | None = None,
@@ -187,6 +193,9 @@ class LiveFrame:
         order_by: str | Sequence[str] | None = None,
         rate_window_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        via: str = "postgres_changes",
+        topic: str | None = None,
+        private: bool = False,
     ) -> None:
         if not isinstance(table, str) or not table:
             raise TypeError(f"table must be a non-empty string such as 'messages'; got {table!r}")
@@ -235,6 +244,9 @@ class LiveFrame:
                     "what changed during a gap); a replay or hand-fed frame has nothing to fetch from"
                 )
         self.backfill = backfill
+        # via="broadcast": the rows come from a realtime.broadcast_changes topic (frames._broadcast)
+        _broadcast.check_options(via, topic, private, is_manager=self._is_manager, backfill=backfill)
+        self.via, self.topic, self.private = via, topic, private
         if not isinstance(snapshot, bool):
             raise TypeError(f"snapshot must be True (load the current rows first) or False; got {snapshot!r}")
         if order_by is not None and not (
@@ -310,7 +322,10 @@ class LiveFrame:
                     extra["primary_key"] = self._key_cols
                 if self._snapshot_wanted:
                     self._touched = set()  # keys changed live before the snapshot is merged
-                state = await src.subscribe_to_table(
+                subscribe = (
+                    _broadcast.subscriber(self, src) if self.via == "broadcast" else src.subscribe_to_table
+                )
+                state = await subscribe(
                     self.name,
                     self.table,
                     schema=self.schema,
@@ -498,6 +513,11 @@ class LiveFrame:
         return self
 
     async def close(self) -> None:
+        """Deprecated spelling of :meth:`aclose` (async work is closed with ``aclose`` everywhere)."""
+        warnings.warn("LiveFrame.close() is now `await frame.aclose()`", DeprecationWarning, stacklevel=2)
+        await self.aclose()
+
+    async def aclose(self) -> None:
         """Stop consuming / unsubscribe from the manager. Rows stay readable."""
         task, self._task = self._task, None
         if task is not None and not task.done():
@@ -517,7 +537,7 @@ class LiveFrame:
         return await self.ready()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await self.aclose()
 
     # ------------------------------------------------------------------ applying events
 
@@ -559,9 +579,9 @@ class LiveFrame:
             return False
         if (
             self._row_filter is not None
-            and not self._is_manager
+            and (not self._is_manager or self.via == "broadcast")
             and op != "DELETE"
-            and not self._row_filter.matches(event.new)
+            and not self._row_filter.matches(event.new, event.columns)
         ):
             c["ignored"] += 1
             return False

@@ -29,7 +29,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import anywidget
 import pyarrow as pa
 import traitlets
 
+from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, PresenceStatus, RealtimeEvent, utc_now
 from harmony_lab.inspector._channels import ChannelConfig, join_on, parse_events, parse_tables
 from harmony_lab.inspector._entries import describe
@@ -50,21 +51,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Inspector"]
 
-_OPTIONS = (
-    "url",
-    "key",
-    "service_role_key",
-    "dsn",
-    "capacity",
-    "max_bytes",
-    "height",
-    "max_hz",
-    "max_bytes_per_s",
-    "rows_per_message",
-    "manager_options",
-    "clock",
-    "layout",
-)
 _ACTIONS = ("join", "leave", "send", "track", "untrack", "listen_as")
 _MAX_PENDING_ACTIONS = 16
 _MAX_PAYLOAD = 256_000
@@ -104,12 +90,6 @@ def rows_batch(entries: list[LogEntry]) -> pa.RecordBatch:
     )
 
 
-def _unknown(unknown: Collection[str]) -> TypeError:
-    from harmony_lab.manager._specs import unknown_kwargs_error
-
-    return unknown_kwargs_error("Inspector", list(unknown), ["source", *_OPTIONS])
-
-
 class Inspector(StreamingWidget):
     """Join any channel and watch every message with its JSON, like the dashboard's Realtime Inspector.
 
@@ -143,16 +123,29 @@ class Inspector(StreamingWidget):
     height = traitlets.Int(420).tag(sync=True)
     capacity = traitlets.Int(100_000).tag(sync=True)
 
-    def __init__(self, source: Any = None, **options: Any) -> None:
-        unknown = set(options) - set(_OPTIONS)
-        if unknown:
-            raise _unknown(unknown)
-        url = options.get("url")
-        key = options.get("key")
+    @strict_kwargs
+    def __init__(
+        self,
+        source: Any = None,
+        *,
+        url: str | None = None,
+        key: str | None = None,
+        service_role_key: str | None = None,
+        dsn: str | None = None,
+        capacity: int = 100_000,
+        max_bytes: int = 100_000_000,
+        height: int = 420,
+        max_hz: float = 10.0,
+        max_bytes_per_s: float = 1_000_000,
+        rows_per_message: int = 20_000,
+        manager_options: Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        layout: Any = None,
+    ) -> None:
         self._stack: Any = None
         self._client: Any = None
-        self._service_role_key: str | None = options.get("service_role_key")
-        self._dsn: str | None = options.get("dsn")
+        self._service_role_key: str | None = service_role_key
+        self._dsn: str | None = dsn
         if source is not None:
             if callable(getattr(source, "token_for", None)) and hasattr(source, "anon_key"):
                 self._stack = source
@@ -176,29 +169,26 @@ class Inspector(StreamingWidget):
 
         realtime_url(url)  # the manager's URL check, before anything else
         self._url, self._key = url, key
-        manager_options = dict(options.get("manager_options") or {})
+        manager_options = dict(manager_options or {})
         for bad in ("access_token", "dsn"):
             if bad in manager_options:
                 raise ValueError(
                     f"manager_options cannot set {bad!r}: the Inspector sets it (listen_as, dsn=)"
                 )
         self._manager_options = manager_options
-        max_hz = float(options.get("max_hz", 10.0))
-        max_bytes_per_s = float(options.get("max_bytes_per_s", 1_000_000))
+        max_hz = float(max_hz)
+        max_bytes_per_s = float(max_bytes_per_s)
         self._check_rates(max_hz, max_bytes_per_s)
-        rows_per_message = options.get("rows_per_message", 20_000)
         if (
             isinstance(rows_per_message, bool)
             or not isinstance(rows_per_message, int)
             or rows_per_message < 1
         ):
             raise ValueError(f"rows_per_message must be a positive int; got {rows_per_message!r}")
-        self._log = MessageLog(
-            options.get("capacity", 100_000), max_bytes=options.get("max_bytes", 100_000_000)
-        )
-        kw: dict[str, Any] = {} if options.get("layout") is None else {"layout": options["layout"]}
+        self._log = MessageLog(capacity, max_bytes=max_bytes)
+        kw: dict[str, Any] = {} if layout is None else {"layout": layout}
         super().__init__(
-            height=int(options.get("height", 420)),
+            height=int(height),
             capacity=self._log.capacity,
             hosted=self._stack is None,
             filters=LogFilter().as_dict(),
@@ -227,7 +217,7 @@ class Inspector(StreamingWidget):
             max_hz=max_hz,
             max_bytes_per_s=max_bytes_per_s,
             stats_interval_s=None,
-            clock=options.get("clock", time.monotonic),
+            clock=clock,
         )
         self.observe(self._on_filters, names="filters")
         self.observe(self._on_paused, names="paused")

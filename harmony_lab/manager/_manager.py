@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 from realtime import AsyncRealtimeClient
 
 from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus, RealtimeEvent
+from harmony_lab.filters import Condition, Filter
 from harmony_lab.manager import _logs
 from harmony_lab.manager._backoff import BackoffPolicy
 from harmony_lab.manager._bus import CallbackGuard, EventBus, EventStream
@@ -31,7 +32,7 @@ from harmony_lab.manager._machine import (
 from harmony_lab.manager._presence import PresenceHandle
 from harmony_lab.manager._runner import ChannelRunner, TokenUnavailableError
 from harmony_lab.manager._snapshot import TableSnapshot
-from harmony_lab.manager._specs import ChannelSpec, TableSubscription, unknown_kwargs_error
+from harmony_lab.manager._specs import Backfill, ChannelSpec, TableSubscription, strict_kwargs
 
 __all__ = ["RealtimeConnectionManager"]
 
@@ -41,21 +42,6 @@ logger = logging.getLogger("harmony_lab.manager")
 
 _TOKEN_EVENTS = {"SIGNED_IN", "TOKEN_REFRESHED", "USER_UPDATED", "MFA_CHALLENGE_VERIFIED", "INITIAL_SESSION"}
 _TABLE_OPS = ("INSERT", "UPDATE", "DELETE")
-_OPTIONS = (
-    "backoff",
-    "heartbeat_interval",
-    "rapid_close_window",
-    "rapid_close_cooldown",
-    "health_interval",
-    "error_reset_after",
-    "clock",
-    "rng",
-    "access_token",
-    "dsn",
-    "join_timeout",
-    "token_wait",
-    "presence_limit",
-)
 
 
 def _positive(name: str, value: object) -> float:
@@ -142,6 +128,7 @@ class RealtimeConnectionManager:
 
     _instance: ClassVar[RealtimeConnectionManager | None] = None
 
+    @strict_kwargs
     def __init__(
         self,
         url: str,
@@ -160,10 +147,7 @@ class RealtimeConnectionManager:
         join_timeout: float = 10.0,
         token_wait: float = 10.0,
         presence_limit: tuple[int, float] = (5, 30.0),
-        **unknown: Any,
     ) -> None:
-        if unknown:
-            raise unknown_kwargs_error("RealtimeConnectionManager", set(unknown), ["url", "key", *_OPTIONS])
         if not isinstance(key, str) or not key:
             raise ValueError("key must be the project's API key (anon or service_role), a non-empty string")
         if backoff is not None and not isinstance(backoff, BackoffPolicy):
@@ -281,9 +265,9 @@ class RealtimeConnectionManager:
         *,
         schema: str = "public",
         event: str = "*",
-        filter: Any = None,
+        filter: str | Condition | Filter | None = None,
         callback: Callable[[RealtimeEvent], Any] | None = None,
-        backfill: Any = None,
+        backfill: Backfill | None = None,
         primary_key: tuple[str, ...] | str | None = None,
     ) -> ChannelState:
         """Subscribe channel ``name`` to postgres changes of ``schema.table``.
@@ -1088,7 +1072,7 @@ class RealtimeConnectionManager:
         table: str,
         *,
         schema: str = "public",
-        filter: Any = None,
+        filter: str | Condition | Filter | None = None,
         order_by: str | tuple[str, ...] | None = None,
         limit: int | None = 1000,
     ) -> TableSnapshot:

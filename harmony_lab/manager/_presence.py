@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from harmony_lab._presence import PresenceState, metas_of
 from harmony_lab.events import PresenceStatus, RealtimeEvent
 from harmony_lab.manager._ratelimit import CallWindow
 
@@ -55,6 +56,7 @@ class PresenceHandle:
         self._sent: dict[str, Any] | None = None  # what the server has for us on the current join
         self._flush_task: asyncio.Task[None] | None = None
         self._roster: dict[str, dict[str, Any]] = {}
+        self._state = PresenceState()
         self._callbacks: list[Callable[[RealtimeEvent], Any]] = []
         self.calls_sent = 0
         self.calls_coalesced = 0
@@ -140,12 +142,10 @@ class PresenceHandle:
 
     def _on_sync(self, state: Mapping[str, list[Mapping[str, Any]]], ev: RealtimeEvent) -> None:
         now: datetime = ev.received_at
+        self._state.replace({str(key): metas_of(metas) for key, metas in state.items()})
         present = set()
-        for key, metas in state.items():
-            if not metas:
-                continue
-            meta = dict(metas[-1])
-            user = str(meta.get("user_id") or key)
+        for user, latest in self._state.users().items():
+            meta = dict(latest)
             present.add(user)
             status = str(meta.get("status", PresenceStatus.ONLINE.value))
             extra = {k: v for k, v in meta.items() if k not in _RESERVED}

@@ -29,8 +29,7 @@ import psycopg
 from psycopg import sql
 
 from harmony_lab.capture._convert import to_json_value
-from harmony_lab.filters import Condition
-from harmony_lab.server._pgchanges_eval import ColumnType, classify, pg_text, sql_check
+from harmony_lab.filters import ColumnType, Condition, classify, pg_text, sql_check
 
 __all__ = [
     "CheckError",

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 import traitlets
 
-from harmony_lab._feed import is_presence_handle
+from harmony_lab._feed import EventFeed, PresenceSource, is_presence_handle
+from harmony_lab._presence import PresenceState, user_of
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.widgets import _assets
@@ -64,7 +65,7 @@ class PresenceRosterWidget(StateWidget):
     @strict_kwargs
     def __init__(
         self,
-        source: Any = None,
+        source: EventFeed | PresenceSource | None = None,
         *,
         channel: str | None = None,
         events: Any = None,
@@ -85,6 +86,7 @@ class PresenceRosterWidget(StateWidget):
         self._names = display_names(names, "PresenceRosterWidget")
         self._wall = wall_clock
         self._users: dict[str, dict[str, Any]] = {}
+        self._presence = PresenceState()
         self._typing: dict[str, int] = {}  # user → typing until (epoch ms)
         self._init_stream(max_hz=max_hz, max_bytes_per_s=200_000, stats_interval_s=1.0)
         self._feeds: list[Feed] = []
@@ -171,41 +173,31 @@ class PresenceRosterWidget(StateWidget):
         return True
 
     def _apply_presence(self, event: RealtimeEvent) -> None:
-        payload = event.payload if isinstance(event.payload, Mapping) else {}
-        now = to_ms(event.received_at) or int(self._wall() * 1000)
         op = (event.op or "").lower()
-        if op == "sync":
-            state = payload.get("state", payload) if isinstance(payload.get("state"), Mapping) else payload
-            present = set()
-            for key, metas in state.items():
-                if not isinstance(metas, list) or not metas:
-                    continue
-                user = self._present(str(key), metas[-1], now)
-                present.add(user)
+        if op not in ("sync", "join", "leave"):
+            logger.debug("roster: ignoring presence op %r", op)
+            return
+        now = to_ms(event.received_at) or int(self._wall() * 1000)
+        diff = self._presence.apply(op, event.payload)
+        for key in self._presence.keys() if op == "sync" else diff.changed:
+            meta = self._presence.latest(key)
+            if meta is not None:
+                self._present(key, meta, now)
+        present = set(self._presence.users())
+        for key, metas in diff.left.items():
+            user = user_of(key, metas[-1] if metas else None)
+            if user not in present:
+                entry = self._entry(user)
+                entry["status"] = "offline"
+                entry["last_seen_ms"] = now
+        if op == "sync":  # users known from elsewhere (a handle's roster) but not listed are gone
             for user, entry in self._users.items():
                 if user not in present and entry["status"] != "offline":
                     entry["status"] = "offline"
                     entry["last_seen_ms"] = now
-        elif op == "join":
-            metas = payload.get("new") or payload.get("newPresences") or []
-            if metas:
-                self._present(str(payload.get("key")), metas[-1], now)
-        elif op == "leave":
-            key = str(payload.get("key"))
-            current = payload.get("current") or payload.get("currentPresences") or []
-            left = payload.get("left") or payload.get("leftPresences") or []
-            user = str((left[-1] if left else {}).get("user_id") or key)
-            if current:
-                self._present(key, current[-1], now)
-            else:
-                entry = self._entry(user)
-                entry["status"] = "offline"
-                entry["last_seen_ms"] = now
-        else:
-            logger.debug("roster: ignoring presence op %r", op)
 
     def _present(self, key: str, meta: Mapping[str, Any], now: int) -> str:
-        user = str(meta.get("user_id") or key)
+        user = user_of(key, meta)
         entry = self._entry(user)
         entry["status"] = display_status(meta.get("status", "online"))
         self._set_meta(entry, meta)

@@ -104,3 +104,29 @@ def test_filter_accepts_f_expressions_and_roundtrips_to_text():
     assert not f.matches({"channel_id": 42, "deleted_at": None})
     with pytest.raises(TypeError, match="F expression"):
         compile_filter(42)
+
+
+@pytest.mark.parametrize(
+    ("text", "row", "columns", "ok"),
+    [
+        # instants, not strings: 10:00+02:00 is 08:00 UTC, before 09:00 UTC (as text it sorts after)
+        ("at=gt.2024-01-01 09:00:00", {"at": "2024-01-01T10:00:00+02:00"}, [("at", "timestamptz")], False),
+        ("at=lt.2024-01-01 09:00:00", {"at": "2024-01-01T10:00:00+02:00"}, [("at", "timestamptz")], True),
+        ("at=eq.2024-01-01T08:00:00Z", {"at": "2024-01-01T10:00:00+02:00"}, [("at", "timestamptz")], True),
+        # numeric is exact: 0.1 + 0.2 is not 0.3 in binary floating point, it is in numeric
+        ("n=eq.0.30", {"n": 0.3}, [("n", "numeric")], True),
+        ("n=gt.12345678901234567.1", {"n": "12345678901234567.2"}, [("n", "numeric")], True),
+        # uuids compare as values, whatever their case
+        (
+            "id=eq.A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            {"id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"},
+            [("id", "uuid")],
+            True,
+        ),
+        ("ok=eq.yes", {"ok": True}, [("ok", "bool")], True),
+        ("ok=eq.t", {"ok": True}, (), True),  # no type information: true/false stand for bool
+        ("d=gte.2024-02-01", {"d": "2024-02-01"}, [("d", "date")], True),
+    ],
+)
+def test_filter_uses_the_event_column_types(text, row, columns, ok):
+    assert compile_filter(text).matches(row, columns) is ok

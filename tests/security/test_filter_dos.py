@@ -20,11 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from realtime import AsyncRealtimeClient
 
-from harmony_lab.filters import Condition, compile_like, pg_regex_to_python
+from harmony_lab.filters import (
+    DEFER,
+    Condition,
+    classify,
+    compile_condition,
+    compile_like,
+    pg_regex_to_python,
+)
 from harmony_lab.frames._filter import compile_filter
 from harmony_lab.local.schema import ALICE, GENERAL
 from harmony_lab.local.stack import LocalRealtime
-from harmony_lab.server._pgchanges_eval import DEFER, classify, compile_condition
 from tests.polling import eventually
 
 BOMBS = {

@@ -30,18 +30,27 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Final, Literal
 
 __all__ = [
+    "DEFER",
     "IS_KEYWORDS",
     "MAX_IN_VALUES",
     "OPERATORS",
+    "ColumnType",
     "Condition",
     "F",
     "Filter",
     "FilterError",
+    "Predicate",
     "ascii_lower",
+    "classify",
+    "client_predicate",
+    "compile_condition",
     "compile_like",
     "format_filter",
+    "literal_value",
     "parse_filter",
     "pg_regex_to_python",
+    "pg_text",
+    "sql_check",
 ]
 
 OPERATORS: Final = (
@@ -814,3 +823,17 @@ class F:
     @staticmethod
     def isdistinct(column: str, value: ValueLike) -> Condition:
         return Condition(column, "isdistinct", _text(value))
+
+
+# The evaluation with Postgres semantics needs the grammar above, so it is imported last.
+from harmony_lab.filters._eval import (  # noqa: E402
+    DEFER,
+    ColumnType,
+    Predicate,
+    classify,
+    client_predicate,
+    compile_condition,
+    literal_value,
+    pg_text,
+    sql_check,
+)

@@ -1,5 +1,9 @@
 """Evaluate postgres_changes filter conditions in Python with Postgres semantics (pure, no I/O).
 
+This is the one meaning of a filter in the package: the embedded server evaluates subscriptions with
+it, and a ``LiveFrame`` fed by a replay or any other stream evaluates its filter with it, so a filter
+selects the same rows whatever the source.
+
 Supabase Realtime evaluates every filter in SQL: ``'<row value>'::T OP '<filter value>'::T`` with ``T``
 the column's type (``realtime.check_equality_op``). Doing that per change per subscriber costs a
 round trip, so the common types are compared here instead, with the same results (tests use
@@ -17,8 +21,9 @@ Postgres as the oracle):
   never satisfies a plain comparison (negated or not).
 
 Whatever is not covered — other types, text ordering or case folding under a non-C collation with
-non-ASCII data, regex features Python spells differently — evaluates to :data:`DEFER`, and the hub
-asks Postgres (:func:`sql_check`) in one batched query.
+non-ASCII data, regex features Python spells differently — evaluates to :data:`DEFER`: the server asks
+Postgres (:func:`sql_check`) in one batched query; a client without a database uses the fallback of
+:func:`client_predicate`.
 
 Row and filter values arrive in ``to_jsonb`` rendering (what :class:`~harmony_lab.capture.types.Change`
 carries and what the subscribe-time cast returns), so one converter serves both.
@@ -31,11 +36,11 @@ import datetime as dt
 import decimal
 import json
 import re
+import struct
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from harmony_lab.capture._convert import ExactNumeric
 from harmony_lab.filters import Condition, compile_like, pg_regex_to_python
 
 __all__ = [
@@ -43,9 +48,9 @@ __all__ = [
     "ColumnType",
     "Predicate",
     "classify",
+    "client_predicate",
     "compile_condition",
-    "compile_like",
-    "pg_regex_to_python",
+    "literal_value",
     "pg_text",
     "sql_check",
 ]
@@ -196,11 +201,18 @@ def _float_key(v: Any) -> Any:
     return (1, 0) if f != f else (0, f)
 
 
+def _exact(v: Any) -> decimal.Decimal | None:
+    """The exact value of a numeric the capture kept exact (a float subclass carrying ``.exact``)."""
+    exact = getattr(v, "exact", None) if isinstance(v, float) else None
+    return exact if isinstance(exact, decimal.Decimal) else None
+
+
 def _numeric_key(v: Any) -> Any:
     if isinstance(v, bool):
         raise _Unconvertible(v)
-    if isinstance(v, ExactNumeric):
-        return (0, v.exact)
+    exact = _exact(v)
+    if exact is not None:
+        return (0, exact)
     try:
         d = decimal.Decimal(repr(v)) if isinstance(v, float) else decimal.Decimal(v)
     except (TypeError, ValueError, decimal.InvalidOperation) as exc:
@@ -455,8 +467,9 @@ def pg_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, list):
         return _array_literal(value)
-    if isinstance(value, ExactNumeric):
-        return str(value.exact)
+    exact = _exact(value)
+    if exact is not None:
+        return str(exact)
     if isinstance(value, float):
         return repr(value) if value == value and value not in (float("inf"), float("-inf")) else str(value)
     return json.dumps(value, ensure_ascii=False)
@@ -494,3 +507,172 @@ def sql_check(cond: Condition, regtype: str) -> str:
     else:
         expr = f"cast(%s::text as {regtype}) {SQL_OPERATORS[op]} (cast(%s::text as {regtype}))"
     return f"not ({expr})" if cond.negate else f"({expr})"
+
+
+# --------------------------------------------------------------------------------------------
+# filter literals, as Postgres reads them
+
+
+_BOOL_WORDS: Final = (("true", True), ("false", False), ("yes", True), ("no", False))
+
+
+def _bool_literal(text: str) -> bool:
+    """``boolin``: true/false/yes/no and their prefixes, on/off, 1/0, any case, blanks around."""
+    s = text.strip().lower()
+    if s in ("1", "on"):
+        return True
+    if s in ("0", "of", "off"):
+        return False
+    for word, value in _BOOL_WORDS:
+        if s and word.startswith(s):
+            return value
+    raise _Unconvertible(text)
+
+
+def _datetime_literal(text: str) -> dt.datetime:
+    s = text.strip()
+    if s[-4:].lower() == " utc":
+        s = s[:-4] + "+00:00"
+    try:
+        return dt.datetime.fromisoformat(s)
+    except ValueError as exc:
+        raise _Unconvertible(text) from exc
+
+
+def _as_float4(value: float) -> float:
+    """A float rounded to ``float4`` as ``to_jsonb`` renders it (the shortest text that round-trips)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return value
+    (single,) = struct.unpack("f", struct.pack("f", value))  # OverflowError beyond float4's range
+    for digits in range(1, 10):
+        shortest = float(f"{single:.{digits}g}")
+        if struct.unpack("f", struct.pack("f", shortest))[0] == single:
+            return shortest
+    return single
+
+
+def literal_value(text: str | None, ctype: ColumnType) -> Any:
+    """A filter literal as Postgres casts it to the column's type, in ``to_jsonb`` rendering.
+
+    What the server gets from Postgres at subscribe time, computed without a database for the common
+    input forms (ISO dates and times; a timestamp without offset is UTC, the session time zone
+    Supabase uses). Raises ``ValueError`` for a literal Postgres would reject or that is spelled in a
+    form this does not read.
+    """
+    if text is None:
+        return None
+    category = ctype.category
+    try:
+        if category == "int":
+            return int(text.strip())
+        if category == "float":
+            value = float(text.strip())
+            return _as_float4(value) if ctype.typname == "float4" else value
+        if category == "numeric":
+            decimal.Decimal(text.strip())
+            return text.strip()
+        if category == "bool":
+            return _bool_literal(text)
+        if category in ("timestamptz", "timestamp", "date"):
+            low = text.strip().lower()
+            if low in _POS_INF or low in _NEG_INF:
+                return low
+            parsed = _datetime_literal(text)
+            if category == "timestamptz":
+                return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).isoformat()
+            if category == "timestamp":
+                return parsed.replace(tzinfo=None).isoformat()
+            return parsed.date().isoformat()
+        if category == "time":
+            return dt.time.fromisoformat(text.strip()).isoformat()
+        if category == "uuid":
+            return str(uuid.UUID(text.strip()))
+    except (ValueError, OverflowError, decimal.InvalidOperation, _Unconvertible) as exc:
+        raise ValueError(f"{text!r} is not a valid {ctype.regtype}") from exc
+    return text
+
+
+def _canonical(cond: Condition, ctype: ColumnType) -> Any:
+    if cond.op == "in":
+        assert isinstance(cond.value, tuple)
+        return [literal_value(item, ctype) for item in cond.value]
+    if cond.op in ("is", "like", "ilike", "match", "imatch"):
+        return None
+    return literal_value(None if cond.value is None else str(cond.value), ctype)
+
+
+def client_predicate(cond: Condition, ctype: ColumnType) -> Callable[[Any], Tri]:
+    """A predicate with the server's meaning for a process that has no database to defer to.
+
+    :func:`compile_condition` decides everything it can; where it would defer to Postgres the
+    fallback is: a regular expression runs as its full Python translation (the caller refuses one that
+    has none), ``like``/``ilike`` on a non-text column test the value's text form, and comparisons on a
+    type Python does not model compare the text forms (``eq``, ``in`` and ``isdistinct`` are exact
+    for every type whose text form is canonical, which is the case for the values ``to_jsonb``
+    renders). A literal the column's type cannot hold compares as text too.
+    """
+    try:
+        canonical = _canonical(cond, ctype)
+    except ValueError:
+        ctype = classify("text", "text")
+        canonical = _canonical(cond, ctype)
+    fast = compile_condition(cond, ctype, canonical)
+    slow = _fallback(cond)
+
+    def predicate(v: Any) -> Tri:
+        r = fast(v)
+        if r is DEFER:
+            r = slow(v)
+            if cond.negate and r is not None:
+                r = not r
+        assert not isinstance(r, _Defer)
+        return r
+
+    return predicate
+
+
+def _fallback(cond: Condition) -> Callable[[Any], Tri]:
+    """The un-negated base condition on the value's text form."""
+    op = cond.op
+    if op in ("match", "imatch"):
+        translated = pg_regex_to_python(str(cond.value))
+        if translated is None:
+            raise ValueError(f"the regular expression {cond.value!r} has no Python translation")
+        flags = re.DOTALL | re.ASCII | (re.IGNORECASE if op == "imatch" else 0)
+        rx = re.compile(translated, flags)
+
+        def search(v: Any) -> Tri:
+            text = pg_text(v)
+            return None if text is None else rx.search(text) is not None
+
+        return search
+    if op in ("like", "ilike"):
+        like = compile_like(str(cond.value), fold=op == "ilike")
+
+        def like_(v: Any) -> Tri:
+            text = pg_text(v)
+            return None if text is None else like(text)
+
+        return like_
+    if op == "in":
+        assert isinstance(cond.value, tuple)
+        items = [item for item in cond.value if item is not None]
+        has_null = len(items) != len(cond.value)
+
+        def in_(v: Any) -> Tri:
+            text = pg_text(v)
+            if text is None:
+                return None
+            return True if text in items else (None if has_null else False)
+
+        return in_
+    literal = str(cond.value)
+    compare = _COMPARE.get(op)
+
+    def cmp(v: Any) -> Tri:
+        text = pg_text(v)
+        if text is None:
+            return True if op == "isdistinct" else None
+        return None if compare is None else compare(text, literal)
+
+    return cmp
