@@ -23,6 +23,7 @@ EXPECTED = {
     "LiveTableWidget",
     "PresenceRosterWidget",
     "StatusTimelineWidget",
+    "Player",
     "dashboard",
     "Inspector",
     "Recorder",

@@ -369,3 +369,26 @@ def _compute(
         if ev.new:
             rows[-1].update(ev.new)
     return rows, cols, learnt
+
+
+def adopt(target: LiveFrame, source: LiveFrame) -> None:
+    """Make ``target`` hold exactly ``source``'s rows and columns (a seek); listeners get one ``reset``.
+
+    The rows get fresh row ids from ``target``, so a view that knew the old rows never confuses them.
+    """
+    from harmony_lab.frames._live import FrameChange
+
+    target._rows.clear()
+    target._index.clear()
+    for row in source._rows.values():
+        rid = target._next_rid
+        target._next_rid += 1
+        target._rows[rid] = row
+        target._index[row.key] = rid
+    target._columns = dict(source._columns)
+    target._last_columns = None
+    if target._key_cols is None:
+        target._key_cols = source._key_cols
+    target._version += 1
+    if target._listeners:
+        target._emit(FrameChange("reset"))
