@@ -59,8 +59,9 @@ _SETTINGS_SQL: Final = (
 
 
 def unreadable(topic: str) -> str:
-    """The reason of a refused private join (``topic`` without ``realtime:``)."""
-    return f"Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
+    """Why a private channel may not be read (``topic`` without ``realtime:``); a refused join's
+    reason is this with ``Unauthorized:`` in front, a channel closed on a new token gets it as is."""
+    return f"You do not have permissions to read from this Channel topic: {topic}"
 
 
 def no_longer_readable(topic: str) -> str:
@@ -112,7 +113,7 @@ class AuthzError(Exception):
     def join_reason(self, topic: str) -> str:
         """The reason of the refused join, in the real server's words."""
         if self.kind == "policy":
-            return unreadable(topic)
+            return f"Unauthorized: {unreadable(topic)}"
         if self.kind == "canceled":
             return f"QueryCanceled: {self.detail}"
         if self.kind == "pool":

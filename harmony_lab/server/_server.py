@@ -33,10 +33,12 @@ from websockets.http11 import Request, Response
 from websockets.protocol import CONNECTING
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
+from harmony_lab.server._authz import Authorizer, rest_broadcast_allowed
 from harmony_lab.server._codec import V1, VSNS
 from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._session import (
     TOPIC_PREFIX,
+    Await,
     Channel,
     DeferredReply,
     Disconnect,
@@ -318,6 +320,8 @@ class RealtimeServer:
     ``jwt_secret`` verifies every token (HS256, ``role`` and ``exp`` required). ``hub`` is the
     postgres_changes engine (:class:`harmony_lab.server.changes.ChangesHub`, started by the caller);
     without one, joins with postgres_changes bindings get a ``system`` error and broadcast/presence work.
+    ``authorizer`` evaluates Realtime Authorization for private channels (without one, private joins
+    are refused); ``private_only=True`` refuses public channels, like turning "Allow public access" off.
     Runs on the event loop that calls :meth:`start`.
     """
 
@@ -330,6 +334,8 @@ class RealtimeServer:
         limits: ServerLimits | None = None,
         hub: Any = None,
         clock: Callable[[], float] = time.time,
+        authorizer: Authorizer | None = None,
+        private_only: bool = False,
     ) -> None:
         if not isinstance(jwt_secret, str) or not jwt_secret:
             raise ValueError(
@@ -343,6 +349,12 @@ class RealtimeServer:
         self.verifier = TokenVerifier(jwt_secret)
         self.hub = hub
         self.clock = clock
+        if authorizer is not None and not isinstance(authorizer, Authorizer):
+            raise TypeError(f"authorizer must be a harmony_lab.server._authz.Authorizer; got {authorizer!r}")
+        if not isinstance(private_only, bool):
+            raise TypeError(f"private_only must be True or False; got {private_only!r}")
+        self.authorizer = authorizer
+        self.private_only = private_only
         self.registry = Registry()
         self.faults = Faults(
             drop_all=lambda code, reason: self._call_in_loop(lambda: self._drop_all(code, reason), default=0),
@@ -549,9 +561,11 @@ class RealtimeServer:
                 return await self._handshake(conn, request, query)
             if method == "POST":
                 if path in _BROADCAST_PATHS:
-                    return self._rest_broadcast(request, conn.http_body)
+                    return await self._rest_broadcast(request, conn.http_body)
                 if m := _BROADCAST_EVENT.fullmatch(path):
-                    return self._rest_broadcast_event(request, query, conn.http_body, m.group(1), m.group(2))
+                    return await self._rest_broadcast_event(
+                        request, query, conn.http_body, m.group(1), m.group(2)
+                    )
                 if m := _ADMIN_FAULT.fullmatch(path):
                     return self._admin_fault(request, m.group(1), conn.http_body)
             if method == "GET":
@@ -615,10 +629,11 @@ class RealtimeServer:
         except AuthError as exc:
             return None, _json_response(401, {"error": exc.message})
 
-    def _rest_broadcast(self, request: Request, body: bytes) -> Response:
-        _, denied = self._rest_token(request)
+    async def _rest_broadcast(self, request: Request, body: bytes) -> Response:
+        claims, denied = self._rest_token(request)
         if denied is not None:
             return denied
+        assert claims is not None
         try:
             doc = _loads(body or b"null")
         except ValueError:
@@ -635,21 +650,31 @@ class RealtimeServer:
                 isinstance(m, dict) and isinstance(m.get("topic"), str) and isinstance(m.get("event"), str)
             ):
                 return _json_response(422, {"error": f"messages[{i}] needs string topic and event"})
-        for m in messages:
-            private = flexible_bool(m.get("private"))
-            self.registry.broadcast(
-                TOPIC_PREFIX + m["topic"], m["event"], m.get("payload", {}), private=private
-            )
+        flags = [flexible_bool(m.get("private")) for m in messages]
+        allowed = await rest_broadcast_allowed(self.authorizer, claims, messages, private=flags)
+        for m, private, ok in zip(messages, flags, allowed, strict=True):
+            if ok:
+                self.registry.broadcast(
+                    TOPIC_PREFIX + m["topic"], m["event"], m.get("payload", {}), private=private
+                )
         return _json_response(202)
 
-    def _rest_broadcast_event(
+    async def _rest_broadcast_event(
         self, request: Request, query: dict[str, list[str]], body: bytes, topic: str, event: str
     ) -> Response:
-        _, denied = self._rest_token(request)
+        claims, denied = self._rest_token(request)
         if denied is not None:
             return denied
+        assert claims is not None
         topic, event = urllib.parse.unquote(topic), urllib.parse.unquote(event)
         private = (query.get("private") or ["false"])[0].lower() == "true"
+        if (
+            private
+            and not (
+                await rest_broadcast_allowed(self.authorizer, claims, [{"topic": topic}], private=[True])
+            )[0]
+        ):
+            return _json_response(202)  # dropped, as a refused private message of /api/broadcast
         full = TOPIC_PREFIX + topic
         ctype = (request.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
         if ctype == "application/octet-stream":
@@ -717,6 +742,8 @@ class RealtimeServer:
             limits=self.limits,
             binding_id=getattr(hub, "binding_id", None) or default_binding_id,
             pg_available=hub is not None,
+            authorizer=self.authorizer,
+            private_only=self.private_only,
         )
         sock.session = session
         self._sockets[conn] = sock
@@ -807,6 +834,8 @@ class RealtimeServer:
                 e.run()
             elif isinstance(e, Sleep):
                 await asyncio.sleep(e.seconds)
+            elif isinstance(e, Await):
+                await self._perform(sock, await e.run())
             elif isinstance(e, Disconnect):
                 sock.request_close(e.code, e.reason)
             elif isinstance(e, PgSubscribe):
