@@ -446,4 +446,4 @@ async def test_subscribe_returns_after_the_first_attempt_and_live_frame_ready_wa
     assert lf.status == "connected"
     new_id = await insert_message(rt, "right after ready()")
     await lf.wait_until(lambda f: new_id in f, within_s=5)
-    await lf.close()
+    await lf.aclose()
