@@ -8,6 +8,11 @@ Rows (all in one run, on one LocalRealtime):
                                 as possible (multi-row INSERTs, every row a change)
 * ``fan-out S × N/s``         — S subscriptions (channels spread over 10 sockets) × N changes/s: messages/s
                                 delivered and p99 latency
+* ``Broadcast from Database`` beside ``Postgres Changes`` — the same 100 realtime-py subscribers (one
+                                socket each) of a row trigger's ``realtime.broadcast_changes`` topic, or of
+                                the table's postgres_changes: commit → callback p50/p99 at a paced rate,
+                                sustained messages/s, server-thread CPU per delivered message and
+                                Postgres CPU per written row (trigger, WAL decoding)
 * ``capture only`` (floor)    — bench/capture.py's figures when that script exists: the change stream alone,
                                 without fan-out, JSON and websockets
 
@@ -220,6 +225,179 @@ async def run(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+# -- Broadcast from Database beside Postgres Changes ---------------------------------------------
+
+BFD_SQL = """
+create table if not exists public.bench_pgc (id bigserial primary key, k int not null, note text);
+create table if not exists public.bench_bfd (id bigserial primary key, k int not null, note text);
+grant select on public.bench_pgc, public.bench_bfd to anon, authenticated, service_role;
+do $$ begin
+  if not exists (select 1 from pg_publication_tables
+                 where pubname = 'supabase_realtime' and tablename = 'bench_pgc') then
+    alter publication supabase_realtime add table public.bench_pgc;
+  end if;
+end $$;
+create or replace function public.bench_bfd_broadcast() returns trigger language plpgsql as $$
+begin
+  perform realtime.broadcast_changes('bench-bfd', TG_OP, TG_OP, TG_TABLE_NAME, TG_TABLE_SCHEMA, NEW, OLD);
+  return null;
+end $$;
+drop trigger if exists bench_bfd_broadcast on public.bench_bfd;
+create trigger bench_bfd_broadcast after insert on public.bench_bfd
+  for each row execute function public.bench_bfd_broadcast();
+"""
+
+
+class _PathSink:
+    """Arrival time per row id on either path (``data.record`` / broadcast ``payload.record``)."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[int, int] = {}
+        self.count = 0
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        self.count += 1
+        record = message["data"]["record"] if "data" in message else message["payload"]["record"]
+        self.arrivals.setdefault(int(record["id"]), time.perf_counter_ns())
+
+
+async def _bfd_subscribers(rt: Any, path: str, n: int) -> tuple[list[Any], list[_PathSink]]:
+    """``n`` realtime-py sockets, one channel each: Postgres Changes on bench_pgc, or the private
+    broadcast topic bench-bfd (every subscriber on the same topic, as a room would be)."""
+    from realtime import AsyncRealtimeClient
+
+    clients, sinks = [], []
+    for i in range(n):
+        client = AsyncRealtimeClient(rt.ws_url, token=rt.service_role_key, auto_reconnect=False)
+        await client.connect()
+        sink = _PathSink()
+        joined = asyncio.Event()
+        if path == "pgc":
+            ch = client.channel(f"pgc-{i}")
+            ch.on_postgres_changes("INSERT", sink, table="bench_pgc")
+            ch.on_system(lambda _p, ev=joined: ev.set())
+            await ch.subscribe()
+        else:
+            ch = client.channel("bench-bfd", {"config": {"private": True, "broadcast": {"self": False}}})
+            ch.on_broadcast("INSERT", sink)
+            await ch.subscribe(
+                lambda state, _err, ev=joined: ev.set() if str(state).endswith("SUBSCRIBED") else None
+            )
+        await asyncio.wait_for(joined.wait(), 30)
+        clients.append(client)
+        sinks.append(sink)
+    return clients, sinks
+
+
+def _cpu_s(pids: list[int], server_tid: int | None) -> tuple[float, float]:
+    """(Postgres processes' CPU s, the Realtime server thread's CPU s) so far."""
+    import psutil
+
+    pg = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            pg += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    srv = 0.0
+    for th in psutil.Process().threads():
+        if th.id == server_tid:
+            srv = th.user_time + th.system_time
+    return pg, srv
+
+
+def _pg_pids(rt: Any) -> list[int]:
+    import psutil
+
+    root = psutil.Process(rt.postgres.pid)
+    return [root.pid, *(c.pid for c in root.children(recursive=True))]
+
+
+async def _bfd_path(
+    rt: Any, conn: Any, path: str, n_subs: int, rate: float, seconds: float, burst: int
+) -> list[dict[str, Any]]:
+    table = "bench_pgc" if path == "pgc" else "bench_bfd"
+    label = "Postgres Changes" if path == "pgc" else "Broadcast from Database"
+    clients, sinks = await _bfd_subscribers(rt, path, n_subs)
+    tid = rt._thread.native_id if rt._thread is not None else None
+    try:
+        # paced: commit acknowledged → callback, over every subscriber
+        sent: dict[int, int] = {}
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            cur = await conn.execute(f"insert into public.{table} (k) values (1) returning id")
+            row = await cur.fetchone()
+            sent[int(row[0])] = time.perf_counter_ns()
+        await asyncio.gather(*(wait_for(s, set(sent), 30) for s in sinks))
+        lat = [(s.arrivals[i] - t) / 1e6 for s in sinks for i, t in sent.items() if i in s.arrivals]
+        # sustained: rows written as fast as possible (100-row statements), deliveries counted
+        for s in sinks:
+            s.arrivals.clear()
+            s.count = 0
+        pids = _pg_pids(rt)
+        pg0, srv0 = _cpu_s(pids, tid)
+        ids: list[int] = []
+        t0 = time.perf_counter_ns()
+        for _ in range(burst // 100):
+            cur = await conn.execute(
+                f"insert into public.{table} (k) select 2 from generate_series(1, 100) returning id"
+            )
+            ids.extend(int(r[0]) for r in await cur.fetchall())
+        await asyncio.gather(*(wait_for(s, set(ids), 120) for s in sinks))
+        pg1, srv1 = _cpu_s(pids, tid)
+        last = max((max(s.arrivals.values(), default=0) for s in sinks), default=0)
+        delivered = sum(sum(1 for i in ids if i in s.arrivals) for s in sinks)
+        elapsed = (last - t0) / 1e9
+    finally:
+        for client in clients:
+            await client.close()
+    return [
+        {
+            "metric": f"{label}: commit → callback @ {rate:g}/s × {n_subs} subscribers",
+            "expected": len(sent) * n_subs,
+            "received": len(lat),
+            "p50_ms": round(statistics.median(lat), 2) if lat else None,
+            "p99_ms": round(pct(lat, 0.99), 2),
+        },
+        {
+            "metric": f"{label}: sustained to {n_subs} subscribers",
+            "expected": len(ids) * n_subs,
+            "received": delivered,
+            "msgs_per_s": round(delivered / elapsed) if elapsed > 0 else None,
+            "rows_per_s": round(len(ids) / elapsed) if elapsed > 0 else None,
+            "server_cpu_us_per_msg": round((srv1 - srv0) * 1e6 / delivered, 1) if delivered else None,
+            "postgres_cpu_us_per_row": round((pg1 - pg0) * 1e6 / len(ids), 1) if ids else None,
+        },
+    ]
+
+
+async def run_bfd(quick: bool) -> list[dict[str, Any]]:
+    """Broadcast from Database and Postgres Changes, each to the same 100 realtime-py subscribers
+    (one socket each), on one stack run in its own thread (so the server's CPU is its thread's)."""
+    import psycopg
+
+    from harmony_lab.local.stack import LocalRealtime
+    from harmony_lab.server import ServerLimits
+
+    n_subs, rate = 100, 10.0
+    seconds = 3.0 if quick else 10.0
+    burst = 300 if quick else 1000
+    rt = LocalRealtime(seed=False, limits=ServerLimits.unlimited()).start()
+    rows: list[dict[str, Any]] = []
+    try:
+        await rt.execute(BFD_SQL)
+        async with await psycopg.AsyncConnection.connect(rt.dsn, autocommit=True) as conn:
+            for path in ("pgc", "bfd"):
+                rows += await _bfd_path(rt, conn, path, n_subs, rate, seconds, burst)
+    finally:
+        await asyncio.to_thread(rt.stop)
+    return rows
+
+
 def capture_floor(quick: bool) -> list[dict[str, Any]]:
     path = HERE / "capture.py"
     if not path.exists():
@@ -240,6 +418,7 @@ def capture_floor(quick: bool) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     quick = parse_quick(__doc__, argv)
     rows = asyncio.run(run(quick))
+    rows += asyncio.run(run_bfd(quick))
     rows += capture_floor(quick)
     print_table(rows)
     return rows

@@ -22,7 +22,7 @@ from harmony_lab._feed import EventFeed, is_table_source, pump, source_kind
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.filters import Condition, Filter
-from harmony_lab.frames import _dtypes
+from harmony_lab.frames import _broadcast, _dtypes
 from harmony_lab.frames._filter import RowFilter, compile_filter
 from harmony_lab.frames._rate import RateMeter
 
@@ -164,6 +164,11 @@ class LiveFrame:
         lf = LiveFrame(manager, "messages", backfill=Backfill(column="updated_at"))
         await lf.ready()  # connected: events flow
 
+    **Broadcast from Database.** ``via="broadcast", topic="channel:general", private=True`` reads the
+    rows from a topic a ``realtime.broadcast_changes`` row trigger sends to, instead of Postgres
+    Changes, with the same semantics; give the ``filter`` that selects the topic's rows so the starting
+    snapshot matches (see :mod:`harmony_lab.frames._broadcast` for what else differs).
+
     Apply events on the event loop's thread (callbacks and widgets assume it).
     """
 
@@ -185,6 +190,9 @@ class LiveFrame:
         order_by: str | Sequence[str] | None = None,
         rate_window_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        via: str = "postgres_changes",
+        topic: str | None = None,
+        private: bool = False,
     ) -> None:
         if not isinstance(table, str) or not table:
             raise TypeError(f"table must be a non-empty string such as 'messages'; got {table!r}")
@@ -233,6 +241,9 @@ class LiveFrame:
                     "what changed during a gap); a replay or hand-fed frame has nothing to fetch from"
                 )
         self.backfill = backfill
+        # via="broadcast": the rows come from a realtime.broadcast_changes topic (frames._broadcast)
+        _broadcast.check_options(via, topic, private, is_manager=self._is_manager, backfill=backfill)
+        self.via, self.topic, self.private = via, topic, private
         if not isinstance(snapshot, bool):
             raise TypeError(f"snapshot must be True (load the current rows first) or False; got {snapshot!r}")
         if order_by is not None and not (
@@ -308,7 +319,10 @@ class LiveFrame:
                     extra["primary_key"] = self._key_cols
                 if self._snapshot_wanted:
                     self._touched = set()  # keys changed live before the snapshot is merged
-                state = await src.subscribe_to_table(
+                subscribe = (
+                    _broadcast.subscriber(self, src) if self.via == "broadcast" else src.subscribe_to_table
+                )
+                state = await subscribe(
                     self.name,
                     self.table,
                     schema=self.schema,
@@ -562,7 +576,7 @@ class LiveFrame:
             return False
         if (
             self._row_filter is not None
-            and not self._is_manager
+            and (not self._is_manager or self.via == "broadcast")
             and op != "DELETE"
             and not self._row_filter.matches(event.new, event.columns)
         ):

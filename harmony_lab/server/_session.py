@@ -24,7 +24,7 @@ import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
 from harmony_lab.server._authz import Authorizer, AuthzError, Policies, no_longer_readable, unreadable
@@ -42,6 +42,9 @@ from harmony_lab.server._codec import (
     encode,
 )
 from harmony_lab.server._limits import RateWindow, ServerLimits
+
+if TYPE_CHECKING:
+    from harmony_lab.server._bfd import DbMessage
 
 __all__ = [
     "Await",
@@ -259,6 +262,12 @@ class Registry:
         message = Fanout(topic, "broadcast", {"type": "broadcast", "event": event, "payload": payload})
         self.stats.broadcasts += 1
         return self.fanout((topic, private), message)
+
+    def broadcast_from_db(self, message: DbMessage) -> int:
+        """A row of ``realtime.messages`` read from the WAL (Broadcast from Database): to the topic's
+        private channels if the row is private, else to its public ones, with ``meta.id``."""
+        self.stats.broadcasts += 1
+        return self.fanout((TOPIC_PREFIX + message.topic, message.private), message.fanout())
 
     def broadcast_binary(self, topic: str, event: str, data: bytes, *, private: bool = False) -> int:
         self.stats.broadcasts += 1
@@ -499,7 +508,7 @@ class Session:
         short = reason.split(":", 1)[0] if len(reason) > 60 else reason
         self.registry.stats.rejected[short] += 1
         if isinstance(frame, Inbound):
-            shown = f"{frame.event} on {frame.topic!r} ref={frame.ref!r}"
+            shown = f"{frame.event!s:.120} on {frame.topic!r:.200} ref={frame.ref!r:.60}"
         else:
             shown = repr(frame[:120]) if frame is not None else ""
         logger.info("socket %d: rejected frame (%s) %s", self.sid, reason, shown)
@@ -605,6 +614,10 @@ class Session:
             )
         if len(topic) == len(TOPIC_PREFIX):
             return effects + self._join_error(msg, "TopicNameRequired: You must provide a topic name", old)
+        if len(topic) > self.limits.max_topic_bytes or len(topic.encode()) > self.limits.max_topic_bytes:
+            return effects + self._join_error(
+                msg, f"TopicNameTooLong: a topic may be at most {self.limits.max_topic_bytes} bytes", old
+            )
         if len(self.channels) >= self.limits.max_channels_per_connection:
             return effects + self._join_error(msg, "ChannelRateLimitReached: Too many channels", old)
         payload = msg.payload if isinstance(msg.payload, dict) else {}

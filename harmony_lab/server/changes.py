@@ -57,6 +57,7 @@ from harmony_lab.filters import (
     pg_text,
 )
 from harmony_lab.server import rls
+from harmony_lab.server._bfd import MESSAGES_PUBLICATION, MessagesCapture, Sink
 from harmony_lab.server.payloads import ERROR_400, ERROR_401, build_data, error_data, record_bytes
 
 __all__ = ["ChangesHub", "Subscriber", "parse_binding", "xid_running"]
@@ -333,7 +334,13 @@ class ChangesHub:
     """
 
     def __init__(
-        self, dsn: str, *, publication: str = "supabase_realtime", max_record_bytes: int = 1_048_576
+        self,
+        dsn: str,
+        *,
+        publication: str = "supabase_realtime",
+        max_record_bytes: int = 1_048_576,
+        broadcast_from_db: bool = True,
+        max_broadcast_bytes: int = 256 * 1024,
     ) -> None:
         if not isinstance(dsn, str) or not dsn:
             raise TypeError(f"dsn must be a libpq connection string or URL, got {dsn!r}")
@@ -372,6 +379,11 @@ class ChangesHub:
         self._process_s = 0.0
         self._max_batch = 0
         self._last_latency_ms: float | None = None
+        # Broadcast from Database: realtime.messages inserts, on their own slot (see server._bfd)
+        self._bfd: MessagesCapture | None = None
+        self._bfd_wanted = broadcast_from_db
+        self._bfd_max_bytes = max_broadcast_bytes
+        self._bfd_sink: Sink | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -383,6 +395,7 @@ class ChangesHub:
         self._work = await rls.connect(self._dsn, application_name="harmony_lab_changes")
         self._sub_conn = await rls.connect(self._dsn, application_name="harmony_lab_subscribe")
         self._stream = await self._open_stream()
+        await self._start_bfd()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._capture_loop(), name="changes-hub-capture"),
@@ -404,12 +417,37 @@ class ChangesHub:
                 logger.error("postgres_changes: task %s had failed", task.get_name(), exc_info=exc)
         if self._stream is not None:
             await self._stream.close()
+        if self._bfd is not None:
+            await self._bfd.close()
         for conn in (self._work, self._sub_conn):
             if conn is not None:
                 await conn.close()
         self._subscribers.clear()
         self._by_table.clear()
         logger.info("postgres_changes hub closed")
+
+    async def _start_bfd(self) -> None:
+        """Start the Broadcast from Database capture when the database has the messages publication."""
+        if not self._bfd_wanted:
+            return
+        assert self._sub_conn is not None
+        if not await MessagesCapture.available(self._sub_conn):
+            logger.warning(
+                "publication %r is missing (the realtime schema is not applied): "
+                "Broadcast from Database is off",
+                MESSAGES_PUBLICATION,
+            )
+            return
+        self._bfd = MessagesCapture(self._dsn, max_payload_bytes=self._bfd_max_bytes)
+        if self._bfd_sink is not None:
+            self._bfd.attach(self._bfd_sink)
+        await self._bfd.start()
+
+    def attach_broadcasts(self, sink: Sink) -> None:
+        """Hand Broadcast from Database messages to ``sink`` (the server's registry fan-out)."""
+        self._bfd_sink = sink
+        if self._bfd is not None:
+            self._bfd.attach(sink)
 
     async def _open_stream(self) -> Any:
         from harmony_lab.capture.stream import ChangeStream
@@ -550,6 +588,7 @@ class ChangesHub:
             "process_s": round(self._process_s, 3),
             "max_batch": self._max_batch,
             "capture": self._stream.stats if self._stream is not None else None,
+            "broadcast_from_db": self._bfd.stats if self._bfd is not None else None,
         }
 
     def __repr__(self) -> str:

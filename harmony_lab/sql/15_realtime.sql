@@ -17,8 +17,8 @@ $$;
 CREATE SCHEMA IF NOT EXISTS realtime;
 GRANT USAGE ON SCHEMA realtime TO anon, authenticated, service_role;
 
--- Partitioned by the insert time, like Supabase's (which adds a partition per day and drops old ones);
--- here one default partition holds every row.
+-- Partitioned by the insert time, like Supabase's: one partition per day, and a default partition for
+-- rows no daily partition covers.
 CREATE TABLE IF NOT EXISTS realtime.messages (
   topic       text NOT NULL,
   extension   text NOT NULL,
@@ -31,6 +31,28 @@ CREATE TABLE IF NOT EXISTS realtime.messages (
   PRIMARY KEY (id, inserted_at)
 ) PARTITION BY RANGE (inserted_at);
 CREATE TABLE IF NOT EXISTS realtime.messages_default PARTITION OF realtime.messages DEFAULT;
+-- Daily partitions from yesterday to three days ahead (as Supabase's janitor creates them; the
+-- server's janitor keeps creating them and drops the ones past the 72-hour retention). Created here
+-- too, so rows written right away (the seed's triggers) land in their day's partition.
+DO $$
+DECLARE
+  d date;
+  part text;
+BEGIN
+  FOR d IN SELECT generate_series(current_date - 1, current_date + 3, interval '1 day')::date LOOP
+    part := 'messages_' || to_char(d, 'YYYY_MM_DD');
+    IF to_regclass('realtime.' || part) IS NULL THEN
+      BEGIN
+        EXECUTE format('CREATE TABLE realtime.%I PARTITION OF realtime.messages FOR VALUES FROM (%L) TO (%L)',
+                       part, d, d + 1);
+        EXECUTE format('ALTER TABLE realtime.%I OWNER TO supabase_realtime_admin', part);
+      EXCEPTION WHEN duplicate_table OR check_violation THEN
+        NULL;  -- created concurrently, or that day's rows already sit in the default partition
+      END;
+    END IF;
+  END LOOP;
+END
+$$;
 CREATE INDEX IF NOT EXISTS messages_inserted_at_topic_index
   ON realtime.messages (inserted_at DESC, topic) WHERE extension = 'broadcast' AND private IS TRUE;
 

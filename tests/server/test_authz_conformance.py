@@ -129,6 +129,13 @@ async def test_realtime_js_sends_and_tracks_are_refused_without_an_insert_policy
     assert js.find(ev="broadcast", client="writer", event="forged") == []
     state = (await js.call("presenceState", client="writer", topic=topic))["state"]
     assert [p["as"] for metas in state.values() for p in metas] == ["writer"]
+    # with ack asked, a refused broadcast gets no reply: realtime-js gives up with 'timed out'
+    await js.call("connect", client="acker", url=stack.ws_url, apikey=stack.anon_key, timeout=1500)
+    await js.call("setAuth", client="acker", token=stack.token_for(reader))
+    assert (await js_join(js, "acker", topic, broadcast={"ack": True}))["status"] == "SUBSCRIBED"
+    result = await js.call("send", client="acker", topic=topic, event="acked", payload={})
+    assert result["result"] == "timed out"
+    assert js.find(ev="broadcast", client="writer", event="acked") == []
     assert stack.server.stats["rejected"].get(
         "broadcast on private " + repr(topic) + " refused for role 'authenticated'"
     )
