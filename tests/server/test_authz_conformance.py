@@ -265,3 +265,40 @@ async def test_rest_broadcast_into_a_private_topic_checks_the_callers_role(stack
     await eventually(lambda: len(got) == 2, what="the allowed REST broadcasts")
     assert [g["event"] for g in got] == ["from-writer", "from-service"]
     await stays(lambda: len(got), 2, for_s=0.3, what="a refused REST broadcast arriving")
+
+
+# ---------------------------------------------------------------------------------------------
+# "Allow public access" off
+
+
+@pytest.mark.js
+async def test_private_only_refuses_public_joins_for_realtime_js_and_realtime_py(stack, js):
+    from harmony_lab.local import LocalRealtime
+
+    topic = fresh_topic()
+    member = user()
+    allow(stack.dsn, rules(topic, member, "broadcast:read"))
+    # a second stack on the same (running) Postgres, with public access off
+    async with LocalRealtime(postgres=stack.postgres, seed=False, private_only=True) as closed:
+        assert closed.server.private_only is True
+        await js.call("connect", client="p", url=closed.ws_url, apikey=closed.anon_key)
+        await js.call("setAuth", client="p", token=closed.token_for(member))
+        await js.call("channel", client="p", topic=f"{topic}-public", config={})
+        status = await js.expect(ev="status", client="p", topic=f"{topic}-public")
+        assert status["status"] == "CHANNEL_ERROR"
+        assert "PrivateOnly: This project only allows private channels" in status["error"]
+        assert (await js_join(js, "p", topic))["status"] == "SUBSCRIBED"  # private still works
+
+        client = AsyncRealtimeClient(closed.ws_url, token=closed.anon_key, auto_reconnect=False)
+        await client.connect()
+        try:
+            states: list[Any] = []
+            await client.channel(topic).subscribe(lambda s, e: states.append((s, e)))
+            await eventually(lambda: states, what="realtime-py's subscribe state")
+            assert states[0][0] == S.CHANNEL_ERROR
+            assert "PrivateOnly" in str(states[0][1])
+        finally:
+            await client.close()
+        await js.call("disconnect", client="p")
+    with pytest.raises(TypeError, match="private_only"):
+        LocalRealtime(private_only="yes")  # type: ignore[arg-type]
