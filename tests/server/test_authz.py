@@ -4,6 +4,7 @@ non-members and anon on Harmony's private topics, custom policies, errors, and n
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -173,3 +174,86 @@ async def test_rest_broadcast_allowed(authz: Authorizer) -> None:
     assert await rest_broadcast_allowed(None, {"role": "service_role"}, msgs, private=flags) == [
         False, True, False, False,
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# the session state machine with a real Authorizer (no sockets)
+
+
+class _Peer:
+    def __init__(self, registry: Any, authorizer: Any, sid: int) -> None:
+        from harmony_lab.server._auth import TokenVerifier
+        from harmony_lab.server._session import Session
+
+        self.out: list[Any] = []
+        self.session = Session(
+            sid=sid, vsn="1.0.0", apikey=_token("anon"), verifier=TokenVerifier(_SECRET), registry=registry,
+            send=self.out.append, clock=time.time, authorizer=authorizer,
+        )  # fmt: skip
+
+    async def feed(self, topic: str, event: str, payload: Any, ref: str) -> list[Any]:
+        """One frame; the Await effects are performed the way the socket glue performs them."""
+        from harmony_lab.server._session import Await, run_inline
+
+        pending = run_inline(self.session.receive(_frame(topic, event, payload, ref)))
+        while pending:
+            e = pending.pop(0)
+            if isinstance(e, Await):
+                pending = run_inline(await e.run()) + pending
+        return [json.loads(f) for f in self.out]
+
+
+_SECRET = "authz-session-secret-0123456789abcdef"
+
+
+def _frame(topic: str, event: str, payload: Any, ref: str) -> str:
+    return json.dumps({"topic": topic, "event": event, "payload": payload, "ref": ref, "join_ref": "1"})
+
+
+def _token(role: str, **claims: Any) -> str:
+    from harmony_lab.server._auth import make_token
+
+    return make_token(_SECRET, {"role": role, "exp": int(time.time()) + 600, **claims})
+
+
+async def test_a_private_join_is_held_until_authorised_and_writes_are_checked_once(authz: Authorizer) -> None:
+    from harmony_lab.server._session import Await, Registry
+
+    registry = Registry()
+    alice, carol = _Peer(registry, authz, 1), _Peer(registry, authz, 2)
+    join = {"config": {"private": True}, "access_token": _token("authenticated", sub=str(ALICE))}
+    # nothing is answered before the check ran: the join's only effect is the Await
+    effects = alice.session.receive(_frame("realtime:dm:alice-bob", "phx_join", join, "1"))
+    assert [type(e) for e in effects] == [Await]
+    assert alice.out == []
+    assert registry.members("realtime:dm:alice-bob", private=True) == []
+    await effects[0].run()
+    assert len(alice.out) == 1
+    assert '"status":"ok"' in alice.out[0]
+    checks = authz.stats["write_checks"]
+    bcast = {"type": "broadcast", "event": "e", "payload": {}}
+    await alice.feed("realtime:dm:alice-bob", "broadcast", bcast, "2")
+    await alice.feed("realtime:dm:alice-bob", "broadcast", bcast, "3")
+    assert authz.stats["write_checks"] == checks + 1  # evaluated on first use, then kept
+    refused = await carol.feed(
+        "realtime:dm:alice-bob", "phx_join",
+        {"config": {"private": True}, "access_token": _token("authenticated", sub=str(CAROL))}, "1",
+    )  # fmt: skip
+    assert refused[-1]["payload"]["status"] == "error"
+
+
+async def test_an_unexpected_failure_while_authorising_is_a_crashed_join_not_a_dead_socket(dsn: str) -> None:
+    from harmony_lab.server._session import Registry
+
+    class Broken(Authorizer):
+        async def read(self, *args: Any, **kwargs: Any) -> Policies:
+            raise RuntimeError("a bug in the authorizer")
+
+    broken = Broken(dsn)
+    peer = _Peer(Registry(), broken, 1)
+    frames = await peer.feed("realtime:t", "phx_join", {"config": {"private": True}}, "1")
+    assert frames[-1]["payload"] == {"status": "error", "response": {"reason": "join crashed"}}
+    assert peer.session.registry.stats.rejected["internal error"] == 1
+    frames = await peer.feed("phoenix", "heartbeat", {}, "2")
+    assert frames[-1]["payload"]["status"] == "ok"  # the socket keeps going
+    await broken.close()
