@@ -217,6 +217,9 @@ async def test_realtime_py_private_joins_sends_tracks_and_refresh(stack, py_clie
         assert unauthorized(topic) in str(states[0][1])
         await refused.close()  # realtime-py would keep rejoining
     assert len(private_members(stack, topic)) == 2
+    checks = stack.server.stats["authorization"]
+    assert checks["read_checks"] >= 4
+    assert checks["errors"] == 0
 
     await m_ch.send_broadcast("forged", {"x": 1})
     await m_ch.track({"as": "w"})
