@@ -117,7 +117,8 @@ async def test_realtime_js_sends_and_tracks_are_refused_without_an_insert_policy
     assert (await js_join(js, "reader", topic, **presence))["status"] == "SUBSCRIBED"
     assert (await js_join(js, "writer", topic, **presence))["status"] == "SUBSCRIBED"
     # realtime-js resolves send() 'ok' once pushed (no ack asked); the server drops it
-    await js.call("send", client="reader", topic=topic, event="forged", payload={"x": 1})
+    forged = await js.call("send", client="reader", topic=topic, event="forged", payload={"x": 1})
+    assert forged["result"] == "ok"
     assert (await js.call("track", client="reader", topic=topic, payload={"as": "writer"}))[
         "result"
     ] == "error"
