@@ -23,10 +23,22 @@ from tests.polling import eventually
 pytestmark = pytest.mark.timeout(120)
 
 
+# Realtime Authorization admits a private join only if a SELECT policy on realtime.messages lets the
+# role read the topic: the test topics (bfd-...) get one for authenticated users
+READ_TEST_TOPICS = """
+create policy bfd_tests_read on realtime.messages for select to authenticated
+  using (realtime.messages.extension = 'broadcast' and realtime.topic() like 'bfd-%')
+"""
+
+
 @pytest.fixture(scope="module")
 def rt() -> Any:
+    import psycopg
+
     stack = LocalRealtime().start()
     try:
+        with psycopg.connect(stack.dsn, autocommit=True) as conn:
+            conn.execute(READ_TEST_TOPICS)
         yield stack
     finally:
         stack.stop()
