@@ -3,7 +3,8 @@
 #   bash dev.sh lab     JupyterLab on notebooks/ with the embedded Realtime stack and demo traffic
 #   bash dev.sh test    every test (unit, real Postgres, real clients, real browser)
 #   bash dev.sh bench   every benchmark, regenerating bench/README.md
-#   bash dev.sh setup   only create/refresh the environment
+#   bash dev.sh setup   only create/refresh the environment (Python, and esbuild for the widgets)
+#   bash dev.sh build-widgets [--watch]   rebuild harmony_lab/widgets/static/ from widgets/ (esbuild)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -45,9 +46,27 @@ setup_node() {
   fi
 }
 
+# esbuild and the widgets' npm dependencies (widgets/package-lock.json): the build and the test that
+# checks the committed bundles are up to date with their sources need them
+setup_widgets() {
+  if ! command -v npm >/dev/null; then
+    echo "!! node/npm not found; the widget bundles cannot be rebuilt (their up-to-date test is skipped)" >&2
+    return 1
+  fi
+  if [ ! -x widgets/node_modules/.bin/esbuild ] || [ widgets/package-lock.json -nt widgets/node_modules/.package-lock.json ]; then
+    echo "==> installing esbuild and the widgets' npm dependencies"
+    (cd widgets && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 cmd=${1:-test}; shift || true
 case "$cmd" in
-  setup) setup_python "lab,test" ;;
+  setup)
+    setup_python "lab,test"
+    setup_widgets || true ;;
+  build-widgets)
+    setup_widgets
+    exec node widgets/build.mjs "$@" ;;
   lab)
     setup_python "lab"
     exec "$VENV/bin/harmony-lab" lab "$@" ;;
@@ -55,11 +74,12 @@ case "$cmd" in
     setup_python "lab,test"
     setup_browser
     setup_node
+    setup_widgets || true
     "$VENV/bin/ruff" check harmony_lab tests bench
     "$VENV/bin/ruff" format --check harmony_lab tests bench
     exec "$VENV/bin/python" -m pytest "$@" ;;
   bench)
     setup_python "lab,test,bench"
     exec "$VENV/bin/python" bench/run_all.py "$@" ;;
-  *) echo "usage: bash dev.sh {lab|test|bench|setup} [args...]" >&2; exit 2 ;;
+  *) echo "usage: bash dev.sh {lab|test|bench|setup|build-widgets} [args...]" >&2; exit 2 ;;
 esac

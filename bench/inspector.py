@@ -17,56 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import os
 import re
 import resource
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import comm
+from _comm import counting_comms
 from _table import parse_quick, print_table
-from comm.base_comm import BaseComm
 
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.inspector import Inspector
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDGETS = ROOT / "widgets"
-
-
-class CountingComm(BaseComm):
-    """Counts what a widget would send to its front end (custom messages, JSON and buffer bytes)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.messages = 0
-        self.customs = 0
-        self.bytes = 0
-        super().__init__(**kwargs)
-
-    def publish_msg(
-        self,
-        msg_type: str,
-        data: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        buffers: list[Any] | None = None,
-        **keys: Any,
-    ) -> None:
-        self.messages += 1
-        if data and data.get("method") == "custom":
-            self.customs += 1
-        self.bytes += len(json.dumps(data or {}, default=str)) + sum(
-            len(memoryview(b)) for b in buffers or ()
-        )
-
-    def ready(self) -> None:
-        self.handle_msg(
-            {"content": {"data": {"method": "custom", "content": {"type": "ready"}}}, "buffers": []}
-        )
 
 
 def make_events(n: int) -> list[RealtimeEvent]:
@@ -160,18 +127,11 @@ async def kernel_side(rate: int, seconds: float) -> list[dict[str, Any]]:
             "rss_mb": rss_mb(),
         }
     )
-    made: list[CountingComm] = []
-
-    def create(*args: Any, **kwargs: Any) -> CountingComm:
-        c = CountingComm(*args, **kwargs)
-        made.append(c)
-        return c
-
-    comm.create_comm = create
-    insp = Inspector(url="http://127.0.0.1:9", key="bench")
+    with counting_comms() as made:
+        insp = Inspector(url="http://127.0.0.1:9", key="bench")
     c = made[-1]
     c.ready()
-    c.messages = c.customs = c.bytes = 0
+    c.reset()
     n, wall, cpu = await stream(rate, seconds, insp._on_event, pool)
     insp.flush()
     rows.append(

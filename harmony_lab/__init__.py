@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     # recordings
     "Recorder": "harmony_lab.recording",
     "read_recording": "harmony_lab.recording",
+    "connect_recording": "harmony_lab.recording",
     "replay": "harmony_lab.recording",
     # demo traffic
     "Simulator": "harmony_lab.demo",
@@ -62,6 +63,7 @@ __all__ = [
     "StatusTimelineWidget",
     "TableSubscription",
     "__version__",
+    "connect_recording",
     "dashboard",
     "read_recording",
     "replay",
@@ -74,7 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from harmony_lab.inspector import Inspector
     from harmony_lab.local import LocalPostgres, LocalRealtime
     from harmony_lab.manager import Backfill, BackoffPolicy, RealtimeConnectionManager, TableSubscription
-    from harmony_lab.recording import Recorder, read_recording, replay
+    from harmony_lab.recording import Recorder, connect_recording, read_recording, replay
     from harmony_lab.widgets import (
         Dashboard,
         LiveTableWidget,

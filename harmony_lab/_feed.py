@@ -18,14 +18,16 @@ uses that to own its channel.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from harmony_lab.events import RealtimeEvent
 
 __all__ = [
     "YIELD_EVERY",
+    "EventFeed",
     "EventSource",
+    "PresenceSource",
     "SourceKind",
     "TableSource",
     "is_presence_handle",
@@ -54,6 +56,21 @@ class TableSource(Protocol):
     async def subscribe_to_table(self, name: str, table: str, **options: Any) -> Any: ...
 
     async def unsubscribe(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class PresenceSource(Protocol):
+    """A presence handle (``await manager.join_presence(...)``): a roster and change callbacks."""
+
+    @property
+    def roster(self) -> Mapping[str, Any]: ...
+
+    def on_change(self, callback: Callable[[RealtimeEvent], Any]) -> Callable[[], None]: ...
+
+
+EventFeed = EventSource | AsyncIterable[RealtimeEvent]
+"""What a consumer takes as ``source``: a manager (or anything with ``add_listener``) or an async
+iterable of events (``manager.events()``, ``harmony_lab.replay(path)``)."""
 
 
 def is_table_source(source: object) -> bool:

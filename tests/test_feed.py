@@ -89,5 +89,5 @@ def test_a_frame_follows_any_event_source():
     (fn,) = src.fns
     fn(make_change("INSERT", message(1)))
     assert 1 in lf
-    asyncio.run(lf.close())
+    asyncio.run(lf.aclose())
     assert src.fns == []

@@ -26,9 +26,9 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 def test_wheel_ships_sql_widgets_notebooks_and_marker(wheel):
     names = set(wheel.namelist())
     assert "harmony_lab/py.typed" in names
-    sources = {p.name for p in (ROOT / "widgets").iterdir() if p.suffix in {".js", ".css"}}
-    assert sources, "widgets/ has no ESM/CSS sources"
-    assert {f"harmony_lab/widgets/static/{n}" for n in sources} <= names
+    built = {p.name for p in (ROOT / "harmony_lab" / "widgets" / "static").iterdir()}
+    assert {"live_table.js", "inspector.js", "harmony.css"} <= built, "the built widget bundles are missing"
+    assert {f"harmony_lab/widgets/static/{n}" for n in built} <= names
     notebooks = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
     assert {f"harmony_lab/demo/notebooks/{n}" for n in notebooks} <= names
     sql = {p.name for p in (ROOT / "harmony_lab" / "sql").glob("*.sql")}

@@ -27,6 +27,7 @@ EXPECTED = {
     "Inspector",
     "Recorder",
     "read_recording",
+    "connect_recording",
     "replay",
     "Simulator",
 }

@@ -2,7 +2,7 @@
 // JSON detail on request (with copy), filters, pause with an "N new" badge, send broadcast, presence
 // and the role picker. Pure helpers (createLog, applyMessage, makeFilter, filterIds) are exported
 // for tests; the filter rules are the kernel's (harmony_lab/inspector/_log.py).
-import { decodeStream } from "./arrow.js";
+import { decodeStream } from "./ipc.js";
 import { h, liveView } from "./view.js";
 
 export const ROW_HEIGHT = 22;

@@ -1,12 +1,15 @@
 // LiveTableWidget front end: a virtualised live table fed by Arrow IPC deltas.
 // Pure helpers (createStore, applyMessage, visibleOrder, formatValue) are exported for tests.
-import { decodeStream } from "./arrow.js";
+import { decodeStream } from "./ipc.js";
+export { decodeStream } from "./ipc.js";
 import { h, liveView } from "./view.js";
 
 export const ROW_HEIGHT = 26;
 const OVERSCAN = 6;
 export const FLASH_MS = 900;
-const WIDTHS = { int: 90, float: 110, bool: 70, timestamptz: 215, timestamp: 200, text: 180 };
+const WIDTHS = { int: 90, float: 110, bool: 70, timestamptz: 215, timestamp: 200, text: 180, uuid: 125 };
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const UUID_TAIL = 12; // hex digits of a uuid shown: its last group, where generated ids differ
 
 // ---------------------------------------------------------------------------------------- store
 export function createStore() {
@@ -135,9 +138,28 @@ export function formatValue(value, type) {
   return String(value);
 }
 
-function rowText(row, columns, types) {
+// What a cell shows: {text, full} where `full` is the whole value (hover title, copy) and `text` is
+// the display name of a user id found in `names`, the distinctive tail of a uuid ("…" first), or the
+// value itself. `pg` is the column's Postgres type. null stays null.
+export function cellText(value, type, pg = null, names = null) {
+  const full = formatValue(value, type);
+  if (full === null) return null;
+  if (names && Object.prototype.hasOwnProperty.call(names, full)) return { text: names[full], full, kind: "name" };
+  if ((pg === "uuid" || typeof value === "string") && full.length === 36 && UUID_RE.test(full)) {
+    return { text: `…${full.slice(-UUID_TAIL)}`, full, kind: "uuid" };
+  }
+  return { text: full, full, kind: "value" };
+}
+
+function rowText(row, columns, types, names) {
   if (row.text == null) {
-    row.text = columns.map((c) => formatValue(row.v[c], types[c]) ?? "").join("\u0001").toLowerCase();
+    row.text = columns
+      .map((c) => {
+        const full = formatValue(row.v[c], types[c]) ?? "";
+        return names && Object.prototype.hasOwnProperty.call(names, full) ? `${full}\u0002${names[full]}` : full;
+      })
+      .join("\u0001")
+      .toLowerCase();
   }
   return row.text;
 }
@@ -152,10 +174,10 @@ function compareValues(a, b) {
 }
 
 // The rows to show, in order: search filter, then sort ({column, dir} or null = newest first).
-export function visibleOrder(store, { sort = null, query = "", columns = [], types = {} } = {}) {
+export function visibleOrder(store, { sort = null, query = "", columns = [], types = {}, names = null } = {}) {
   const q = query.trim().toLowerCase();
   let rows = [...store.rows.values()];
-  if (q) rows = rows.filter((r) => rowText(r, columns, types).includes(q));
+  if (q) rows = rows.filter((r) => rowText(r, columns, types, names).includes(q));
   if (sort && sort.column) {
     const c = sort.column;
     const dir = sort.dir === "desc" ? -1 : 1;
@@ -211,31 +233,36 @@ function render({ model, el }) {
   const badge = h("span", "hl-badge");
   bar.append(title, status, count, rate, spark, search, pause, badge);
 
-  const grid = h("div", "hl-grid");
+  // one scroll box (both directions) holding a sticky header and the virtualised body; the box is
+  // as tall as its rows, up to `height`
+  const viewport = h("div", "hl-viewport hl-tscroll");
   const head = h("div", "hl-thead");
-  const viewport = h("div", "hl-viewport");
-  const spacer = h("div", "hl-spacer");
-  const layer = h("div", "hl-rows");
-  viewport.append(spacer, layer);
-  grid.append(head, viewport);
+  const layer = h("div", "hl-rows hl-tbody");
+  viewport.append(head, layer);
   const empty = h("div", "hl-empty", "no rows yet");
-  root.append(bar, grid, empty);
+  root.append(bar, viewport, empty);
   el.appendChild(root);
 
   const columns = () => (model.get("columns") || []).map((c) => ({ name: c[0], pg: c[1], wire: c[2] }));
   const names = () => columns().map((c) => c.name);
   const types = () => store.fieldTypes;
+  const pgTypes = () => Object.fromEntries(columns().map((c) => [c.name, c.pg]));
+  const displayNames = () => model.get("names") || {};
 
+  const widthOf = (c) => WIDTHS[c.pg === "uuid" ? "uuid" : c.wire] || 160;
+
+  // each column at least its type's width, sharing any spare width in proportion
   function template() {
-    return columns().map((c) => `${WIDTHS[c.wire] || 160}px`).join(" ");
+    return columns().map((c) => `minmax(${widthOf(c)}px, ${widthOf(c)}fr)`).join(" ");
   }
 
   function drawHead() {
     head.replaceChildren();
     const tpl = template();
     head.style.gridTemplateColumns = tpl;
-    const total = columns().reduce((s, c) => s + (WIDTHS[c.wire] || 160), 0);
-    head.style.width = layer.style.width = spacer.style.width = `${total}px`;
+    const total = columns().reduce((s, c) => s + widthOf(c), 0);
+    head.style.minWidth = layer.style.minWidth = `${total}px`;
+    root.dataset.ncols = String(columns().length);
     for (const c of columns()) {
       const th = h("div", "hl-th", c.name);
       th.dataset.col = c.name;
@@ -259,16 +286,48 @@ function render({ model, el }) {
     return keyCols.length ? keyCols.map((k) => formatValue(row.v[k], types()[k]) ?? "").join(",") : String(row.rid);
   }
 
-  function fillRow(tr, row, cols, tys) {
+  function fillRow(tr, row, cols, tys, pgs, who) {
     tr.replaceChildren();
     for (const c of cols) {
-      const text = formatValue(row.v[c], tys[c]);
-      const td = h("div", text === null ? "hl-td hl-null" : "hl-td", text === null ? "null" : text);
+      const cell = cellText(row.v[c], tys[c], pgs[c], who);
+      const td = h("div", cell === null ? "hl-td hl-null" : `hl-td hl-${cell.kind}`, cell === null ? "null" : cell.text);
       td.dataset.col = c;
-      if (text !== null && text.length > 20) td.title = text;
+      if (cell !== null) {
+        if (cell.text !== cell.full) {
+          td.dataset.full = cell.full;
+          td.title = cell.kind === "name" ? `${cell.text} · ${cell.full}` : cell.full;
+        } else if (cell.full.length > 20) {
+          td.title = cell.full;
+        }
+      }
       tr.appendChild(td);
     }
     tr.dataset.ver = String(row.ver);
+  }
+
+  // Copying selected cells copies their whole values (full uuids, ids behind display names):
+  // tab between cells, newline between rows.
+  function onCopy(event) {
+    const sel = window.getSelection();
+    if (!sel || sel.isCollapsed || !event.clipboardData) return;
+    const ranges = Array.from({ length: sel.rangeCount }, (_, i) => sel.getRangeAt(i));
+    const inside = document.createRange();
+    const cells = [...layer.querySelectorAll(".hl-td")].filter((td) => {
+      inside.selectNodeContents(td); // selected: the range starts before its end and ends after its start
+      return ranges.some(
+        (r) => r.compareBoundaryPoints(Range.END_TO_START, inside) < 0 && r.compareBoundaryPoints(Range.START_TO_END, inside) > 0,
+      );
+    });
+    if (!cells.some((td) => td.dataset.full != null)) return; // plain text: the browser's own copy
+    const byRow = new Map();
+    for (const td of cells) {
+      const tr = td.parentElement;
+      if (!byRow.has(tr)) byRow.set(tr, []);
+      byRow.get(tr).push(td.classList.contains("hl-null") ? "" : td.dataset.full ?? td.textContent);
+    }
+    const lines = [...byRow].sort((a, b) => +a[0].dataset.index - +b[0].dataset.index).map(([, v]) => v.join("\t"));
+    event.clipboardData.setData("text/plain", lines.join("\n"));
+    event.preventDefault();
   }
 
   function draw() {
@@ -277,17 +336,22 @@ function render({ model, el }) {
     expire(store, now);
     const cols = names();
     const tys = types();
+    const who = displayNames();
+    const pgs = pgTypes();
     const key = `${sort ? sort.column + ":" + sort.dir : ""}|${query}|${cols.join(",")}`;
     if (orderVersion !== store.version || orderKey !== key) {
-      order = visibleOrder(store, { sort, query, columns: cols, types: tys });
+      order = visibleOrder(store, { sort, query, columns: cols, types: tys, names: who });
       orderVersion = store.version;
       orderKey = key;
     }
     const height = model.get("height") || 360;
-    viewport.style.height = `${height}px`;
-    spacer.style.height = `${order.length * ROW_HEIGHT}px`;
-    const first = Math.max(0, Math.floor(viewport.scrollTop / ROW_HEIGHT) - OVERSCAN);
-    const last = Math.min(order.length, Math.ceil((viewport.scrollTop + height) / ROW_HEIGHT) + OVERSCAN);
+    viewport.style.maxHeight = `${height}px`;
+    layer.style.height = `${order.length * ROW_HEIGHT}px`;
+    const headH = head.offsetHeight;
+    const seen = viewport.clientHeight || height; // 0 while the output is not laid out yet
+    const top = Math.max(0, viewport.scrollTop - headH);
+    const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - OVERSCAN);
+    const last = Math.min(order.length, Math.ceil((top + seen) / ROW_HEIGHT) + OVERSCAN);
     const keep = new Set();
     const keyCols = model.get("key_columns") || [];
     const tpl = template();
@@ -300,9 +364,9 @@ function render({ model, el }) {
         tr.dataset.rid = String(row.rid);
         rendered.set(row.rid, tr);
         layer.appendChild(tr);
-        fillRow(tr, row, cols, tys);
+        fillRow(tr, row, cols, tys, pgs, who);
       } else if (tr.dataset.ver !== String(row.ver) || tr.childElementCount !== cols.length) {
-        fillRow(tr, row, cols, tys);
+        fillRow(tr, row, cols, tys, pgs, who);
       }
       tr.style.gridTemplateColumns = tpl;
       tr.style.transform = `translateY(${i * ROW_HEIGHT}px)`;
@@ -395,8 +459,14 @@ function render({ model, el }) {
     searchTimer = setTimeout(() => { query = search.value; schedule(); }, 120);
   });
   viewport.addEventListener("scroll", schedule, { passive: true });
+  viewport.addEventListener("copy", onCopy);
 
   const onColumns = () => { drawHead(); schedule(); };
+  const onNames = () => {
+    for (const r of store.rows.values()) { r.text = null; r.ver += 1; } // re-render and re-index rows
+    store.version += 1;
+    schedule();
+  };
   const onBar = () => drawBar();
   const onHeight = () => schedule();
   const handlers = {
@@ -404,6 +474,7 @@ function render({ model, el }) {
     "change:columns": onColumns,
     "change:key_columns": onHeight,
     "change:height": onHeight,
+    "change:names": onNames,
   };
   for (const k of ["status", "reason", "paused", "pending", "rate", "rate_history", "title"]) handlers[`change:${k}`] = onBar;
 

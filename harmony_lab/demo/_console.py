@@ -126,7 +126,7 @@ async def _demo(
                     if deadline is not None and time.monotonic() >= deadline:
                         break
             finally:
-                await sim.stop()
+                await sim.aclose()
                 await mgr.cleanup()
         out.write("harmony-lab demo: stopped.\n")
         out.flush()

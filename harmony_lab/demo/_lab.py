@@ -268,6 +268,57 @@ def stop_signals() -> Iterator[threading.Event]:
             signal.signal(sig, h)
 
 
+_TERMINAL_QUIET: Final = ("harmony_lab.demo._presence", "harmony_lab.demo._simulator")
+"""Loggers whose warnings (one per simulated user per outage) go to the log file only; errors still show."""
+
+
+class _TerminalFilter(logging.Filter):
+    """What the terminal shows: harmony_lab's warnings and errors, one line per notable event.
+
+    realtime-py and websockets log every lost connection of every simulated user (dozens of lines per
+    outage, each an ERROR); those, and the demo traffic's per-user warnings, go to the log file only.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("harmony_lab"):
+            return record.levelno >= logging.CRITICAL
+        if record.name.startswith(_TERMINAL_QUIET):
+            return record.levelno >= logging.ERROR
+        return True
+
+
+@contextlib.contextmanager
+def _quiet_terminal(log_path: Path) -> Iterator[None]:
+    """Send every record at INFO and above to ``log_path``; filter the terminal's handlers.
+
+    The terminal's handlers (plain stream handlers on the root logger, as the command line sets them
+    up) keep the level the root logger had and get :class:`_TerminalFilter`; they are restored after.
+    """
+    root = logging.getLogger()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(log_path, encoding="utf-8")
+    file_handler.setLevel(logging.INFO)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    terminal = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    old_root_level = root.level
+    old_levels = [h.level for h in terminal]
+    quiet = _TerminalFilter()
+    for h in terminal:
+        h.setLevel(max(h.level, old_root_level))
+        h.addFilter(quiet)
+    root.addHandler(file_handler)
+    root.setLevel(min(old_root_level, logging.INFO) if old_root_level else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(file_handler)
+        file_handler.close()
+        root.setLevel(old_root_level)
+        for h, level in zip(terminal, old_levels, strict=True):
+            h.removeFilter(quiet)
+            h.setLevel(level)
+
+
 def run_lab(
     *,
     port: int | None,
@@ -288,7 +339,8 @@ def run_lab(
             "(or run `bash dev.sh lab` in a checkout, which creates the environment)"
         )
     root = find_notebooks(notebooks)
-    with stop_signals() as stop:
+    stack_log = state_dir() / "lab" / "harmony-lab.log"
+    with stop_signals() as stop, _quiet_terminal(stack_log):
         demo = DemoStack(rate=rate, users=users, seed=seed)
         lab: LabProcess | None = None
         try:
@@ -301,7 +353,7 @@ def run_lab(
                 f"harmony-lab: embedded Realtime at {demo.rt.url} with demo traffic ({rate:g} actions/s)\n"
                 f"harmony-lab: JupyterLab serving {root}\n"
                 f"    {lab.lab_url}\n"
-                f"    (log: {lab.log_path})  Press Ctrl-C to stop.\n"
+                f"    (logs: {lab.log_path}, {stack_log})  Press Ctrl-C to stop.\n"
             )
             out.flush()
             if open_browser:

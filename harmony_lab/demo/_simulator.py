@@ -9,7 +9,7 @@ Where it runs
 The simulator is an asyncio object. ``await sim.start()`` runs it on the *current* event loop — in a
 notebook that is the kernel's loop, where it keeps running between cells. ``sim.start_in_thread()``
 runs it on a private event loop in a daemon thread instead (scripts, or a notebook that wants the
-traffic to continue while a cell blocks). Either way ``await sim.stop()`` / ``pause()`` /
+traffic to continue while a cell blocks). Either way ``await sim.aclose()`` / ``pause()`` /
 ``resume()`` work from any loop, and ``sim.stop_in_thread()`` is the blocking variant for code
 without a loop.
 """
@@ -22,6 +22,7 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
@@ -253,9 +254,14 @@ class Simulator:
         return self
 
     async def stop(self) -> None:
+        """Deprecated spelling of :meth:`aclose` (async work is closed with ``aclose`` everywhere)."""
+        warnings.warn("Simulator.stop() is now `await sim.aclose()`", DeprecationWarning, stacklevel=2)
+        await self.aclose()
+
+    async def aclose(self) -> None:
         """Stop the traffic; every simulated user goes offline (presence closed, profiles updated)."""
         if self._loop is not None and self._loop is not _running_loop():
-            await self._on_own_loop(self.stop)
+            await self._on_own_loop(self.aclose)
             return
         if self._state in ("created", "stopped", "failed") and self._task is None:
             self._state = "stopped" if self._state == "created" else self._state
@@ -339,7 +345,7 @@ class Simulator:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await self.aclose()
 
     # -- lifecycle in a thread ----------------------------------------------------------------------
 
@@ -373,11 +379,11 @@ class Simulator:
         return self
 
     def stop_in_thread(self, timeout: float = 30.0) -> None:
-        """Blocking :meth:`stop` for a simulator started with :meth:`start_in_thread`."""
+        """Blocking :meth:`aclose` for a simulator started with :meth:`start_in_thread`."""
         if self._thread is None or self._loop is None:
             raise RuntimeError("Simulator.stop_in_thread(): not started with start_in_thread()")
         if not self._loop.is_closed():
-            fut = asyncio.run_coroutine_threadsafe(self.stop(), self._loop)
+            fut = asyncio.run_coroutine_threadsafe(self.aclose(), self._loop)
             fut.result(timeout)
         self._thread.join(timeout)
         self._thread = None

@@ -165,7 +165,7 @@ class BackgroundTraffic:
     def __init__(self, rate: float) -> None:
         self.rate = rate
 
-    async def stop(self) -> None:
+    async def aclose(self) -> None:
         """Nothing to stop here: the traffic belongs to the process that runs the stack."""
 
     def __repr__(self) -> str:
@@ -182,7 +182,7 @@ async def traffic(
     loop — or, when the stack comes from ``harmony-lab lab`` which already simulates, a
     :class:`BackgroundTraffic` placeholder. A ``rate`` above the background's starts a table-only
     simulator here for the difference, so the notebook gets the rate it asked for. Either way
-    ``await result.stop()`` is safe. Without a background simulator ``rate`` defaults to 5 actions/s.
+    ``await result.aclose()`` is safe. Without a background simulator ``rate`` defaults to 5 actions/s.
 
     The notebook's own user (``NOTEBOOK_USER``, alice) is never simulated. Calling it again for the
     same stack returns the simulator that is still running (re-running a cell starts no second one).

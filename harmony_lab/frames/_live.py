@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 import pyarrow as pa
 
-from harmony_lab._feed import is_table_source, pump, source_kind
+from harmony_lab._feed import EventFeed, is_table_source, pump, source_kind
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.filters import Condition, Filter
@@ -115,7 +116,7 @@ class LiveFrame:
     manager keeps retrying a failed first attempt, and ``ready()`` waits for it; it also returns when
     the channel ends in ``error``, see :attr:`status`). Outside a running loop nothing starts until
     ``await lf.ready()``.
-    ``await lf.close()`` (or ``async with LiveFrame(...) as lf``) unsubscribes and stops.
+    ``await lf.aclose()`` (or ``async with LiveFrame(...) as lf``) unsubscribes and stops.
 
     **The table as it is.** With a manager source (``snapshot=True``, the default), once the
     subscription is confirmed the frame loads the table's current rows — the newest ``max_rows`` by
@@ -174,7 +175,7 @@ class LiveFrame:
     @strict_kwargs
     def __init__(
         self,
-        source: Any,
+        source: EventFeed | None,
         table: str,
         *,
         key: str | Sequence[str] | None = None,
@@ -509,6 +510,11 @@ class LiveFrame:
         return self
 
     async def close(self) -> None:
+        """Deprecated spelling of :meth:`aclose` (async work is closed with ``aclose`` everywhere)."""
+        warnings.warn("LiveFrame.close() is now `await frame.aclose()`", DeprecationWarning, stacklevel=2)
+        await self.aclose()
+
+    async def aclose(self) -> None:
         """Stop consuming / unsubscribe from the manager. Rows stay readable."""
         task, self._task = self._task, None
         if task is not None and not task.done():
@@ -528,7 +534,7 @@ class LiveFrame:
         return await self.ready()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await self.aclose()
 
     # ------------------------------------------------------------------ applying events
 

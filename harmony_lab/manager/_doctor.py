@@ -61,7 +61,7 @@ class DoctorReport:
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
-        verdict = "✅ OK" if self.ok else "❌ problems"
+        verdict = "OK" if self.ok else "PROBLEMS"
         lines = [
             f"**Realtime doctor** `{self.schema}.{self.table}` for role `{self.role}`: {verdict}",
             "",

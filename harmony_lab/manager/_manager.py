@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 from realtime import AsyncRealtimeClient
 
 from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus, RealtimeEvent
+from harmony_lab.filters import Condition, Filter
 from harmony_lab.manager import _logs
 from harmony_lab.manager._backoff import BackoffPolicy
 from harmony_lab.manager._bus import CallbackGuard, EventBus, EventStream
@@ -31,7 +32,7 @@ from harmony_lab.manager._machine import (
 from harmony_lab.manager._presence import PresenceHandle
 from harmony_lab.manager._runner import ChannelRunner, TokenUnavailableError
 from harmony_lab.manager._snapshot import TableSnapshot
-from harmony_lab.manager._specs import ChannelSpec, TableSubscription, strict_kwargs
+from harmony_lab.manager._specs import Backfill, ChannelSpec, TableSubscription, strict_kwargs
 
 __all__ = ["RealtimeConnectionManager"]
 
@@ -264,9 +265,9 @@ class RealtimeConnectionManager:
         *,
         schema: str = "public",
         event: str = "*",
-        filter: Any = None,
+        filter: str | Condition | Filter | None = None,
         callback: Callable[[RealtimeEvent], Any] | None = None,
-        backfill: Any = None,
+        backfill: Backfill | None = None,
         primary_key: tuple[str, ...] | str | None = None,
     ) -> ChannelState:
         """Subscribe channel ``name`` to postgres changes of ``schema.table``.
@@ -1071,7 +1072,7 @@ class RealtimeConnectionManager:
         table: str,
         *,
         schema: str = "public",
-        filter: Any = None,
+        filter: str | Condition | Filter | None = None,
         order_by: str | tuple[str, ...] | None = None,
         limit: int | None = 1000,
     ) -> TableSnapshot:

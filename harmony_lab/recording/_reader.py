@@ -29,12 +29,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["read_recording", "replay"]
 
-_SORT_KEYS = [
-    ("received_at", "ascending"),
-    ("session_id", "ascending"),
-    ("received_mono_ns", "ascending"),
-    ("seq", "ascending"),
-]
+ARRIVAL_ORDER: tuple[str, ...] = ("received_at", "session_id", "received_mono_ns", "seq")
+"""The order of events every reader gives them in (read_recording, SQL readers)."""
+_SORT_KEYS = [(k, "ascending") for k in ARRIVAL_ORDER]
 _REPLAY_BATCH = 4096
 
 
@@ -129,51 +126,177 @@ def _row_filter(
     return expr
 
 
+_OPS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "is null", "is not null")
+_LIST_COLUMNS = frozenset(f.name for f in SCHEMA if pa.types.is_list(f.type))
+Condition = tuple[str, str] | tuple[str, str, Any]
+Where = ds.Expression | Iterable[Condition] | Iterable[Iterable[Condition]]
+
+
+def _columns(columns: Iterable[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    if isinstance(columns, str):
+        columns = [columns]
+    out = list(columns)
+    unknown = [c for c in out if c not in SCHEMA.names]
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown}; the recording's columns are {SCHEMA.names}")
+    return out
+
+
+def _condition(cond: Any) -> ds.Expression:
+    if (
+        not isinstance(cond, tuple)
+        or len(cond) not in (2, 3)
+        or not all(isinstance(x, str) for x in cond[:2])
+    ):
+        raise TypeError(
+            f"a where condition is a tuple (column, op, value) or (column, 'is null'); got {cond!r}"
+        )
+    column, op = cond[0], cond[1].lower()
+    if column not in SCHEMA.names or column in _LIST_COLUMNS:
+        raise ValueError(
+            f"where: {column!r} is not a scalar column of the recording; use one of "
+            f"{[n for n in SCHEMA.names if n not in _LIST_COLUMNS]}"
+        )
+    if op not in _OPS:
+        raise ValueError(f"where: unknown operator {cond[1]!r}; use one of {list(_OPS)}")
+    field = ds.field(column)
+    if op in ("is null", "is not null"):
+        if len(cond) != 2:
+            raise TypeError(f"where: {op!r} takes no value; got {cond!r}")
+        return field.is_null() if op == "is null" else field.is_valid()
+    if len(cond) != 3:
+        raise TypeError(f"where: {op!r} needs a value: (column, op, value); got {cond!r}")
+    typ = SCHEMA.field(column).type
+
+    def scalar(v: Any) -> pa.Scalar:
+        if pa.types.is_timestamp(typ):
+            v = _instant(v, f"where value for {column!r}")
+        try:
+            return pa.scalar(v, typ)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise TypeError(f"where: {v!r} is not a valid {typ} value for {column!r} ({exc})") from None
+
+    value = cond[2]
+    if op in ("in", "not in"):
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            raise TypeError(f"where: {op!r} needs a list of values; got {value!r}")
+        values = pa.array([scalar(v).as_py() for v in value], typ)
+        expr = field.isin(values)
+        return ~expr if op == "not in" else expr
+    v = scalar(value)
+    return {
+        "==": field == v,
+        "!=": field != v,
+        "<": field < v,
+        "<=": field <= v,
+        ">": field > v,
+        ">=": field >= v,
+    }[op]
+
+
+def _where(where: Where | None) -> ds.Expression | None:
+    """A pyarrow expression from the structured ``where`` (see :func:`read_recording`)."""
+    if where is None or isinstance(where, ds.Expression):
+        return where
+    if isinstance(where, str):
+        raise TypeError(
+            "where takes conditions, not SQL text: e.g. [('table', '==', 'messages'), ('op', 'in', "
+            "['INSERT', 'UPDATE'])]; for ad-hoc SQL use connect_recording(path).sql('SELECT … FROM events')"
+        )
+    items = list(where)
+    if not items:
+        return None
+    groups = [items] if isinstance(items[0], tuple) else [list(g) for g in items]
+    ors = []
+    for group in groups:
+        if not group:
+            raise ValueError("where: an empty group of conditions")
+        conj = _condition(group[0])
+        for cond in group[1:]:
+            conj = conj & _condition(cond)
+        ors.append(conj)
+    out = ors[0]
+    for e in ors[1:]:
+        out = out | e
+    return out
+
+
 def read_table(
     path: str | os.PathLike[str],
     *,
+    columns: Iterable[str] | None = None,
     kinds: Iterable[str | EventKind] | str | None = None,
     channels: Iterable[str] | str | None = None,
     start: Any = None,
     end: Any = None,
+    where: Where | None = None,
 ) -> pa.Table:
     """Like :func:`read_recording`, as an Arrow table (sorted by arrival)."""
+    cols = _columns(columns)
     kinds_l, channels_l = _kinds(kinds), _channels(channels)
     start_dt, end_dt = _instant(start, "start"), _instant(end, "end")
+    expr = _row_filter(kinds_l, channels_l, start_dt, end_dt)
+    extra = _where(where)
+    if extra is not None:
+        expr = extra if expr is None else expr & extra
     root = Path(path)
     parts = _select_parts(root, channels_l, start_dt, end_dt)
-    if not parts:
-        return SCHEMA.empty_table()
-    table = read_parts(parts, filter=_row_filter(kinds_l, channels_l, start_dt, end_dt))
-    return table.sort_by(_SORT_KEYS)
+    read_cols = None if cols is None else list(dict.fromkeys([*cols, *(k for k, _ in _SORT_KEYS)]))
+    table = read_parts(parts, columns=read_cols, filter=expr)
+    table = table.sort_by(_SORT_KEYS)
+    return table if cols is None else table.select(cols)
 
 
 def read_recording(
     path: str | os.PathLike[str],
     *,
+    columns: Iterable[str] | None = None,
     kinds: Iterable[str | EventKind] | str | None = None,
     channels: Iterable[str] | str | None = None,
     start: Any = None,
     end: Any = None,
+    where: Where | None = None,
 ) -> pd.DataFrame:
     """A recording (a directory written by :class:`Recorder`, or one part file) as a DataFrame.
 
-    One row per event, in arrival order, with the recording schema's columns. ``kinds`` and
-    ``channels`` select event kinds / channel names; ``start`` (inclusive) and ``end`` (exclusive)
-    bound ``received_at`` and must be timezone-aware (datetime, ``pandas.Timestamp`` or ISO string).
+    One row per event, in arrival order, with the recording schema's columns (or only ``columns``).
+    ``kinds`` and ``channels`` select event kinds / channel names; ``start`` (inclusive) and ``end``
+    (exclusive) bound ``received_at`` and must be timezone-aware (datetime, ``pandas.Timestamp`` or
+    ISO string).
+
+    ``where`` selects rows by conditions, never SQL text: a list of ``(column, op, value)`` tuples
+    that must all hold, or a list of such lists of which one must hold. ``op`` is one of ``==``,
+    ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in`` (value: a list), or ``is null`` /
+    ``is not null`` (no value: ``(column, op)``); ``column`` is any scalar column; values are
+    converted to the column's type (timestamps must be timezone-aware). A ``pyarrow.dataset``
+    expression is accepted as is. For anything else use SQL on :func:`connect_recording`::
+
+        read_recording(path, columns=["received_at", "new"],
+                       where=[("table", "==", "messages"), ("op", "in", ["INSERT", "UPDATE"])])
 
     Selection is pushed down: ``date=``/``channel=`` directories outside the selection are never
-    opened, and the remaining files skip row groups by their Parquet statistics. ``received_at``,
-    ``commit_ts``, ``gap_start``, ``gap_end`` are ``datetime64[us, UTC]``; ``attempt`` is nullable
-    ``Int64``. ``pk``, ``new``, ``old`` and ``payload`` stay JSON text: parse them with
-    :func:`harmony_lab.analysis.parse_json` (exact Python types, using the ``json_types`` column) or
-    query them as JSON in duckdb/polars.
+    opened, the remaining files skip row groups by their Parquet statistics, and only the requested
+    columns are read. ``received_at``, ``commit_ts``, ``gap_start``, ``gap_end`` are
+    ``datetime64[us, UTC]``; ``attempt`` is nullable ``Int64``. ``pk``, ``new``, ``old`` and
+    ``payload`` stay JSON text: parse them with :func:`harmony_lab.analysis.parse_json` (exact Python
+    types, using the ``json_types`` column) or query them as JSON in duckdb/polars. An unreadable part
+    file is skipped with a :class:`CorruptPartWarning` naming it.
     """
-    table = read_table(path, kinds=kinds, channels=channels, start=start, end=end)
+    table = read_table(
+        path, columns=columns, kinds=kinds, channels=channels, start=start, end=end, where=where
+    )
+    return table_to_pandas(table)
+
+
+def table_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Recording rows as the DataFrame :func:`read_recording` returns (``attempt`` as ``Int64``)."""
     import pandas as pd
 
     df = table.to_pandas()
-    df["attempt"] = table.column("attempt").to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    if "attempt" in table.column_names:
+        df["attempt"] = table.column("attempt").to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     return df
 
 

@@ -1,9 +1,13 @@
-"""Analysis of recorded event streams (DataFrames from :func:`harmony_lab.read_recording`).
+"""Analysis of recorded event streams, in memory or out of core.
 
-Every function takes the DataFrame as read (one row per event, the recording schema) and returns a
-new DataFrame; nothing is modified in place. The plots return matplotlib ``Figure`` objects built
-without pyplot (no global state, safe with the Agg backend) that render as PNG in notebooks,
-including statically saved ones.
+Every function takes a *source*: the DataFrame :func:`harmony_lab.read_recording` returns (one row
+per event, the recording schema), a recording path (a directory written by ``Recorder``), or a
+DuckDB relation over recording rows (e.g. ``connect_recording(path).table("events")`` narrowed
+with ``.filter(...)``). For a path or relation the work runs inside DuckDB, which reads only the
+columns and row groups it needs, so recordings far larger than memory work; the result is a small
+pandas DataFrame, the same one the in-memory path gives for the same events. Nothing is modified in
+place. The plots return matplotlib ``Figure`` objects built without pyplot (no global state, safe
+with the Agg backend) that render as PNG in notebooks, including statically saved ones.
 
 Public as :mod:`harmony_lab.analysis`.
 """
@@ -12,16 +16,25 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow as pa
 
 from harmony_lab.events import ChannelStatus
-from harmony_lab.recording._codec import JSON_COLUMNS, decode_json
+from harmony_lab.recording._codec import JSON_COLUMNS, TS, decode_json
+from harmony_lab.recording._duck import connect_recording
+from harmony_lab.recording._reader import ARRIVAL_ORDER, table_to_pandas
 
 if TYPE_CHECKING:
+    import duckdb
     from matplotlib.figure import Figure
+
+    Source = pd.DataFrame | str | os.PathLike[str] | duckdb.DuckDBPyRelation
 
 __all__ = [
     "event_rates",
@@ -36,6 +49,8 @@ __all__ = [
 
 _STATUSES = [s.value for s in ChannelStatus]
 _BY = ("kind", "channel", "table", "op")
+_US = pd.Timedelta(microseconds=1)
+_US_DTYPE = pd.DatetimeTZDtype("us", "UTC")
 
 
 def _need(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -44,6 +59,59 @@ def _need(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} needs the columns {missing} (use a DataFrame from read_recording())")
+
+
+def _is_relation(source: Any) -> bool:
+    duckdb = sys.modules.get("duckdb")  # a relation can only exist once duckdb was imported
+    return duckdb is not None and isinstance(source, duckdb.DuckDBPyRelation)
+
+
+@contextmanager
+def _relation(source: Any, columns: Iterable[str], what: str) -> Iterator[duckdb.DuckDBPyRelation | None]:
+    """The DuckDB relation for a path or relation source (checked for ``columns``); None for a DataFrame."""
+    if isinstance(source, pd.DataFrame):
+        _need(source, columns, what)
+        yield None
+        return
+    if isinstance(source, str | os.PathLike):
+        con = connect_recording(source)
+        try:
+            yield con.table("events")
+        finally:
+            con.close()
+        return
+    if _is_relation(source):
+        missing = [c for c in columns if c not in source.columns]
+        if missing:
+            raise ValueError(
+                f"{what} needs the columns {missing}; the relation has {source.columns} "
+                "(use connect_recording(path).table('events'), narrowed with .filter(...))"
+            )
+        yield source
+        return
+    raise TypeError(
+        f"{what} expects a DataFrame from read_recording(), a recording path or a DuckDB relation "
+        f"over recording rows; got {type(source).__name__}"
+    )
+
+
+def _query(rel: duckdb.DuckDBPyRelation, sql: str) -> pd.DataFrame:
+    """``sql`` over ``rel`` (named ``ev`` in it) as a DataFrame with read_recording's dtypes.
+
+    Timestamps come back in UTC whatever the relation's connection time zone is.
+    """
+    table = rel.query("ev", sql).to_arrow_table()
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type != TS:
+            table = table.set_column(i, field.name, table.column(i).cast(TS))
+    return table_to_pandas(table)
+
+
+def _rows(rel: duckdb.DuckDBPyRelation, columns: Iterable[str], where: str) -> pd.DataFrame:
+    """Selected rows and columns in arrival order (``where`` is SQL written in this module)."""
+    order = ", ".join(f'"{c}"' for c in ARRIVAL_ORDER if c in rel.columns)
+    cols = ", ".join(f'"{c}"' for c in columns if c in rel.columns)
+    return _query(rel, f"SELECT {cols} FROM ev WHERE {where} ORDER BY {order}")
 
 
 def _tick(freq: str | pd.Timedelta) -> pd.Timedelta:
@@ -86,27 +154,44 @@ def parse_json(df: pd.DataFrame, columns: Iterable[str] = JSON_COLUMNS) -> pd.Da
     return out
 
 
-def event_rates(
-    df: pd.DataFrame, freq: str | pd.Timedelta = "1s", *, by: str | None = "kind"
-) -> pd.DataFrame:
+def event_rates(source: Source, freq: str | pd.Timedelta = "1s", *, by: str | None = "kind") -> pd.DataFrame:
     """Events per second in bins of ``freq``, one column per value of ``by`` (or ``events``).
 
-    The index is the bin start (UTC), covering every bin from the first to the last event (empty
-    bins are 0). ``by`` is one of ``kind``, ``channel``, ``table``, ``op`` or None for the total.
+    The index is the bin start (UTC, bins aligned to the Unix epoch), covering every bin from the
+    first to the last event (empty bins are 0). ``by`` is one of ``kind``, ``channel``, ``table``,
+    ``op`` or None for the total (a missing ``table``/``op`` counts as ``<none>``).
     """
     if by is not None and by not in _BY:
         raise ValueError(f"by must be one of {list(_BY)} or None; got {by!r}")
     td = _tick(freq)
-    _need(df, ["received_at"] + ([by] if by else []), "event_rates")
-    if df.empty:
+    step = td // _US
+    if step * _US != td:
+        raise ValueError(f"freq must be a whole number of microseconds; got {freq!r}")
+    with _relation(source, ["received_at"] + ([by] if by else []), "event_rates") as rel:
+        if rel is None:
+            df = source
+            us = df["received_at"].astype(_US_DTYPE).astype("int64")
+            key = (
+                pd.Series("events", index=df.index)
+                if by is None
+                else df[by].astype(object).where(df[by].notna(), "<none>")
+            )
+            long = pd.DataFrame({"bin": us - us % step, "key": key}).groupby(["bin", "key"]).size()
+            long = long.rename("n").reset_index()
+        else:
+            key_sql = "'events'" if by is None else f"coalesce(\"{by}\", '<none>')"
+            # floor division that is also right before 1970 (SQL % keeps the dividend's sign)
+            long = _query(
+                rel,
+                f"SELECT us - ((us % {step}) + {step}) % {step} AS bin, key, count(*) AS n FROM "
+                f"(SELECT epoch_us(received_at) AS us, {key_sql} AS key FROM ev) GROUP BY ALL",
+            )
+    if long.empty:
         return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name="time"))
-    bins = df["received_at"].dt.floor(td)
-    if by is None:
-        counts = bins.value_counts().sort_index().to_frame("events")
-    else:
-        key = df[by].astype(object).where(df[by].notna(), "<none>")
-        counts = df.groupby([bins, key]).size().unstack(fill_value=0)
-    full = pd.date_range(bins.min(), bins.max(), freq=td)
+    long["bin"] = pd.to_datetime(long["bin"].astype("int64"), unit="us", utc=True).astype(_US_DTYPE)
+    counts = long.pivot_table(index="bin", columns="key", values="n", aggfunc="sum", fill_value=0)
+    counts = counts[sorted(counts.columns)]
+    full = pd.date_range(counts.index.min(), counts.index.max(), freq=td, unit="us")
     counts = counts.reindex(full, fill_value=0)
     rates = counts.astype(float) / td.total_seconds()
     rates.index.name = "time"
@@ -114,35 +199,57 @@ def event_rates(
     return rates
 
 
-def lag_summary(df: pd.DataFrame) -> pd.DataFrame:
+_LAG_COLUMNS = ["count", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"]
+
+
+def lag_summary(source: Source) -> pd.DataFrame:
     """Commit → receive latency of change events per ``(schema, table)``, in milliseconds.
 
     Columns ``count``, ``min_ms``, ``p50_ms``, ``p95_ms``, ``p99_ms``, ``max_ms``, ``mean_ms``.
     Percentiles interpolate linearly (numpy's default). Backfilled rows (read by query, not
-    streamed) and rows without ``commit_ts`` are left out.
+    streamed) and rows without ``commit_ts``, ``schema`` or ``table`` are left out.
     """
-    _need(df, ["kind", "received_at", "commit_ts", "schema", "table", "backfilled"], "lag_summary")
-    cols = ["count", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"]
-    ch = df[(df["kind"] == "change") & df["commit_ts"].notna() & ~df["backfilled"].astype(bool)]
-    if ch.empty:
+    need = ["kind", "received_at", "commit_ts", "schema", "table", "backfilled"]
+    with _relation(source, need, "lag_summary") as rel:
+        if rel is None:
+            df = source
+            ch = df[
+                (df["kind"] == "change")
+                & df["commit_ts"].notna()
+                & df["schema"].notna()
+                & df["table"].notna()
+                & ~df["backfilled"].astype(bool)
+            ]
+            lag = (ch["received_at"] - ch["commit_ts"]) / pd.Timedelta(milliseconds=1)
+            g = lag.groupby([ch["schema"], ch["table"]])
+            out = pd.DataFrame(
+                {
+                    "count": g.size(),
+                    "min_ms": g.min(),
+                    "p50_ms": g.quantile(0.50),
+                    "p95_ms": g.quantile(0.95),
+                    "p99_ms": g.quantile(0.99),
+                    "max_ms": g.max(),
+                    "mean_ms": g.mean(),
+                }
+            )
+        else:
+            out = _query(
+                rel,
+                'SELECT "schema", "table", count(*) AS count, min(lag) AS min_ms, '
+                "quantile_cont(lag, 0.5) AS p50_ms, quantile_cont(lag, 0.95) AS p95_ms, "
+                "quantile_cont(lag, 0.99) AS p99_ms, max(lag) AS max_ms, avg(lag) AS mean_ms FROM "
+                '(SELECT "schema", "table", (epoch_us(received_at) - epoch_us(commit_ts)) / 1000.0 AS lag '
+                "FROM ev WHERE kind = 'change' AND commit_ts IS NOT NULL AND \"schema\" IS NOT NULL "
+                'AND "table" IS NOT NULL AND NOT backfilled) GROUP BY ALL ORDER BY "schema", "table"',
+            ).set_index(["schema", "table"])
+    if out.empty:
         return pd.DataFrame(
-            columns=cols, index=pd.MultiIndex.from_tuples([], names=["schema", "table"])
+            columns=_LAG_COLUMNS, index=pd.MultiIndex.from_tuples([], names=["schema", "table"])
         ).astype(float)
-    lag = (ch["received_at"] - ch["commit_ts"]) / pd.Timedelta(milliseconds=1)
-    g = lag.groupby([ch["schema"], ch["table"]])
-    out = pd.DataFrame(
-        {
-            "count": g.size(),
-            "min_ms": g.min(),
-            "p50_ms": g.quantile(0.50),
-            "p95_ms": g.quantile(0.95),
-            "p99_ms": g.quantile(0.99),
-            "max_ms": g.max(),
-            "mean_ms": g.mean(),
-        }
-    )
+    out["count"] = out["count"].astype("int64")
     out.index.names = ["schema", "table"]
-    return out
+    return out[_LAG_COLUMNS]
 
 
 def _meta_ids(metas: Any) -> set[str]:
@@ -161,7 +268,7 @@ def _meta_ids(metas: Any) -> set[str]:
     return out
 
 
-def presence_sessions(df: pd.DataFrame) -> pd.DataFrame:
+def presence_sessions(source: Source) -> pd.DataFrame:
     """Join → leave intervals per presence key and channel.
 
     A key is present while it has at least one presence (meta; told apart by ``presence_ref``):
@@ -171,9 +278,20 @@ def presence_sessions(df: pd.DataFrame) -> pd.DataFrame:
     presence is unknown then). Sessions still open at the end have ``left_at`` NaT and
     ``end_reason='open'``. Columns: channel, key, joined_at, left_at, duration, end_reason.
     """
-    _need(df, ["kind", "channel", "op", "payload", "received_at", "status"], "presence_sessions")
+    need = ["kind", "channel", "op", "payload", "received_at", "status"]
+    with _relation(source, need, "presence_sessions") as rel:
+        if rel is None:
+            df = source
+            rows_df = df[(df["kind"] == "presence") | (df["kind"] == "status")]
+            rows_df = rows_df.sort_values("received_at", kind="stable")
+        else:
+            rows_df = _rows(rel, need, "kind IN ('presence', 'status')")
+    return _sessions(rows_df)
+
+
+def _sessions(rel: pd.DataFrame) -> pd.DataFrame:
+    """Sessions from presence and status rows in arrival order."""
     cols = ["channel", "key", "joined_at", "left_at", "duration", "end_reason"]
-    rel = df[(df["kind"] == "presence") | (df["kind"] == "status")].sort_values("received_at", kind="stable")
     open_: dict[tuple[str, str], dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
 
@@ -229,10 +347,25 @@ def presence_sessions(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["channel", "joined_at", "key"], kind="stable").reset_index(drop=True)
 
 
-def _status_intervals(df: pd.DataFrame, end: Any = None) -> pd.DataFrame:
-    """One row per status interval: session_id, channel, status, start, end, attempt."""
-    st = df[df["kind"] == "status"].sort_values(["received_at"], kind="stable")
-    last_seen = df.groupby("session_id")["received_at"].max() if "session_id" in df else None
+def _status_rows(rel: duckdb.DuckDBPyRelation | None, source: Any) -> tuple[pd.DataFrame, Any]:
+    """Status events in arrival order, and the last ``received_at`` of each recording session.
+
+    From the relation when there is one, else from ``source``, a DataFrame.
+    """
+    if rel is None:
+        df: pd.DataFrame = source
+        st = df[df["kind"] == "status"].sort_values(["received_at"], kind="stable")
+        last_seen = df.groupby("session_id")["received_at"].max() if "session_id" in df else None
+        return st, last_seen
+    st = _rows(rel, ["session_id", "channel", "status", "received_at"], "kind = 'status'")
+    if "session_id" not in rel.columns:
+        return st, None
+    last = _query(rel, "SELECT session_id, max(received_at) AS last FROM ev GROUP BY session_id")
+    return st, last.set_index("session_id")["last"]
+
+
+def _status_intervals(st: pd.DataFrame, last_seen: Any, end: Any = None) -> pd.DataFrame:
+    """One row per status interval: session_id, channel, status, start, end."""
     end_ts = None if end is None else pd.Timestamp(end)
     if end_ts is not None and end_ts.tzinfo is None:
         raise ValueError(f"end must be timezone-aware; got {end!r}")
@@ -248,7 +381,7 @@ def _status_intervals(df: pd.DataFrame, end: Any = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["session_id", "channel", "status", "start", "end"])
 
 
-def status_durations(df: pd.DataFrame, *, end: Any = None) -> pd.DataFrame:
+def status_durations(source: Source, *, end: Any = None) -> pd.DataFrame:
     """Seconds spent in each status per channel, with reconnect and error counts.
 
     A status lasts from its status event to the channel's next one; the last lasts until ``end``
@@ -257,9 +390,10 @@ def status_durations(df: pd.DataFrame, *, end: Any = None) -> pd.DataFrame:
     after having been connected in the same session), ``reconnect_attempts`` (``reconnecting``
     status events) and ``errors`` (entries into ``error``).
     """
-    _need(df, ["kind", "channel", "status", "received_at"], "status_durations")
+    with _relation(source, ["kind", "channel", "status", "received_at"], "status_durations") as rel:
+        st, last_seen = _status_rows(rel, source)
     cols = [*_STATUSES, "total_s", "reconnects", "reconnect_attempts", "errors"]
-    iv = _status_intervals(df, end)
+    iv = _status_intervals(st, last_seen, end)
     if iv.empty:
         return pd.DataFrame(columns=cols, index=pd.Index([], name="channel"))
     iv["seconds"] = (iv["end"] - iv["start"]).dt.total_seconds()
@@ -293,15 +427,19 @@ def status_durations(df: pd.DataFrame, *, end: Any = None) -> pd.DataFrame:
     return out[cols]
 
 
-def gaps(df: pd.DataFrame) -> pd.DataFrame:
+def gaps(source: Source) -> pd.DataFrame:
     """The recorded gaps (events that may be missing): channel, gap_start, gap_end, duration, reason.
 
     Includes gaps the manager reported (reconnects without replay, …) and ``recorder_overflow``
     gaps the recorder wrote when it had to drop events.
     """
-    _need(df, ["kind", "channel", "gap_start", "gap_end", "reason", "received_at"], "gaps")
-    g = df[df["kind"] == "gap"]
-    cols = [c for c in ("session_id", "seq", "received_at") if c in df.columns]
+    need = ["kind", "channel", "gap_start", "gap_end", "reason", "received_at"]
+    with _relation(source, need, "gaps") as rel:
+        if rel is None:
+            g = source[source["kind"] == "gap"]
+        else:
+            g = _rows(rel, ["session_id", "seq", *need], "kind = 'gap'")
+    cols = [c for c in ("session_id", "seq", "received_at") if c in g.columns]
     out = g[[*cols, "channel", "gap_start", "gap_end", "reason"]].copy()
     out["duration"] = out["gap_end"] - out["gap_start"]
     return out.sort_values(["gap_start", "channel"], kind="stable").reset_index(drop=True)
@@ -338,12 +476,21 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def plot_status_timeline(df: pd.DataFrame, *, end: Any = None) -> Figure:
+def plot_status_timeline(source: Source, *, end: Any = None) -> Figure:
     """A Gantt-style timeline: one row per channel, colored by status; gaps hatched on top."""
     import matplotlib.dates as mdates
     from matplotlib.patches import Patch
 
-    iv = _status_intervals(df, end) if not df.empty else _status_intervals(df.iloc[0:0], end)
+    with _relation(source, ["kind", "channel", "status", "received_at"], "plot_status_timeline") as rel:
+        st, last_seen = _status_rows(rel, source)
+        if rel is None:
+            has_gaps = "gap_start" in source.columns and "gap_end" in source.columns
+            g = source[source["kind"] == "gap"] if has_gaps else None
+        elif "gap_start" in rel.columns and "gap_end" in rel.columns:
+            g = _rows(rel, ["channel", "gap_start", "gap_end", "received_at"], "kind = 'gap'")
+        else:
+            g = None
+    iv = _status_intervals(st, last_seen, end)
     channels = sorted(iv["channel"].unique()) if not iv.empty else []
     fig = _figure(10, 1.2 + 0.5 * max(len(channels), 1))
     ax = fig.add_subplot()
@@ -357,8 +504,8 @@ def plot_status_timeline(df: pd.DataFrame, *, end: Any = None) -> Figure:
                 (row - 0.4, 0.8),
                 facecolors=_STATUS_COLORS.get(str(status), "#000000"),
             )
-    if "gap_start" in df.columns:
-        g = df[(df["kind"] == "gap") & df["gap_start"].notna() & df["gap_end"].notna()]
+    if g is not None:
+        g = g[g["gap_start"].notna() & g["gap_end"].notna()]
         for _, r in g.iterrows():
             if r["channel"] in channels:
                 row = channels.index(r["channel"])
@@ -379,9 +526,9 @@ def plot_status_timeline(df: pd.DataFrame, *, end: Any = None) -> Figure:
     return fig
 
 
-def plot_rates(df: pd.DataFrame, freq: str | pd.Timedelta = "1s", *, by: str | None = "kind") -> Figure:
+def plot_rates(source: Source, freq: str | pd.Timedelta = "1s", *, by: str | None = "kind") -> Figure:
     """Events per second over time (see :func:`event_rates`), one line per ``by`` value."""
-    rates = event_rates(df, freq, by=by)
+    rates = event_rates(source, freq, by=by)
     fig = _figure(10, 3.5)
     ax = fig.add_subplot()
     x = rates.index.tz_convert("UTC").tz_localize(None) if len(rates) else rates.index

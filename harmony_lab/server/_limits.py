@@ -37,6 +37,22 @@ class ServerLimits:
       close the socket with 1009.
     * ``max_v1_outbound_bytes`` — never send a V1 (realtime-py) frame above 1 MiB: python-websockets
       closes the client socket on larger frames (its default max_size); such frames are dropped and logged.
+    * ``max_outbound_bytes`` — frames queued for one socket and not yet written (a client that reads
+      slower than it is sent to); beyond it the queue is dropped and the socket closed with 1008
+      ``slow consumer``. Binary frames count their bytes, text frames their length.
+    * ``max_topic_bytes`` — a join's topic (``realtime:`` included, UTF-8); a longer one is refused with
+      ``TopicNameTooLong`` and nothing of it is kept.
+    * ``max_rest_events_per_second`` — messages sent through REST broadcast, server-wide, averaged over
+      ``rate_window_s``; beyond it HTTP 429 ``You have exceeded your rate limit`` (or ``Too many messages
+      to broadcast, please reduce the batch size`` for a batch that would not fit).
+    * ``max_http_head_bytes`` — request line plus headers (HTTP 431 beyond).
+    * ``max_http_body_bytes`` — a request body, judged by its ``Content-Length`` before any of it is
+      read (HTTP 413 beyond).
+    * ``max_http_buffered_bytes`` — request bodies held at once by all connections together; a request
+      whose declared body does not fit gets HTTP 503 and is told to retry.
+    * ``max_pending_connections`` — connections whose HTTP request is not answered yet (a websocket
+      before its handshake is accepted, any REST call); more are answered HTTP 503 at once.
+    * ``http_read_timeout_s`` — a request's head and body must arrive within this (HTTP 408 beyond).
     * ``idle_timeout_s`` — close a socket that sent nothing for this long (``None`` = never).
     * ``connect_error_delay_s`` / ``join_error_delay_s`` — the real server waits 2 s / 5 s before
       answering a rejected handshake / join; the embedded default is 0 (fast tests, no client timeouts).
@@ -53,6 +69,14 @@ class ServerLimits:
     max_track_bytes: int = 256 * KB
     max_frame_bytes: int = 5_000_000
     max_v1_outbound_bytes: int = MIB
+    max_outbound_bytes: int = 16 * MIB
+    max_topic_bytes: int = 1024
+    max_rest_events_per_second: float = 100.0
+    max_http_head_bytes: int = 32 * KB
+    max_http_body_bytes: int = 8 * MIB
+    max_http_buffered_bytes: int = 64 * MIB
+    max_pending_connections: int = 128
+    http_read_timeout_s: float = 10.0
     rate_window_s: float = 10.0
     idle_timeout_s: float | None = 60.0
     connect_error_delay_s: float = 0.0
@@ -65,7 +89,7 @@ class ServerLimits:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"ServerLimits.{f.name} must be a non-negative number; got {value!r}")
-        for name in ("rate_window_s", "presence_window_s"):
+        for name in ("rate_window_s", "presence_window_s", "http_read_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServerLimits.{name} must be positive; got {getattr(self, name)!r}")
 
@@ -76,6 +100,7 @@ class ServerLimits:
         base: dict[str, Any] = {
             "max_connections": big, "max_channels_per_connection": big, "max_joins_per_second": big,
             "max_events_per_second": big, "max_presence_calls": big, "max_presence_events_per_second": big,
+            "max_rest_events_per_second": big, "max_pending_connections": big,
         }  # fmt: skip
         base.update(overrides)
         return cls(**base)

@@ -478,7 +478,7 @@ class Session:
         short = reason.split(":", 1)[0] if len(reason) > 60 else reason
         self.registry.stats.rejected[short] += 1
         if isinstance(frame, Inbound):
-            shown = f"{frame.event} on {frame.topic!r} ref={frame.ref!r}"
+            shown = f"{frame.event!s:.120} on {frame.topic!r:.200} ref={frame.ref!r:.60}"
         else:
             shown = repr(frame[:120]) if frame is not None else ""
         logger.info("socket %d: rejected frame (%s) %s", self.sid, reason, shown)
@@ -584,6 +584,10 @@ class Session:
             )
         if len(topic) == len(TOPIC_PREFIX):
             return effects + self._join_error(msg, "TopicNameRequired: You must provide a topic name", old)
+        if len(topic) > self.limits.max_topic_bytes or len(topic.encode()) > self.limits.max_topic_bytes:
+            return effects + self._join_error(
+                msg, f"TopicNameTooLong: a topic may be at most {self.limits.max_topic_bytes} bytes", old
+            )
         if len(self.channels) >= self.limits.max_channels_per_connection:
             return effects + self._join_error(msg, "ChannelRateLimitReached: Too many channels", old)
         payload = msg.payload if isinstance(msg.payload, dict) else {}

@@ -1,69 +1,57 @@
-"""Finding the widgets' front-end sources and inlining their relative imports into one ES module.
+"""The widgets' built front end: one self-contained ES module per widget, and the stylesheets.
 
-The ``.js``/``.css`` sources live in the repository's top-level ``widgets/`` folder; the wheel ships
-them as ``harmony_lab/widgets/static/``. anywidget loads an ESM from a string (a blob URL), where a
-relative ``import`` cannot resolve, so :func:`esm` inlines ``import { a, b } from "./x.js";`` lines
-with the imported module's source (each module once). The sources stay plain ES modules that a
-browser can also load directly (the bare-ESM tests do).
+The sources live in the repository's top-level ``widgets/`` folder; esbuild bundles each widget's
+entry (its relative imports and npm dependencies inlined) into ``harmony_lab/widgets/static/``
+(``widgets/build.mjs``; ``bash dev.sh build-widgets``). Those built files are committed, ship in the
+wheel and are what every widget loads, offline, in a checkout and in an installed package alike.
+
+With ``ANYWIDGET_HMR=1`` in the kernel's environment, :func:`esm` gives the built file's path
+instead of its text: anywidget then watches the file (it needs the ``watchfiles`` package) and
+reloads open views whenever the esbuild watcher (``npm run watch`` in ``widgets/``) rewrites it.
 """
 
 from __future__ import annotations
 
 import functools
-import re
+import os
 from pathlib import Path
 
-__all__ = ["bundle", "css", "esm", "static_dir"]
+__all__ = ["css", "esm", "hot_reload", "static_dir"]
 
-_IMPORT = re.compile(r'^import\s*\{[^}]*\}\s*from\s*"\./([A-Za-z0-9_\-]+\.js)";\s*$', re.MULTILINE)
+_STATIC = Path(__file__).resolve().parent / "static"
 
 
-@functools.cache
 def static_dir() -> Path:
-    """``harmony_lab/widgets/static`` in an installed wheel, else ``<repo>/widgets`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    candidates = (here / "static", here.parent.parent / "widgets")
-    for cand in candidates:
-        if (cand / "live_table.js").is_file():
-            return cand
-    raise FileNotFoundError(
-        "harmony_lab's widget sources are missing; looked in "
-        + ", ".join(str(c) for c in candidates)
-        + ". Reinstall harmony-lab (the wheel ships them as harmony_lab/widgets/static)."
-    )
+    """``harmony_lab/widgets/static``: the built bundles and the stylesheets."""
+    return _STATIC
 
 
-def bundle(root: Path, name: str, seen: set[str] | None = None) -> str:
-    """``root/name`` with its ``import {…} from "./x.js";`` lines replaced by those modules (once each)."""
-    seen = set() if seen is None else seen
-    path = root / name
-    if not path.is_file():
-        raise FileNotFoundError(f"widget module {name!r} not found in {root}")
-    seen.add(name)
-    source = path.read_text(encoding="utf-8")
-
-    def replace(m: re.Match[str]) -> str:
-        dep = m.group(1)
-        if dep in seen:
-            return f"// (inlined above: ./{dep})"
-        return f"// ---- inlined ./{dep} ----\n{bundle(root, dep, seen)}\n// ---- end of ./{dep} ----"
-
-    return _IMPORT.sub(replace, source)
+def hot_reload() -> bool:
+    """True when anywidget's hot module replacement is on (``ANYWIDGET_HMR=1``)."""
+    return os.environ.get("ANYWIDGET_HMR") == "1"
 
 
-@functools.cache
-def esm(name: str) -> str:
-    """The self-contained ES module text of ``widgets/<name>`` (relative imports inlined)."""
-    text = bundle(static_dir(), name)
-    if re.search(r"^\s*import\s", text, re.MULTILINE):
-        raise RuntimeError(f'{name}: an import other than `import {{…}} from "./x.js";` cannot be inlined')
-    return text
-
-
-@functools.cache
-def css(name: str = "harmony.css") -> str:
-    """The text of ``widgets/<name>``: the shared ``harmony.css`` by default, or a widget's own sheet."""
+def _built(name: str) -> Path:
     path = static_dir() / name
     if not path.is_file():
-        raise FileNotFoundError(f"widget stylesheet {name!r} not found in {static_dir()}")
+        raise FileNotFoundError(
+            f"the built widget file {name!r} is missing from {static_dir()}; in a checkout run "
+            "`bash dev.sh build-widgets` (esbuild, from widgets/), else reinstall harmony-lab"
+        )
+    return path
+
+
+@functools.cache
+def _text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
+
+
+def esm(name: str) -> str | Path:
+    """The bundled ES module of ``widgets/<name>``: its text, or its path when :func:`hot_reload`."""
+    path = _built(name)
+    return path if hot_reload() else _text(path)
+
+
+def css(name: str = "harmony.css") -> str:
+    """The text of a stylesheet: the shared ``harmony.css`` by default, or a widget's own sheet."""
+    return _text(_built(name))

@@ -42,7 +42,7 @@ class Dashboard(ipywidgets.VBox):
             if w is not None:
                 w.close()
         for f in self.frames.values():
-            await f.close()
+            await f.aclose()
         self.close()
 
     def __repr__(self) -> str:

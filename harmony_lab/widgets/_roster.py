@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import traitlets
 
-from harmony_lab._feed import is_presence_handle
+from harmony_lab._feed import EventFeed, PresenceSource, is_presence_handle
 from harmony_lab._presence import PresenceState, user_of
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
@@ -65,7 +65,7 @@ class PresenceRosterWidget(StateWidget):
     @strict_kwargs
     def __init__(
         self,
-        source: Any = None,
+        source: EventFeed | PresenceSource | None = None,
         *,
         channel: str | None = None,
         events: Any = None,

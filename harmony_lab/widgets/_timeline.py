@@ -9,6 +9,7 @@ from typing import Any
 
 import traitlets
 
+from harmony_lab._feed import EventFeed
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.widgets import _assets
@@ -55,7 +56,7 @@ class StatusTimelineWidget(StateWidget):
     @strict_kwargs
     def __init__(
         self,
-        source: Any = None,
+        source: EventFeed | None = None,
         *,
         channels: Iterable[str] | None = None,
         window_s: float = 300.0,

@@ -1,8 +1,9 @@
 """Browser fixtures: Debian's Chromium driven by Playwright (never a downloaded browser).
 
 * ``browser`` — one headless Chromium per session, flags from shared/browser-widget-testing.md.
-* ``harness`` — a page that loads the widgets' ES modules from ``widgets/`` (served by request
-  interception, no server) with a fake anywidget model, for the JS logic.
+* ``harness`` — a page that loads the widgets' built ES modules from ``harmony_lab/widgets/static/``
+  (what the wheel ships; served by request interception, no server) with a fake anywidget model,
+  for the JS logic.
 * ``lab`` / ``lab_page`` — a JupyterLab server on 127.0.0.1 with a temp copy of the notebooks,
   driven through ``window.jupyterapp``.
 
@@ -29,7 +30,7 @@ import pytest
 from tests.conftest import ARTIFACTS
 
 ROOT = Path(__file__).resolve().parents[2]
-WIDGETS = ROOT / "widgets"
+WIDGETS = ROOT / "harmony_lab" / "widgets" / "static"
 HERE = Path(__file__).resolve().parent
 
 KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
@@ -39,11 +40,10 @@ _HARNESS_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><link rel="stylesheet" href="harmony.css"></head>
 <body><div id="host" style="width: 1100px"></div>
 <script type="module">
-import * as arrow from "./arrow.js";
 import * as table from "./live_table.js";
 import * as roster from "./presence_roster.js";
 import * as timeline from "./status_timeline.js";
-window.mods = { arrow, table, roster, timeline };
+window.mods = { arrow: { decodeStream: table.decodeStream }, table, roster, timeline };
 window.b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
 window.asDataView = (u8) => new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
 // a fake anywidget model: get/set/on/off/send/save_changes, plus helpers for tests

@@ -71,3 +71,39 @@ def test_free_port_prefers_the_requested_one():
         assert _lab.free_port(busy) != busy
     port = _lab.free_port(None)
     assert 0 < port < 65536
+
+
+def test_the_terminal_gets_one_line_per_notable_event_and_the_log_file_gets_everything(tmp_path):
+    import io
+    import logging
+
+    root = logging.getLogger()
+    terminal = io.StringIO()
+    handler = logging.StreamHandler(terminal)  # what logging.basicConfig gives the command line
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    log = tmp_path / "state" / "harmony-lab.log"
+    try:
+        with _lab._quiet_terminal(log):
+            logging.getLogger("realtime._async.client").error("Connection closed: lost")
+            logging.getLogger("websockets.client").error("connection lost")
+            logging.getLogger("harmony_lab.demo._presence").warning("presence of bob: track failed")
+            logging.getLogger("harmony_lab.demo._simulator").error("simulator stopped by an unexpected error")
+            logging.getLogger("harmony_lab.demo._lab").warning("JupyterLab did not exit; killing it")
+            logging.getLogger("harmony_lab.demo._background").info("demo stack running")
+        logging.getLogger("realtime._async.client").error("after: back on the terminal")
+        restored = (root.level, handler.level, handler.filters)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    assert terminal.getvalue().splitlines() == [
+        "simulator stopped by an unexpected error",
+        "JupyterLab did not exit; killing it",
+        "after: back on the terminal",
+    ]
+    written = log.read_text()
+    for text in ("Connection closed: lost", "track failed", "killing it", "demo stack running"):
+        assert text in written
+    assert "after:" not in written
+    assert restored == (logging.WARNING, logging.NOTSET, [])

@@ -104,7 +104,7 @@ async def test_covers_every_table_and_presence_status(rt):
         stats = sim.stats
         await sim.resume()
     finally:
-        await sim.stop()
+        await sim.aclose()
         await observer.close()
 
     assert stats["errors"] == 0, stats["last_error"]
@@ -190,7 +190,7 @@ async def test_pause_resume_stop_and_repr(rt):
     assert sim.state == "paused"
     await sim.resume()
     await sim.wait_for(lambda s: s.actions >= held + 5, timeout=20)
-    await sim.stop()
+    await sim.aclose()
     text = repr(sim)
     assert "stopped" in text
     assert "users=4" in text

@@ -99,7 +99,7 @@ async def test_traffic_defers_to_a_background_simulator_and_is_reused(rt, monkey
     background = await traffic(remote)
     assert isinstance(background, BackgroundTraffic)
     assert "2.5 actions/s" in repr(background)
-    await background.stop()
+    await background.aclose()
     assert isinstance(await traffic(remote, rate=2.5), BackgroundTraffic)
     topped = await traffic(remote, rate=10, users=3, seed=1)  # asks for more than the background runs
     try:
@@ -108,7 +108,7 @@ async def test_traffic_defers_to_a_background_simulator_and_is_reused(rt, monkey
         assert not topped.presence_enabled
         await topped.wait_for(lambda s: s.actions >= 3, timeout=30)  # it really writes
     finally:
-        await topped.stop()
+        await topped.aclose()
 
     monkeypatch.setenv("HARMONY_LAB_TRAFFIC", "fast")
     with pytest.raises(RuntimeError, match="HARMONY_LAB_TRAFFIC must be a number"):
@@ -121,4 +121,4 @@ async def test_traffic_defers_to_a_background_simulator_and_is_reused(rt, monkey
         assert NOTEBOOK_USER not in {u.username for u in sim.users}
         assert NOTEBOOK_USER in {u.username for u in sim.bystanders}
     finally:
-        await sim.stop()
+        await sim.aclose()

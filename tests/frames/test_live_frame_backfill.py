@@ -108,7 +108,7 @@ async def test_live_frame_with_backfill_equals_the_table_after_an_outage(rt, man
     await rt.execute("UPDATE public.lf_rows SET note = 'after' WHERE id = 1")
     await lf.wait_until(lambda f: f.get(1)["note"] == "after", within_s=30)
     assert frame_rows(lf) == await table_rows(rt)
-    await lf.close()
+    await lf.aclose()
 
 
 async def test_without_backfill_the_frame_stays_stale_after_an_outage(rt, manager):
@@ -127,7 +127,7 @@ async def test_without_backfill_the_frame_stays_stale_after_an_outage(rt, manage
     await asyncio.sleep(1.0)
     assert [r[0] for r in await table_rows(rt)] == [2, 3]
     assert [r[0] for r in frame_rows(lf)] == [1, 2]
-    await lf.close()
+    await lf.aclose()
 
 
 async def test_key_reaches_the_manager_as_the_primary_key(rt, manager):
@@ -152,7 +152,7 @@ async def test_key_reaches_the_manager_as_the_primary_key(rt, manager):
     await manager.wait_for_status(lf.name, "connected", timeout=30)
     await lf.wait_until(lambda f: (1, 1) not in f, within_s=30)
     assert (1, 2) in lf
-    await lf.close()
+    await lf.aclose()
 
 
 def test_backfill_is_checked_at_construction():

@@ -160,7 +160,7 @@ async def test_writes_racing_the_snapshot_lose_and_duplicate_nothing(rt, manager
             assert len(ids) == len(set(ids)) <= max_rows
         assert lf.counters["snapshot"] > 0  # the rows written before the start came from the snapshot
     finally:
-        await lf.close()
+        await lf.aclose()
 
 
 async def test_the_snapshot_shows_no_row_the_stream_would_not(rt, managers):

@@ -69,7 +69,7 @@ async def test_live_frame_follows_postgres_through_the_manager(rt, manager):
     await lf.wait_until(lambda f: (c + 100_000,) in f, within_s=30)
     assert c not in lf
     assert lf.counters["key_changes"] == 1
-    await lf.close()
+    await lf.aclose()
     assert lf.name not in manager.channels
     assert lf.status == "closed"
 

@@ -15,7 +15,7 @@ from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus
 from harmony_lab.local.schema import ALICE, BOB
 from harmony_lab.manager import RealtimeConnectionManager
 from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
-from tests.polling import eventually
+from tests.polling import eventually, stays
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
@@ -82,8 +82,7 @@ async def test_signed_out_through_supabase_py_tears_everything_down(rt, make_man
             await handle.set_status("away")
         await eventually(lambda: rt.server.stats["connections"] == 0, what="sockets closed")
         await insert_notification(rt, ALICE)
-        await asyncio.sleep(0.5)
-        assert len(got) == 1
+        await stays(lambda: len(got), 1, what="notifications after sign-out (none)")
         assert mgr.get_debug_info()["auth"]["token"] == "API key"
     finally:
         await mgr.cleanup()
@@ -101,8 +100,7 @@ async def test_a_new_token_reaches_every_joined_channel(rt, make_manager):
         )
         await mgr.subscribe("room", "*", lambda ev: None)
         await insert_notification(rt, ALICE)
-        await asyncio.sleep(0.6)
-        assert got == []
+        await stays(lambda: got, [], for_s=0.6, what="notifications without a signed-in user")
         joins = rt.server.stats["joins"]
         await sign_in_offline(client, storage, session_for(rt, ALICE))
         await eventually(lambda: mgr._access_token is not None, what="token taken")

@@ -14,7 +14,7 @@ from harmony_lab.local.schema import ALICE, GENERAL, RANDOM
 from harmony_lab.manager import Backfill, BackoffPolicy, TableSubscription
 from harmony_lab.manager._clock import SystemClock
 from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
-from tests.polling import eventually
+from tests.polling import eventually, stays
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
@@ -44,7 +44,7 @@ async def test_table_subscription_delivers_change_envelopes(rt, make_manager):
     await rt.execute("update messages set content = 'edited' where id = %s", first)
     await rt.execute("delete from messages where id = %s", second)
     await eventually(lambda: len(got) >= 4, what="four change events")
-    await asyncio.sleep(0.3)
+    await stays(lambda: len(got), 4, for_s=0.3, what="change events (no fifth)")
     assert [(e.op, e.pk) for e in got] == [
         ("INSERT", {"id": first}),
         ("INSERT", {"id": second}),
@@ -203,8 +203,7 @@ async def test_raising_callbacks_never_stop_delivery(rt, make_manager):
     for i in range(3):
         await insert_message(rt, f"m{i}")
     await eventually(lambda: len(listened) == 3, what="three deliveries despite raising callbacks")
-    await asyncio.sleep(0.2)
-    assert len(seen) == 3
+    await stays(lambda: len(seen), 3, for_s=0.2, what="deliveries to the healthy callback")
     errors = mgr.get_debug_info()["callback_errors"]
     assert errors["channel 'general'"] == 3
     assert errors["listener"] >= 3
@@ -251,7 +250,7 @@ async def test_backfill_delivers_every_row_written_during_a_drop_exactly_once(rt
     )
     after = [await insert_message(rt, f"after {i}") for i in range(3)]
     await eventually(lambda: len(got) >= 28, what="all rows")
-    await asyncio.sleep(0.3)
+    await stays(lambda: len(got), 28, for_s=0.3, what="rows delivered (no duplicate arrives late)")
     ids = [e.pk["id"] for e in got]
     assert sorted(ids) == sorted(live + during + after)  # 100 %, no duplicates, filter respected
     assert elsewhere not in ids
@@ -274,8 +273,7 @@ async def test_resubscribe_is_idempotent_and_a_new_spec_replaces(rt, make_manage
     await insert_message(rt, "general")
     await insert_message(rt, "random", channel=RANDOM)
     await eventually(lambda: len(b) == 1, what="the replacement subscription's event")
-    await asyncio.sleep(0.3)
-    assert a == []
+    await stays(lambda: (len(a), len(b)), (0, 1), for_s=0.3, what="events of the old and new subscription")
     assert b[0].new["channel_id"] == RANDOM
     await eventually(lambda: rt.server.stats["connections"] == 1, what="the old socket closed")
     await mgr.unsubscribe("ch")
@@ -356,8 +354,7 @@ async def test_multiple_tables_on_one_channel_with_events_stream(rt, make_manage
     )
     await rt.execute("update messages set content = 'x' where id = %s", mid)  # not subscribed (INSERT only)
     await eventually(lambda: len(everything) == 2, what="two changes")
-    await asyncio.sleep(0.3)
-    assert len(everything) == 2
+    await stays(lambda: len(everything), 2, for_s=0.3, what="changes (the unsubscribed UPDATE never comes)")
     assert [e.table for e in per_msg] == ["messages"]
     assert [e.table for e in per_reaction] == ["message_reactions"]
     # the composite primary key comes from pg_index via the DSN
@@ -446,4 +443,4 @@ async def test_subscribe_returns_after_the_first_attempt_and_live_frame_ready_wa
     assert lf.status == "connected"
     new_id = await insert_message(rt, "right after ready()")
     await lf.wait_until(lambda f: new_id in f, within_s=5)
-    await lf.close()
+    await lf.aclose()

@@ -144,3 +144,20 @@ def test_replay_cli_goes_on_past_a_truncated_part(tmp_path):
     assert len(proc.stdout.splitlines()) == len(lobby)
     assert bad.name in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_duckdb_readers_skip_a_truncated_part_with_a_warning(tmp_path):
+    from harmony_lab import analysis, connect_recording
+
+    lobby, _ = two_channel_recording(tmp_path)
+    bad = part_of(tmp_path, "room%3Aother")
+    truncate(bad)
+    with pytest.warns(CorruptPartWarning, match=bad.name) as record:
+        con = connect_recording(tmp_path)
+    assert len(record) == 1
+    with con:
+        got = sorted(s for (s,) in con.sql("SELECT seq FROM events").fetchall())
+    assert got == sorted(ev.seq for ev in lobby)
+    with pytest.warns(CorruptPartWarning, match=bad.name):
+        rates = analysis.event_rates(tmp_path, "1s", by=None)
+    assert rates["events"].sum() == len(lobby)

@@ -187,7 +187,11 @@ async def test_handshake_abandoned_during_the_connect_error_delay_is_dropped_qui
     [
         (b"", False),  # a TCP probe
         (b"GET /realtime/v1/websocket HTTP/1.1\r\nHost: x\r\n", False),  # half a head
-        (b"POST /api/broadcast HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", False),  # half a body
+        (  # half a body (with a valid key: a request without one is refused before its body)
+            f"POST /api/broadcast HTTP/1.1\r\nHost: x\r\napikey: {ANON}\r\n".encode()
+            + b"Content-Length: 100\r\n\r\n{",
+            False,
+        ),
         (b"GET /healthz HTTP/1.1\r\n", True),  # connection reset
     ],
     ids=["probe", "partial-head", "partial-body", "reset"],

@@ -1,64 +1,109 @@
-"""Finding and bundling the front-end sources."""
+"""The built front end: the committed bundles are what the sources build to, and they load alone."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import anywidget
 import pytest
 
 from harmony_lab.widgets import _assets
+from tests.polling import eventually_sync
 
-REPO_WIDGETS = Path(__file__).resolve().parents[2] / "widgets"
-
-
-def test_sources_are_found_in_the_checkout():
-    assert _assets.static_dir() == REPO_WIDGETS
-
-
-def test_relative_imports_are_inlined_once(tmp_path):
-    (tmp_path / "a.js").write_text(
-        'import { b } from "./b.js";\nimport { c } from "./c.js";\nexport const a = b + c;\n'
-    )
-    (tmp_path / "b.js").write_text('import { c } from "./c.js";\nexport const b = c;\n')
-    (tmp_path / "c.js").write_text("export const c = 1;\n")
-    out = _assets.bundle(tmp_path, "a.js")
-    assert "import" not in out.replace("inlined", "")
-    assert out.count("export const c = 1;") == 1
-    assert out.index("export const c") < out.index("export const b") < out.index("export const a")
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ROOT / "widgets"
+ENTRIES = ("inspector.js", "live_table.js", "presence_roster.js", "status_timeline.js")
 
 
-def test_missing_module_is_a_clear_error(tmp_path):
-    (tmp_path / "a.js").write_text('import { z } from "./zz.js";\n')
-    with pytest.raises(FileNotFoundError, match=r"zz\.js"):
-        _assets.bundle(tmp_path, "a.js")
+def entry_points() -> set[str]:
+    return {
+        p.name
+        for p in SOURCES.glob("*.js")
+        if re.search(r"^export default ", p.read_text(encoding="utf-8"), re.MULTILINE)
+    }
 
 
-def test_shipped_modules_bundle_without_imports():
-    for name in ("live_table.js", "presence_roster.js", "status_timeline.js"):
-        text = _assets.esm(name)
-        assert "export default" in text
-        assert not any(line.lstrip().startswith("import ") for line in text.splitlines()), name
-    assert "decodeStream" in _assets.esm("live_table.js")
+def test_the_bundles_live_in_the_package():
+    assert _assets.static_dir() == ROOT / "harmony_lab" / "widgets" / "static"
+    assert entry_points() == set(ENTRIES)
+    built = {p.name for p in _assets.static_dir().iterdir()}
+    assert built == set(ENTRIES) | {p.name for p in SOURCES.glob("*.css")}
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_a_bundle_is_one_module_without_imports(name):
+    text = _assets.esm(name)
+    assert isinstance(text, str)
+    assert text.startswith("// Built by widgets/build.mjs")
+    assert "export default" in text or re.search(r"export\s*\{[^}]*\bas default\b", text)
+    assert not re.search(r"^\s*import\s*[\w{*\"']", text, re.MULTILINE), "a bundle must not import"
+    assert not re.search(r"\bimport\s*\(", text), "no dynamic import"
+    assert "https://" not in text.replace("https://github.com", "")  # nothing loaded from a CDN
+
+
+def test_the_table_bundle_decodes_arrow_with_flechette():
+    text = _assets.esm("live_table.js")
+    assert "tableFromIPC" in text  # flechette's decoder is inlined
+    assert "decodeStream" in text
+
+
+def test_stylesheets_are_served_by_name():
     assert ".hl-root" in _assets.css()
+    assert _assets.css("inspector.css") == (SOURCES / "inspector.css").read_text(encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match=r"nope\.css.*build-widgets"):
+        _assets.css("nope.css")
 
 
-def test_a_widget_stylesheet_is_served_by_name(tmp_path, monkeypatch):
-    (tmp_path / "harmony.css").write_text(".hl-root { color: red; }\n")
-    (tmp_path / "player.css").write_text(".hl-player-bar { color: blue; }\n")
-    monkeypatch.setattr(_assets, "static_dir", lambda: tmp_path)
-    _assets.css.cache_clear()
+def test_a_missing_bundle_says_how_to_build_it():
+    with pytest.raises(FileNotFoundError, match=r"nope\.js.*bash dev\.sh build-widgets"):
+        _assets.esm("nope.js")
+
+
+def test_the_committed_bundles_are_up_to_date_with_their_sources(tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        if os.environ.get("CI"):
+            pytest.fail("node is missing in CI: .ci/run installs nodejs and npm")
+        pytest.skip("node is not installed: cannot rebuild widgets/ to compare with the committed bundles")
+    if not (SOURCES / "node_modules" / "esbuild").is_dir():
+        pytest.fail("widgets/node_modules is missing: run `bash dev.sh build-widgets` (npm ci in widgets/)")
+    out = tmp_path / "static"
+    done = subprocess.run(
+        [node, str(SOURCES / "build.mjs"), "--outdir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    fresh = {p.name: p.read_bytes() for p in out.iterdir()}
+    committed = {p.name: p.read_bytes() for p in _assets.static_dir().iterdir()}
+    assert sorted(fresh) == sorted(committed), "rebuild with `bash dev.sh build-widgets` and commit"
+    stale = sorted(name for name in fresh if fresh[name] != committed[name])
+    assert not stale, f"{stale} differ from their sources: run `bash dev.sh build-widgets` and commit"
+
+
+def test_hot_reload_serves_paths_that_anywidget_watches(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANYWIDGET_HMR", "1")
+    assert _assets.esm("live_table.js") == _assets.static_dir() / "live_table.js"
+    # anywidget watches an ESM given by path and pushes each rewrite to the views
+    built = tmp_path / "w.js"
+    built.write_text("export default { render() {} };\n// v1\n")
+
+    class Reloading(anywidget.AnyWidget):
+        _esm = built
+
+    w = Reloading()
     try:
-        assert _assets.css() == ".hl-root { color: red; }\n"
-        assert _assets.css("player.css") == ".hl-player-bar { color: blue; }\n"
-        with pytest.raises(FileNotFoundError, match=r"nope\.css"):
-            _assets.css("nope.css")
+        assert "// v1" in w._esm
+        built.write_text("export default { render() {} };\n// v2\n")
+        eventually_sync(lambda: "// v2" in w._esm, within=20, what="the widget's _esm to follow the file")
     finally:
-        _assets.css.cache_clear()
-
-
-def test_every_widget_has_status_and_reason_traits():
-    from harmony_lab.widgets._base import StreamingWidget
-
-    traits = StreamingWidget.class_traits(sync=True)
-    assert traits["status"].default_value == "waiting"
-    assert traits["reason"].default_value == ""
+        w.close()
+        Reloading._esm.stop_thread()
+    monkeypatch.delenv("ANYWIDGET_HMR")
+    assert isinstance(_assets.esm("live_table.js"), str)

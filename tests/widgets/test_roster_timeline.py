@@ -11,6 +11,7 @@ from harmony_lab.events import RealtimeEvent
 from harmony_lab.widgets import PresenceRosterWidget, StatusTimelineWidget
 from harmony_lab.widgets._roster import display_status, initials
 from tests.frames.frame_events import make_change
+from tests.polling import stays
 from tests.widgets.recording_comm import RecordingComm
 from tests.widgets.widget_events import status_event
 
@@ -189,8 +190,7 @@ async def test_roster_streams_only_after_ready_at_most_every_tick():
     assert isinstance(c, RecordingComm)
     c.clear()
     w.apply(presence("sync", {"u1": [{"user_id": "u1"}]}))
-    await asyncio.sleep(0.25)
-    assert not any("users" in u for u in c.updates())
+    await stays(lambda: any("users" in u for u in c.updates()), False, for_s=0.25, what="pushes before ready")
     c.front({"type": "ready"})
     assert any(u.get("users") and u["users"][0]["id"] == "u1" for u in c.updates())
     c.clear()
@@ -271,8 +271,7 @@ async def test_timeline_pushes_after_ready_only():
     c = w.comm
     c.clear()
     w.apply(status_event("m", "connected", at=T0))
-    await asyncio.sleep(0.25)
-    assert not any("lanes" in u for u in c.updates())
+    await stays(lambda: any("lanes" in u for u in c.updates()), False, for_s=0.25, what="pushes before ready")
     c.front({"type": "ready"})
     assert any(u.get("lanes") for u in c.updates())
 

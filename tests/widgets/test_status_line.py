@@ -46,7 +46,7 @@ async def _watch(url: str, key: str, caplog: pytest.LogCaptureFixture) -> tuple[
 
 async def _close(mgr: Any, lf: LiveFrame, widget: Any) -> None:
     widget.close()
-    await lf.close()
+    await lf.aclose()
     await mgr.cleanup()
     RealtimeConnectionManager.reset_instance()
 
