@@ -86,8 +86,8 @@ async def test_frame_via_broadcast_equals_frame_via_postgres_changes(rt, manager
     assert got[ids[1]] == "edited"
     assert got[ids[4]] == "edited again"
     assert ids[2] not in got
-    await pg.close()
-    await bc.close()
+    await pg.aclose()
+    await bc.aclose()
 
 
 def _broadcast(payload: Any) -> RealtimeEvent:
