@@ -319,3 +319,28 @@ async def test_realtime_js_hears_the_harmony_trigger(rt, js):
     assert payload["record"]["content"] == content
     assert payload["old_record"] is None
     assert msg["meta"] == {"id": payload["id"]}
+
+
+async def test_delivery_resumes_after_the_replication_connection_is_killed(rt):
+    topic = f"bfd-{uuid.uuid4().hex[:8]}"
+    sub = PyClient(rt)
+    await sub.open(topic, private=False)
+    try:
+        slot = rt.hub.stats["broadcast_from_db"]["slot"]
+        killed = await rt.execute(
+            "select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = %s", slot
+        )
+        assert killed == [(True,)]
+        # messages committed while the slot is re-created are lost (a temporary slot, as on Supabase):
+        # send one every half second until one arrives
+        for n in range(60):
+            await send(rt, topic, "after", {"n": n}, private=False)
+            try:
+                await eventually(lambda: "after" in sub.events(), 0.5)
+                break
+            except AssertionError:
+                continue
+        assert "after" in sub.events()
+        assert rt.hub.stats["broadcast_from_db"]["slot"] != slot  # a new temporary slot
+    finally:
+        await sub.close()
