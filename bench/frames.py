@@ -8,6 +8,8 @@
      event, and the same batched per 1 000 events.
 2. Widget traffic while a 10 000 events/s stream runs into a LiveFrame shown by a LiveTableWidget
    (after the front end's ``ready``): messages/s, bytes/s and bytes per update, captured at the comm.
+3. The table's wire encoding of a 10 000-row snapshot (rows → Arrow record batch → IPC bytes), against
+   ``LiveFrame.to_arrow()`` written as IPC (the frame's typed Arrow table) on the same rows.
 
     python bench/frames.py            # 200 000 events, 5 s of widget traffic
     python bench/frames.py --quick    # 20 000 events, 2 s
@@ -33,7 +35,7 @@ from comm.base_comm import BaseComm
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.frames import LiveFrame
-from harmony_lab.widgets import LiveTableWidget
+from harmony_lab.widgets import LiveTableWidget, _wire
 
 COLUMNS = (
     ("id", "int8"),
@@ -277,6 +279,50 @@ async def widget_traffic(seconds: float, rate: int = 10_000, max_rows: int = 10_
     ]
 
 
+# ------------------------------------------------------------------------------------ wire encoding
+
+
+def _best_of(fn: Any, repeat: int) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def wire_encoding(events: list[RealtimeEvent], rows: int = 10_000, repeat: int = 5) -> list[dict[str, Any]]:
+    lf = LiveFrame(None, "messages", max_rows=rows)
+    for ev in events:
+        lf.apply(ev)
+    rids = lf.row_ids()
+    wire_s, wire = _best_of(lambda: _wire.ipc_bytes(_wire.wire_batch(lf, rids)), repeat)
+
+    def plain() -> bytes:
+        table = lf.to_arrow()
+        return _wire.ipc_bytes(table.combine_chunks().to_batches()[0])
+
+    plain_s, base = _best_of(plain, repeat)
+    return [
+        {
+            "contender": f"wire encoding: {len(rids)}-row snapshot (wire_batch + IPC)",
+            "rows": len(rids),
+            "seconds": round(wire_s, 4),
+            "us_per_row": round(wire_s / len(rids) * 1e6, 2),
+            "bytes_per_row": round(len(wire) / len(rids), 1),
+            "note": f"best of {repeat}",
+        },
+        {
+            "contender": "baseline: LiveFrame.to_arrow() + IPC, same rows",
+            "rows": len(rids),
+            "seconds": round(plain_s, 4),
+            "us_per_row": round(plain_s / len(rids) * 1e6, 2),
+            "bytes_per_row": round(len(base) / len(rids), 1),
+            "note": f"best of {repeat}; no row-id column",
+        },
+    ]
+
+
 # ----------------------------------------------------------------------------------------- main
 
 
@@ -298,6 +344,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if "events_per_s" in r:
             r["x_naive_pandas"] = round(r["events_per_s"] / base, 1)
     rows += asyncio.run(widget_traffic(2.0 if quick else 5.0))
+    rows += wire_encoding(events)
     print_table(rows)
     return rows
 

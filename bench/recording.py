@@ -17,13 +17,27 @@ Rows (a realistic event mix: 80 % row changes, presence, broadcasts, heartbeats,
                                  every 0.5 s: at 10 %, 50 %, 100 % of the run and the max; flat means the
                                  100 % value is close to the 10 % one
 
+Analysis of a generated recording (``HARMONY_BENCH_RECORDING_EVENTS`` events, default 300 000; the
+published table uses 10 000 000), each measurement in a fresh process (peak RSS = its ``VmHWM``):
+
+* ``analysis: DuckDB path``          — ``lag_summary`` + ``event_rates`` + ``status_durations`` on the
+                                       recording path (the work runs in DuckDB, out of core)
+* ``analysis: read_recording + pandas (baseline)`` — ``read_recording`` then the same three functions on
+                                       the DataFrame, on the first ``HARMONY_BENCH_RECORDING_BASELINE``
+                                       events (default: all of them, at most 2 000 000: it needs about
+                                       2.3 GB per million events); ``per_1M_events_s`` compares the two
+
     python bench/recording.py            # full (a few minutes: 10 M events)
     python bench/recording.py --quick    # small sizes (< 60 s)
+    HARMONY_BENCH_RECORDING_EVENTS=10000000 python bench/recording.py --quick   # the 10 M analysis table
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -32,14 +46,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from _table import parse_quick, print_table
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.recording import Recorder
-from harmony_lab.recording._codec import events_to_table
-from harmony_lab.recording._layout import iter_parts
+from harmony_lab.recording._codec import SCHEMA, TS, events_to_table
+from harmony_lab.recording._layout import iter_parts, part_name, partition_dir
 
 COLUMNS = (
     ("id", "int8"),
@@ -261,6 +278,156 @@ def paced(events: list[RealtimeEvent], rate: float, seconds: float, tmp: Path) -
     }
 
 
+# --------------------------------------------------------------------------- analysis beyond memory
+
+_GEN_T0 = datetime(2025, 11, 3, 9, 0, tzinfo=UTC)
+_GEN_PART_ROWS = 50_000  # the Recorder's default rotate_rows
+_GEN_COLUMNS = pa.array([list(COLUMNS)], SCHEMA.field("columns").type)
+
+
+def _generated_chunk(start: int, n: int, channel: int, channels: int) -> pa.Table:
+    """Rows ``start, start + channels, …`` of a generated recording: channel ``channel`` of ``channels``.
+
+    The mix of make_events (80 % changes of two tables with 1-50 ms commit lag, presence, broadcasts,
+    heartbeats), plus a status event every 1 001 events cycling connected / reconnecting.
+    """
+    seq = start + channel + channels * np.arange(n, dtype=np.int64)
+    r = seq % 20
+    is_change = r < 16
+    is_status = (seq % 1001) == 1000
+    kind = np.where(
+        is_status,
+        "status",
+        np.where(
+            is_change, "change", np.where(r < 18, "presence", np.where(r == 18, "broadcast", "heartbeat"))
+        ),
+    )
+    at_us = int((_GEN_T0 - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1)) + 250 * seq
+    lag_us = 1000 + (seq * 7919) % 49_000
+    change = is_change & ~is_status
+    sid = pa.array(np.full(n, "bench-generated"))
+    ids = pa.array(seq).cast(pa.string())
+    new = pc.binary_join_element_wise(
+        '{"id":', ids, ',"channel_id":', pa.array(seq % 4).cast(pa.string()), ',"content":"message number ',
+        ids, ' with a little text"}', "",
+    )  # fmt: skip
+    payload = np.where(
+        is_status,
+        '{"previous":"connected"}',
+        np.where(r < 18, '{"key":"user-1","current":[],"new":[{"phx_ref":"F1"}]}', '{"typing":true}'),
+    )
+    status = np.where(is_status, np.where((seq // 1000) % 3 == 0, "reconnecting", "connected"), None)
+    empty_cols = pa.array([[]] * n, SCHEMA.field("columns").type)
+    cols = {
+        "session_id": sid,
+        "seq": pa.array(seq),
+        "received_at": pa.array(at_us).cast(TS),
+        "received_mono_ns": pa.array(seq * 250_000),
+        "kind": pa.array(kind),
+        "channel": pa.array(np.full(n, f"room-{channel}")),
+        "topic": pa.array(np.full(n, f"realtime:room-{channel}")),
+        "schema": pa.array(np.where(change, "public", None)),
+        "table": pa.array(np.where(change, np.where(seq % 5 == 0, "reactions", "messages"), None)),
+        "op": pa.array(np.where(change, "INSERT", None)),
+        "commit_ts": pc.if_else(pa.array(change), pa.array(at_us - lag_us).cast(TS), pa.nulls(n, TS)),
+        "pk": pc.if_else(pa.array(change), pc.binary_join_element_wise('{"id":', ids, "}", ""), None),
+        "new": pc.if_else(pa.array(change), new, None),
+        "old": pa.nulls(n, pa.string()),
+        "columns": pc.if_else(pa.array(change), _GEN_COLUMNS.take(np.zeros(n, dtype=np.int64)), empty_cols),
+        "errors": pa.nulls(n, pa.list_(pa.string())),
+        "payload": pc.if_else(pa.array(change), None, pa.array(payload)),
+        "status": pa.array(status, pa.string()),
+        "reason": pa.nulls(n, pa.string()),
+        "backfilled": pa.array(np.zeros(n, dtype=bool)),
+        "suppressed": pa.array(np.zeros(n, dtype=bool)),
+        "attempt": pa.nulls(n, pa.int64()),
+        "gap_start": pa.nulls(n, TS),
+        "gap_end": pa.nulls(n, TS),
+        "json_types": pa.nulls(n, pa.string()),
+    }
+    return pa.Table.from_pydict(cols, schema=SCHEMA)
+
+
+def generate_recording(root: Path, total: int, channels: int = 4) -> None:
+    """A recording of ``total`` events in the Recorder's layout (parts of 50 000 rows per channel)."""
+    per_channel = -(-total // channels)
+    for ch in range(channels):
+        count = max(0, min(per_channel, (total - ch + channels - 1) // channels))
+        for first in range(0, count, _GEN_PART_ROWS):
+            n = min(_GEN_PART_ROWS, count - first)
+            table = _generated_chunk(first * channels, n, ch, channels)
+            path = partition_dir(root, _GEN_T0.date(), f"room-{ch}") / part_name("bench-generated", first)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path, compression="zstd", row_group_size=_GEN_PART_ROWS)
+
+
+_ANALYSIS_CHILD = """
+import json, sys, time
+mode, path, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+from harmony_lab import analysis, read_recording
+t0 = time.perf_counter()
+if mode == "duckdb":
+    source = path
+else:
+    source = read_recording(path, where=[("seq", "<", limit)])
+lag = analysis.lag_summary(source)
+rates = analysis.event_rates(source, "1s")
+durations = analysis.status_durations(source)
+seconds = time.perf_counter() - t0
+print(json.dumps({
+    "seconds": seconds,
+    # VmHWM starts afresh at exec (ru_maxrss would include the parent's peak from before the fork)
+    "peak_rss_MiB": next(
+        int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")
+    ) / 1024,
+    "changes": int(lag["count"].sum()),
+    "rate_bins": len(rates),
+    "channels": len(durations),
+}))
+"""
+
+
+def _analysis_child(mode: str, root: Path, limit: int) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _ANALYSIS_CHILD, mode, str(root), str(limit)],
+        capture_output=True, text=True, timeout=3600, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"analysis child ({mode}) failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def analysis_rows(total: int, baseline_events: int, tmp: Path) -> list[dict[str, Any]]:
+    root = tmp / "generated"
+    t0 = time.perf_counter()
+    generate_recording(root, total)
+    gen_s = time.perf_counter() - t0
+    size = _disk_bytes(root)
+    duck = _analysis_child("duckdb", root, total)
+    base = _analysis_child("pandas", root, baseline_events)
+    shutil.rmtree(root, ignore_errors=True)
+    return [
+        {
+            "metric": "analysis: DuckDB path (lag_summary + event_rates + status_durations)",
+            "events": total,
+            "seconds": round(duck["seconds"], 2),
+            "per_1M_events_s": round(duck["seconds"] / total * 1e6, 3),
+            "peak_rss_MiB": round(duck["peak_rss_MiB"]),
+            "changes": duck["changes"],
+            "recording_MiB": round(size / 2**20),
+            "generate_s": round(gen_s, 1),
+        },
+        {
+            "metric": "analysis: read_recording + pandas (baseline)",
+            "events": min(total, baseline_events),
+            "seconds": round(base["seconds"], 2),
+            "per_1M_events_s": round(base["seconds"] / min(total, baseline_events) * 1e6, 3),
+            "peak_rss_MiB": round(base["peak_rss_MiB"]),
+            "changes": base["changes"],
+        },
+    ]
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     quick = parse_quick(__doc__, argv)
     n_rate = 100_000 if quick else 500_000
@@ -274,6 +441,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         rows.append(sustained(events, n_rate, tmp, base_rate))
         rows.append(paced(events, 1000.0, paced_s, tmp))
         rows.append(sustained(events, n_rss, tmp, base_rate, rss=True))
+        n_analysis = int(os.environ.get("HARMONY_BENCH_RECORDING_EVENTS", "300000"))
+        n_baseline = int(os.environ.get("HARMONY_BENCH_RECORDING_BASELINE", str(min(n_analysis, 2_000_000))))
+        rows += analysis_rows(n_analysis, n_baseline, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows)

@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "Backfill": "harmony_lab.manager",
     # frames and widgets
     "LiveFrame": "harmony_lab.frames",
+    "FrameChange": "harmony_lab.frames",
     "LiveTableWidget": "harmony_lab.widgets",
     "PresenceRosterWidget": "harmony_lab.widgets",
     "StatusTimelineWidget": "harmony_lab.widgets",
@@ -49,6 +50,7 @@ __all__ = [
     "ChannelStatus",
     "Dashboard",
     "EventKind",
+    "FrameChange",
     "Inspector",
     "LiveFrame",
     "LiveTableWidget",
@@ -72,7 +74,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from harmony_lab.demo import Simulator
     from harmony_lab.events import ChannelStatus, EventKind, PresenceStatus, RealtimeEvent
-    from harmony_lab.frames import LiveFrame
+    from harmony_lab.frames import FrameChange, LiveFrame
     from harmony_lab.inspector import Inspector
     from harmony_lab.local import LocalPostgres, LocalRealtime
     from harmony_lab.manager import Backfill, BackoffPolicy, RealtimeConnectionManager, TableSubscription

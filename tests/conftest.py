@@ -111,23 +111,27 @@ async def rt() -> AsyncIterator[Any]:
 def _no_postgres_left_running() -> Iterator[None]:
     """Every LocalPostgres this test process started must be stopped by the end of the session.
 
-    Records the postmaster pid of every server started during the session (by swapping the
-    launcher's registry of live servers for a recording set) and, after every other fixture has
-    been torn down, fails if one of them is still alive.
+    Records the postmaster pid of every server started during the session (by wrapping
+    ``LocalPostgres.start``) and, after every other fixture has been torn down, fails if one of
+    them is still alive.
     """
     from harmony_lab.local import postgres as pgmod
 
     started: dict[int, str] = {}
+    servers: list[Any] = []
+    original = pgmod.LocalPostgres.start
 
-    class _Recording(set):  # type: ignore[type-arg]
-        def add(self, pg: Any) -> None:
-            if pg.pid is not None:
-                started[pg.pid] = str(pg.data_dir)
-            super().add(pg)
+    def start(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(self, *args, **kwargs)
+        servers.append(self)
+        if self.pid is not None:
+            started[self.pid] = str(self.data_dir)
+        return out
 
-    pgmod._live = _Recording(pgmod._live)
+    pgmod.LocalPostgres.start = start  # type: ignore[method-assign]
     yield
-    leaked = [pg for pg in pgmod._live if pg.running]
+    pgmod.LocalPostgres.start = original  # type: ignore[method-assign]
+    leaked = [pg for pg in servers if pg.running]
     for pg in leaked:
         pg.stop()
     orphans = [f"pid {pid} ({d})" for pid, d in started.items() if _alive(pid)]

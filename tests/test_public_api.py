@@ -20,6 +20,7 @@ EXPECTED = {
     "TableSubscription",
     "Backfill",
     "LiveFrame",
+    "FrameChange",
     "LiveTableWidget",
     "PresenceRosterWidget",
     "StatusTimelineWidget",

@@ -6,7 +6,8 @@
 // "timestamp" | "list", ...}. Values:
 //   int       Number when exactly representable, else BigInt (64-bit integers never lose digits)
 //   float     Number
-//   decimal   an exact decimal: String(v) is its digits ("19.90"), +v / comparisons use its Number
+//   decimal   an exact decimal: String(v) its shortest exact digits ("19.9", "-0.05", "3"; the same
+//             whatever scale a batch had), +v / comparisons use its Number
 //   bool      true / false
 //   utf8      string
 //   json      the JSON text, as the kernel wrote it (columns marked with the arrow.json extension)
@@ -48,7 +49,11 @@ class Decimal {
     const neg = this.unscaled < 0n;
     const digits = (neg ? -this.unscaled : this.unscaled).toString().padStart(this.scale + 1, "0");
     const cut = digits.length - this.scale;
-    return `${neg ? "-" : ""}${digits.slice(0, cut)}.${digits.slice(cut)}`;
+    let frac = digits.slice(cut);
+    let end = frac.length;
+    while (end > 0 && frac.charCodeAt(end - 1) === 48) end -= 1;  // trailing zeros: "1.50" -> "1.5"
+    frac = frac.slice(0, end);
+    return `${neg ? "-" : ""}${digits.slice(0, cut)}${frac ? "." : ""}${frac}`;
   }
 
   valueOf() {
@@ -60,8 +65,12 @@ class Decimal {
   }
 }
 
+// JSON text with 64-bit integers written exactly (JSON.stringify cannot write a BigInt itself)
+const BIG = "\u0000big:";
+const BIG_TEXT = /"\\u0000big:(-?\d+)"/g;  // JSON.stringify writes the NUL as the escape \u0000
 function jsonText(value) {
-  return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? Number(v) : v));
+  const text = JSON.stringify(value, (_, v) => (typeof v === "bigint" ? `${BIG}${v}` : v));
+  return text.includes(BIG.slice(1)) ? text.replace(BIG_TEXT, "$1") : text;
 }
 
 function listOf(values, convert) {
@@ -112,7 +121,7 @@ function converter(type) {
     }
     case "date": return isoDate;
     case "list": {
-      const inner = converter(type.of);
+      const inner = converter(type.of) || ((v) => v);
       return (v) => listOf(v, inner);
     }
     default: return null;  // the decoded value as it is

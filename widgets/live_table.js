@@ -181,9 +181,11 @@ export function visibleOrder(store, { sort = null, query = "", columns = [], typ
   if (sort && sort.column) {
     const c = sort.column;
     const dir = sort.dir === "desc" ? -1 : 1;
+    // ids with a display name sort by the name they show
+    const shown = (v) => (names && typeof v === "string" && Object.prototype.hasOwnProperty.call(names, v) ? names[v] : v);
     rows.sort((x, y) => {
-      const a = x.v[c];
-      const b = y.v[c];
+      const a = shown(x.v[c]);
+      const b = shown(y.v[c]);
       if (a == null || b == null) return compareValues(a, b);  // nulls last both ways
       return dir * compareValues(a, b) || y.rid - x.rid;
     });
@@ -236,6 +238,8 @@ function render({ model, el }) {
   // one scroll box (both directions) holding a sticky header and the virtualised body; the box is
   // as tall as its rows, up to `height`
   const viewport = h("div", "hl-viewport hl-tscroll");
+  viewport.tabIndex = 0; // focusable: arrow keys and Page Up/Down scroll it
+  viewport.setAttribute("aria-label", "table rows (scrolls both ways)");
   const head = h("div", "hl-thead");
   const layer = h("div", "hl-rows hl-tbody");
   viewport.append(head, layer);
@@ -263,6 +267,7 @@ function render({ model, el }) {
     const total = columns().reduce((s, c) => s + widthOf(c), 0);
     head.style.minWidth = layer.style.minWidth = `${total}px`;
     root.dataset.ncols = String(columns().length);
+    viewport.style.display = columns().length ? "" : "none"; // no columns known yet: no empty frame
     for (const c of columns()) {
       const th = h("div", "hl-th", c.name);
       th.dataset.col = c.name;

@@ -18,7 +18,7 @@ export function colour(id) {
   return `hsl(${hash % 360}, 55%, 42%)`;
 }
 
-import { h, liveView } from "./view.js";
+import { h, liveView, showStatus } from "./view.js";
 
 const LABEL = { online: "online", away: "away", dnd: "do not disturb", offline: "offline" };
 
@@ -27,7 +27,8 @@ function render({ model, el }) {
   const bar = h("div", "hl-bar");
   const title = h("span", "hl-title");
   const count = h("span", "hl-count");
-  bar.append(title, count);
+  const status = h("span", "hl-pill");
+  bar.append(title, status, count);
   const list = h("ul", "hl-roster-list");
   const empty = h("div", "hl-empty", "nobody here yet");
   root.append(bar, list, empty);
@@ -40,10 +41,13 @@ function render({ model, el }) {
     title.textContent = model.get("title") || "Presence";
     const present = users.filter((u) => u.status !== "offline").length;
     count.textContent = `${present} present · ${users.length} known`;
-    root.dataset.status = model.get("status") || "waiting";
+    showStatus(model, root, status);
     root.dataset.present = String(present);
     root.dataset.nusers = String(users.length);
     empty.style.display = users.length ? "none" : "";
+    // an empty roster on an unhealthy channel is not an empty room: point at the status line
+    const st = model.get("status") || "waiting";
+    empty.textContent = st === "live" || st === "waiting" ? "nobody here yet" : `no presence: the channel is ${st} (see above)`;
     list.replaceChildren();
     for (const u of users) {
       const li = h("li", "hl-user");
@@ -61,7 +65,11 @@ function render({ model, el }) {
       const name = h("span", "hl-name", u.name);
       name.title = u.id;
       let sub;
-      if (typing) sub = h("span", "hl-typing", "typing");
+      if (typing) {
+        sub = h("span", "hl-typing", "typing");
+        sub.appendChild(h("span", "hl-dots", "…"));
+        if (u.typing_until_ms != null) sub.title = `typing (shown until ${new Date(u.typing_until_ms).toLocaleTimeString()})`;
+      }
       else if (u.status === "offline") sub = h("span", "hl-sub", u.last_seen_ms ? `offline · last seen ${ago(now - u.last_seen_ms)}` : "offline");
       else sub = h("span", "hl-sub", LABEL[u.status] || u.status);
       who.append(name, sub);
@@ -75,7 +83,7 @@ function render({ model, el }) {
     draw();
   };
   onUsers();
-  return liveView(model, { "change:users": onUsers, "change:status": draw, "change:title": draw }, { tick: draw });
+  return liveView(model, { "change:users": onUsers, "change:status": draw, "change:reason": draw, "change:title": draw }, { tick: draw });
 }
 
 export default { render };

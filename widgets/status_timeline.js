@@ -2,7 +2,7 @@
 // Spans are coloured by status (data-status), retries are ticks with attempt numbers, gaps are
 // hatched; every element carries a title with its details. Redrawn once a second (the now edge moves).
 
-import { h, liveView } from "./view.js";
+import { h, liveView, showStatus } from "./view.js";
 
 export const STATUSES = ["connecting", "connected", "reconnecting", "error", "disconnected"];
 
@@ -47,7 +47,8 @@ function render({ model, el }) {
     item.prepend(sw);
     legend.appendChild(item);
   }
-  bar.append(title, legend);
+  const status = h("span", "hl-pill");
+  bar.append(title, status, legend);
   const lanesEl = h("div", "hl-lanes");
   const axis = h("div", "hl-axis");
   const ticks = h("div", "hl-axis-ticks");
@@ -63,7 +64,7 @@ function render({ model, el }) {
     const windowMs = visibleWindow(lanes, now, (model.get("window_s") || 300) * 1000);
     root.dataset.windowMs = String(Math.round(windowMs));
     title.textContent = model.get("title") || "";
-    root.dataset.status = model.get("status") || "waiting";
+    showStatus(model, root, status);
     root.dataset.nlanes = String(lanes.length);
     empty.style.display = lanes.length ? "none" : "";
     lanesEl.replaceChildren();
@@ -134,7 +135,7 @@ function render({ model, el }) {
     draw();
   };
   onLanes();
-  return liveView(model, { "change:lanes": onLanes, "change:window_s": draw, "change:status": draw }, { tick: draw });
+  return liveView(model, { "change:lanes": onLanes, "change:window_s": draw, "change:status": draw, "change:reason": draw }, { tick: draw });
 }
 
 export default { render };

@@ -9,6 +9,17 @@ export function h(tag, cls, text) {
   return el;
 }
 
+// The status line: `status · reason` in a pill, mirrored as data-status / data-reason on the root.
+export function showStatus(model, root, pill) {
+  const st = model.get("status") || "waiting";
+  const why = model.get("reason") || "";
+  pill.textContent = why ? `${st} · ${why}` : st;
+  pill.title = why;
+  pill.dataset.status = st;
+  root.dataset.status = st;
+  root.dataset.reason = why;
+}
+
 // `handlers` maps model events ("change:users", "msg:custom", ...) to functions. `tick`, if given,
 // runs every `tickMs`. Returns the teardown function anywidget calls when the view goes away;
 // `cleanup` runs first (timers of the view's own).

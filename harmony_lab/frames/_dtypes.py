@@ -4,8 +4,8 @@ Values in change events are JSON-like: ints, floats, bools, ISO-8601 strings for
 dicts/lists for ``json``/``jsonb``, lists for arrays. :func:`kind_of` sorts a Postgres type name (as
 pgoutput / Supabase Realtime name it: ``int8``, ``timestamptz``, ``_text`` …, or the SQL spelling
 ``bigint``, ``timestamp with time zone`` …) into a :class:`Kind`; the converters turn a list of values
-of one column into a typed pandas array, a typed Arrow array, or the restricted "wire" Arrow types the
-browser widgets decode (int64, float64, bool, utf8, timestamp[us]).
+of one column into a typed pandas array, a typed Arrow array, or the "native" Arrow array the
+browser widgets read (:func:`to_native`: as :func:`to_arrow`, with ``numeric`` as exact decimals).
 
 Mapping (pandas dtype / Arrow type):
 
@@ -24,6 +24,8 @@ arrays (``_int4``, ``_text`` …)  ``object`` (lists)         list<element> (JSO
 anything else                   ``string`` (``object`` if non-text values appear)
 ==============================  =========================  ==============================
 
+:func:`to_native` differs in one row: ``numeric`` is an exact ``decimal128(38, s)``.
+
 Values that cannot be parsed (``'infinity'`` timestamps, a non-number in an int column) become missing
 values; each such column is logged once at WARNING with its name and how many values were lost.
 """
@@ -31,6 +33,7 @@ values; each such column is logged once at WARNING with its name and how many va
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 import logging
 from collections.abc import Sequence
@@ -43,7 +46,7 @@ import pyarrow.compute as pc
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Kind", "kind_of", "to_arrow", "to_pandas", "to_wire", "wire_type"]
+__all__ = ["Kind", "kind_of", "native_field", "to_arrow", "to_native", "to_pandas"]
 
 
 class Kind(StrEnum):
@@ -250,18 +253,24 @@ _ELEMENT_ARROW: dict[Kind, pa.DataType] = {
 }
 
 
-def _json_texts(values: Sequence[Any]) -> pa.Array:
+def _json_texts(values: Sequence[Any], *, ascii: bool = True) -> pa.Array:
     return pa.array(
-        [None if v is None else json.dumps(v, separators=(",", ":"), default=str) for v in values],
+        [
+            None if v is None else json.dumps(v, separators=(",", ":"), default=str, ensure_ascii=ascii)
+            for v in values
+        ],
         type=pa.string(),
     )
 
 
-def to_arrow(values: Sequence[Any], pg_type: str | None, column: str = "?") -> pa.Array:
-    """A typed Arrow array (see the module table); json becomes JSON text."""
+def to_arrow(
+    values: Sequence[Any], pg_type: str | None, column: str = "?", *, ascii_json: bool = True
+) -> pa.Array:
+    """A typed Arrow array (see the module table); json becomes JSON text (non-ASCII characters
+    escaped unless ``ascii_json`` is false)."""
     kind = kind_of(pg_type)
     if kind is Kind.JSON:
-        return _json_texts(values)
+        return _json_texts(values, ascii=ascii_json)
     if kind is Kind.ARRAY:
         elem = kind_of(element_type(pg_type or ""))
         target = _ELEMENT_ARROW.get(elem)
@@ -270,32 +279,91 @@ def to_arrow(values: Sequence[Any], pg_type: str | None, column: str = "?") -> p
                 return pa.array(values, type=pa.list_(target))
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
                 logger.debug("column %r: array values are not flat %s lists; using JSON text", column, elem)
-        return _json_texts(values)
+        return _json_texts(values, ascii=ascii_json)
     if kind is Kind.DATE:
         return _dates(values, column)
     if kind is Kind.UNKNOWN and not all(v is None or isinstance(v, str) for v in values):
-        return _json_texts(values)
+        return _json_texts(values, ascii=ascii_json)
     arr = pa.array(to_pandas(values, pg_type, column))
     return arr.cast(pa.string()) if pa.types.is_large_string(arr.type) else arr
 
 
-def wire_type(pg_type: str | None) -> str:
-    """The type a column has on the wire to the browser: int, float, bool, timestamptz, timestamp, text."""
-    kind = kind_of(pg_type)
-    if kind in (Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.TIMESTAMPTZ, Kind.TIMESTAMP):
-        return str(kind)
-    return "text"
+_DECIMAL_DIGITS = 38  # decimal128's precision
+_JSON_FIELD = {b"ARROW:extension:name": b"arrow.json", b"ARROW:extension:metadata": b""}
 
 
-def to_wire(values: Sequence[Any], pg_type: str | None, column: str = "?") -> pa.Array:
-    """An Arrow array restricted to the types the browser decoder reads.
+def _exact(value: Any) -> decimal.Decimal | None:
+    """A numeric value as the exact decimal it stands for (a float as its shortest repr), else None."""
+    if isinstance(value, bool):
+        return None
+    exact = getattr(value, "exact", None)  # capture's ExactNumeric: a float that keeps the exact value
+    if isinstance(exact, decimal.Decimal):
+        return exact
+    if isinstance(value, decimal.Decimal):
+        return value
+    if isinstance(value, int):
+        return decimal.Decimal(value)
+    if isinstance(value, float):
+        return decimal.Decimal(repr(value))
+    if isinstance(value, str):
+        try:
+            return decimal.Decimal(value.strip())
+        except decimal.InvalidOperation:
+            return None
+    return None
 
-    int → int64, float → float64, bool → bool, timestamptz → timestamp[us, UTC], timestamp →
-    timestamp[us]; everything else → utf8 (dates as ISO text, json and arrays as JSON text).
+
+def _decimals(values: Sequence[Any], column: str) -> pa.Array:
+    """``numeric`` values as decimal128(38, s), ``s`` the most fractional digits among them, exactly.
+
+    NaN and ±Infinity (which a decimal cannot hold), more than 38 digits or a value that is no number
+    make the column its exact text instead (logged at DEBUG)."""
+    exact: list[decimal.Decimal | None] = []
+    scale = whole = 0
+    fits = True
+    for v in values:
+        if v is None:
+            exact.append(None)
+            continue
+        d = _exact(v)
+        if d is None or not d.is_finite():
+            fits = False
+            break
+        t = d.as_tuple()
+        exp = int(t.exponent)
+        scale = max(scale, -exp)
+        whole = max(whole, len(t.digits) + exp)
+        exact.append(d)
+    if fits and scale + whole <= _DECIMAL_DIGITS:
+        return pa.array(exact, type=pa.decimal128(_DECIMAL_DIGITS, scale))
+    logger.debug("column %r: numeric values that decimal128(38) cannot hold; sending exact text", column)
+    texts = []
+    for v in values:
+        d = None if v is None else _exact(v)
+        texts.append(None if v is None else (format(d, "f") if d is not None and d.is_finite() else str(v)))
+    return pa.array(texts, type=pa.string())
+
+
+def to_native(values: Sequence[Any], pg_type: str | None, column: str = "?") -> pa.Array:
+    """The Arrow array closest to the Postgres type, losing nothing a typed reader can show.
+
+    The types of :func:`to_arrow`, except that ``numeric``/``decimal`` are exact decimal128 (see
+    :func:`_decimals`) instead of float64 and JSON text keeps its characters unescaped; text goes
+    straight to Arrow (no pandas step). :func:`native_field` marks the JSON-text columns.
     """
     kind = kind_of(pg_type)
+    if kind is Kind.FLOAT and (pg_type or "").strip().lower() in ("numeric", "decimal"):
+        return _decimals(values, column)
     if kind in (Kind.INT, Kind.FLOAT, Kind.BOOL, Kind.TIMESTAMPTZ, Kind.TIMESTAMP):
         return pa.array(to_pandas(values, pg_type, column))
-    if kind is Kind.DATE:
-        return pc.cast(_dates(values, column), pa.string())
+    if kind in (Kind.DATE, Kind.JSON, Kind.ARRAY):
+        return to_arrow(values, pg_type, column, ascii_json=False)
     return pa.array([_as_text(v) for v in values], type=pa.string())
+
+
+def native_field(name: str, pg_type: str | None, array: pa.Array) -> pa.Field:
+    """The field of a :func:`to_native` column: JSON text carries Arrow's ``arrow.json`` extension name
+    (json/jsonb, and arrays that fell back to JSON text)."""
+    kind = kind_of(pg_type)
+    is_json = pa.types.is_string(array.type) and kind in (Kind.JSON, Kind.ARRAY)
+    return pa.field(name, array.type, metadata=_JSON_FIELD if is_json else None)

@@ -916,29 +916,40 @@ class LiveFrame:
         )
         return pa.Table.from_arrays(arrays, schema=schema)
 
-    # ------------------------------------------------------------------ for the widgets
+    # ------------------------------------------------------------------ rows by id
 
-    def _wire_columns(self) -> list[list[str | None]]:
-        return [[n, t, _dtypes.wire_type(t)] for n, t in self._columns.items()]
+    def row_ids(self) -> list[int]:
+        """The ids of the rows the frame holds, oldest first: a row's ``rid`` in :class:`FrameChange`,
+        stable for the row's life (also across key-changing updates)."""
+        return list(self._rows)
 
-    def _wire_batch(self, rids: Iterable[int]) -> pa.RecordBatch:
-        """Rows by rid as a record batch of the browser's wire types, with a ``__rid`` column first."""
+    def arrow_batch(self, row_ids: Iterable[int], *, row_id_column: str = "rid") -> pa.RecordBatch:
+        """The rows with these ids that the frame still holds (in the given order) as one record batch.
+
+        ``row_id_column`` (int64) holds their ids and comes first; then every column in the Arrow type
+        closest to its Postgres type, exact where :meth:`to_arrow` is not: ``numeric`` as decimal128,
+        arrays as lists, dates as date32, timestamps as timestamp[us] (UTC for ``timestamptz``), json as
+        JSON text whose field carries Arrow's ``arrow.json`` extension name.
+        """
+        if row_id_column in self._columns:
+            raise ValueError(
+                f"row_id_column {row_id_column!r} is also a column of {self.schema}.{self.table}; "
+                "pass another name"
+            )
         ids: list[int] = []
         rows: list[_Row] = []
-        for rid in rids:
+        for rid in row_ids:
             row = self._rows.get(rid)
             if row is not None:
                 ids.append(rid)
                 rows.append(row)
         arrays = [pa.array(ids, type=pa.int64())]
-        names = ["__rid"]
+        fields = [pa.field(row_id_column, pa.int64(), nullable=False)]
         for n, t in self._columns.items():
-            arrays.append(_dtypes.to_wire(self._column_values(rows, n), t, n))
-            names.append(n)
-        return pa.RecordBatch.from_arrays(arrays, names=names)
-
-    def _rids(self) -> list[int]:
-        return list(self._rows)
+            arr = _dtypes.to_native(self._column_values(rows, n), t, n)
+            arrays.append(arr)
+            fields.append(_dtypes.native_field(n, t, arr))
+        return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
     # ------------------------------------------------------------------ display
 

@@ -18,7 +18,6 @@ is 0700).
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import hashlib
@@ -37,11 +36,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Literal
+
+from harmony_lab._lifetime import on_exit
 
 __all__ = ["Binaries", "LocalPostgres", "PostgresError", "find_binaries"]
 
@@ -432,45 +433,6 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-# --------------------------------------------------------------------------------------------
-# lifetime: every running instance is stopped at exit and on SIGTERM
-
-_live: set[LocalPostgres] = set()  # strong: a started server lives until stop() or exit
-_sigterm_installed = False
-
-
-def _stop_all() -> None:
-    for pg in list(_live):
-        try:
-            pg.stop()
-        except Exception:
-            logger.exception("stopping %r at exit failed", pg)
-
-
-def _install_sigterm_handler() -> None:
-    global _sigterm_installed
-    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        _stop_all()
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            raise SystemExit(128 + signum)
-
-    if previous in (signal.SIG_DFL, None) or callable(previous):
-        signal.signal(signal.SIGTERM, on_sigterm)
-        _sigterm_installed = True
-
-
-atexit.register(_stop_all)
-
-
-# --------------------------------------------------------------------------------------------
-
-
 class LocalPostgres:
     """One PostgreSQL server with ``wal_level=logical``, ready for change capture.
 
@@ -497,8 +459,9 @@ class LocalPostgres:
 
     As root, the server runs as ``nobody``; binaries ``nobody`` cannot reach are copied once into
     ``$HARMONY_LAB_PG_CACHE`` (default ``<tmp>/harmony-lab-pg``). A started server runs until
-    :meth:`stop`, the end of the ``with`` block, interpreter exit or SIGTERM; a watchdog process
-    stops it when this process dies any other way (SIGKILL included).
+    :meth:`stop`, the end of the ``with`` block, interpreter exit or SIGTERM (see
+    :mod:`harmony_lab._lifetime`); a watchdog process stops it when this process dies any other
+    way (SIGKILL included).
     """
 
     def __init__(
@@ -533,6 +496,7 @@ class LocalPostgres:
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._run_as: _RunAs | None = None
         self._lock = threading.Lock()
+        self._forget_exit: Callable[[], None] = lambda: None  # stopping at exit and on SIGTERM
 
     # -- public surface ----------------------------------------------------------------------
 
@@ -591,7 +555,7 @@ class LocalPostgres:
     def stop(self) -> None:
         """Fast shutdown; a temporary cluster is deleted. Idempotent."""
         with self._lock:
-            _live.discard(self)
+            self._forget_exit()
             if self.external_dsn is not None or self.data_dir is None:
                 return
             self._cleanup()
@@ -681,8 +645,7 @@ class LocalPostgres:
         except BaseException:
             self._cleanup()
             raise
-        _live.add(self)
-        _install_sigterm_handler()
+        self._forget_exit = on_exit(repr(self), lambda _reason: self.stop())
         logger.info("%r started", self)
 
     def _prepare_data_dir(self, data_dir: Path, run_as: _RunAs | None) -> None:

@@ -15,13 +15,17 @@ import dataclasses
 import json
 import logging
 import math
+import operator
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from harmony_lab.events import RealtimeEvent
 
@@ -165,26 +169,32 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 _encode = _ENCODER.encode
 
 
+_SCALAR_TYPES = frozenset({str, int, bool, type(None)})
+_STR = frozenset({str})
+
+
 def _native(value: Any) -> bool:
-    """True when ``value`` is JSON-native all the way down (then it needs no notes)."""
+    """True when ``value`` is JSON-native all the way down (then it needs no notes).
+
+    The common shapes (a dict or list of strings, ints, bools and None) are checked by set
+    membership in C without building anything; only nested containers and floats are walked.
+    """
     t = type(value)
-    if t is str or t is int or t is bool or value is None:
+    if t in _SCALAR_TYPES:
         return True
     if t is float:
         return value - value == 0.0  # finite (nan - nan and inf - inf are nan)
     if t is dict:
-        for k, v in value.items():
-            if type(k) is not str:
-                return False
-            tv = type(v)
-            if tv is str or tv is int or tv is bool or v is None:
-                continue
-            if not _native(v):
-                return False
+        if not _STR.issuperset(map(type, value)):
+            return False
+        items = value.values()
+    elif t is list:
+        items = value
+    else:
+        return False
+    if _SCALAR_TYPES.issuperset(map(type, items)):
         return True
-    if t is list:
-        return all(_native(v) for v in value)
-    return False
+    return all(_native(v) for v in items)
 
 
 def encode_json(value: Any) -> tuple[str | None, list[list[Any]] | None]:
@@ -196,6 +206,69 @@ def encode_json(value: Any) -> tuple[str | None, list[list[Any]] | None]:
     notes: list[list[Any]] = []
     text = _encode(_plain(value, [], notes))
     return text, (notes or None)
+
+
+def _plain_values(values: list[Any]) -> tuple[list[Any], list[list[list[Any]] | None]]:
+    """JSON-native stand-ins for ``values`` and each one's type notes (None when it needs none)."""
+    out = values
+    notes: list[list[list[Any]] | None] = [None] * len(values)
+    flags = list(map(_native, values))  # None is native
+    if all(flags):
+        return out, notes
+    for i, v in enumerate(values):
+        if flags[i]:
+            continue
+        if out is values:
+            out = list(values)
+        row: list[list[Any]] = []
+        out[i] = _plain(v, [], row)
+        notes[i] = row or None
+    return out, notes
+
+
+# orjson writes a Fragment's bytes as they are; a NUL byte never occurs in JSON text it writes (in
+# strings it is escaped as \u0000), so a Fragment holding one marks the boundaries between values
+_BOUNDARY = orjson.Fragment(b"\x00")
+_SPLIT = ",\x00,"
+_MAX_BYTES = 2**31 - 2
+
+
+def _stdlib_array(values: list[Any]) -> pa.Array:
+    return pa.array([None if v is None else _encode(v) for v in values], pa.string())
+
+
+def json_array(values: list[Any]) -> pa.Array:
+    """A string array of the JSON texts of JSON-native ``values`` (None → null), encoded in one call.
+
+    orjson encodes the whole batch as one JSON array whose elements are separated by a marker byte
+    that JSON text never contains; Arrow then splits that text at the markers. One encoder call and
+    one allocation instead of one of each per value. A batch orjson refuses (an integer beyond 64
+    bits, nesting deeper than it allows) is encoded by the standard library, value by value.
+    """
+    present = [i for i, v in enumerate(values) if v is not None]
+    if not present:
+        return pa.nulls(len(values), pa.string())
+    dense = values if len(present) == len(values) else [values[i] for i in present]
+    marked: list[Any] = [_BOUNDARY] * (2 * len(dense) - 1)
+    marked[::2] = dense
+    try:
+        data = orjson.dumps(marked)
+    except orjson.JSONEncodeError:
+        return _stdlib_array(values)
+    if len(data) > _MAX_BYTES:  # pragma: no cover - batches are far smaller
+        return _stdlib_array(values)
+    whole = pa.StringArray.from_buffers(
+        1, pa.py_buffer(np.array([1, len(data) - 1], dtype=np.int32)), pa.py_buffer(data)
+    )
+    texts = pc.split_pattern(whole, pattern=_SPLIT).values
+    if len(texts) != len(dense):  # pragma: no cover - the marker cannot occur inside a value
+        raise AssertionError(f"splitting {len(dense)} JSON values gave {len(texts)}")
+    if len(dense) == len(values):
+        return texts
+    where: list[int | None] = [None] * len(values)
+    for k, i in enumerate(present):
+        where[i] = k
+    return texts.take(pa.array(where, pa.int32()))
 
 
 def _convert(value: Any, tag: str) -> Any:
@@ -272,46 +345,61 @@ class RowBuffer:
         self.events.append(ev)
 
     def to_batch(self, session_id: str) -> pa.RecordBatch:
+        """The buffered events as one batch, built column by column (the buffer is emptied)."""
         evs, self.events = self.events, []
-        json_cols: dict[str, list[str | None]] = {}
-        types: list[dict[str, Any] | None] = [None] * len(evs)
+        n = len(evs)
+        # one C-level pass pulls every field of every event, one transposition makes columns
+        fields = dict(zip(_EVENT_COLUMNS, zip(*map(_get_fields, evs), strict=True), strict=True)) if n else {}
+        types: list[dict[str, Any] | None] = [None] * n
+        arrays: dict[str, pa.Array] = {}
         for name in JSON_COLUMNS:
-            texts: list[str | None] = []
-            for i, ev in enumerate(evs):
-                text, notes = encode_json(getattr(ev, name))
-                texts.append(text)
-                if notes:
+            plain, notes = _plain_values(list(fields[name]) if n else [])
+            for i, row in enumerate(notes):
+                if row is not None:
                     row_types = types[i]
                     if row_types is None:
                         row_types = types[i] = {}
-                    row_types[name] = notes
-            json_cols[name] = texts
-        values: dict[str, list[Any]] = {
-            "session_id": [session_id] * len(evs),
-            "seq": [ev.seq for ev in evs],
-            "received_at": [ev.received_at for ev in evs],
-            "received_mono_ns": [ev.received_mono_ns for ev in evs],
-            "kind": [ev.kind for ev in evs],
-            "channel": [ev.channel for ev in evs],
-            "topic": [ev.topic for ev in evs],
-            "schema": [ev.schema for ev in evs],
-            "table": [ev.table for ev in evs],
-            "op": [ev.op for ev in evs],
-            "commit_ts": [ev.commit_ts for ev in evs],
-            **json_cols,
-            "columns": [ev.columns for ev in evs],
-            "errors": [ev.errors for ev in evs],
-            "status": [ev.status for ev in evs],
-            "reason": [ev.reason for ev in evs],
-            "backfilled": [bool(ev.backfilled) for ev in evs],
-            "suppressed": [bool(ev.suppressed) for ev in evs],
-            "attempt": [ev.attempt for ev in evs],
-            "gap_start": [ev.gap_start for ev in evs],
-            "gap_end": [ev.gap_end for ev in evs],
-            "json_types": [None if t is None else _encode(t) for t in types],
-        }
-        arrays = [pa.array(values[f.name], type=f.type) for f in SCHEMA]
-        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
+                    row_types[name] = row
+            arrays[name] = json_array(plain)
+        arrays["session_id"] = pa.array([session_id] * n, pa.string())
+        arrays["columns"] = _columns_array(list(fields["columns"]) if n else [])
+        arrays["json_types"] = pa.array([None if t is None else _encode(t) for t in types], pa.string())
+        for name in ("backfilled", "suppressed"):
+            arrays[name] = pa.array(list(map(bool, fields[name])) if n else [], pa.bool_())
+        for f in SCHEMA:
+            if f.name not in arrays:
+                arrays[f.name] = pa.array(fields[f.name] if n else [], type=f.type)
+        return pa.RecordBatch.from_arrays([arrays[f.name] for f in SCHEMA], schema=SCHEMA)
+
+
+_COLUMNS_TYPE = SCHEMA.field("columns").type
+_EVENT_COLUMNS = tuple(name for name in SCHEMA.names if name not in ("session_id", "json_types"))
+_get_fields = operator.attrgetter(*_EVENT_COLUMNS)
+
+
+def _columns_array(values: list[tuple[tuple[str, str], ...]]) -> pa.Array:
+    """The ``columns`` list<struct> array: each distinct value converted once, then taken by index.
+
+    Events of one table share their column list, usually as the same object, so most rows cost one
+    ``id()`` lookup (every value is alive while the batch is built, so ids are unambiguous).
+    """
+    by_id: dict[int, int] = {}
+    by_value: dict[tuple[tuple[str, str], ...], int] = {}
+    uniques: list[Any] = []
+    indices = []
+    for v in values:
+        i = by_id.get(id(v))
+        if i is None:
+            if type(v) is not tuple:  # not hashable as given: convert each value (rare)
+                return pa.array(values, type=_COLUMNS_TYPE)
+            i = by_value.get(v)
+            if i is None:
+                i = by_value[v] = len(uniques)
+                uniques.append(v)
+            by_id[id(v)] = i
+        indices.append(i)
+    table = pa.array(uniques, type=_COLUMNS_TYPE)
+    return table if len(uniques) == len(values) else table.take(pa.array(indices, pa.int32()))
 
 
 def events_to_table(events: Sequence[RealtimeEvent], session_id: str = "") -> pa.Table:

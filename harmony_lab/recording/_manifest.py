@@ -17,14 +17,21 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harmony_lab.recording._layout import LOCK_NAME, MANIFEST_NAME
 
+if TYPE_CHECKING:
+    from harmony_lab.recording._writer import Writer
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["MAX_MANIFEST_BYTES", "read_manifest", "update_manifest"]
+__all__ = ["MAX_MANIFEST_BYTES", "iso", "read_manifest", "session_entry", "update_manifest"]
+
+MAX_MANIFEST_GAPS = 1000
+"""A session entry lists at most this many gaps (``gaps_total`` counts them all)."""
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 """A manifest holds one entry of a few KiB per session (at most 1000 gaps each): 64 MiB is thousands."""
@@ -97,3 +104,49 @@ def update_manifest(root: Path, session_id: str, entry: dict[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """An instant as the manifest writes it: ISO 8601 in UTC (None stays None)."""
+    return None if dt is None else dt.astimezone(UTC).isoformat()
+
+
+def session_entry(writer: Writer, *, final: bool) -> dict[str, Any]:
+    """The manifest entry of the session ``writer`` records: settings, versions, counts, gaps, status."""
+    rec = writer.rec
+    total, by_channel = writer.totals()
+    gaps = sorted(total.gaps, key=lambda g: (g["start"] or "", g["seq"]))
+    return {
+        "session_id": writer.session_id,
+        "status": ("failed" if writer.error else "stopped") if final else "recording",
+        "started_at": iso(rec.started_at),
+        "ended_at": iso(datetime.now(UTC)) if final else None,
+        "last_flush_at": iso(writer.last_flush_at),
+        "pid": os.getpid(),
+        "source": rec.source_description,
+        "settings": {
+            "kinds": sorted(rec.kinds) if rec.kinds is not None else None,
+            "rotate_rows": rec.rotate_rows,
+            "rotate_seconds": rec.rotate_seconds,
+            "flush_seconds": rec.flush_seconds,
+            "compression": rec.compression,
+            "max_queue": rec.max_queue,
+        },
+        "versions": rec.versions,
+        "bindings": rec.bindings,
+        "events": total.rows,
+        "files": writer.files,
+        "bytes": total.nbytes,
+        "first_seq": total.first_seq,
+        "last_seq": total.last_seq,
+        "first_received_at": iso(total.first_at),
+        "last_received_at": iso(total.last_at),
+        "counts": {
+            "kind": dict(sorted(total.kinds.items())),
+            "channel": dict(sorted(by_channel.items())),
+        },
+        "gaps_total": len(gaps),
+        "gaps": gaps[:MAX_MANIFEST_GAPS],
+        "dropped": writer.dropped,
+        "dropped_by_channel": dict(writer.dropped_by_channel),
+    }

@@ -20,61 +20,45 @@ Threads: :meth:`Recorder.write` only appends to a bounded in-memory queue (O(1),
 thread). A daemon writer thread converts events to Arrow, writes files and the manifest. If the
 queue is full the event is dropped, counted, logged at ERROR, and a ``gap`` event
 (``reason="recorder_overflow: …"``) is recorded for the hole, so the loss is visible in the data.
-Active recorders are flushed and closed at interpreter exit (``atexit``: a Jupyter kernel shutdown
-or restart) and on SIGTERM (the previous SIGTERM handler, or the default action, runs afterwards).
+Active recorders are flushed and closed at interpreter exit (a Jupyter kernel shutdown or restart)
+and on SIGTERM, as :mod:`harmony_lab._lifetime` describes (the previous SIGTERM handler, or the
+default action, runs afterwards). The writer thread lives in :mod:`~harmony_lab.recording._writer`,
+the manifest in :mod:`~harmony_lab.recording._manifest`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import collections
 import importlib.metadata
 import json
 import logging
 import os
 import platform
 import secrets
-import signal
 import sys
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Self
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from harmony_lab._feed import pump, source_kind
-from harmony_lab._strict import unknown_kwargs_error
+from harmony_lab._lifetime import on_exit
+from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
-from harmony_lab.recording._codec import SCHEMA, RowBuffer
-from harmony_lab.recording._layout import part_name, partition_dir, temp_name
-from harmony_lab.recording._manifest import read_manifest, update_manifest
+from harmony_lab.recording._manifest import read_manifest
+from harmony_lab.recording._writer import Writer
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Recorder", "RecordingError", "read_manifest"]
 
 _COMPRESSIONS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
-_BATCH_ROWS = 8192
-_MAX_MANIFEST_GAPS = 1000
 _STOP_TIMEOUT_S = 120.0
-_DICTIONARY_COLUMNS = ["session_id", "kind", "channel", "topic", "schema", "table", "op", "status", "reason"]
 
 
 class RecordingError(RuntimeError):
     """The recorder's writer failed (disk full, permissions…); the cause is chained."""
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.astimezone(UTC).isoformat()
 
 
 def _versions() -> dict[str, str]:
@@ -89,14 +73,6 @@ def _versions() -> dict[str, str]:
 
 def _new_session_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _normalize_kinds(
@@ -116,426 +92,7 @@ def _normalize_kinds(
     return frozenset(out)
 
 
-# --------------------------------------------------------------------------- the writer thread
-
-
-@dataclass
-class _PublishedStats:
-    rows: int = 0
-    kinds: Counter[str] = field(default_factory=Counter)
-    first_at: datetime | None = None
-    last_at: datetime | None = None
-    first_seq: int | None = None
-    last_seq: int | None = None
-    gaps: list[dict[str, Any]] = field(default_factory=list)
-    nbytes: int = 0
-
-
-@dataclass
-class _Part:
-    channel: str
-    day: date
-    path: Path
-    first_seq: int
-    opened: float
-    buffer: RowBuffer = field(default_factory=RowBuffer)
-    batches: list[pa.RecordBatch] = field(default_factory=list)
-    rows: int = 0
-    published_rows: int = 0
-    published: _PublishedStats = field(default_factory=_PublishedStats)
-
-
-def _stats_of(table: pa.Table, nbytes: int) -> _PublishedStats:
-    st = _PublishedStats(rows=table.num_rows, nbytes=nbytes)
-    if table.num_rows == 0:
-        return st
-    for item in pc.value_counts(table.column("kind")).to_pylist():
-        st.kinds[item["values"]] += item["counts"]
-    mm = pc.min_max(table.column("received_at")).as_py()
-    st.first_at, st.last_at = mm["min"], mm["max"]
-    sm = pc.min_max(table.column("seq")).as_py()
-    st.first_seq, st.last_seq = sm["min"], sm["max"]
-    if st.kinds.get("gap"):
-        gap_rows = table.filter(pc.equal(table.column("kind"), "gap")).select(
-            ["seq", "channel", "gap_start", "gap_end", "reason"]
-        )
-        for row in gap_rows.to_pylist():
-            st.gaps.append(
-                {
-                    "seq": row["seq"],
-                    "channel": row["channel"],
-                    "start": _iso(row["gap_start"]),
-                    "end": _iso(row["gap_end"]),
-                    "reason": row["reason"],
-                }
-            )
-    return st
-
-
-def _merge_into(c: _PublishedStats, st: _PublishedStats) -> None:
-    c.rows += st.rows
-    c.kinds.update(st.kinds)
-    c.nbytes += st.nbytes
-    c.gaps.extend(st.gaps)
-    for attr, pick in (("first_at", min), ("last_at", max), ("first_seq", min), ("last_seq", max)):
-        mine, theirs = getattr(c, attr), getattr(st, attr)
-        if theirs is not None:
-            setattr(c, attr, theirs if mine is None else pick(mine, theirs))
-
-
-class _Writer:
-    """Owns the files. Everything here runs on the writer thread except the marked entry points."""
-
-    def __init__(self, rec: Recorder) -> None:
-        self.rec = rec
-        self.root = rec.path
-        self.session_id = rec.session_id
-        self.queue: collections.deque[RealtimeEvent] = collections.deque()
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
-        self.flush_cond = threading.Condition()
-        self.flush_requested = 0
-        self.flush_done = 0
-        self.error: BaseException | None = None
-        self.parts: dict[str, _Part] = {}
-        self.used_names: set[Path] = set()
-        # totals over closed parts
-        self.closed = _PublishedStats()
-        self.closed_by_channel: Counter[str] = Counter()
-        self.files = 0
-        self.last_flush_at: datetime | None = None
-        self.final_manifest_written = False
-        # overflow bookkeeping, shared with producers (guarded by ovf_lock)
-        self.ovf_lock = threading.Lock()
-        self.overflow: dict[str, list[Any]] = {}
-        self.dropped = 0
-        self.dropped_by_channel: Counter[str] = Counter()
-        self.thread = threading.Thread(
-            target=self._run, name=f"harmony_lab-recorder-{self.session_id}", daemon=True
-        )
-
-    # ---- entry points called from other threads
-
-    def request_flush(self, timeout: float | None) -> bool:
-        with self.flush_cond:
-            self.flush_requested += 1
-            target = self.flush_requested
-        self.wake.set()
-        with self.flush_cond:
-            return self.flush_cond.wait_for(
-                lambda: self.flush_done >= target or self.error is not None or not self.thread.is_alive(),
-                timeout,
-            )
-
-    def stop(self, timeout: float) -> None:
-        self.stopping.set()
-        self.wake.set()
-        if self.thread.is_alive() and self.thread is not threading.current_thread():
-            self.thread.join(timeout)
-            if self.thread.is_alive():
-                logger.error(
-                    "recording %s: the writer did not finish within %.0f s; files under %s may miss "
-                    "the last %.1f s of events",
-                    self.session_id,
-                    timeout,
-                    self.root,
-                    self.rec.flush_seconds,
-                )
-
-    def note_overflow(self, ev: RealtimeEvent) -> None:
-        with self.ovf_lock:
-            self.dropped += 1
-            self.dropped_by_channel[ev.channel] += 1
-            entry = self.overflow.get(ev.channel)
-            first_in_episode = not self.overflow
-            if entry is None:
-                self.overflow[ev.channel] = [ev.seq, ev.received_at, ev.received_mono_ns, ev.received_at, 1]
-            else:
-                entry[3] = ev.received_at
-                entry[4] += 1
-        if first_in_episode:
-            logger.error(
-                "recording %s: the queue is full (%d events waiting): DROPPING events (first: %r). The "
-                "writer cannot keep up with the event rate or the disk is stalled; the hole is recorded "
-                "as a gap event (reason 'recorder_overflow'). Raise max_queue or reduce the stream.",
-                self.session_id,
-                len(self.queue),
-                ev,
-            )
-
-    # ---- the thread
-
-    def _run(self) -> None:
-        try:
-            self._write_manifest()
-            flush_s = self.rec.flush_seconds
-            next_flush = time.monotonic() + flush_s
-            while True:
-                self.wake.wait(max(0.0, next_flush - time.monotonic()))
-                self.wake.clear()
-                stopping = self.stopping.is_set()
-                with self.flush_cond:
-                    requested = self.flush_requested
-                self._drain()
-                if stopping:
-                    self._drain()
-                    for part in list(self.parts.values()):
-                        self._close_part(part, write_manifest=False)
-                    self.last_flush_at = datetime.now(UTC)
-                    self._write_manifest(final=True)
-                    self._mark_flushed(requested)
-                    return
-                now = time.monotonic()
-                if now >= next_flush or requested > self.flush_done:
-                    self._flush(now)
-                    self._mark_flushed(requested)
-                    next_flush = time.monotonic() + flush_s
-        except BaseException as exc:
-            self.error = exc
-            logger.exception(
-                "recording %s into %s failed; events are no longer written (stop() raises RecordingError)",
-                self.session_id,
-                self.root,
-            )
-            try:
-                self._write_manifest(final=True)
-            except Exception:
-                logger.exception("recording %s: could not mark the manifest as failed", self.session_id)
-            with self.flush_cond:
-                self.flush_cond.notify_all()
-
-    def _mark_flushed(self, requested: int) -> None:
-        with self.flush_cond:
-            self.flush_done = max(self.flush_done, requested)
-            self.flush_cond.notify_all()
-
-    def _drain(self) -> None:
-        q = self.queue
-        append = self._append
-        for _ in range(len(q)):  # bounded: a fast producer must not starve the flush deadline
-            append(q.popleft())
-        if self.overflow:
-            with self.ovf_lock:
-                episode, self.overflow = self.overflow, {}
-            for channel, (seq, start, mono, end, n) in episode.items():
-                logger.error(
-                    "recording %s: dropped %d events of channel %r between %s and %s (queue full)",
-                    self.session_id,
-                    n,
-                    channel,
-                    start,
-                    end,
-                )
-                self._append(
-                    RealtimeEvent(
-                        kind=EventKind.GAP,
-                        channel=channel,
-                        seq=seq,
-                        received_at=start,
-                        received_mono_ns=mono,
-                        gap_start=start,
-                        gap_end=end,
-                        reason=f"recorder_overflow: {n} events dropped because the recorder queue was full",
-                    )
-                )
-
-    def _append(self, ev: RealtimeEvent) -> None:
-        day = ev.received_at.astimezone(UTC).date()
-        part = self.parts.get(ev.channel)
-        if part is not None and part.day != day:
-            self._close_part(part)
-            part = None
-        if part is None:
-            part = self._open_part(ev.channel, day, ev.seq)
-        part.buffer.append(ev)
-        part.rows += 1
-        if part.buffer.rows >= _BATCH_ROWS:
-            part.batches.append(part.buffer.to_batch(self.session_id))
-        if part.rows >= self.rec.rotate_rows:
-            self._close_part(part)
-
-    def _open_part(self, channel: str, day: date, first_seq: int) -> _Part:
-        directory = partition_dir(self.root, day, channel)
-        dup = 0
-        while True:
-            path = directory / part_name(self.session_id, first_seq, dup)
-            if path not in self.used_names and not path.exists():
-                break
-            dup += 1
-        self.used_names.add(path)
-        part = _Part(channel=channel, day=day, path=path, first_seq=first_seq, opened=time.monotonic())
-        self.parts[channel] = part
-        return part
-
-    def _flush(self, now: float) -> None:
-        wrote = False
-        for part in list(self.parts.values()):
-            if now - part.opened >= self.rec.rotate_seconds:
-                self._close_part(part)
-                wrote = True
-            elif part.rows > part.published_rows:
-                self._publish(part, final=False)
-                wrote = True
-        if wrote:
-            self.last_flush_at = datetime.now(UTC)
-            self._write_manifest()
-
-    def _publish(self, part: _Part, *, final: bool) -> None:
-        if part.buffer.rows:
-            part.batches.append(part.buffer.to_batch(self.session_id))
-        table = pa.Table.from_batches(part.batches, schema=SCHEMA)
-        if len(part.batches) > 32:  # keep memory contiguous for long-open parts
-            table = table.combine_chunks()
-            part.batches = table.to_batches()
-        part.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_name(part.path)
-        compression = self.rec.compression
-        pq.write_table(
-            table,
-            tmp,
-            compression=None if compression == "none" else compression,
-            row_group_size=max(self.rec.rotate_rows, 1),
-            # dictionary-encode only the low-cardinality columns: on the JSON text columns it costs
-            # twice the time and doubles the file size (measured in bench/recording.py)
-            use_dictionary=_DICTIONARY_COLUMNS,
-        )
-        if final:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        nbytes = tmp.stat().st_size
-        if part.published_rows == 0:
-            self.files += 1
-        os.replace(tmp, part.path)
-        if final:
-            _fsync_dir(part.path.parent)
-        part.published_rows = part.rows
-        part.published = _stats_of(table, nbytes)
-
-    def _close_part(self, part: _Part, *, write_manifest: bool = True) -> None:
-        if part.rows > part.published_rows or part.buffer.rows:
-            self._publish(part, final=True)
-        elif part.rows:
-            with open(part.path, "rb+") as fh:
-                os.fsync(fh.fileno())
-        del self.parts[part.channel]
-        self._merge_closed(part.published)
-        self.closed_by_channel[part.channel] += part.published.rows
-        if write_manifest:
-            self._write_manifest()
-
-    def _merge_closed(self, st: _PublishedStats) -> None:
-        _merge_into(self.closed, st)
-
-    # ---- manifest
-
-    def totals(self) -> tuple[_PublishedStats, Counter[str]]:
-        total = _PublishedStats()
-        by_channel: Counter[str] = Counter(self.closed_by_channel)
-        _merge_into(total, self.closed)
-        for part in list(self.parts.values()):
-            _merge_into(total, part.published)
-            by_channel[part.channel] += part.published.rows
-        return total, by_channel
-
-    def manifest_entry(self, *, final: bool) -> dict[str, Any]:
-        rec = self.rec
-        total, by_channel = self.totals()
-        gaps = sorted(total.gaps, key=lambda g: (g["start"] or "", g["seq"]))
-        return {
-            "session_id": self.session_id,
-            "status": ("failed" if self.error else "stopped") if final else "recording",
-            "started_at": _iso(rec.started_at),
-            "ended_at": _iso(datetime.now(UTC)) if final else None,
-            "last_flush_at": _iso(self.last_flush_at),
-            "pid": os.getpid(),
-            "source": rec.source_description,
-            "settings": {
-                "kinds": sorted(rec.kinds) if rec.kinds is not None else None,
-                "rotate_rows": rec.rotate_rows,
-                "rotate_seconds": rec.rotate_seconds,
-                "flush_seconds": rec.flush_seconds,
-                "compression": rec.compression,
-                "max_queue": rec.max_queue,
-            },
-            "versions": rec.versions,
-            "bindings": rec.bindings,
-            "events": total.rows,
-            "files": self.files,
-            "bytes": total.nbytes,
-            "first_seq": total.first_seq,
-            "last_seq": total.last_seq,
-            "first_received_at": _iso(total.first_at),
-            "last_received_at": _iso(total.last_at),
-            "counts": {
-                "kind": dict(sorted(total.kinds.items())),
-                "channel": dict(sorted(by_channel.items())),
-            },
-            "gaps_total": len(gaps),
-            "gaps": gaps[:_MAX_MANIFEST_GAPS],
-            "dropped": self.dropped,
-            "dropped_by_channel": dict(self.dropped_by_channel),
-        }
-
-    def _write_manifest(self, *, final: bool = False) -> None:
-        entry = self.manifest_entry(final=final)
-        update_manifest(self.root, self.session_id, entry)
-        if final:
-            self.final_manifest_written = True
-
-
-# --------------------------------------------------------------------------- exit and SIGTERM
-
-_ACTIVE: set[Recorder] = set()
-_ACTIVE_LOCK = threading.Lock()
-_atexit_installed = False
-_previous_sigterm: Any = signal.SIG_DFL
-
-
-def _stop_all(reason: str) -> None:
-    with _ACTIVE_LOCK:
-        active = list(_ACTIVE)
-    if active:
-        logger.warning("%s: flushing %d active recording(s)", reason, len(active))
-    for rec in active:
-        try:
-            rec._stop_now(reason)
-        except Exception:
-            logger.exception("%s: could not close recording %s at %s", reason, rec.session_id, rec.path)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    _stop_all("SIGTERM")
-    previous = _previous_sigterm
-    if callable(previous):
-        previous(signum, frame)
-    elif previous == signal.SIG_IGN:
-        return
-    else:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _install_exit_handlers() -> None:
-    global _atexit_installed, _previous_sigterm
-    if not _atexit_installed:
-        atexit.register(_stop_all, "interpreter exit")
-        _atexit_installed = True
-    if threading.current_thread() is not threading.main_thread():
-        logger.debug("not on the main thread: SIGTERM flushing is not installed (atexit still is)")
-        return
-    current = signal.getsignal(signal.SIGTERM)
-    if current is not _on_sigterm:
-        _previous_sigterm = current
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
 # --------------------------------------------------------------------------- the public class
-
-_OPTIONS = ("kinds", "rotate_rows", "rotate_seconds", "flush_seconds", "compression", "max_queue")
-
-
-def _unknown_kwargs(unknown: dict[str, Any]) -> TypeError:
-    return unknown_kwargs_error("Recorder", unknown, ("source", "path", *_OPTIONS))
 
 
 class Recorder:
@@ -570,6 +127,7 @@ class Recorder:
     or exiting the interpreter flushes and closes a running recorder (``atexit``), as does SIGTERM.
     """
 
+    @strict_kwargs
     def __init__(
         self,
         source: Any,
@@ -581,10 +139,7 @@ class Recorder:
         flush_seconds: float = 1.0,
         compression: str = "zstd",
         max_queue: int = 200_000,
-        **unknown: Any,
     ) -> None:
-        if unknown:
-            raise _unknown_kwargs(unknown)
         kind = source_kind(source, "Recorder")
         self._source_kind = {"none": "manual", "listener": "manager", "stream": "aiter"}[kind]
         if isinstance(rotate_rows, bool) or not isinstance(rotate_rows, int) or rotate_rows < 1:
@@ -616,8 +171,9 @@ class Recorder:
         self.bindings: Any = None
         self._state = "new"
         self._accepted = 0
-        self._writer = _Writer(self)
+        self._writer = Writer(self)
         self._remove_listener: Callable[[], Any] | None = None
+        self._forget_exit: Callable[[], None] = lambda: None
         self._pump_task: asyncio.Task[None] | None = None
         self._wake_at = max(1, min(4096, max_queue // 4))  # wake the writer well before overflow
 
@@ -705,9 +261,7 @@ class Recorder:
         self._snapshot_bindings()
         self._state = "recording"
         self._writer.thread.start()
-        with _ACTIVE_LOCK:
-            _ACTIVE.add(self)
-        _install_exit_handlers()
+        self._forget_exit = on_exit(f"recording {self.session_id} into {self.path}", self._stop_now)
         try:
             if self._source_kind == "manager":
                 self._remove_listener = self.source.add_listener(self.write)
@@ -776,8 +330,7 @@ class Recorder:
         self._state = "stopping"
         self._writer.stop(_STOP_TIMEOUT_S)
         self._state = "stopped"
-        with _ACTIVE_LOCK:
-            _ACTIVE.discard(self)
+        self._forget_exit()
         s = self.stats
         logger.info(
             "recording %s stopped (%s): %d events in %d files, %d dropped",

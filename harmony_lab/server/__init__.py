@@ -13,7 +13,10 @@ Deliberate differences from Supabase's server (all for the official clients' sak
 * Connect and join errors are answered at once (the real server waits 2 s / 5 s);
   ``ServerLimits.connect_error_delay_s`` / ``join_error_delay_s`` restore the delays.
 * Rate limits count client pushes per socket over ``ServerLimits.rate_window_s``; the real server
-  counts per tenant and also counts every message it delivers (postgres_changes included).
+  counts per tenant and also counts every message it delivers (postgres_changes included). REST
+  broadcast messages are counted server-wide, on their own (``max_rest_events_per_second``).
+* A REST broadcast payload over ``max_broadcast_bytes`` is answered 413 (the real server: 422, with
+  the same ``Payload size exceeds tenant limit`` text); topics are capped at ``max_topic_bytes``.
 * Private channels (``config.private``) are kept apart from public ones of the same name but are not
   authorised through ``realtime.messages`` policies: every valid token may join them; ``replay`` on a
   private channel is accepted and replays nothing.

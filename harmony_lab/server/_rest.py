@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -233,7 +232,7 @@ class RestApi:
                 text = "Payload size exceeds tenant limit"
                 detail = f"{where} has a {size}-byte payload; the limit is {limit} bytes"
                 return json_response(413, {"message": text, "error": f"{text}: {detail}"})
-        refusal = self._sent.take(len(messages), time.monotonic())
+        refusal = self._sent.take(len(messages), self.clock())
         if refusal is not None:
             self.registry.stats.rejected["rest broadcast 429"] += 1
             logger.info("REST broadcast of %d message(s) refused with 429: %s", len(messages), refusal)

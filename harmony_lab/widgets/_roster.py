@@ -55,6 +55,8 @@ class PresenceRosterWidget(StateWidget):
     display names (e.g. from the profiles table).
     """
 
+    _status_of: tuple[Any, str] | None = None  # (manager, channel name) the status line follows
+
     _esm = _assets.esm("presence_roster.js")
     _css = _assets.css()
 
@@ -100,6 +102,35 @@ class PresenceRosterWidget(StateWidget):
             self._feeds.append(Feed(source, self.apply, "PresenceRosterWidget"))
         if events is not None and events is not source:
             self._feeds.append(Feed(events, self._apply_typing_only, "PresenceRosterWidget typing"))
+        # the status line follows the presence channel: its manager and name, when known
+        if self._handle is not None and callable(getattr(events, "get_status", None)):
+            self._status_of = (events, str(self._handle.name))
+        elif channel is not None and callable(getattr(source, "get_status", None)):
+            self._status_of = (source, channel)
+
+    # ------------------------------------------------------------------ status line
+
+    def _channel_state(self) -> Any:
+        if self._status_of is None:
+            return None
+        manager, name = self._status_of
+        return manager.get_status(name)
+
+    def _live_status(self) -> str:
+        state = self._channel_state()
+        if state is None:
+            return "live"
+        status = str(getattr(state.status, "value", state.status))
+        return "live" if status == "connected" else status
+
+    def _live_reason(self) -> str:
+        state = self._channel_state()
+        if state is None or self._live_status() == "live":
+            return ""
+        reason = str(state.reason or "")
+        if not reason:
+            return ""
+        return f"{reason} · attempt {state.attempt}" if state.attempt else reason
 
     # ------------------------------------------------------------------ inputs
 

@@ -1,7 +1,7 @@
 """LiveTableWidget: a LiveFrame in the browser — virtualised rows, flashes, pause, sort, search.
 
-Wire protocol (custom messages; rows are Arrow IPC stream buffers restricted to int64, float64, bool,
-utf8 and timestamp[us] columns, with the frame's row id in an ``__rid`` int64 column first):
+Wire protocol (custom messages; rows are Arrow IPC stream buffers in each column's native Arrow type,
+with the frame's row id in an ``__rid`` int64 column first — see :mod:`harmony_lab.widgets._wire`):
 
 * front end → kernel: ``{"type": "ready"}`` after each view rendered, ``{"type": "bye"}`` when a view
   goes away, ``{"type": "resync", "reason": …}`` when a view's row count disagrees with the kernel's.
@@ -13,7 +13,7 @@ utf8 and timestamp[us] columns, with the frame's row id in an ``__rid`` int64 co
     upserted rows (inserted or updated since the last tick; a row inserted and deleted within one
     tick is never sent). ``nrows`` is the kernel's row count after the delta.
 
-Small state lives in traits: ``title``, ``columns`` (``[name, postgres type, wire type]``),
+Small state lives in traits: ``title``, ``columns`` (``[name, postgres type, kind]``),
 ``key_columns``, ``mode``, ``paused`` (set by the pause button), ``pending`` (events held while
 paused), and once a second ``counters``, ``rate`` and ``rate_history`` (the sparkline).
 """
@@ -25,27 +25,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import pyarrow as pa
 import traitlets
 
 from harmony_lab._strict import strict_kwargs
-from harmony_lab.frames import LiveFrame
-from harmony_lab.frames._live import FrameChange
-from harmony_lab.widgets import _assets
+from harmony_lab.frames import FrameChange, LiveFrame
+from harmony_lab.widgets import _assets, _wire
 from harmony_lab.widgets._base import StreamingWidget
 from harmony_lab.widgets._sources import display_names
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LiveTableWidget", "ipc_bytes"]
-
-
-def ipc_bytes(batch: pa.RecordBatch) -> bytes:
-    """One record batch as an Arrow IPC stream (schema message, batch, end-of-stream marker)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+__all__ = ["LiveTableWidget"]
 
 
 class LiveTableWidget(StreamingWidget):
@@ -160,7 +150,7 @@ class LiveTableWidget(StreamingWidget):
             self._mark_dirty()
 
     def _sync_columns(self) -> None:
-        self.columns = self.frame._wire_columns()
+        self.columns = _wire.wire_columns(self.frame)
         self.key_columns = list(self.frame.key or ())
         self._columns_dirty = False
 
@@ -175,13 +165,13 @@ class LiveTableWidget(StreamingWidget):
         with self.hold_sync():
             self._sync_columns()
             self._stats_traits()
-        rids = self.frame._rids()
+        rids = self.frame.row_ids()
         size = self._rows_per_message
         parts = max(1, -(-len(rids) // size))
         self._seq += 1
         for part in range(parts):
             chunk = rids[part * size : (part + 1) * size]
-            buf = ipc_bytes(self.frame._wire_batch(chunk))
+            buf = _wire.ipc_bytes(_wire.wire_batch(self.frame, chunk))
             self._send_custom(
                 {"type": "snapshot", "seq": self._seq, "part": part, "parts": parts, "nrows": len(rids)},
                 [buf],
@@ -205,7 +195,7 @@ class LiveTableWidget(StreamingWidget):
         send, keep = rids[:take], rids[take:]
         deletes = list(self._deletes)
         dels, keep_dels = deletes[: take * 4], deletes[take * 4 :]
-        buffers = [ipc_bytes(self.frame._wire_batch(send))] if send else []
+        buffers = [_wire.ipc_bytes(_wire.wire_batch(self.frame, send))] if send else []
         self._fresh.difference_update(send)
         self._seq += 1
         self._send_custom(

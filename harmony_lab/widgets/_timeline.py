@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["StatusTimelineWidget"]
 
 _RETRYING = ("connecting", "reconnecting")
+_TROUBLE = ("error", "reconnecting", "connecting")  # unhealthy statuses, worst first
 
 
 class _Lane:
@@ -192,6 +193,32 @@ class StatusTimelineWidget(StateWidget):
                 }
             )
         return out
+
+    def _troubled(self) -> list[tuple[str, list[Any]]]:
+        """Lanes whose current status is unhealthy, worst first: (channel, its open span)."""
+        out = []
+        for name, lane in self._lanes.items():
+            if lane.spans and lane.spans[-1][1] is None and lane.spans[-1][2] in _TROUBLE:
+                out.append((name, lane.spans[-1]))
+        out.sort(key=lambda item: _TROUBLE.index(item[1][2]))
+        return out
+
+    def _live_status(self) -> str:
+        troubled = self._troubled()
+        return str(troubled[0][1][2]) if troubled else "live"
+
+    def _live_reason(self) -> str:
+        """The worst channel and why (``feed: connect failed … · attempt 3``), and how many more."""
+        troubled = self._troubled()
+        if not troubled:
+            return ""
+        name, span = troubled[0]
+        why = f"{name}: {span[3] or span[2]}"
+        if span[4]:
+            why += f" · attempt {span[4]}"
+        if len(troubled) > 1:
+            why += f" (+{len(troubled) - 1} more)"
+        return why
 
     def _push(self) -> None:
         with self.hold_sync():

@@ -1,21 +1,24 @@
-"""The widgets' ES modules in bare Chromium with a fake anywidget model (fast; no Jupyter).
+"""The widgets' built ES modules in bare Chromium with a fake anywidget model (fast; no Jupyter).
 
-The Arrow reader is checked against pyarrow-written streams; the table is fed the exact messages the
-Python LiveTableWidget sends (captured at its comm), so both halves of the protocol meet here.
+The Arrow decoding (flechette, in the table's bundle) is checked against pyarrow-written streams; the
+table is fed the exact messages the Python LiveTableWidget sends (captured at its comm), so both
+halves of the protocol meet here.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import math
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from harmony_lab.frames import LiveFrame
-from harmony_lab.widgets import LiveTableWidget, PresenceRosterWidget, StatusTimelineWidget, _assets
+from harmony_lab.widgets import LiveTableWidget, PresenceRosterWidget, StatusTimelineWidget, _assets, _wire
 from tests.frames.frame_events import make_change, message
 from tests.widgets.recording_comm import RecordingComm, install
 
@@ -46,10 +49,11 @@ DECODE = """([data, offset]) => {
     bytes = asDataView(big.subarray(offset));
   }
   const t = mods.arrow.decodeStream(bytes);
+  const plain = (x) => (typeof x === "bigint" ? { big: x.toString() } : Number.isNaN(x) ? "NaN"
+    : Array.isArray(x) ? { list: x.map(plain), text: String(x) }
+    : x !== null && typeof x === "object" ? { text: String(x), number: +x } : x);
   const cols = {};
-  for (const [k, v] of Object.entries(t.columns)) {
-    cols[k] = v.map((x) => (typeof x === "bigint" ? { big: x.toString() } : Number.isNaN(x) ? "NaN" : x));
-  }
+  for (const [k, v] of Object.entries(t.columns)) cols[k] = v.map(plain);
   return { fields: t.fields, length: t.length, columns: cols };
 }"""
 
@@ -130,13 +134,48 @@ def test_arrow_reader_reads_what_the_widget_sends(harness):
     lf = LiveFrame(None, "messages")
     for i in range(3):
         lf.apply(make_change("INSERT", message(i)))
-    data = stream(lf._wire_batch(lf._rids()))
+    data = _wire.ipc_bytes(_wire.wire_batch(lf, lf.row_ids()))
     got = harness.evaluate(DECODE, [b64(data), 0])
     assert got["columns"]["__rid"] == [0, 1, 2]
     assert got["columns"]["id"] == [0, 1, 2]
     assert got["columns"]["body"] == ["hello 0", "hello 1", "hello 2"]
     assert got["columns"]["created_at"][1] == 1_714_564_801_000_001
-    assert json.loads(got["columns"]["tags"][2]) == ["a", "t2"]
+    assert got["columns"]["tags"][2] == {"list": ["a", "t2"], "text": '["a","t2"]'}
+    assert json.loads(got["columns"]["payload"][2]) == {"n": 2, "nested": {"ok": True}}
+    kinds = {f["name"]: f["type"]["kind"] for f in got["fields"]}
+    assert kinds == {
+        "__rid": "int",
+        "id": "int",
+        "channel_id": "int",
+        "body": "utf8",
+        "created_at": "timestamp",
+        "edited": "bool",
+        "tags": "list",
+        "payload": "json",
+    }
+
+
+def test_arrow_reader_reads_decimals_dates_and_lists_exactly(harness):
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "price": pa.array(
+                [Decimal("19.90"), Decimal("-0.05"), Decimal("-7"), None], pa.decimal128(38, 2)
+            ),
+            "huge": pa.array([Decimal("12345678901234567890.123456789")] * 4, pa.decimal128(38, 9)),
+            "day": pa.array([dt.date(2024, 2, 29), None, dt.date(1969, 12, 31), None], pa.date32()),
+            "ints": pa.array([[1, None, 2**60 + 1], [], None, [0]], pa.list_(pa.int64())),
+        }
+    )
+    got = harness.evaluate(DECODE, [b64(stream(batch)), 3])
+    assert [v and v["text"] for v in got["columns"]["price"]] == ["19.9", "-0.05", "-7", None]
+    assert got["columns"]["price"][0]["number"] == 19.9
+    assert got["columns"]["huge"][0]["text"] == "12345678901234567890.123456789"
+    assert got["columns"]["day"] == ["2024-02-29", None, "1969-12-31", None]
+    assert got["columns"]["ints"][0]["text"] == f"[1,null,{2**60 + 1}]"
+    assert got["columns"]["ints"][0]["list"] == [1, None, {"big": str(2**60 + 1)}]
+    assert got["columns"]["ints"][1]["text"] == "[]"
+    assert got["columns"]["ints"][2] is None
+    assert got["fields"][0]["type"] == {"kind": "decimal", "precision": 38, "scale": 2}
 
 
 @pytest.mark.parametrize(
@@ -238,6 +277,89 @@ def test_table_renders_the_snapshot_after_saying_ready(harness, monkeypatch):
     assert harness.locator(".hl-th").all_inner_texts()[:3] == ["id", "channel_id", "body"]
     assert harness.locator(".hl-count").inner_text() == "5 rows"
     assert harness.locator(".hl-pill").inner_text() == "live"
+
+
+NATIVE_COLUMNS = (
+    ("id", "int8"),
+    ("price", "numeric"),
+    ("at", "timestamptz"),
+    ("nums", "_int4"),
+    ("tags", "_text"),
+    ("doc", "jsonb"),
+    ("day", "date"),
+)
+
+
+def test_table_shows_decimals_timestamptz_lists_and_json_natively(harness, monkeypatch):
+    lf = LiveFrame(None, "orders")
+    rows = [
+        {
+            "id": 1,
+            "price": 19.9,  # a float in the event: shown as its exact shortest decimal
+            "at": "2024-05-01T14:30:00.000001+02:00",
+            "nums": [1, 2, 3],
+            "tags": ["a", "b c"],
+            "doc": {"k": [1, {"x": None}], "s": "é"},
+            "day": "2024-02-29",
+        },
+        {
+            "id": 2,
+            "price": Decimal("12345678901234567890.05"),  # more digits than a float holds
+            "at": None,
+            "nums": [],
+            "tags": [None, '"q"'],
+            "doc": [True, 2**62 + 1],
+            "day": None,
+        },
+    ]
+    for r in rows:
+        lf.apply(make_change("INSERT", r, columns=NATIVE_COLUMNS, table="orders"))
+    rig = TableRig(harness, monkeypatch, lf)
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-nrows='2']")
+
+    def cells(key: str) -> dict[str, str]:
+        return harness.evaluate(
+            """(key) => Object.fromEntries([...document.querySelectorAll(`.hl-tr[data-key='${key}'] .hl-td`)]
+                 .map((td) => [td.dataset.col, td.textContent]))""",
+            key,
+        )
+
+    assert cells("1") == {
+        "id": "1",
+        "price": "19.9",
+        "at": "2024-05-01 12:30:00.000001Z",
+        "nums": "[1,2,3]",
+        "tags": '["a","b c"]',
+        "doc": '{"k":[1,{"x":null}],"s":"é"}',
+        "day": "2024-02-29",
+    }
+    assert cells("2") == {
+        "id": "2",
+        "price": "12345678901234567890.05",
+        "at": "null",
+        "nums": "[]",
+        "tags": '[null,"\\"q\\""]',
+        "doc": f"[true,{2**62 + 1}]",
+        "day": "null",
+    }
+    # decimals sort by value, not as text
+    harness.click(".hl-th[data-col='price']")
+    harness.wait_for_selector(".hl-table[data-sort='price:asc']")
+    assert rig.row_keys() == ["1", "2"]
+    harness.click(".hl-th[data-col='price']")
+    harness.wait_for_selector(".hl-table[data-sort='price:desc']")
+    assert rig.row_keys() == ["2", "1"]
+    kinds = {c[0]: c[2] for c in rig.widget.columns}
+    assert kinds == {
+        "id": "int",
+        "price": "decimal",
+        "at": "timestamptz",
+        "nums": "list",
+        "tags": "list",
+        "doc": "json",
+        "day": "date",
+    }
 
 
 def test_table_status_line_shows_the_reason(harness, monkeypatch):
@@ -382,7 +504,7 @@ def test_table_cleanup_says_bye_and_detaches(harness, monkeypatch):
 
 
 def test_bundled_esm_loads_from_a_blob_like_anywidget_does(harness):
-    for name in ("live_table.js", "presence_roster.js", "status_timeline.js"):
+    for name in ("live_table.js", "presence_roster.js", "status_timeline.js", "inspector.js"):
         src = _assets.esm(name)
         assert "import {" not in src
         kind = harness.evaluate(

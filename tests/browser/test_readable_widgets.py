@@ -7,8 +7,13 @@ bounding boxes, not from class names.
 
 from __future__ import annotations
 
+import ast
 import base64
+import json
+import shutil
+import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +42,7 @@ USERS = (ALICE, BOB, CAROL)
 TRAITS = ("title", "columns", "key_columns", "height", "paused", "pending", "counters", "rate")
 TRAITS += ("rate_history", "status", "reason", "mode", "names")
 BOX = ".hl-table .hl-tscroll"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def row(i: int, **over: Any) -> dict[str, Any]:
@@ -171,6 +177,10 @@ def test_all_nine_columns_are_reachable_and_the_header_sticks(harness, monkeypat
         return +rows[0].dataset.index; }"""
     )
     assert 20 <= top_row <= 25  # 600 px down at 26 px a row: row ~22 is right under the header
+    # the keyboard scrolls it too: focus the box, End goes to the last rows
+    harness.focus(BOX)
+    harness.keyboard.press("End")
+    harness.wait_for_selector(".hl-tr[data-index='59']")
     harness.screenshot(path=artifacts / "readable-table-scrolled.png")
 
 
@@ -256,7 +266,213 @@ def test_user_ids_show_display_names_with_the_id_on_hover(harness, monkeypatch):
     harness.wait_for_selector(".hl-table[data-nshown='1']")
     harness.fill(".hl-search", "")
     harness.wait_for_selector(".hl-table[data-nshown='3']")
+    # sorting the column orders rows by the names shown (ids without a name keep their own value)
+    harness.click(".hl-th[data-col='user_id']")
+    harness.wait_for_selector(".hl-table[data-sort='user_id:asc']")
+    order = harness.evaluate(
+        """() => [...document.querySelectorAll(".hl-tr")].sort((a, b) => +a.dataset.index - +b.dataset.index)
+        .map((r) => r.querySelector(".hl-td[data-col='user_id']").textContent)"""
+    )
+    # Carol has no name: her id ("0000…") sorts before the letters of the names
+    assert order == [f"…{str(CAROL)[-12:]}", "Alice Liddell", "Bob Builder"]
+    harness.click(".hl-th[data-col='user_id']")
+    harness.click(".hl-th[data-col='user_id']")
+    harness.wait_for_selector(".hl-table[data-sort='']")
     # names change live (a new profile): the cell follows
     rig.widget.names = {**names, str(CAROL): "Carol Danvers"}
     rig.sync()
     harness.wait_for_selector(f"{cell.format(2)}:text('Carol Danvers')")
+
+
+def test_a_narrow_table_fills_the_box_without_scrolling(harness, monkeypatch):
+    cols = (("channel_id", "int8"), ("user_id", "uuid"), ("started_at", "timestamptz"))
+    lf = LiveFrame(None, "typing_indicators", max_rows=None)
+    for i, u in enumerate(USERS):
+        new = {"channel_id": 1, "user_id": str(u), "started_at": row(i)["created_at"]}
+        lf.apply(make_change("INSERT", new, table="typing_indicators", columns=cols, pk_cols=("user_id",)))
+    rig = Rig(harness, monkeypatch, lf)
+    rig.sync()
+    harness.wait_for_selector(".hl-table[data-nrows='3'][data-ncols='3']")
+    sw, cw = harness.evaluate(
+        f"() => {{ const b = document.querySelector('{BOX}'); return [b.scrollWidth, b.clientWidth]; }}"
+    )
+    assert sw == cw  # nothing to scroll sideways
+    box = rig.box()
+    last = rig.box(".hl-th[data-col='started_at']")
+    assert box["right"] - last["right"] < 4  # the columns share the spare width: no blank strip
+    first = rig.box(".hl-th[data-col='channel_id']")
+    assert first["left"] - box["left"] < 4
+
+
+def test_an_empty_roster_on_an_unhealthy_channel_says_why(harness):
+    harness.evaluate(
+        """(state) => { window.fake = makeModel(state);
+        const el = document.getElementById('host');
+        window.cleanup = mods.roster.default.render({ model: fake.model, el }); }""",
+        {"users": [], "now_ms": 0, "title": "Lobby", "status": "disconnected", "reason": "not subscribed"},
+    )
+    harness.wait_for_selector(".hl-roster[data-status='disconnected'][data-reason='not subscribed']")
+    assert harness.locator(".hl-roster .hl-pill").inner_text() == "disconnected · not subscribed"
+    assert (
+        harness.locator(".hl-roster .hl-empty").inner_text()
+        == "no presence: the channel is disconnected (see above)"
+    )
+    # once the channel is live, an empty roster is an empty room
+    harness.evaluate("() => { fake.model.set('status', 'live'); fake.model.set('reason', ''); }")
+    harness.wait_for_selector(".hl-roster[data-status='live'][data-reason='']")
+    assert harness.locator(".hl-roster .hl-empty").inner_text() == "nobody here yet"
+    assert harness.locator(".hl-roster .hl-pill").inner_text() == "live"
+
+
+# ------------------------------------------------------------------ JupyterLab on the real stack
+
+NOTEBOOK = "readable_widgets.ipynb"
+OUT = ".jp-OutputArea-output"
+ROSTER = f"{OUT} .hl-roster"
+TYPING = (
+    'await rt.execute("insert into typing_indicators (channel_id, user_id, expires_at) values '
+    "(%s, %s, now() + interval '60 seconds') on conflict (channel_id, user_id) "
+    'do update set expires_at = excluded.expires_at", GENERAL, BOB)'
+)
+STOP_TYPING = 'await rt.execute("delete from typing_indicators where user_id = %s", BOB)'
+DF = (
+    "[[u, n, s, bool(t)] for u, n, s, t in "
+    "roster.df[['id', 'name', 'status', 'typing']].itertuples(index=False)]"
+)
+SHOWN = f"""() => [...document.querySelectorAll("{ROSTER} .hl-user")].map((li) => [li.dataset.user,
+  li.querySelector(".hl-name").textContent, li.dataset.status, li.dataset.typing === "true"])"""
+
+
+def kernel_json(lp: Any, expr: str) -> Any:
+    """The value of a Python expression in the notebook's kernel, through JSON."""
+    out = lp.kernel(f"import json as _json\n_json.dumps({expr})")
+    assert out is not None, expr
+    return json.loads(ast.literal_eval(out))
+
+
+def roster_agrees(lp: Any, timeout: float = 15.0) -> list[list[Any]]:
+    """What the roster shows (users in order, name, status, typing) equals roster.df; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = lp.page.evaluate(SHOWN)
+        df = kernel_json(lp, DF)
+        if shown == df:
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the roster shows {shown}\nbut roster.df has {df}")
+        lp.page.wait_for_timeout(200)
+
+
+@pytest.mark.slow
+def test_roster_names_and_status_line_on_the_real_stack(lab_page, artifacts, request):
+    lp = lab_page
+    page = lp.page
+    lp.open(NOTEBOOK, request.node.name)
+    lp.run_all()
+    try:
+        bob = str(BOB)
+        user = f"{ROSTER} .hl-user[data-user='{bob}']"
+        page.wait_for_selector(f"{ROSTER}[data-status='live']", timeout=120_000)
+        page.wait_for_selector(f"{user}[data-status='online']", timeout=30_000)
+        names = kernel_json(lp, "names")
+        assert page.locator(f"{user} .hl-name").text_content() == names[bob]
+        assert page.locator(f"{user} .hl-name").get_attribute("title") == bob
+        assert page.locator(f"{ROSTER} .hl-pill").text_content() == "live"
+        roster_agrees(lp)
+
+        # a real typing_indicators insert: the roster says "typing…" and roster.df agrees
+        lp.kernel(TYPING)
+        page.wait_for_selector(f"{user}[data-typing='true']", timeout=30_000)
+        assert page.locator(f"{user} .hl-typing").text_content() == "typing…"
+        assert [bob, names[bob], "online", True] in roster_agrees(lp)
+        page.locator(".hl-roster").first.screenshot(path=artifacts / "readable-roster-typing.png")
+        # a presence update from Bob's own client, then the typing row goes away
+        lp.kernel("await bob.set_status('away')")
+        page.wait_for_selector(f"{user}[data-status='away'][data-typing='true']", timeout=30_000)
+        lp.kernel(STOP_TYPING)
+        page.wait_for_selector(f"{user}[data-status='away'][data-typing='false']", timeout=30_000)
+        assert page.locator(f"{user} .hl-typing").count() == 0
+        assert [bob, names[bob], "away", False] in roster_agrees(lp)
+
+        # the live table: user ids as display names, the id on hover
+        table = f"{OUT} .hl-table[data-status='connected']"
+        page.wait_for_selector(f"{table} .hl-td[data-col='user_id']")
+        ids = kernel_json(lp, "[str(u) for u in lf.df['user_id']]")
+        assert ids
+        cells = page.locator(f"{table} .hl-td[data-col='user_id']")
+        shown = cells.evaluate_all("els => els.map((e) => [e.textContent, e.dataset.full])")
+        assert shown
+        assert all(text == names[full] for text, full in shown)
+        assert {full for _, full in shown} <= set(ids)
+        # in Lab's output area too, the last of the 9 columns is reached by scrolling the box
+        box = f"{table} .hl-tscroll"
+        page.locator(box).evaluate("b => { b.scrollLeft = b.scrollWidth; }")
+        reached = page.locator(box).evaluate(
+            """b => { const r = b.getBoundingClientRect();
+            const t = b.querySelector(".hl-th[data-col='reply_to']").getBoundingClientRect();
+            return t.left >= r.left - 1 && t.right <= r.left + b.clientWidth + 1; }"""
+        )
+        assert reached
+        page.locator(table).screenshot(path=artifacts / "readable-lab-table.png")
+
+        # a refused URL: the table's status line says so within seconds, with the reason
+        bad = f"{OUT} .hl-table[data-status='reconnecting']"
+        page.wait_for_selector(f"{bad}:not([data-reason=''])", timeout=30_000)
+        pill = page.locator(f"{bad} .hl-pill").text_content()
+        assert pill.startswith("reconnecting · ")
+        assert "refused" in pill.lower()
+        page.locator(bad).screenshot(path=artifacts / "readable-refused.png")
+        # the timeline of that manager: the worst channel, named, and why
+        channel = lp.kernel("bad_lf.name").strip("'")
+        timeline = f"{OUT} .hl-timeline[data-status='reconnecting']"
+        page.wait_for_selector(f"{timeline}:not([data-reason=''])", timeout=30_000)
+        line = page.locator(f"{timeline} .hl-pill").text_content() or ""
+        assert line.startswith(f"reconnecting · {channel}: ")
+        assert "refused" in line.lower()
+        page.locator(timeline).screenshot(path=artifacts / "readable-refused-timeline.png")
+    except Exception:
+        page.screenshot(path=artifacts / "readable-lab-failure.png", full_page=True)
+        roots = page.evaluate("() => [...document.querySelectorAll('.hl-root')].map((e) => ({...e.dataset}))")
+        print(f"widget roots: {roots}")
+        raise
+    finally:
+        lp.kernel(
+            "for _m in ('bad', 'bob_mgr', 'mgr'):\n"
+            "    if _m in globals(): await globals()[_m].cleanup()\n"
+            "if 'rt' in globals(): rt.stop()",
+            check=False,
+        )
+
+
+@pytest.mark.slow
+def test_notebook_02_roster_shows_the_simulated_users_typing(lab_page, artifacts, request):
+    """The demo notebook as a user runs it: its simulated colleagues type, the roster says so."""
+    lp = lab_page
+    page = lp.page
+    shutil.copy(ROOT / "notebooks" / "02_presence_and_typing.ipynb", lp.root / "demo_02.ipynb")
+    lp.open("demo_02.ipynb", request.node.name)
+    lp.run_all()
+    try:
+        typing = f"{ROSTER} .hl-user[data-typing='true']"
+        page.wait_for_selector(typing, timeout=180_000)
+        assert page.locator(f"{typing} .hl-typing").first.text_content() == "typing…"
+        lp.kernel(
+            "import gc as _gc\n"
+            "from harmony_lab import PresenceRosterWidget as _R\n"
+            "roster = next(o for o in _gc.get_objects() if isinstance(o, _R) and not o._closed)"
+        )
+        shown = roster_agrees(lp, timeout=30)
+        names = kernel_json(lp, "names")
+        assert all(name == names.get(uid, name) for uid, name, _, _ in shown)  # display names
+        page.locator(".hl-roster").first.screenshot(path=artifacts / "readable-02-roster.png")
+    except Exception:
+        page.screenshot(path=artifacts / "readable-02-failure.png", full_page=True)
+        raise
+    finally:
+        lp.kernel(
+            "if 'me_manager' in globals(): await me_manager.cleanup()\n"
+            "if 'bob_manager' in globals(): await bob_manager.cleanup()\n"
+            "if 'sim' in globals(): await sim.stop()\n"
+            "if 'rt' in globals() and callable(getattr(rt, 'stop', None)): rt.stop()",
+            check=False,
+        )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from decimal import Decimal
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from harmony_lab.frames._dtypes import Kind, kind_of, to_arrow, to_pandas, to_wire, wire_type
+from harmony_lab.frames._dtypes import Kind, kind_of, native_field, to_arrow, to_native, to_pandas
 
 
 @pytest.mark.parametrize(
@@ -118,33 +119,58 @@ def test_arrow_types():
 
 
 @pytest.mark.parametrize(
-    ("pg", "wire", "arrow"),
+    ("pg", "values", "arrow"),
     [
-        ("int4", "int", pa.int64()),
-        ("numeric", "float", pa.float64()),
-        ("bool", "bool", pa.bool_()),
-        ("timestamptz", "timestamptz", pa.timestamp("us", tz="UTC")),
-        ("timestamp", "timestamp", pa.timestamp("us")),
-        ("date", "text", pa.string()),
-        ("jsonb", "text", pa.string()),
-        ("_text", "text", pa.string()),
-        ("uuid", "text", pa.string()),
-        (None, "text", pa.string()),
+        ("int4", [1, None], pa.int64()),
+        ("float8", [1.5], pa.float64()),
+        ("numeric", [1.5, 12, None], pa.decimal128(38, 1)),
+        ("bool", [True], pa.bool_()),
+        ("timestamptz", ["2024-01-01T00:00:00Z"], pa.timestamp("us", tz="UTC")),
+        ("timestamp", ["2024-01-01T00:00:00"], pa.timestamp("us")),
+        ("date", ["2024-01-02"], pa.date32()),
+        ("jsonb", [{"a": 1}], pa.string()),
+        ("_int4", [[1, None], None], pa.list_(pa.int64())),
+        ("_text", [["a", "b"]], pa.list_(pa.string())),
+        ("uuid", ["x"], pa.string()),
+        (None, ["x"], pa.string()),
     ],
 )
-def test_wire_types_are_the_few_the_browser_decodes(pg, wire, arrow):
-    sample = {
-        "int": [1],
-        "float": [1.5],
-        "bool": [True],
-        "timestamptz": ["2024-01-01T00:00:00Z"],
-        "timestamp": ["2024-01-01T00:00:00"],
-    }.get(wire, ["x"])
-    assert wire_type(pg) == wire
-    assert to_wire(sample, pg).type == arrow
+def test_native_types_keep_what_postgres_sent(pg, values, arrow):
+    assert to_native(values, pg).type == arrow
 
 
-def test_wire_text_of_json_and_dates():
-    assert to_wire([{"b": 1}, None], "jsonb").to_pylist() == ['{"b":1}', None]
-    assert to_wire(["2024-01-02"], "date").to_pylist() == ["2024-01-02"]
-    assert to_wire([["a", "b"]], "_text").to_pylist() == ['["a","b"]']
+def test_numeric_is_exact():
+    from harmony_lab.capture._convert import ExactNumeric
+
+    big = ExactNumeric(Decimal("12345678901234567890.123456789"))
+    arr = to_native([Decimal("19.90"), 0.1, 3, big, None], "numeric")
+    assert arr.type == pa.decimal128(38, 9)
+    assert arr.to_pylist() == [
+        Decimal("19.900000000"),
+        Decimal("0.100000000"),
+        Decimal("3.000000000"),
+        Decimal("12345678901234567890.123456789"),
+        None,
+    ]
+
+
+@pytest.mark.parametrize("odd", ["NaN", "Infinity", 1e300, Decimal("1" * 40), "oops"])
+def test_numeric_a_decimal_cannot_hold_becomes_exact_text(odd):
+    arr = to_native([Decimal("1.25"), odd, None], "numeric")
+    assert arr.type == pa.string()
+    got = arr.to_pylist()
+    assert got[0] == "1.25"
+    assert got[2] is None
+    want = odd if isinstance(odd, str) else format(Decimal(repr(odd)) if isinstance(odd, float) else odd, "f")
+    assert got[1] == want
+
+
+def test_json_text_is_marked_for_the_browser():
+    arr = to_native([{"b": 1}, None], "jsonb")
+    assert arr.to_pylist() == ['{"b":1}', None]
+    field = native_field("doc", "jsonb", arr)
+    assert field.metadata[b"ARROW:extension:name"] == b"arrow.json"
+    nested = to_native([[[1], [2]]], "_int4")  # 2-D arrays fall back to JSON text
+    assert native_field("m", "_int4", nested).metadata[b"ARROW:extension:name"] == b"arrow.json"
+    assert native_field("t", "text", to_native(["x"], "text")).metadata is None
+    assert native_field("l", "_int4", to_native([[1]], "_int4")).metadata is None

@@ -11,7 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harmony_lab.recording._codec import SCHEMA, decode_json, encode_json
+from harmony_lab.recording._codec import SCHEMA, decode_json, encode_json, json_array
 
 scalars = (
     st.none()
@@ -97,3 +97,34 @@ def test_schema_is_one_for_every_kind():
     assert SCHEMA.names[:6] == ["session_id", "seq", "received_at", "received_mono_ns", "kind", "channel"]
     assert str(SCHEMA.field("received_at").type) == "timestamp[us, tz=UTC]"
     assert SCHEMA.metadata[b"harmony_lab.recording.format"] == b"1"
+
+
+json_native = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from('",[]{}\\\n\t\x00'), max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(json_native, max_size=30))
+def test_a_batch_encoded_in_one_call_holds_each_values_json(batch):
+    """The column cut out of one encoded array parses back to each value, with nulls where None was."""
+    arr = json_array(batch)
+    arr.validate(full=True)
+    assert len(arr) == len(batch)
+    assert arr.null_count == sum(v is None for v in batch)
+    for text, value in zip(arr.to_pylist(), batch, strict=True):
+        if value is None:
+            assert text is None
+        else:
+            assert json.loads(text) == value
+
+
+def test_a_batch_orjson_refuses_falls_back_to_the_standard_library():
+    batch = [{"big": 2**80}, None, [1, 2]]
+    assert json_array(batch).to_pylist() == ['{"big":1208925819614629174706176}', None, "[1,2]"]

@@ -11,10 +11,11 @@ def test_recording_exports():
     assert set(harmony_lab.recording.__all__) == {
         "CorruptPartWarning",
         "Recorder",
+        "connect_recording",
         "read_recording",
         "replay",
     }
-    for name in ("Recorder", "read_recording", "replay"):
+    for name in ("Recorder", "connect_recording", "read_recording", "replay"):
         assert getattr(harmony_lab, name) is getattr(harmony_lab.recording, name)
     assert issubclass(harmony_lab.recording.CorruptPartWarning, UserWarning)
 

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import anywidget
@@ -107,3 +108,25 @@ def test_hot_reload_serves_paths_that_anywidget_watches(tmp_path, monkeypatch):
         Reloading._esm.stop_thread()
     monkeypatch.delenv("ANYWIDGET_HMR")
     assert isinstance(_assets.esm("live_table.js"), str)
+
+
+def test_hot_reload_reaches_the_real_widget_classes():
+    # a kernel started with ANYWIDGET_HMR=1: every widget class watches its built bundle
+    code = (
+        "import harmony_lab.widgets as w, harmony_lab.inspector as i\n"
+        "for cls in (w.LiveTableWidget, w.PresenceRosterWidget, w.StatusTimelineWidget, i.Inspector):\n"
+        "    esm = cls._esm\n"
+        "    print(cls.__name__, type(esm).__name__, esm._path.name, esm._background_thread is not None)\n"
+        "    esm.stop_thread()\n"
+    )
+    env = {**os.environ, "ANYWIDGET_HMR": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:4] == [
+        "LiveTableWidget FileContents live_table.js True",
+        "PresenceRosterWidget FileContents presence_roster.js True",
+        "StatusTimelineWidget FileContents status_timeline.js True",
+        "Inspector FileContents inspector.js True",
+    ]

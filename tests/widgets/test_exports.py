@@ -7,9 +7,11 @@ import harmony_lab.frames
 import harmony_lab.widgets
 
 
-def test_frames_exports_exactly_live_frame():
-    assert harmony_lab.frames.__all__ == ["LiveFrame"]
+def test_frames_exports_exactly_live_frame_and_frame_change():
+    assert harmony_lab.frames.__all__ == ["FrameChange", "LiveFrame"]
     assert harmony_lab.LiveFrame is harmony_lab.frames.LiveFrame
+    # what on_change callbacks receive, importable for annotations and isinstance checks
+    assert harmony_lab.FrameChange is harmony_lab.frames.FrameChange
 
 
 def test_widgets_export_exactly_the_widget_types_and_dashboard():
