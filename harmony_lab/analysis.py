@@ -1,6 +1,8 @@
 """Analyse recorded Realtime streams: rates, commit→receive lag, presence sessions, status time, gaps.
 
-Pass the DataFrame from :func:`harmony_lab.read_recording`::
+Pass the DataFrame from :func:`harmony_lab.read_recording`, or, for recordings larger than memory,
+the recording path (or a DuckDB relation from :func:`harmony_lab.connect_recording`): the work then
+runs in DuckDB and only the small result comes back::
 
     from harmony_lab import read_recording
     from harmony_lab import analysis
@@ -8,6 +10,7 @@ Pass the DataFrame from :func:`harmony_lab.read_recording`::
     df = read_recording("recordings/today")
     analysis.lag_summary(df)
     analysis.plot_status_timeline(df)
+    analysis.lag_summary("recordings/today")     # the same answer, out of core
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,12 @@ class _Part:
     rows: int = 0
     published_rows: int = 0
     published: PublishedStats = field(default_factory=PublishedStats)
+    day_start: datetime = field(init=False)
+    day_end: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.day_start = datetime(self.day.year, self.day.month, self.day.day, tzinfo=UTC)
+        self.day_end = self.day_start + timedelta(days=1)
 
 
 def _stats_of(table: pa.Table, nbytes: int) -> PublishedStats:
@@ -269,17 +275,17 @@ class Writer:
                 )
 
     def _append(self, ev: RealtimeEvent) -> None:
-        day = ev.received_at.astimezone(UTC).date()
         part = self.parts.get(ev.channel)
-        if part is not None and part.day != day:
-            self._close_part(part)
-            part = None
-        if part is None:
-            part = self._open_part(ev.channel, day, ev.seq)
-        part.buffer.append(ev)
+        # the UTC day is checked against the open part's bounds: no conversion per event
+        if part is None or not part.day_start <= ev.received_at < part.day_end:
+            if part is not None:
+                self._close_part(part)
+            part = self._open_part(ev.channel, ev.received_at.astimezone(UTC).date(), ev.seq)
+        buffer = part.buffer
+        buffer.events.append(ev)
         part.rows += 1
-        if part.buffer.rows >= BATCH_ROWS:
-            part.batches.append(part.buffer.to_batch(self.session_id))
+        if len(buffer.events) >= BATCH_ROWS:
+            part.batches.append(buffer.to_batch(self.session_id))
         if part.rows >= self.rec.rotate_rows:
             self._close_part(part)
 

@@ -198,7 +198,7 @@ async def listening(srv: Any, topic: str) -> AsyncIterator[Any]:
         yield c
 
 
-async def test_an_oversized_rest_payload_is_refused_with_413(make_server):
+async def test_an_oversized_rest_payload_is_refused_with_supabases_422(make_server):
     limit = 1000
     async with (
         make_server(limits=ServerLimits(max_broadcast_bytes=limit)) as srv,
@@ -211,15 +211,15 @@ async def test_an_oversized_rest_payload_is_refused_with_413(make_server):
             assert ok.status_code == 202, ok.text
             over = {"x": "a" * limit}
             single = await http.post("/realtime/v1/api/broadcast/room/events/e", json=over, headers=headers)
-            assert single.status_code == 413, single.text
-            assert single.json()["message"] == "Payload size exceeds tenant limit"
+            assert single.status_code == 422, single.text
+            assert single.json()["errors"] == {"payload": ["Payload size exceeds tenant limit"]}
             assert f"the limit is {limit} bytes" in single.json()["error"]
             binary = await http.post(
                 "/realtime/v1/api/broadcast/room/events/e",
                 content=b"\0" * (limit + 1),
                 headers={**headers, "Content-Type": "application/octet-stream"},
             )
-            assert binary.status_code == 413, binary.text
+            assert binary.status_code == 422, binary.text
             batch = await http.post(
                 "/realtime/v1/api/broadcast",
                 json={"messages": [
@@ -228,7 +228,7 @@ async def test_an_oversized_rest_payload_is_refused_with_413(make_server):
                 ]},
                 headers=headers,
             )  # fmt: skip
-            assert batch.status_code == 413, batch.text
+            assert batch.status_code == 422, batch.text
             assert "messages[1]" in batch.json()["error"]
         await eventually(lambda: len(c.messages("broadcast")) == 1)
         await stays(lambda: len(c.messages("broadcast")), 1, for_s=0.3, what="nothing of a refused request")
