@@ -8,6 +8,10 @@ Rows (all in one run, on one LocalRealtime):
                                 as possible (multi-row INSERTs, every row a change)
 * ``fan-out S × N/s``         — S subscriptions (channels spread over 10 sockets) × N changes/s: messages/s
                                 delivered and p99 latency
+* ``heartbeat RTT``           — a canary client's heartbeat round trip while rows of 10 to 10 000 characters
+                                are inserted: first with no hostile subscribers (the baseline), then with
+                                subscribers whose filters are ``content=match.^(a+)+$`` and
+                                ``content=like.%a%a%a%a%a%a%b`` (p50/p99 per row length; goal p99 ≤ 50 ms)
 * ``Broadcast from Database`` beside ``Postgres Changes`` — the same 100 realtime-py subscribers (one
                                 socket each) of a row trigger's ``realtime.broadcast_changes`` topic, or of
                                 the table's postgres_changes: commit → callback p50/p99 at a paced rate,
@@ -225,6 +229,120 @@ async def run(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+HOSTILE_FILTERS = ("content=match.^(a+)+$", "content=like.%a%a%a%a%a%a%b")
+HEARTBEAT_GOAL_MS = 50.0
+
+
+async def _canary(ws_url: str, key: str, stop: asyncio.Event, out: list[tuple[float, float]]) -> None:
+    """Send a heartbeat every 20 ms and record (sent at, round trip in ms) until ``stop``."""
+    import websockets
+
+    async with websockets.connect(f"{ws_url}/websocket?apikey={key}&vsn=1.0.0") as ws:
+        ref = 0
+        while not stop.is_set():
+            ref += 1
+            sent = time.perf_counter()
+            await ws.send(f'{{"topic":"phoenix","event":"heartbeat","payload":{{}},"ref":"{ref}"}}')
+            while True:
+                frame = await asyncio.wait_for(ws.recv(), 30)
+                if f'"ref":"{ref}"' in frame:
+                    break
+            out.append((sent, (time.perf_counter() - sent) * 1000))
+            await asyncio.sleep(0.02)
+
+
+async def heartbeat_under_hostile_filters(quick: bool) -> list[dict[str, Any]]:
+    """Heartbeat round trips while long rows are inserted, without and then with hostile subscribers.
+
+    Every row is ``a`` repeated and one ``!``: the worst case for both patterns (neither matches, and a
+    backtracking matcher tries every way to split the run of ``a``). The subscribers see the rows
+    (Alice, channel general), so each insert is filtered for each of them.
+    """
+    from realtime import AsyncRealtimeClient
+
+    from harmony_lab.local.schema import ALICE, GENERAL
+    from harmony_lab.local.stack import LocalRealtime
+
+    lengths = (10, 100, 1_000, 10_000)
+    per_length = 10 if quick else 50
+    rate = 20.0  # rows per second
+    per_filter = 2 if quick else 5
+    rows: list[dict[str, Any]] = []
+    async with LocalRealtime() as rt:
+        clients: list[Any] = []
+
+        async def one_pass(label: str) -> None:
+            samples: list[tuple[float, float]] = []
+            windows: list[tuple[int, float, float]] = []
+            stop = asyncio.Event()
+            checks_before = rt.hub.stats.get("sql_filter_checks", 0) if rt.hub is not None else 0
+            canary = asyncio.create_task(_canary(rt.ws_url, rt.anon_key, stop, samples))
+            await asyncio.sleep(0.2)
+            for n in lengths:
+                content = "a" * (n - 1) + "!"
+                start = time.perf_counter()
+                for i in range(per_length):
+                    delay = start + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await rt.execute(
+                        "insert into public.messages (channel_id, user_id, content) values (%s, %s, %s)",
+                        GENERAL, ALICE, content,
+                    )  # fmt: skip
+                await asyncio.sleep(0.5)  # the last rows' fan-out happens inside this row length's window
+                windows.append((n, start, time.perf_counter()))
+            stop.set()
+            await canary
+            checks = (rt.hub.stats.get("sql_filter_checks", 0) if rt.hub is not None else 0) - checks_before
+            for n, t0, t1 in windows:
+                rtt = [ms for sent, ms in samples if t0 <= sent < t1]
+                p99 = pct(rtt, 0.99)
+                rows.append(
+                    {
+                        "metric": f"heartbeat RTT, {label}, rows of {n:,} chars",
+                        "n": len(rtt),
+                        "p50_ms": round(statistics.median(rtt), 2) if rtt else None,
+                        "p99_ms": round(p99, 2),
+                        "max_ms": round(max(rtt), 2) if rtt else None,
+                        "goal_p99_ms": HEARTBEAT_GOAL_MS,
+                        "meets_goal": p99 <= HEARTBEAT_GOAL_MS,
+                        "sql_filter_checks": checks if n == lengths[-1] else None,
+                    }
+                )
+
+        await one_pass("baseline (no hostile subscribers)")
+        systems: list[Any] = []
+        subscribed = asyncio.Event()
+
+        def on_system(payload: Any) -> None:
+            systems.append(payload)
+            if len(systems) == per_filter * len(HOSTILE_FILTERS):
+                subscribed.set()
+
+        try:
+            for f in HOSTILE_FILTERS:
+                for _ in range(per_filter):
+                    client = AsyncRealtimeClient(rt.ws_url, token=rt.anon_key, auto_reconnect=False)
+                    await client.connect()
+                    clients.append(client)
+                    await client.set_auth(rt.token_for(str(ALICE)))
+                    ch = client.channel(f"hostile-{len(clients)}")
+                    ch.on_postgres_changes(
+                        "INSERT", schema="public", table="messages", filter=f, callback=lambda _p: None
+                    )
+                    ch.on_system(on_system)
+                    await ch.subscribe()
+            await asyncio.wait_for(subscribed.wait(), 30)
+            refused = [s for s in systems if getattr(s, "status", "ok") != "ok"]
+            if refused:
+                raise RuntimeError(f"hostile subscriptions were refused: {refused}")
+            await one_pass(f"{len(clients)} hostile subscribers")
+        finally:
+            for client in clients:
+                await client.close()
+    return rows
+
+
 # -- Broadcast from Database beside Postgres Changes ---------------------------------------------
 
 BFD_SQL = """
@@ -418,6 +536,7 @@ def capture_floor(quick: bool) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     quick = parse_quick(__doc__, argv)
     rows = asyncio.run(run(quick))
+    rows += asyncio.run(heartbeat_under_hostile_filters(quick))
     rows += asyncio.run(run_bfd(quick))
     rows += capture_floor(quick)
     print_table(rows)

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "StatusTimelineWidget": "harmony_lab.widgets",
     "dashboard": "harmony_lab.widgets",
     "Dashboard": "harmony_lab.widgets",
+    "Player": "harmony_lab.widgets",
     "Inspector": "harmony_lab.inspector",
     # recordings
     "Recorder": "harmony_lab.recording",
@@ -56,6 +57,7 @@ __all__ = [
     "LiveTableWidget",
     "LocalPostgres",
     "LocalRealtime",
+    "Player",
     "PresenceRosterWidget",
     "PresenceStatus",
     "RealtimeConnectionManager",
@@ -82,6 +84,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from harmony_lab.widgets import (
         Dashboard,
         LiveTableWidget,
+        Player,
         PresenceRosterWidget,
         StatusTimelineWidget,
         dashboard,

@@ -24,6 +24,7 @@ EXPECTED = {
     "LiveTableWidget",
     "PresenceRosterWidget",
     "StatusTimelineWidget",
+    "Player",
     "dashboard",
     "Inspector",
     "Recorder",

@@ -23,6 +23,7 @@ from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.filters import Condition, Filter
 from harmony_lab.frames import _broadcast, _dtypes
+from harmony_lab.frames._at import frame_at
 from harmony_lab.frames._filter import RowFilter, compile_filter
 from harmony_lab.frames._rate import RateMeter
 
@@ -171,6 +172,8 @@ class LiveFrame:
 
     Apply events on the event loop's thread (callbacks and widgets assume it).
     """
+
+    at = classmethod(frame_at)  # LiveFrame.at(recording, table, instant): the table as it was then
 
     @strict_kwargs
     def __init__(

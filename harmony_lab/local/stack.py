@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from harmony_lab._aio import close_loop
 from harmony_lab.server._auth import make_token
+from harmony_lab.server._authz import Authorizer
 from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._server import RealtimeServer
 
@@ -46,7 +47,8 @@ class LocalRealtime:
     ``port=None`` picks a free port; ``jwt_secret=None`` generates one; ``limits`` are the server's
     :class:`~harmony_lab.server.ServerLimits`; ``seed`` loads the Harmony demo data; ``postgres`` reuses a
     running :class:`~harmony_lab.local.LocalPostgres` (not stopped by us) instead of starting one in
-    ``data_dir``.
+    ``data_dir``. ``private_only=True`` admits private channels only, like turning "Allow public access"
+    off in a Supabase project's Realtime settings (public joins are refused with ``PrivateOnly``).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class LocalRealtime:
         limits: ServerLimits | None = None,
         seed: bool = True,
         postgres: LocalPostgres | None = None,
+        private_only: bool = False,
     ) -> None:
         if limits is not None and not isinstance(limits, ServerLimits):
             raise TypeError(f"limits must be a harmony_lab.server.ServerLimits; got {type(limits).__name__}")
@@ -66,6 +69,9 @@ class LocalRealtime:
             isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536
         ):
             raise ValueError(f"port must be an integer 0-65535 or None; got {port!r}")
+        if not isinstance(private_only, bool):
+            raise TypeError(f"private_only must be True or False; got {private_only!r}")
+        self.private_only = private_only
         self._data_dir = data_dir
         self._port = port or 0
         self.host = host
@@ -83,6 +89,7 @@ class LocalRealtime:
             {"iss": "harmony-lab", "role": "service_role", "iat": now, "exp": now + _KEY_LIFETIME_S},
         )
         self.hub: Any = None
+        self._authorizer: Authorizer | None = None
         self._server: RealtimeServer | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -195,9 +202,11 @@ class LocalRealtime:
             dsn = self._postgres.dsn
             await self._apply_schema(dsn)
             self.hub = await self._start_hub(dsn)
+            self._authorizer = Authorizer(dsn)
             self._server = RealtimeServer(
-                jwt_secret=self.jwt_secret, host=self.host, port=self._port, limits=self.limits, hub=self.hub
-            )
+                jwt_secret=self.jwt_secret, host=self.host, port=self._port, limits=self.limits, hub=self.hub,
+                authorizer=self._authorizer, private_only=self.private_only,
+            )  # fmt: skip
             await self._server.start()
         except BaseException:
             await self._astop()
@@ -242,6 +251,12 @@ class LocalRealtime:
                 await hub.close()
             except Exception:
                 logger.exception("stopping the postgres_changes hub failed")
+        authorizer, self._authorizer = self._authorizer, None
+        if authorizer is not None:
+            try:
+                await authorizer.close()
+            except Exception:
+                logger.exception("closing the Realtime Authorization connections failed")
         if self._own_postgres and self._postgres is not None:
             pg = self._postgres
             try:

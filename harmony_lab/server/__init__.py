@@ -13,10 +13,11 @@ Deliberate differences from Supabase's server (all for the official clients' sak
 * Connect and join errors are answered at once (the real server waits 2 s / 5 s);
   ``ServerLimits.connect_error_delay_s`` / ``join_error_delay_s`` restore the delays.
 * Rate limits count client pushes per socket over ``ServerLimits.rate_window_s``; the real server
-  counts per tenant and also counts every message it delivers (postgres_changes included).
-* Private channels (``config.private``) are kept apart from public ones of the same name but are not
-  authorised through ``realtime.messages`` policies: every valid token may join them; ``replay`` on a
-  private channel is accepted and replays nothing.
+  counts per tenant and also counts every message it delivers (postgres_changes included). REST
+  broadcast messages are counted server-wide, on their own (``max_rest_events_per_second``).
+* Topics are capped at ``max_topic_bytes`` (Supabase documents no limit).
+* Private channels (``config.private``) are authorised through ``realtime.messages`` policies as on
+  Supabase (``docs/authorization.md``); ``replay`` on a private channel is accepted and replays nothing.
 * The ``payload_size_exceeded`` ack reply carries ``{"error": "payload_size_exceeded"}`` (an object, so
   realtime-py can parse it) rather than a bare string.
 * V1 frames larger than 1 MiB are never sent (realtime-py would drop its connection); they are logged.

@@ -252,6 +252,7 @@ class HttpAwareConnection(ServerConnection):
         self.http_method = method
         self.http_body = bytes(buf[:length])
         self._pass(head)
+        self._discard = True  # bytes past the declared body are not read: one request per connection
 
     def _read_head(self, raw: bytes, head_len: int) -> bool:
         """Check a complete request head; True when its body is to be read next."""

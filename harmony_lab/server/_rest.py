@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -21,6 +20,7 @@ from typing import Any
 from websockets.http11 import Request, Response
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
+from harmony_lab.server._authz import Authorizer, rest_broadcast_allowed
 from harmony_lab.server._http import json_response, loads_strict
 from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._session import TOPIC_PREFIX, Registry, flexible_bool
@@ -96,8 +96,10 @@ class RestApi:
         faults: Faults,
         clock: Callable[[], float],
         stats: Callable[[], dict[str, Any]],
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.limits = limits
+        self.authorizer = authorizer
         self.verifier = verifier
         self.registry = registry
         self._sent = _EventWindow(limits.max_rest_events_per_second, limits.rate_window_s)
@@ -112,7 +114,7 @@ class RestApi:
             or bool(BROADCAST_EVENT.fullmatch(path)) or path.startswith("/admin/v1/")
         )  # fmt: skip
 
-    def answer(
+    async def answer(
         self, method: str, path: str, query: dict[str, list[str]], request: Request, body: bytes
     ) -> Response:
         """The response to one HTTP request (``path`` without trailing slash, ``method`` upper case)."""
@@ -120,9 +122,9 @@ class RestApi:
             return json_response(204)
         if method == "POST":
             if path in BROADCAST_PATHS:
-                return self._batch_broadcast(request, body)
+                return await self._batch_broadcast(request, body)
             if m := BROADCAST_EVENT.fullmatch(path):
-                return self._single_broadcast(request, query, body, m.group(1), m.group(2))
+                return await self._single_broadcast(request, query, body, m.group(1), m.group(2))
             if m := ADMIN_FAULT.fullmatch(path):
                 return self._admin_fault(request, m.group(1), body)
         if method == "GET":
@@ -171,7 +173,7 @@ class RestApi:
 
     # -- REST broadcast ------------------------------------------------------------------------
 
-    def _batch_broadcast(self, request: Request, body: bytes) -> Response:
+    async def _batch_broadcast(self, request: Request, body: bytes) -> Response:
         claims, denied = self.token_claims(request)
         if denied is not None:
             return denied
@@ -196,9 +198,9 @@ class RestApi:
             messages.append(
                 RestMessage(m["topic"], m["event"], m.get("payload", {}), flexible_bool(m.get("private")))
             )
-        return self.broadcast(claims, messages)
+        return await self.broadcast(claims, messages)
 
-    def _single_broadcast(
+    async def _single_broadcast(
         self, request: Request, query: dict[str, list[str]], body: bytes, topic: str, event: str
     ) -> Response:
         claims, denied = self.token_claims(request)
@@ -209,21 +211,23 @@ class RestApi:
         private = (query.get("private") or ["false"])[0].lower() == "true"
         ctype = (request.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
         if ctype == "application/octet-stream":
-            return self.broadcast(claims, [RestMessage(topic, event, body, private, binary=True)])
+            return await self.broadcast(claims, [RestMessage(topic, event, body, private, binary=True)])
         try:
             payload = loads_strict(body or b"null")
         except ValueError:
             return json_response(
                 400, {"error": "body must be strict JSON (or application/octet-stream for binary)"}
             )
-        return self.broadcast(claims, [RestMessage(topic, event, payload, private)])
+        return await self.broadcast(claims, [RestMessage(topic, event, payload, private)])
 
-    def broadcast(self, claims: dict[str, Any], messages: list[RestMessage]) -> Response:
+    async def broadcast(self, claims: dict[str, Any], messages: list[RestMessage]) -> Response:
         """Check and deliver the messages of one REST broadcast request (sent by the holder of
         ``claims``); the response says whether they were accepted.
 
-        A message whose payload is over ``max_broadcast_bytes`` refuses the whole request (413); so
-        does going over ``max_rest_events_per_second`` (429, Supabase's texts).
+        A message whose payload is over ``max_broadcast_bytes`` refuses the whole request (422, as
+        Supabase: ``{"errors": {"payload": ["Payload size exceeds tenant limit"]}}``); so
+        does going over ``max_rest_events_per_second`` (429, Supabase's texts). Private messages go
+        only to topics the caller's role may write (Realtime Authorization); the others are dropped.
         """
         limit = self.limits.max_broadcast_bytes
         for i, m in enumerate(messages):
@@ -232,13 +236,22 @@ class RestApi:
                 where = f"messages[{i}]" if len(messages) > 1 else "the message"
                 text = "Payload size exceeds tenant limit"
                 detail = f"{where} has a {size}-byte payload; the limit is {limit} bytes"
-                return json_response(413, {"message": text, "error": f"{text}: {detail}"})
-        refusal = self._sent.take(len(messages), time.monotonic())
+                # Supabase answers 422 with its changeset errors; the detail is ours
+                return json_response(
+                    422, {"errors": {"payload": [text]}, "message": text, "error": f"{text}: {detail}"}
+                )
+        refusal = self._sent.take(len(messages), self.clock())
         if refusal is not None:
             self.registry.stats.rejected["rest broadcast 429"] += 1
             logger.info("REST broadcast of %d message(s) refused with 429: %s", len(messages), refusal)
             return json_response(429, {"message": refusal, "error": refusal})
-        for m in messages:
+        allowed = await rest_broadcast_allowed(
+            self.authorizer,
+            claims,
+            [{"topic": m.topic} for m in messages],
+            private=[m.private for m in messages],
+        )
+        for m in (m for m, ok in zip(messages, allowed, strict=True) if ok):
             full = TOPIC_PREFIX + m.topic
             if m.binary:
                 self.registry.broadcast_binary(full, m.event, m.payload, private=m.private)

@@ -20,6 +20,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
+from harmony_lab.server._authz import Authorizer
 from harmony_lab.server._codec import V1, VSNS
 from harmony_lab.server._http import HttpAwareConnection, HttpGate, json_response
 from harmony_lab.server._limits import ServerLimits
@@ -41,6 +42,8 @@ class RealtimeServer:
     ``jwt_secret`` verifies every token (HS256, ``role`` and ``exp`` required). ``hub`` is the
     postgres_changes engine (:class:`harmony_lab.server.changes.ChangesHub`, started by the caller);
     without one, joins with postgres_changes bindings get a ``system`` error and broadcast/presence work.
+    ``authorizer`` evaluates Realtime Authorization for private channels (without one, private joins
+    are refused); ``private_only=True`` refuses public channels, like turning "Allow public access" off.
     Runs on the event loop that calls :meth:`start`.
     """
 
@@ -53,6 +56,8 @@ class RealtimeServer:
         limits: ServerLimits | None = None,
         hub: Any = None,
         clock: Callable[[], float] = time.time,
+        authorizer: Authorizer | None = None,
+        private_only: bool = False,
     ) -> None:
         if not isinstance(jwt_secret, str) or not jwt_secret:
             raise ValueError(
@@ -66,6 +71,12 @@ class RealtimeServer:
         self.verifier = TokenVerifier(jwt_secret)
         self.hub = hub
         self.clock = clock
+        if authorizer is not None and not isinstance(authorizer, Authorizer):
+            raise TypeError(f"authorizer must be a harmony_lab.server._authz.Authorizer; got {authorizer!r}")
+        if not isinstance(private_only, bool):
+            raise TypeError(f"private_only must be True or False; got {private_only!r}")
+        self.authorizer = authorizer
+        self.private_only = private_only
         self.registry = Registry()
         if hub is not None and hasattr(hub, "attach_broadcasts"):
             hub.attach_broadcasts(self.registry.broadcast_from_db)  # Broadcast from Database
@@ -75,7 +86,7 @@ class RealtimeServer:
         )
         self._rest = RestApi(
             limits=self.limits, verifier=self.verifier, registry=self.registry, faults=self.faults,
-            clock=self.clock, stats=lambda: self.stats,
+            clock=self.clock, stats=lambda: self.stats, authorizer=authorizer,
         )  # fmt: skip
         self._gate = HttpGate(self.limits, self._rest.check_head, self.registry.stats.rejected)
         self._server: Server | None = None
@@ -275,7 +286,7 @@ class RealtimeServer:
         try:
             if method == "GET" and path in WEBSOCKET_PATHS:
                 return await self._handshake(conn, request, query)
-            return self._rest.answer(method, path, query, request, conn.http_body)
+            return await self._rest.answer(method, path, query, request, conn.http_body)
         except Exception:
             logger.exception("HTTP %s %s failed", method, request.path)
             return json_response(500, {"error": "internal server error; see the server log"})
@@ -340,6 +351,8 @@ class RealtimeServer:
             limits=self.limits,
             binding_id=getattr(hub, "binding_id", None) or default_binding_id,
             pg_available=hub is not None,
+            authorizer=self.authorizer,
+            private_only=self.private_only,
         )
         sock.session = session
         self._sockets[conn] = sock

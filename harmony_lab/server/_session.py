@@ -22,11 +22,12 @@ import os
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
+from harmony_lab.server._authz import Authorizer, AuthzError, Policies, no_longer_readable, unreadable
 from harmony_lab.server._codec import (
     ENCODING_BINARY,
     V1,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from harmony_lab.server._bfd import DbMessage
 
 __all__ = [
+    "Await",
     "Channel",
     "DeferredReply",
     "Disconnect",
@@ -127,7 +129,21 @@ class DeferredReply:
             self.session._close_push(self.superseded)
 
 
-Effect = PgSubscribe | PgUpdateClaims | PgUnsubscribe | Sleep | Disconnect | DeferredReply
+@dataclass(frozen=True, slots=True)
+class Await:
+    """Database work (Realtime Authorization): the glue awaits ``run()`` and performs the effects it
+    returns, before the next frame of the socket is read (so the socket's frames stay in order)."""
+
+    run: Callable[[], Awaitable[list[Effect]]]
+
+
+Effect = PgSubscribe | PgUpdateClaims | PgUnsubscribe | Sleep | Disconnect | DeferredReply | Await
+
+NO_DATABASE = (
+    "UnableToConnectToProject: Realtime was unable to connect to the project database: this server runs "
+    "without a database, so private channels (Realtime Authorization) cannot be authorised"
+)
+PRIVATE_ONLY = "PrivateOnly: This project only allows private channels"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +250,7 @@ class Registry:
         """Send ``message`` to every channel on ``scope`` but ``exclude``; returns how many got it."""
         n = 0
         for ch in tuple(self._topics.get(scope, ())):
-            if ch is exclude:
+            if ch is exclude or not ch.reads("broadcast"):
                 continue
             frame = message.frame(ch.session.vsn)
             if frame is not None and ch.session.emit(frame):
@@ -290,7 +306,7 @@ class Registry:
     def _presence_diff(self, scope: tuple[str, bool], joins: dict[str, Any], leaves: dict[str, Any]) -> None:
         message = Fanout(scope[0], "presence_diff", {"joins": joins, "leaves": leaves})
         for ch in tuple(self._topics.get(scope, ())):
-            if ch.presence_enabled:
+            if ch.presence_enabled and ch.reads("presence"):
                 ch.session.emit(message.frame(ch.session.vsn))
 
 
@@ -307,6 +323,7 @@ class Channel:
         "claims",
         "exp",
         "join_ref",
+        "policies",
         "presence_calls",
         "presence_enabled",
         "presence_key",
@@ -331,6 +348,15 @@ class Channel:
         self.token = ""
         self.exp: float | None = None
         self.presence_calls: RateWindow | None = None
+        # Realtime Authorization of a private channel (None on a public one): evaluated at join,
+        # writes on first use, all again when the token changes
+        self.policies: Policies | None = None
+
+    def reads(self, extension: str) -> bool:
+        """Whether this channel may receive ``extension`` (``broadcast`` / ``presence``) messages."""
+        if not self.private:
+            return True
+        return self.policies is not None and self.policies.get(extension, "read") is True
 
     @property
     def channel_name(self) -> str:
@@ -424,6 +450,8 @@ class Session:
         limits: ServerLimits | None = None,
         binding_id: Callable[[Mapping[str, Any]], int] = default_binding_id,
         pg_available: bool = True,
+        authorizer: Authorizer | None = None,
+        private_only: bool = False,
     ) -> None:
         if vsn not in (V1, V2):
             raise ValueError(f"vsn must be {V1!r} or {V2!r}; got {vsn!r}")
@@ -437,6 +465,8 @@ class Session:
         self.clock = clock
         self.binding_id = binding_id
         self.pg_available = pg_available
+        self.authorizer = authorizer
+        self.private_only = private_only
         self.channels: dict[str, Channel] = {}
         lim = self.limits
         self._joins = RateWindow.per_second(lim.max_joins_per_second, lim.rate_window_s)
@@ -598,6 +628,8 @@ class Session:
         broadcast = config.get("broadcast") if isinstance(config.get("broadcast"), dict) else {}
         presence = config.get("presence") if isinstance(config.get("presence"), dict) else {}
         private = flexible_bool(config.get("private"))
+        if self.private_only and not private:
+            return effects + self._join_error(msg, PRIVATE_ONLY, old)
         if isinstance(broadcast.get("replay"), dict) and not private:
             return effects + self._join_error(
                 msg, "UnableToReplayMessages: Replay is not allowed for public channels", old
@@ -629,7 +661,15 @@ class Session:
         ch.exp = float(claims["exp"])
         lim = self.limits
         ch.presence_calls = RateWindow(lim.max_presence_calls, lim.presence_window_s)
+        if private:
+            replay = isinstance(broadcast.get("replay"), dict)
+            return effects + self._authorize_join(ch, msg, old, replay)
+        return effects + self._admit(ch, msg, old)
 
+    def _admit(self, ch: Channel, msg: Inbound, old: Channel | None) -> list[Effect]:
+        """The join is allowed: register the channel, reply ok, start presence and postgres_changes."""
+        effects: list[Effect] = []
+        topic, bindings, claims = ch.topic, ch.bindings, ch.claims
         self.channels[topic] = ch
         self.registry.add(ch)
         self.registry.stats.joins += 1
@@ -641,7 +681,7 @@ class Session:
             # realtime-py routes by topic only and would close its *new* subscription —
             # that happens on every rejoin after a `system` error, e.g. a postgres_changes filter error.
             self._close_push(old)
-        if ch.presence_enabled:
+        if ch.presence_enabled and ch.reads("presence"):
             ch.push("presence_state", self.registry.presence_state(ch.scope))
         if bindings:
             if self.pg_available:
@@ -653,6 +693,105 @@ class Session:
                     "a postgres_changes hub (broadcast and presence only)",
                 )  # fmt: skip
         return effects
+
+    # -- Realtime Authorization (private channels) ----------------------------------------------
+
+    def _authorize_join(self, ch: Channel, msg: Inbound, old: Channel | None, replay: bool) -> list[Effect]:
+        """Admit a private join only if the token's role may read broadcast or presence of the topic."""
+        authorizer = self.authorizer
+        if authorizer is None:
+            return self._join_error(msg, NO_DATABASE, old)
+        name = ch.channel_name
+
+        async def run() -> list[Effect]:
+            try:
+                policies = await authorizer.read(name, ch.claims, presence=ch.presence_enabled)
+            except AuthzError as exc:
+                return self._join_error(msg, exc.join_reason(name), old)
+            if not policies.can_read or (replay and policies.broadcast_read is False):
+                return self._join_error(msg, f"Unauthorized: {unreadable(name)}", old)
+            if self.closed:
+                return []
+            ch.policies = policies
+            return self._admit(ch, msg, old)
+
+        return [self._await(run, msg)]
+
+    def _write_gate(
+        self, ch: Channel, extension: str, msg: Inbound, retry: Callable[[], list[Effect]]
+    ) -> list[Effect] | None:
+        """``None`` if ``ch`` may write ``extension``; else the effects of refusing it, or of
+        evaluating the write policies first (then ``retry`` runs again), as on the first send."""
+        policies = ch.policies
+        allowed = None if policies is None else policies.get(extension, "write")
+        if allowed is True:
+            return None
+        if allowed is False or policies is None or self.authorizer is None:
+            return self._refuse_write(ch, extension, msg, "no INSERT policy on realtime.messages allows it")
+        authorizer, name = self.authorizer, ch.channel_name
+
+        async def run() -> list[Effect]:
+            try:
+                if extension == "presence" and policies.presence_read is None:
+                    await authorizer.read(name, ch.claims, presence=True, policies=policies)
+                await authorizer.write(name, ch.claims, policies=policies)
+            except AuthzError as exc:
+                return self._refuse_write(ch, extension, msg, f"the write check failed: {exc}")
+            if not ch.open or ch.policies is not policies:
+                return []
+            return retry()
+
+        return [self._await(run, msg)]
+
+    def _refuse_write(self, ch: Channel, extension: str, msg: Inbound, why: str) -> list[Effect]:
+        """A refused broadcast is dropped without a reply (as Supabase does, ack or not); a refused
+        presence track is answered with an error reply."""
+        self._reject(
+            f"{extension} on private {ch.channel_name!r} refused for role {ch.claims.get('role')!r}: {why}",
+            msg,
+        )
+        if extension == "presence":
+            self._reply(msg, "error", {})
+        return []
+
+    def _await(self, run: Callable[[], Awaitable[list[Effect]]], msg: Inbound) -> Await:
+        """An :class:`Await` whose failure is handled like a failure in :meth:`receive`."""
+
+        async def guarded() -> list[Effect]:
+            try:
+                return await run()
+            except Exception:
+                logger.exception(
+                    "socket %d: internal error authorising %s on %r", self.sid, msg.event, msg.topic
+                )
+                self.registry.stats.rejected["internal error"] += 1
+                return self._crashed(msg)
+
+        return Await(guarded)
+
+    def _reauthorize(self, ch: Channel, msg: Inbound, then: list[Effect]) -> list[Effect]:
+        """A new token on a private channel: evaluate reading again; a channel that may no longer read
+        is closed with the real server's ``system`` error, else ``then`` follows."""
+        authorizer, name = self.authorizer, ch.channel_name
+        previous = ch.policies or Policies()
+        if authorizer is None:
+            return self._shutdown(ch, "Realtime was unable to connect to the project database")
+
+        async def run() -> list[Effect]:
+            try:
+                fresh = await authorizer.read(name, ch.claims, presence=ch.presence_enabled)
+            except AuthzError as exc:
+                return self._shutdown(ch, exc.shutdown_message(name)) if ch.open else []
+            if not ch.open:
+                return []
+            if not fresh.can_read:
+                return self._shutdown(ch, unreadable(name))
+            if fresh.revoked_since(previous):
+                return self._shutdown(ch, no_longer_readable(name))
+            ch.policies = fresh
+            return then
+
+        return [self._await(run, msg)]
 
     def _channel_token(self, payload: Mapping[str, Any]) -> str:
         access, user = payload.get("access_token"), payload.get("user_token")
@@ -681,6 +820,10 @@ class Session:
     # -- broadcast -----------------------------------------------------------------------------
 
     def _broadcast(self, ch: Channel, msg: Inbound, frame: str | bytes) -> list[Effect]:
+        if ch.private:
+            gate = self._write_gate(ch, "broadcast", msg, lambda: self._broadcast(ch, msg, frame))
+            if gate is not None:
+                return gate
         payload = msg.payload
         message: Fanout | UserBroadcast
         if isinstance(payload, BinaryPayload):
@@ -728,23 +871,32 @@ class Session:
                 self._reject("Too many presence messages per second", msg)
                 return self._shutdown(ch, "Too many presence messages per second")
         if event == "track":
-            data = payload.get("payload")
-            if not isinstance(data, dict):
-                self._reject("Presence track payload must be a map", msg)
-                self._reply(msg, "error", {"reason": "Presence track payload must be a map"})
-                return []
-            size = len(frame)
-            if size > self.limits.max_track_bytes:
-                size = len(dumps(data).encode())
-            if size > self.limits.max_track_bytes:
-                self._reject(f"track payload of {size} bytes exceeds {self.limits.max_track_bytes}", msg)
-                return self._shutdown(ch, "Track message size exceeded")
-            if not ch.presence_enabled:
-                # tracking turns presence on for this channel (it then hears diffs, like the real one)
-                ch.presence_enabled = True
-            self.registry.track(ch, data)
-        elif event == "untrack":
+            return self._track(ch, msg, frame, payload)
+        if event == "untrack":
             self.registry.untrack(ch)
+        self._reply(msg, "ok", {})
+        return []
+
+    def _track(self, ch: Channel, msg: Inbound, frame: str | bytes, payload: dict[str, Any]) -> list[Effect]:
+        if ch.private:
+            gate = self._write_gate(ch, "presence", msg, lambda: self._track(ch, msg, frame, payload))
+            if gate is not None:
+                return gate
+        data = payload.get("payload")
+        if not isinstance(data, dict):
+            self._reject("Presence track payload must be a map", msg)
+            self._reply(msg, "error", {"reason": "Presence track payload must be a map"})
+            return []
+        size = len(frame)
+        if size > self.limits.max_track_bytes:
+            size = len(dumps(data).encode())
+        if size > self.limits.max_track_bytes:
+            self._reject(f"track payload of {size} bytes exceeds {self.limits.max_track_bytes}", msg)
+            return self._shutdown(ch, "Track message size exceeded")
+        if not ch.presence_enabled:
+            # tracking turns presence on for this channel (it then hears diffs, like the real one)
+            ch.presence_enabled = True
+        self.registry.track(ch, data)
         self._reply(msg, "ok", {})
         return []
 
@@ -761,9 +913,10 @@ class Session:
             self._reject(f"access_token refused: {exc}", msg)
             return self._shutdown(ch, exc.message)
         ch.token, ch.claims, ch.exp = token, claims, float(claims["exp"])
-        if ch.bindings and self.pg_available:
-            return [PgUpdateClaims(ch, claims)]
-        return []
+        then: list[Effect] = [PgUpdateClaims(ch, claims)] if ch.bindings and self.pg_available else []
+        if ch.private:
+            return self._reauthorize(ch, msg, then)
+        return then
 
     # -- time ----------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from harmony_lab.server._http import HttpAwareConnection
 from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._session import (
+    Await,
     Channel,
     DeferredReply,
     Disconnect,
@@ -240,6 +241,8 @@ class Socket:
                 e.run()
             elif isinstance(e, Sleep):
                 await asyncio.sleep(e.seconds)
+            elif isinstance(e, Await):
+                await self.perform(await e.run())
             elif isinstance(e, Disconnect):
                 self.request_close(e.code, e.reason)
             elif isinstance(e, PgSubscribe):

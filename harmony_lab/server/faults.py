@@ -17,7 +17,8 @@ Semantics:
   works); one whose client gives up meanwhile is dropped at once (logged at DEBUG). Afterwards
   everything that queued up meanwhile — inbound frames and outbound traffic (replies, broadcasts,
   changes) — is processed and **delivered, in order, not dropped**. Idle timeouts are not counted
-  during a stall.
+  during a stall. The byte bound still holds: a socket whose backlog passes
+  ``ServerLimits.max_outbound_bytes`` meanwhile is closed as a slow consumer.
 * ``refuse(seconds, status)`` — new websocket handshakes get an HTTP ``status`` with a JSON error body.
 * ``rapid_close(count, code)`` — the next ``count`` websocket connections are closed with ``code`` right
   after their handshake.

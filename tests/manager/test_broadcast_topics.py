@@ -71,10 +71,6 @@ async def test_private_broadcast_and_presence_join_as_private(rt, make_manager):
     await eventually(lambda: "bob" in handle.roster, what="presence tracked on the private channel")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the embedded server has the realtime schema but does not yet refuse private joins by policy",
-)
 async def test_an_authorization_refusal_is_error_without_a_retry_storm(rt, make_manager):
     await rt.execute(
         "CREATE POLICY lab_alice_reads ON realtime.messages FOR SELECT TO authenticated "

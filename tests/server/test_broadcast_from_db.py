@@ -23,10 +23,21 @@ from tests.polling import eventually
 pytestmark = pytest.mark.timeout(120)
 
 
+# private channels are authorised (Realtime Authorization): the test topics may be read by anyone
+OPEN_TEST_TOPICS = (
+    "CREATE POLICY bfd_tests_read ON realtime.messages FOR SELECT TO anon, authenticated "
+    "USING (realtime.topic() LIKE 'bfd-%')"
+)
+
+
 @pytest.fixture(scope="module")
 def rt() -> Any:
+    import psycopg
+
     stack = LocalRealtime().start()
     try:
+        with psycopg.connect(stack.dsn, autocommit=True) as conn:
+            conn.execute(OPEN_TEST_TOPICS)
         yield stack
     finally:
         stack.stop()

@@ -11,6 +11,7 @@ from harmony_lab.server._auth import TokenVerifier, make_token
 from harmony_lab.server._codec import V1, V2, decode_server_binary, encode_user_broadcast_push
 from harmony_lab.server._limits import RateWindow, ServerLimits
 from harmony_lab.server._session import (
+    NO_DATABASE,
     Disconnect,
     PgSubscribe,
     PgUnsubscribe,
@@ -276,13 +277,24 @@ def test_broadcast_fanout_self_ack_and_exclusion(env):
     assert b.take()[0]["binary"]["encoding"] == 0
 
 
-def test_public_and_private_channels_of_one_name_are_separate(env):
-    a, b = Peer(*env, sid=1), Peer(*env, sid=2)
-    ja = a.join("realtime:room", {"private": True})
-    b.join("realtime:room", {"private": False})
-    b.take()
-    a.send("realtime:room", "broadcast", {"type": "broadcast", "event": "x", "payload": {}}, None, ja)
-    assert b.take() == []
+def test_private_joins_need_a_database_and_private_only_refuses_public_joins(env):
+    """Without an authorizer a private join cannot be authorised: refused, never admitted unchecked.
+    (Admission by policy, and public/private separation, run against Postgres in test_authz_conformance.)"""
+    a = Peer(*env, sid=1)
+    ref = a.join("realtime:room", {"private": True})
+    assert a.take() == [{"topic": "realtime:room", "event": "phx_reply", "ref": ref,
+                         "payload": {"status": "error", "response": {"reason": NO_DATABASE}}}]  # fmt: skip
+    assert a.session.channels == {}
+    assert env[0].members("realtime:room", private=True) == []
+    p = Peer(*env, sid=2, private_only=True)
+    p.join("realtime:room")
+    [reply] = p.take()
+    assert reply["payload"]["response"] == {
+        "reason": "PrivateOnly: This project only allows private channels"
+    }
+    p.join("realtime:room", {"private": "true"})
+    assert p.take()[0]["payload"]["response"] == {"reason": NO_DATABASE}
+    assert env[0].topics() == []
 
 
 def test_oversize_broadcast_dropped_error_reply_only_with_ack(env):

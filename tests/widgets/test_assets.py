@@ -17,7 +17,7 @@ from tests.polling import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ROOT / "widgets"
-ENTRIES = ("inspector.js", "live_table.js", "presence_roster.js", "status_timeline.js")
+ENTRIES = ("inspector.js", "live_table.js", "player.js", "presence_roster.js", "status_timeline.js")
 
 
 def entry_points() -> set[str]:

@@ -1,0 +1,555 @@
+"""Player: scrub through a recording and see the tables, roster and status timeline as they were.
+
+The player holds one :class:`~harmony_lab.frames.LiveFrame` per recorded table, a
+:class:`PresenceRosterWidget` and a :class:`StatusTimelineWidget`, and keeps all of them at one
+instant of the recording, the *position*:
+
+* **seek** to an instant: every frame takes the table's state there from
+  :meth:`LiveFrame.at <harmony_lab.frames.LiveFrame.at>` (DuckDB over the part files, on a worker
+  thread), and the roster and timeline are rebuilt from the recording's presence, status, gap and
+  heartbeat events up to it (those are few, and read once when the player opens);
+* **play**: the events after the position stream from DuckDB in arrival order and are applied at their
+  recorded pace divided by ``speed`` (0.1× to 100×); the position advances with the clock;
+* at the end of the recording playing stops (``status`` becomes ``finished``).
+
+Seeking while playing goes on playing from the new position. Seeks from the scrubber coalesce: while
+one is computed only the latest request waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import traitlets
+
+from harmony_lab._strict import strict_kwargs
+from harmony_lab.events import EventKind, RealtimeEvent
+from harmony_lab.frames import LiveFrame
+from harmony_lab.frames._at import adopt, connect, parse_instant, recording_parts
+from harmony_lab.recording._codec import events_from_table
+from harmony_lab.widgets import _assets
+from harmony_lab.widgets._base import StateWidget
+from harmony_lab.widgets._roster import PresenceRosterWidget
+from harmony_lab.widgets._timeline import StatusTimelineWidget
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Player"]
+
+MIN_SPEED = 0.1
+MAX_SPEED = 100.0
+MAX_TABLES = 20
+"""Tables a player drives at most (pass ``tables=`` to choose them)."""
+MAX_SIDE_EVENTS = 200_000
+"""Presence, status, gap and heartbeat events kept for rebuilding the roster and timeline."""
+MAX_TRACK_SPANS = 2_000
+"""Status spans drawn on the scrubber's track (the longest are kept)."""
+_SIDE_KINDS = ("status", "presence", "gap", "heartbeat")
+_ORDER = "received_at, session_id, received_mono_ns, seq"
+_BATCH = 2048
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _from_ms(ms: float) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class _Cursor:
+    """The recording's events after an instant, in arrival order, read by a worker thread.
+
+    At most a few batches wait for the loop (the thread blocks meanwhile); ``close()`` stops it.
+    """
+
+    _AHEAD = 4
+
+    def __init__(self, parts: list[str], after: datetime, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[list[RealtimeEvent] | BaseException | None] = asyncio.Queue()
+        self._room = threading.Semaphore(self._AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(parts, after), daemon=True, name="Player")
+        self._thread.start()
+
+    def _read(self, parts: list[str], after: datetime) -> None:
+        try:
+            con = connect()
+            try:
+                files = "[" + ", ".join(_lit(p) for p in parts) + "]"
+                reader = con.sql(
+                    f"SELECT * FROM read_parquet({files}, hive_partitioning = false) "
+                    f"WHERE received_at > {_lit(after.isoformat())}::TIMESTAMPTZ ORDER BY {_ORDER}"
+                ).to_arrow_reader(_BATCH)
+                for batch in reader:
+                    if self._stop.is_set():
+                        return
+                    self._put(list(events_from_table(batch)))
+            finally:
+                con.close()
+            self._put(None)
+        except Exception as exc:  # handed to the loop, which raises it
+            self._put(exc)
+
+    def _put(self, item: list[RealtimeEvent] | BaseException | None) -> None:
+        while not self._stop.is_set():
+            if self._room.acquire(timeout=0.1):
+                try:
+                    self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+                except RuntimeError:  # the loop is closed: nobody is reading any more
+                    self._stop.set()
+                return
+
+    async def next(self) -> list[RealtimeEvent] | None:
+        item = await self._queue.get()
+        self._room.release()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class Player(StateWidget):
+    """Play, pause and scrub a recording; its frames, roster and timeline follow the position.
+
+    ``recording`` is a directory written by :class:`~harmony_lab.Recorder`. ``tables`` chooses the
+    tables to show (default: every table with change events, at most 20), ``keys`` maps a table to
+    its key column(s) when the recorded events carry no primary key. ``speed`` is 0.1 to 100.
+
+    In a notebook::
+
+        player = Player("recordings/today")
+        player.view()                     # controls, scrubber, tables, roster and timeline
+        await player.seek(player.start + timedelta(seconds=30))
+        player.play(speed=10)
+
+    :meth:`frame` gives a table's frame, ``roster`` and ``timeline`` the widgets.
+    """
+
+    _esm = _assets.esm("player.js")
+    _css = _assets.css() + "\n" + _assets.css("player.css")
+
+    title = traitlets.Unicode("Player").tag(sync=True)
+    start_ms = traitlets.Int(0).tag(sync=True)
+    end_ms = traitlets.Int(0).tag(sync=True)
+    position_ms = traitlets.Int(0).tag(sync=True)
+    playing = traitlets.Bool(False).tag(sync=True)
+    speed = traitlets.Float(1.0).tag(sync=True)
+    seeking = traitlets.Bool(False).tag(sync=True)
+    track = traitlets.List().tag(sync=True)
+    tables = traitlets.List().tag(sync=True)
+    rows = traitlets.Dict().tag(sync=True)
+
+    # defaults so that close() works when __init__ failed half-way
+    _task: asyncio.Task[None] | None = None
+    _seek_task: asyncio.Task[None] | None = None
+    _anchor: tuple[float, datetime] | None = None
+    _side_widgets: tuple[Any, ...] = ()
+
+    @strict_kwargs
+    def __init__(
+        self,
+        recording: str | os.PathLike[str],
+        *,
+        tables: Sequence[str] | None = None,
+        keys: Mapping[str, str | Sequence[str]] | None = None,
+        speed: float = 1.0,
+        title: str = "Player",
+        max_hz: float = 10.0,
+        layout: Any = None,
+    ) -> None:
+        self._check_rates(max_hz, 200_000)
+        kw: dict[str, Any] = {} if layout is None else {"layout": layout}
+        super().__init__(title=title, speed=self._valid_speed(speed), **kw)
+        self.recording = Path(recording)
+        self._parts = recording_parts(self.recording)
+        self._keys = dict(keys or {})
+        self._task: asyncio.Task[None] | None = None
+        self._seek_task: asyncio.Task[None] | None = None
+        self._seek_target: datetime | None = None
+        self._anchor: tuple[float, datetime] | None = None  # (loop time, position) while playing
+        self._finished = False
+        self._side: list[RealtimeEvent] = []
+        start, end, found = self._scan()
+        self.start, self.end = start, end
+        chosen = list(found if tables is None else tables)
+        if tables is None and len(chosen) > MAX_TABLES:
+            logger.warning(
+                "Player: %d tables recorded; showing the first %d (pass tables=)", len(chosen), MAX_TABLES
+            )
+            chosen = chosen[:MAX_TABLES]
+        for t in chosen:
+            if not isinstance(t, str) or not t:
+                raise TypeError(f"tables must be table names (str); got {t!r}")
+        self._frames: dict[str, LiveFrame] = {
+            t: LiveFrame(None, t, key=self._keys.get(t), max_rows=None) for t in chosen
+        }
+        self._position = start
+        self.roster = PresenceRosterWidget(None, wall_clock=self._position_s)
+        self.timeline = StatusTimelineWidget(None, wall_clock=self._position_s, title="Connection status")
+        self._side_widgets = (self.roster, self.timeline)
+        self._init_stream(max_hz=max_hz, max_bytes_per_s=200_000, stats_interval_s=1.0)
+        with self.hold_sync():
+            self.start_ms, self.end_ms = _ms(start), _ms(end)
+            self.position_ms = _ms(start)
+            self.tables = chosen
+            self.track = self._track()
+            self._refresh_status()
+        self._apply_state(
+            start, {t: LiveFrame.at(self.recording, t, start, key=self._keys.get(t)) for t in chosen}
+        )
+
+    # ------------------------------------------------------------------ opening
+
+    def _scan(self) -> tuple[datetime, datetime, list[str]]:
+        """The recording's time range, its tables and its presence/status/gap/heartbeat events."""
+        if not self._parts:
+            now = datetime.now(UTC)
+            return now, now, []
+        con = connect()
+        try:
+            files = "[" + ", ".join(_lit(p) for p in self._parts) + "]"
+            con.execute(
+                f"CREATE TEMP VIEW ev AS SELECT * FROM read_parquet({files}, hive_partitioning = false)"
+            )
+            lo, hi = con.execute("SELECT min(received_at), max(received_at) FROM ev").fetchall()[0]
+            names = [
+                r[0]
+                for r in con.execute(
+                    'SELECT "table" FROM ev WHERE kind = \'change\' AND "table" IS NOT NULL '
+                    'GROUP BY "table" ORDER BY min(received_at) LIMIT 1000'
+                ).fetchall()
+            ]
+            kinds = ", ".join(_lit(k) for k in _SIDE_KINDS)
+            typing = _lit(self._typing_table())
+            where = f"kind IN ({kinds}) OR (kind = 'change' AND \"table\" = {typing})"
+            (count,) = con.execute(f"SELECT count(*) FROM ev WHERE {where}").fetchall()[0]
+            if count > MAX_SIDE_EVENTS:
+                logger.warning(
+                    "Player: %d presence/status events in %s; the roster and timeline rebuild from the "
+                    "last %d of them",
+                    count,
+                    self.recording,
+                    MAX_SIDE_EVENTS,
+                )
+            table = con.sql(
+                f"SELECT * FROM (SELECT * FROM ev WHERE {where} ORDER BY {_ORDER} DESC "
+                f"LIMIT {MAX_SIDE_EVENTS}) ORDER BY {_ORDER}"
+            ).to_arrow_table()
+            self._side = list(events_from_table(table))
+        finally:
+            con.close()
+        if lo is None:
+            now = datetime.now(UTC)
+            return now, now, names
+        return lo.astimezone(UTC), hi.astimezone(UTC), names
+
+    @staticmethod
+    def _typing_table() -> str:
+        return "typing_indicators"
+
+    def _track(self) -> list[list[Any]]:
+        """Status spans for the scrubber: ``[start_ms, end_ms, status, channel]``, the longest kept."""
+        spans: list[list[Any]] = []
+        open_: dict[str, list[Any]] = {}
+        for ev in self._side:
+            if ev.kind is not EventKind.STATUS or ev.status is None:
+                continue
+            t = _ms(ev.received_at)
+            prev = open_.get(ev.channel)
+            if prev is not None:
+                prev[1] = t
+            span = [t, None, str(ev.status), ev.channel]
+            spans.append(span)
+            open_[ev.channel] = span
+        end = _ms(self.end)
+        for span in spans:
+            if span[1] is None:
+                span[1] = end
+        if len(spans) > MAX_TRACK_SPANS:
+            spans = sorted(sorted(spans, key=lambda s: s[0] - s[1])[:MAX_TRACK_SPANS], key=lambda s: s[0])
+        return spans
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def position(self) -> datetime:
+        """The instant of the recording the frames, roster and timeline show."""
+        if self._anchor is not None and self._loop is not None:
+            t0, p0 = self._anchor
+            return min(self.end, p0 + timedelta(seconds=(self._loop.time() - t0) * self.speed))
+        return self._position
+
+    def _position_s(self) -> float:
+        return self.position.timestamp()
+
+    def frame(self, table: str) -> LiveFrame:
+        """The frame of one table (it follows the position)."""
+        try:
+            return self._frames[table]
+        except KeyError:
+            raise KeyError(
+                f"no table {table!r} in this player; its tables: {', '.join(self._frames)}"
+            ) from None
+
+    @property
+    def frames(self) -> dict[str, LiveFrame]:
+        return dict(self._frames)
+
+    @property
+    def finished(self) -> bool:
+        """True once playing reached the end of the recording."""
+        return self._finished
+
+    def view(self) -> Any:
+        """The controls, then each table's widget, the roster and the timeline, in one box."""
+        import ipywidgets
+
+        return ipywidgets.VBox(
+            [self, *(f.widget() for f in self._frames.values()), self.roster, self.timeline]
+        )
+
+    # ------------------------------------------------------------------ control
+
+    @staticmethod
+    def _valid_speed(speed: Any) -> float:
+        if (
+            isinstance(speed, bool)
+            or not isinstance(speed, int | float)
+            or not MIN_SPEED <= speed <= MAX_SPEED
+        ):
+            raise ValueError(
+                f"speed must be a number from {MIN_SPEED} to {MAX_SPEED:g} (× recorded pace); got {speed!r}"
+            )
+        return float(speed)
+
+    def set_speed(self, speed: float) -> None:
+        """Change the pace (0.1× to 100×); playing goes on from the current position."""
+        value = self._valid_speed(speed)
+        if self._anchor is not None and self._loop is not None:
+            self._anchor = (self._loop.time(), self.position)
+        self.speed = value
+        self._mark_dirty()
+
+    def play(self, *, speed: float | None = None) -> None:
+        """Start (or go on) playing from the position; at the end of the recording it stops."""
+        if speed is not None:
+            self.set_speed(speed)
+        if self._task is not None and not self._task.done():
+            return
+        loop = self._grab_loop()
+        if loop is None:
+            raise RuntimeError("Player.play() needs a running event loop (call it in a notebook cell)")
+        if self._position >= self.end:
+            self._position = self.start  # playing a finished recording starts it over
+            self._seek_target = self.start
+        self._finished = False
+        self.playing = True
+        self._task = loop.create_task(self._play(), name="Player.play")
+        self._refresh_status()
+
+    def pause(self) -> None:
+        """Stop at the current position."""
+        self._position = self.position
+        self._anchor = None
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+        self.playing = False
+        self._refresh_status()
+        self._mark_dirty()
+
+    async def seek(self, instant: Any) -> None:
+        """Show the recording as it was at ``instant`` (a datetime, ``pandas.Timestamp``, ISO string, or
+        seconds from the start as a number); playing goes on from there."""
+        if isinstance(instant, int | float) and not isinstance(instant, bool):
+            when = self.start + timedelta(seconds=float(instant))
+        else:
+            when = parse_instant(instant)
+        self._seek_target = min(self.end, max(self.start, when))
+        if self._seek_task is None or self._seek_task.done():
+            self._seek_task = asyncio.get_running_loop().create_task(self._seek_loop(), name="Player.seek")
+        task = self._seek_task
+        await asyncio.shield(task)
+
+    async def _seek_loop(self) -> None:
+        self.seeking = True
+        try:
+            while self._seek_target is not None:
+                when, self._seek_target = self._seek_target, None
+                was_playing = self._task is not None and not self._task.done()
+                if was_playing:
+                    self.pause()
+                states = await asyncio.to_thread(self._states_at, when)
+                self._apply_state(when, states)
+                if was_playing and self._seek_target is None:
+                    self.play()
+        finally:
+            self.seeking = False
+
+    def _states_at(self, when: datetime) -> dict[str, LiveFrame]:
+        return {t: LiveFrame.at(self.recording, t, when, key=self._keys.get(t)) for t in self._frames}
+
+    def _apply_state(self, when: datetime, states: Mapping[str, LiveFrame]) -> None:
+        for table, state in states.items():
+            adopt(self._frames[table], state)
+        self._position = when
+        self._finished = False
+        self._rebuild_side(when)
+        self._mark_dirty()
+
+    def _rebuild_side(self, when: datetime) -> None:
+        _reset_roster(self.roster)
+        _reset_timeline(self.timeline)
+        for ev in self._side:
+            if ev.received_at > when:
+                break
+            self._side_apply(ev)
+
+    def _side_apply(self, ev: RealtimeEvent) -> None:
+        if ev.kind is EventKind.PRESENCE or (
+            ev.kind is EventKind.CHANGE and ev.table == self._typing_table()
+        ):
+            self.roster.apply(ev)
+        if ev.kind in (EventKind.STATUS, EventKind.GAP, EventKind.HEARTBEAT):
+            self.timeline.apply(ev)
+
+    async def _play(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._seek_target is not None:
+            when, self._seek_target = self._seek_target, None
+            self._apply_state(when, await asyncio.to_thread(self._states_at, when))
+        self._anchor = (loop.time(), self._position)
+        cursor = _Cursor(self._parts, self._position, loop) if self._parts else None
+        try:
+            while cursor is not None:
+                batch = await cursor.next()
+                if batch is None:
+                    break
+                for ev in batch:
+                    await self._wait_for(ev.received_at)
+                    self._apply(ev)
+            await self._wait_for(self.end)
+            self._position = self.end
+            self._anchor = None
+            self._finished = True
+            self.playing = False
+            self._refresh_status()
+            self._mark_dirty()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Player: playing %s failed", self.recording)
+            self._anchor = None
+            self.playing = False
+            self.status, self.reason = "error", "playing the recording failed (see the log)"
+        finally:
+            if cursor is not None:
+                cursor.close()
+
+    async def _wait_for(self, when: datetime) -> None:
+        """Sleep until the playing clock reaches ``when`` (the speed may change meanwhile)."""
+        loop = asyncio.get_running_loop()
+        while self._anchor is not None:
+            t0, p0 = self._anchor
+            due = t0 + (when - p0).total_seconds() / self.speed
+            delay = due - loop.time()
+            if delay <= 0:
+                return
+            self._mark_dirty()  # the position moved: the scrubber follows at the UI tick
+            await asyncio.sleep(min(delay, 0.1))
+
+    def _apply(self, ev: RealtimeEvent) -> None:
+        if ev.kind is EventKind.CHANGE and ev.table in self._frames:
+            self._frames[ev.table].apply(ev)
+        self._side_apply(ev)
+        self._position = ev.received_at
+
+    # ------------------------------------------------------------------ widget plumbing
+
+    def _on_other_msg(self, content: dict[str, Any], buffers: list[Any]) -> None:
+        kind = content.get("type")
+        if kind == "play":
+            self.play()
+        elif kind == "pause":
+            self.pause()
+        elif kind == "speed":
+            try:
+                self.set_speed(float(content.get("value")))  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                logger.info("Player: ignoring a speed from the view (%s)", exc)
+        elif kind == "seek":
+            ms = content.get("ms")
+            if isinstance(ms, int | float) and not isinstance(ms, bool):
+                when = _from_ms(min(max(float(ms), self.start_ms), self.end_ms))
+                self._request_seek(when)
+        else:
+            super()._on_other_msg(content, buffers)
+
+    def _request_seek(self, when: datetime) -> None:
+        self._seek_target = when
+        if self._seek_task is None or self._seek_task.done():
+            loop = self._grab_loop()
+            if loop is not None:
+                self._seek_task = loop.create_task(self._seek_loop(), name="Player.seek")
+
+    def _live_status(self) -> str:
+        if self._finished:
+            return "finished"
+        return "playing" if self.playing else "paused"
+
+    def _live_reason(self) -> str:
+        return ""
+
+    def _push(self) -> None:
+        with self.hold_sync():
+            self.position_ms = _ms(self.position)
+            self.rows = {t: len(f) for t, f in self._frames.items()}
+            self._refresh_status()
+
+    def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        self._anchor = None
+        if self._seek_task is not None:
+            self._seek_task.cancel()
+        for w in self._side_widgets:
+            w.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Player {self.recording} {self.position.isoformat()} of {self.start.isoformat()}…"
+            f"{self.end.isoformat()} {self._live_status()} speed={self.speed:g}× tables={list(self._frames)}>"
+        )
+
+
+def _reset_roster(roster: PresenceRosterWidget) -> None:
+    from harmony_lab._presence import PresenceState
+
+    roster._users.clear()
+    roster._typing.clear()
+    roster._presence = PresenceState()
+    roster._mark_dirty()
+
+
+def _reset_timeline(timeline: StatusTimelineWidget) -> None:
+    timeline._lanes.clear()
+    timeline._latest_ms = 0
+    timeline._mark_dirty()
