@@ -176,8 +176,9 @@ class _Query:
         """``(name, type)`` as the events report them, in the order a frame fed them learns them, each
         with its last reported type (columns only present in values are added from the rows)."""
         groups = self.sql(
-            f"SELECT columns, min(({_ORDER})) AS first, max(({_ORDER})) AS last FROM tev "
-            "GROUP BY columns ORDER BY first"
+            # grouping by the list's hash is about twice as fast as by the list itself
+            f"SELECT any_value(columns), min(({_ORDER})) AS first, max(({_ORDER})) AS last FROM tev "
+            "GROUP BY hash(columns) ORDER BY first"
         ).fetchall()
         order: dict[str, None] = {}
         typed: dict[str, tuple[Any, str]] = {}
