@@ -14,20 +14,23 @@ Public as :mod:`harmony_lab.analysis`.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import io
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 
 from harmony_lab.events import ChannelStatus
 from harmony_lab.recording._codec import JSON_COLUMNS, TS, decode_json
-from harmony_lab.recording._duck import connect_recording
+from harmony_lab.recording._duck import _connect, damaged_parts
 from harmony_lab.recording._reader import ARRIVAL_ORDER, table_to_pandas
 
 if TYPE_CHECKING:
@@ -74,7 +77,7 @@ def _relation(source: Any, columns: Iterable[str], what: str) -> Iterator[duckdb
         yield None
         return
     if isinstance(source, str | os.PathLike):
-        con = connect_recording(source)
+        con = _connect(source, skip=_SKIP.get())
         try:
             yield con.table("events")
         finally:
@@ -93,6 +96,39 @@ def _relation(source: Any, columns: Iterable[str], what: str) -> Iterator[duckdb
         f"{what} expects a DataFrame from read_recording(), a recording path or a DuckDB relation "
         f"over recording rows; got {type(source).__name__}"
     )
+
+
+_SKIP: contextvars.ContextVar[frozenset[Path]] = contextvars.ContextVar("skip", default=frozenset())
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _skipping_damaged_parts(fn: F) -> F:
+    """On a recording path, a query that fails on a damaged part runs again without it.
+
+    DuckDB reads data pages only when a query needs them, so a part with a good footer and a bad
+    page fails the query. Then every part is read in full, each damaged one is named with a
+    :class:`CorruptPartWarning`, and the function runs once more without them.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(source: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(source, str | os.PathLike) or _SKIP.get():
+            return fn(source, *args, **kwargs)
+        import duckdb
+
+        try:
+            return fn(source, *args, **kwargs)
+        except duckdb.Error:
+            bad = damaged_parts(source)
+            if not bad:
+                raise
+        token = _SKIP.set(frozenset(bad))
+        try:
+            return fn(source, *args, **kwargs)
+        finally:
+            _SKIP.reset(token)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _query(rel: duckdb.DuckDBPyRelation, sql: str) -> pd.DataFrame:
@@ -154,6 +190,7 @@ def parse_json(df: pd.DataFrame, columns: Iterable[str] = JSON_COLUMNS) -> pd.Da
     return out
 
 
+@_skipping_damaged_parts
 def event_rates(source: Source, freq: str | pd.Timedelta = "1s", *, by: str | None = "kind") -> pd.DataFrame:
     """Events per second in bins of ``freq``, one column per value of ``by`` (or ``events``).
 
@@ -202,6 +239,7 @@ def event_rates(source: Source, freq: str | pd.Timedelta = "1s", *, by: str | No
 _LAG_COLUMNS = ["count", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"]
 
 
+@_skipping_damaged_parts
 def lag_summary(source: Source) -> pd.DataFrame:
     """Commit → receive latency of change events per ``(schema, table)``, in milliseconds.
 
@@ -268,6 +306,7 @@ def _meta_ids(metas: Any) -> set[str]:
     return out
 
 
+@_skipping_damaged_parts
 def presence_sessions(source: Source) -> pd.DataFrame:
     """Join → leave intervals per presence key and channel.
 
@@ -381,6 +420,7 @@ def _status_intervals(st: pd.DataFrame, last_seen: Any, end: Any = None) -> pd.D
     return pd.DataFrame(rows, columns=["session_id", "channel", "status", "start", "end"])
 
 
+@_skipping_damaged_parts
 def status_durations(source: Source, *, end: Any = None) -> pd.DataFrame:
     """Seconds spent in each status per channel, with reconnect and error counts.
 
@@ -427,6 +467,7 @@ def status_durations(source: Source, *, end: Any = None) -> pd.DataFrame:
     return out[cols]
 
 
+@_skipping_damaged_parts
 def gaps(source: Source) -> pd.DataFrame:
     """The recorded gaps (events that may be missing): channel, gap_start, gap_end, duration, reason.
 
@@ -476,6 +517,7 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+@_skipping_damaged_parts
 def plot_status_timeline(source: Source, *, end: Any = None) -> Figure:
     """A Gantt-style timeline: one row per channel, colored by status; gaps hatched on top."""
     import matplotlib.dates as mdates
