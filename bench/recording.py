@@ -428,6 +428,138 @@ def analysis_rows(total: int, baseline_events: int, tmp: Path) -> list[dict[str,
     ]
 
 
+# --------------------------------------------------------------------------- seeking (time travel)
+
+_SEEK_KEYS = 10_000  # rows a table holds at most: the state a seek rebuilds stays this size
+
+
+def _seek_chunk(start: int, n: int, channel: int, channels: int) -> pa.Table:
+    """A generated chunk whose changes churn a bounded table: each key is inserted, then updated over
+    and over, every 97th change deleting it (the next change of that key inserts it again)."""
+    table = _generated_chunk(start, n, channel, channels)
+    seq = start + channel + channels * np.arange(n, dtype=np.int64)
+    change = np.asarray(table.column("kind").to_numpy(zero_copy_only=False) == "change")
+    key = seq % _SEEK_KEYS
+    first = seq < _SEEK_KEYS * 20
+    after_delete = ((seq - _SEEK_KEYS * 20) % 97) == 1
+    op = np.where(seq % 97 == 0, "DELETE", np.where(first | after_delete, "INSERT", "UPDATE"))
+    keys = pa.array(key).cast(pa.string())
+    pk = pc.binary_join_element_wise('{"id":', keys, "}", "")
+    new = pc.binary_join_element_wise(
+        '{"id":', keys, ',"channel_id":', pa.array(seq % 4).cast(pa.string()), ',"content":"version ',
+        pa.array(seq).cast(pa.string()), '"}', "",
+    )  # fmt: skip
+    is_delete = pa.array(change & (op == "DELETE"))
+    cols = {
+        "op": pc.if_else(pa.array(change), pa.array(op), None),
+        "pk": pc.if_else(pa.array(change), pk, None),
+        "new": pc.if_else(pc.and_(pa.array(change), pc.invert(is_delete)), new, None),
+        "old": pc.if_else(is_delete, pk, None),
+    }
+    for name, values in cols.items():
+        table = table.set_column(table.schema.get_field_index(name), SCHEMA.field(name), values)
+    return table
+
+
+def generate_seek_recording(root: Path, total: int, channels: int = 4) -> None:
+    """Like :func:`generate_recording`, with changes that update and delete a bounded set of keys."""
+    per_channel = -(-total // channels)
+    for ch in range(channels):
+        count = max(0, min(per_channel, (total - ch + channels - 1) // channels))
+        for first in range(0, count, _GEN_PART_ROWS):
+            n = min(_GEN_PART_ROWS, count - first)
+            table = _seek_chunk(first * channels, n, ch, channels)
+            path = partition_dir(root, _GEN_T0.date(), f"room-{ch}") / part_name("bench-generated", first)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path, compression="zstd", row_group_size=_GEN_PART_ROWS)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def seek_rows(total: int, tmp: Path, seeks: int = 20) -> list[dict[str, Any]]:
+    """Seek latency of ``LiveFrame.at`` (and a Player with two tables) at instants spread over a
+    generated recording; baseline in the same run: ``replay`` as fast as possible into a LiveFrame up to
+    the earliest of those instants (what seeking costs without DuckDB), scaled per event."""
+    import asyncio
+
+    from harmony_lab.frames import LiveFrame
+    from harmony_lab.recording import replay
+    from harmony_lab.widgets import Player
+
+    root = tmp / "seek"
+    generate_seek_recording(root, total)
+    t_start = _GEN_T0
+    span_us = 250 * total
+    rng = np.random.default_rng(7)
+    instants = [t_start + timedelta(microseconds=int(f * span_us)) for f in sorted(rng.uniform(0, 1, seeks))]
+    at_s, rows = [], []
+    for when in instants:
+        t0 = time.perf_counter()
+        lf = LiveFrame.at(root, "messages", when)
+        at_s.append(time.perf_counter() - t0)
+        rows.append(len(lf))
+
+    async def player_seeks() -> tuple[list[float], float]:
+        t0 = time.perf_counter()
+        player = Player(root, tables=["messages", "reactions"])
+        open_s = time.perf_counter() - t0
+        out = []
+        try:
+            for when in instants[: max(1, seeks // 2)]:
+                t0 = time.perf_counter()
+                await player.seek(when)
+                out.append(time.perf_counter() - t0)
+        finally:
+            player.close()
+        return out, open_s
+
+    async def replay_to(when: datetime) -> tuple[float, int]:
+        lf = LiveFrame(None, "messages", max_rows=None)
+        n = 0
+        t0 = time.perf_counter()
+        async for ev in replay(root, speed=None, kinds="change"):
+            if ev.received_at > when:
+                break
+            lf.apply(ev)
+            n += 1
+        return time.perf_counter() - t0, n
+
+    player_s, open_s = asyncio.run(player_seeks())
+    base_limit = min(total, 200_000)
+    base_when = t_start + timedelta(microseconds=250 * base_limit)
+    base_s, base_events = asyncio.run(replay_to(base_when))
+    shutil.rmtree(root, ignore_errors=True)
+    base_per_event = base_s / max(1, base_events)
+    mid = total * 0.8 / 2  # change events before the median instant
+    return [
+        {
+            "metric": "seek: LiveFrame.at (messages)",
+            "events": total,
+            "seeks": len(at_s),
+            "p50_s": round(_percentile(at_s, 50), 3),
+            "p99_s": round(_percentile(at_s, 99), 3),
+            "rows_p50": int(_percentile(rows, 50)),
+        },
+        {
+            "metric": "seek: Player.seek (messages + reactions, roster, timeline)",
+            "events": total,
+            "seeks": len(player_s),
+            "p50_s": round(_percentile(player_s, 50), 3),
+            "p99_s": round(_percentile(player_s, 99), 3),
+            "open_s": round(open_s, 2),
+        },
+        {
+            "metric": "seek baseline: replay(speed=None) into a LiveFrame",
+            "events": base_events,
+            "seconds": round(base_s, 2),
+            "per_1M_events_s": round(base_per_event * 1e6, 2),
+            "p50_s": round(base_per_event * mid, 1),  # extrapolated to the median instant
+        },
+    ]
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     quick = parse_quick(__doc__, argv)
     n_rate = 100_000 if quick else 500_000
@@ -444,6 +576,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         n_analysis = int(os.environ.get("HARMONY_BENCH_RECORDING_EVENTS", "300000"))
         n_baseline = int(os.environ.get("HARMONY_BENCH_RECORDING_BASELINE", str(min(n_analysis, 2_000_000))))
         rows += analysis_rows(n_analysis, n_baseline, tmp)
+        rows += seek_rows(int(os.environ.get("HARMONY_BENCH_SEEK_EVENTS", str(n_analysis))), tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows)

@@ -16,6 +16,7 @@ table's change events, streamed from DuckDB in arrival order, through a frame (s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -172,22 +173,21 @@ class _Query:
         return bool(row)
 
     def columns(self) -> list[tuple[str, str | None]]:
-        """``(name, type)`` in the order a frame fed these events learns them, each with its last type."""
+        """``(name, type)`` as the events report them, in the order a frame fed them learns them, each
+        with its last reported type (columns only present in values are added from the rows)."""
         groups = self.sql(
-            "SELECT columns, json_keys(coalesce(nullif(new, '{}'), nullif(old, '{}'), '{}')) AS names, "
-            f"min(({_ORDER})) AS first, max(({_ORDER})) AS last FROM tev GROUP BY ALL ORDER BY first"
+            # grouping by the list's hash is about twice as fast as by the list itself
+            f"SELECT any_value(columns), min(({_ORDER})) AS first, max(({_ORDER})) AS last FROM tev "
+            "GROUP BY hash(columns) ORDER BY first"
         ).fetchall()
         order: dict[str, None] = {}
         typed: dict[str, tuple[Any, str]] = {}
-        for cols, names, first, last in groups:
-            del first
+        for cols, _first, last in groups:
             for c in cols or ():
                 order.setdefault(c["name"], None)
                 seen = typed.get(c["name"])
                 if seen is None or last > seen[0]:
                     typed[c["name"]] = (last, c["type"])
-            for n in names or ():
-                order.setdefault(n, None)
         return [(n, typed[n][1] if n in typed else None) for n in order]
 
     def contributing(self, key: tuple[str, ...] | None) -> pa.Table:
@@ -220,7 +220,7 @@ class _Query:
             "AND k.o <= life.last), "
             "lastev AS (SELECT span.key, json_keys(tev.new) AS names FROM span JOIN tev "
             "ON tev.session_id = span.sid AND tev.seq = span.seq WHERE span.o = span.last) "
-            "SELECT tev.* EXCLUDE (uop, vals), span.birth AS __birth, span.o AS __o, span.key AS __key "
+            "SELECT tev.new, tev.json_types, span.birth AS __birth, span.o AS __o, span.key AS __key "
             "FROM span JOIN tev ON tev.session_id = span.sid AND tev.seq = span.seq "
             "JOIN lastev USING (key) "
             "WHERE span.o = span.last OR NOT list_has_all(lastev.names, "
@@ -343,7 +343,7 @@ def _compute(
     key_cols: tuple[str, ...] | None,
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str | None]], tuple[str, ...] | None]:
     """The live rows in order, the columns (name, type) and the key."""
-    from harmony_lab.recording._codec import events_from_table
+    from harmony_lab.recording._codec import decode_json
 
     q = _Query(con, parts, table, schema, when)
     learnt = key_cols if key_cols is not None else q.learn_key()
@@ -360,14 +360,23 @@ def _compute(
     cols = q.columns()
     contributing = q.contributing(learnt)
     keys = contributing.column("__key").to_pylist()
+    texts = contributing.column("new").to_pylist()
+    notes = contributing.column("json_types").to_pylist()
     rows: list[dict[str, Any]] = []
     current: object = object()
-    for k, ev in zip(keys, events_from_table(contributing), strict=True):
+    for k, text, types in zip(keys, texts, notes, strict=True):
         if k != current:
             current = k
             rows.append({})
-        if ev.new:
-            rows[-1].update(ev.new)
+        new = decode_json(text, json.loads(types).get("new") if types else None)
+        if new:
+            rows[-1].update(new)
+    known = {n for n, _ in cols}
+    for row in rows:  # columns only present in values, in order of appearance
+        for name in row:
+            if name not in known:
+                known.add(name)
+                cols.append((name, None))
     return rows, cols, learnt
 
 

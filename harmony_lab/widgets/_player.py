@@ -7,7 +7,7 @@ instant of the recording, the *position*:
 * **seek** to an instant: every frame takes the table's state there from
   :meth:`LiveFrame.at <harmony_lab.frames.LiveFrame.at>` (DuckDB over the part files, on a worker
   thread), and the roster and timeline are rebuilt from the recording's presence, status, gap and
-  heartbeat events up to it (those are few, and read once when the player opens);
+  heartbeat events up to it (the newest 20 000 of them);
 * **play**: the events after the position stream from DuckDB in arrival order and are applied at their
   recorded pace divided by ``speed`` (0.1× to 100×); the position advances with the clock;
 * at the end of the recording playing stops (``status`` becomes ``finished``).
@@ -47,8 +47,12 @@ MIN_SPEED = 0.1
 MAX_SPEED = 100.0
 MAX_TABLES = 20
 """Tables a player drives at most (pass ``tables=`` to choose them)."""
-MAX_SIDE_EVENTS = 200_000
-"""Presence, status, gap and heartbeat events kept for rebuilding the roster and timeline."""
+MAX_SIDE_EVENTS = 20_000
+"""Presence, status, gap and heartbeat events before a seek's instant that rebuild the roster and
+timeline (the newest ones; the timeline shows the last minutes anyway)."""
+MAX_TRACK_EVENTS = 100_000
+"""Status events read for the scrubber's track."""
+_TYPING_TABLE = "typing_indicators"
 MAX_TRACK_SPANS = 2_000
 """Status spans drawn on the scrubber's track (the longest are kept)."""
 _SIDE_KINDS = ("status", "presence", "gap", "heartbeat")
@@ -184,7 +188,7 @@ class Player(StateWidget):
         self._seek_target: datetime | None = None
         self._anchor: tuple[float, datetime] | None = None  # (loop time, position) while playing
         self._finished = False
-        self._side: list[RealtimeEvent] = []
+        self._status_rows: list[tuple[int, str, str]] = []
         start, end, found = self._scan()
         self.start, self.end = start, end
         chosen = list(found if tables is None else tables)
@@ -210,14 +214,12 @@ class Player(StateWidget):
             self.tables = chosen
             self.track = self._track()
             self._refresh_status()
-        self._apply_state(
-            start, {t: LiveFrame.at(self.recording, t, start, key=self._keys.get(t)) for t in chosen}
-        )
+        self._apply_state(start, *self._states_at(start))
 
     # ------------------------------------------------------------------ opening
 
     def _scan(self) -> tuple[datetime, datetime, list[str]]:
-        """The recording's time range, its tables and its presence/status/gap/heartbeat events."""
+        """The recording's time range, its tables and its status changes (for the track)."""
         if not self._parts:
             now = datetime.now(UTC)
             return now, now, []
@@ -235,23 +237,13 @@ class Player(StateWidget):
                     'GROUP BY "table" ORDER BY min(received_at) LIMIT 1000'
                 ).fetchall()
             ]
-            kinds = ", ".join(_lit(k) for k in _SIDE_KINDS)
-            typing = _lit(self._typing_table())
-            where = f"kind IN ({kinds}) OR (kind = 'change' AND \"table\" = {typing})"
-            (count,) = con.execute(f"SELECT count(*) FROM ev WHERE {where}").fetchall()[0]
-            if count > MAX_SIDE_EVENTS:
-                logger.warning(
-                    "Player: %d presence/status events in %s; the roster and timeline rebuild from the "
-                    "last %d of them",
-                    count,
-                    self.recording,
-                    MAX_SIDE_EVENTS,
-                )
-            table = con.sql(
-                f"SELECT * FROM (SELECT * FROM ev WHERE {where} ORDER BY {_ORDER} DESC "
-                f"LIMIT {MAX_SIDE_EVENTS}) ORDER BY {_ORDER}"
-            ).to_arrow_table()
-            self._side = list(events_from_table(table))
+            self._status_rows = [
+                (int(t), str(ch), str(st))
+                for t, ch, st in con.execute(
+                    "SELECT epoch_ms(received_at), channel, status FROM ev WHERE kind = 'status' "
+                    f"AND status IS NOT NULL ORDER BY {_ORDER} LIMIT {MAX_TRACK_EVENTS}"
+                ).fetchall()
+            ]
         finally:
             con.close()
         if lo is None:
@@ -259,24 +251,17 @@ class Player(StateWidget):
             return now, now, names
         return lo.astimezone(UTC), hi.astimezone(UTC), names
 
-    @staticmethod
-    def _typing_table() -> str:
-        return "typing_indicators"
-
     def _track(self) -> list[list[Any]]:
         """Status spans for the scrubber: ``[start_ms, end_ms, status, channel]``, the longest kept."""
         spans: list[list[Any]] = []
         open_: dict[str, list[Any]] = {}
-        for ev in self._side:
-            if ev.kind is not EventKind.STATUS or ev.status is None:
-                continue
-            t = _ms(ev.received_at)
-            prev = open_.get(ev.channel)
+        for t, channel, status in self._status_rows:
+            prev = open_.get(channel)
             if prev is not None:
                 prev[1] = t
-            span = [t, None, str(ev.status), ev.channel]
+            span = [t, None, status, channel]
             spans.append(span)
-            open_[ev.channel] = span
+            open_[channel] = span
         end = _ms(self.end)
         for span in spans:
             if span[1] is None:
@@ -395,36 +380,46 @@ class Player(StateWidget):
                 was_playing = self._task is not None and not self._task.done()
                 if was_playing:
                     self.pause()
-                states = await asyncio.to_thread(self._states_at, when)
-                self._apply_state(when, states)
+                self._apply_state(when, *await asyncio.to_thread(self._states_at, when))
                 if was_playing and self._seek_target is None:
                     self.play()
         finally:
             self.seeking = False
 
-    def _states_at(self, when: datetime) -> dict[str, LiveFrame]:
-        return {t: LiveFrame.at(self.recording, t, when, key=self._keys.get(t)) for t in self._frames}
+    def _states_at(self, when: datetime) -> tuple[dict[str, LiveFrame], list[RealtimeEvent]]:
+        """Each table at ``when`` and the newest presence/status/gap/heartbeat events up to it (blocking)."""
+        frames = {t: LiveFrame.at(self.recording, t, when, key=self._keys.get(t)) for t in self._frames}
+        if not self._parts:
+            return frames, []
+        con = connect()
+        try:
+            files = "[" + ", ".join(_lit(p) for p in self._parts) + "]"
+            kinds = ", ".join(_lit(k) for k in _SIDE_KINDS)
+            table = con.sql(
+                f"SELECT * FROM (SELECT * FROM read_parquet({files}, hive_partitioning = false) "
+                f"WHERE (kind IN ({kinds}) OR (kind = 'change' AND \"table\" = {_lit(_TYPING_TABLE)})) "
+                f"AND received_at <= {_lit(when.isoformat())}::TIMESTAMPTZ "
+                f"ORDER BY {_ORDER} DESC LIMIT {MAX_SIDE_EVENTS}) ORDER BY {_ORDER}"
+            ).to_arrow_table()
+        finally:
+            con.close()
+        return frames, list(events_from_table(table))
 
-    def _apply_state(self, when: datetime, states: Mapping[str, LiveFrame]) -> None:
-        for table, state in states.items():
+    def _apply_state(
+        self, when: datetime, frames: Mapping[str, LiveFrame], side: list[RealtimeEvent]
+    ) -> None:
+        for table, state in frames.items():
             adopt(self._frames[table], state)
         self._position = when
         self._finished = False
-        self._rebuild_side(when)
-        self._mark_dirty()
-
-    def _rebuild_side(self, when: datetime) -> None:
         _reset_roster(self.roster)
         _reset_timeline(self.timeline)
-        for ev in self._side:
-            if ev.received_at > when:
-                break
+        for ev in side:
             self._side_apply(ev)
+        self._mark_dirty()
 
     def _side_apply(self, ev: RealtimeEvent) -> None:
-        if ev.kind is EventKind.PRESENCE or (
-            ev.kind is EventKind.CHANGE and ev.table == self._typing_table()
-        ):
+        if ev.kind is EventKind.PRESENCE or (ev.kind is EventKind.CHANGE and ev.table == _TYPING_TABLE):
             self.roster.apply(ev)
         if ev.kind in (EventKind.STATUS, EventKind.GAP, EventKind.HEARTBEAT):
             self.timeline.apply(ev)
@@ -433,7 +428,7 @@ class Player(StateWidget):
         loop = asyncio.get_running_loop()
         if self._seek_target is not None:
             when, self._seek_target = self._seek_target, None
-            self._apply_state(when, await asyncio.to_thread(self._states_at, when))
+            self._apply_state(when, *await asyncio.to_thread(self._states_at, when))
         self._anchor = (loop.time(), self._position)
         cursor = _Cursor(self._parts, self._position, loop) if self._parts else None
         try:
