@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 import pyarrow as pa
 
+from harmony_lab._presence import PresenceState
 from harmony_lab.events import ChannelStatus
 from harmony_lab.recording._codec import JSON_COLUMNS, TS, decode_json
 from harmony_lab.recording._duck import _connect, damaged_parts
@@ -290,27 +291,13 @@ def lag_summary(source: Source) -> pd.DataFrame:
     return out[_LAG_COLUMNS]
 
 
-def _meta_ids(metas: Any) -> set[str]:
-    if isinstance(metas, dict) and "metas" in metas:
-        metas = metas["metas"]
-    if not isinstance(metas, list):
-        return set()
-    out = set()
-    for m in metas:
-        # realtime-py/-js call a meta's id presence_ref; raw Phoenix payloads call it phx_ref
-        ref = m.get("presence_ref", m.get("phx_ref")) if isinstance(m, dict) else None
-        if ref is not None:
-            out.add(str(ref))
-        else:
-            out.add(json.dumps(m, sort_keys=True, default=str))
-    return out
-
-
 @_skipping_damaged_parts
 def presence_sessions(source: Source) -> pd.DataFrame:
     """Join → leave intervals per presence key and channel.
 
-    A key is present while it has at least one presence (meta; told apart by ``presence_ref``):
+    Presence is folded with the one reducer the roster and the manager use
+    (:class:`harmony_lab._presence.PresenceState`). A key is present while it has at least one
+    presence (meta; told apart by ``presence_ref``):
     a ``join`` opens a session, the ``leave`` of its last meta closes it (``end_reason='leave'``); a
     ``sync`` reopens the keys it lists and closes those it no longer lists (``'sync'``); a status
     change of the channel away from ``connected`` closes every open session (``'disconnect'``,
@@ -331,53 +318,34 @@ def presence_sessions(source: Source) -> pd.DataFrame:
 def _sessions(rel: pd.DataFrame) -> pd.DataFrame:
     """Sessions from presence and status rows in arrival order."""
     cols = ["channel", "key", "joined_at", "left_at", "duration", "end_reason"]
-    open_: dict[tuple[str, str], dict[str, Any]] = {}
+    states: dict[str, PresenceState] = {}
+    open_: dict[tuple[str, str], Any] = {}  # (channel, key) -> joined_at
     rows: list[dict[str, Any]] = []
 
-    def close(k: tuple[str, str], at: pd.Timestamp, reason: str) -> None:
-        s = open_.pop(k)
-        rows.append({"channel": k[0], "key": k[1], "joined_at": s["at"], "left_at": at, "end_reason": reason})
+    def close(channel: str, keys: Iterable[str], at: pd.Timestamp, reason: str) -> None:
+        for key in keys:
+            joined = open_.pop((channel, key), None)
+            if joined is not None:
+                rows.append(
+                    {"channel": channel, "key": key, "joined_at": joined, "left_at": at, "end_reason": reason}
+                )
 
     for kind, channel, op, payload_text, at, status in zip(
         rel["kind"], rel["channel"], rel["op"], rel["payload"], rel["received_at"], rel["status"], strict=True
     ):
+        state = states.setdefault(channel, PresenceState())
         if kind == "status":
-            if status != "connected":
-                for k in [k for k in open_ if k[0] == channel]:
-                    close(k, at, "disconnect")
+            if status != "connected":  # presence is unknown until the next sync
+                close(channel, state.clear().left, at, "disconnect")
             continue
         payload = json.loads(payload_text) if isinstance(payload_text, str) else None
-        if not isinstance(payload, dict):
-            continue
-        if op == "sync":
-            listed = {str(key): _meta_ids(metas) for key, metas in payload.items()}
-            for k in [k for k in open_ if k[0] == channel and k[1] not in listed]:
-                close(k, at, "sync")
-            for key, ids in listed.items():
-                k = (channel, key)
-                if k in open_:
-                    open_[k]["ids"] = ids or {"?"}
-                else:
-                    open_[k] = {"at": at, "ids": ids or {"?"}}
-        elif op == "join":
-            k = (channel, str(payload.get("key")))
-            ids = _meta_ids(payload.get("new")) or {"?"}
-            if k in open_:
-                open_[k]["ids"] |= ids
-            else:
-                open_[k] = {"at": at, "ids": ids}
-        elif op == "leave":
-            k = (channel, str(payload.get("key")))
-            if k not in open_:
-                continue
-            open_[k]["ids"] -= _meta_ids(payload.get("left")) | {"?"}
-            current = payload.get("current")
-            if not open_[k]["ids"] or (isinstance(current, list) and not current):
-                close(k, at, "leave")
-    for k in list(open_):
-        s = open_.pop(k)
+        diff = state.apply(str(op or ""), payload)
+        close(channel, diff.left, at, "sync" if op == "sync" else "leave")
+        for key in diff.joined:
+            open_[(channel, key)] = at
+    for (channel, key), joined in open_.items():
         rows.append(
-            {"channel": k[0], "key": k[1], "joined_at": s["at"], "left_at": pd.NaT, "end_reason": "open"}
+            {"channel": channel, "key": key, "joined_at": joined, "left_at": pd.NaT, "end_reason": "open"}
         )
     out = pd.DataFrame(rows, columns=cols)
     out["joined_at"] = pd.to_datetime(out["joined_at"], utc=True)
