@@ -173,6 +173,7 @@ def run_all(
     timeout_s: float,
     answers: list[str] | None = None,
     on_poll: Callable[[dict[str, Any]], None] | None = None,
+    start: bool = True,
 ) -> dict[str, Any]:
     """Run All (JupyterLab's own command) and wait until every code cell ran and the kernel is idle.
 
@@ -183,7 +184,8 @@ def run_all(
     answers = list(answers or [])
     # not awaited: the command's promise settles only when the last cell has run, and a cell waiting
     # for input never does until the loop below answers it
-    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    if start:  # else Run All was already started
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     deadline = time.monotonic() + timeout_s
     state: dict[str, Any] = {}
     while time.monotonic() < deadline:

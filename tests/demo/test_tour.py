@@ -71,4 +71,5 @@ def test_the_tour_notebook_runs(tmp_path, monkeypatch):
     assert "recorded " in text
     assert "change" in text  # the recording's event kinds
     views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert len(views) >= 2  # the live table of #general and the dashboard
+    assert [v["data"]["text/plain"].split()[0] for v in views] == ["<Dashboard"]
+    assert "roster=True" in views[0]["data"]["text/plain"]
