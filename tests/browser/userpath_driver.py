@@ -94,6 +94,7 @@ def running_lab(workdir: Path, *, extra: tuple[str, ...] = (), timeout: float = 
         "--notebooks",
         str(notebooks),
         "--lab-arg=--LabApp.expose_app_in_browser=True",
+        "--lab-arg=--JupyterNotebookApp.expose_app_in_browser=True",  # the same for Notebook 7
         *extra,
     ]
     started = time.monotonic()
