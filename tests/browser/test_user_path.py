@@ -23,8 +23,10 @@ import pytest
 
 from tests.browser.conftest import free_port
 from tests.browser.userpath_driver import (
+    EXPECTED_LOG,
     KERNEL,
     OUTPUT,
+    PROMISES,
     USER_PATH,
     RunningLab,
     errors_in,
@@ -43,20 +45,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1200)]
 WARM_UP_S = 60.0  # the tables already hold a minute of demo traffic when the newcomer starts
 RUN_ALL_S = {"01": 120, "02": 240, "03": 300, "04": 240, "05": 120}
 
-# what each notebook's story promises, as the notebook itself prints it
-PROMISES = {
-    "01": ["content"],  # the messages DataFrame
-    "02": [
-        "reached the notification callback: False",  # dnd suppresses notifications
-        "Bob sees Alice as: offline",  # invisible shows as offline
-        "typing events so far:",
-    ],
-    "03": ["frame complete", "stall detected after"],  # every outage backfilled; the stall noticed
-    "04": ["dropped=0>"],  # the recorder lost nothing
-    "05": ["running against the LOCAL embedded stack"],  # Enter at the prompt: the local stack
-}
-# log lines a notebook provokes on purpose (03's long refusal exhausts the retries: one line for it)
-EXPECTED_LOG = {"03": ["channel 'messages': reconnecting → error (gave up after 4 retries"]}
 ANSWERS = {"05": [""]}  # the project URL prompt: Enter, as a newcomer without a project does
 
 TIMINGS: dict[str, float] = {}

@@ -34,6 +34,21 @@ USER_PATH = (
     "05_your_supabase_project.ipynb",
 )
 
+# what each notebook's story promises, as the notebook itself prints it
+PROMISES = {
+    "01": ["content"],  # the messages DataFrame
+    "02": [
+        "reached the notification callback: False",  # dnd suppresses notifications
+        "Bob sees Alice as: offline",  # invisible shows as offline
+        "typing events so far:",
+    ],
+    "03": ["frame complete", "stall detected after"],  # every outage backfilled; the stall noticed
+    "04": ["dropped=0>"],  # the recorder lost nothing
+    "05": ["running against the LOCAL embedded stack"],  # Enter at the prompt: the local stack
+}
+# log lines a notebook provokes on purpose (03's long refusal exhausts the retries: one line for it)
+EXPECTED_LOG = {"03": ["channel 'messages': reconnecting → error (gave up after 4 retries"]}
+
 
 @dataclass
 class RunningLab:
