@@ -212,9 +212,11 @@ def run_all(
             if not answers:
                 raise AssertionError("the notebook asks for input nobody planned to give")
             box = page.locator(".jp-Stdin-input").last
+            handle = box.element_handle()
             box.fill(answers.pop(0))
             box.press("Enter")
-            page.wait_for_function("() => document.querySelectorAll('.jp-Stdin-input').length === 0")
+            # the answered box is replaced by text (the next prompt may follow at once)
+            page.wait_for_function("(el) => !el.isConnected", arg=handle)
             continue
         if all(c is not None for c in state["counts"]) and not state["busy"]:
             return state
