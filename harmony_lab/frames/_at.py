@@ -275,7 +275,19 @@ def frame_at(
     columns: Sequence[str] | None = None,
     schema: str = "public",
 ) -> LiveFrame:
-    """See :meth:`LiveFrame.at`."""
+    """The table as it was at ``instant`` of a recording, as a new hand-fed :class:`LiveFrame`.
+
+    ``recording`` is a directory written by :class:`~harmony_lab.Recorder` (or one part file);
+    ``instant`` a timezone-aware ``datetime``, ``pandas.Timestamp`` or ISO 8601 string (inclusive:
+    events received at that instant count). The frame equals one fed the recording's change events of
+    ``schema.table`` up to ``instant`` in arrival order (``max_rows=None``): the last version of each
+    key, deletes applied, rows in arrival order. ``key`` names the key column(s) when the events carry
+    no primary key; ``columns`` keeps only those columns. Computed in DuckDB over the part files (see
+    the module docstring); damaged parts are skipped with a ``CorruptPartWarning``::
+
+        lf = LiveFrame.at("recordings/today", "messages", "2025-11-03T09:31:00+00:00")
+        lf.df.tail()
+    """
     import duckdb
 
     if not isinstance(table, str) or not table:
