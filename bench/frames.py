@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import sys
@@ -28,10 +27,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import comm
 import pandas as pd
+from _comm import counting_comms
 from _table import parse_quick, print_table
-from comm.base_comm import BaseComm
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.frames import LiveFrame
@@ -205,44 +203,13 @@ def run_perspective(events: list[RealtimeEvent], batch: int = 1) -> dict[str, An
 # ------------------------------------------------------------------------------- widget traffic
 
 
-class _CountingComm(BaseComm):
-    def __init__(self, **kwargs: Any) -> None:
-        self.log: list[tuple[float, str, int]] = []  # (time, method, buffer bytes)
-        super().__init__(**kwargs)
-
-    def publish_msg(
-        self,
-        msg_type: str,
-        data: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        buffers: list[Any] | None = None,
-        **keys: Any,
-    ) -> None:
-        if msg_type == "comm_msg":
-            method = (data or {}).get("method", "?")
-            size = sum(len(memoryview(b)) for b in buffers or ())
-            size += len(json.dumps(data, default=str))
-            self.log.append((time.monotonic(), str(method), size))
-
-
 async def widget_traffic(seconds: float, rate: int = 10_000, max_rows: int = 10_000) -> list[dict[str, Any]]:
-    made: list[_CountingComm] = []
-    original = comm.create_comm
-
-    def create(*args: Any, **kwargs: Any) -> _CountingComm:
-        c = _CountingComm(*args, **kwargs)
-        made.append(c)
-        return c
-
-    comm.create_comm = create
-    try:
+    with counting_comms() as made:
         lf = LiveFrame(None, "messages", max_rows=max_rows)
         w = LiveTableWidget(lf)
         cm = made[-1]
-        cm.handle_msg(
-            {"content": {"data": {"method": "custom", "content": {"type": "ready"}}}, "buffers": []}
-        )
-        cm.log.clear()
+        cm.ready()
+        cm.reset()
         events = make_events(int(rate * seconds) + 1000, seed=11)
         per_tick = rate // 100  # every 10 ms
         start = time.monotonic()
@@ -256,8 +223,6 @@ async def widget_traffic(seconds: float, rate: int = 10_000, max_rows: int = 10_
         await asyncio.sleep(0.3)
         elapsed = time.monotonic() - start
         w.close()
-    finally:
-        comm.create_comm = original
     log = cm.log
     customs = [x for x in log if x[1] == "custom"]
     per_second: dict[int, int] = {}

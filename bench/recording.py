@@ -25,7 +25,7 @@ published table uses 10 000 000), each measurement in a fresh process (peak RSS 
 * ``analysis: read_recording + pandas (baseline)`` — ``read_recording`` then the same three functions on
                                        the DataFrame, on the first ``HARMONY_BENCH_RECORDING_BASELINE``
                                        events (default: all of them, at most 2 000 000: it needs about
-                                       2.3 GB per million events); ``per_1M_events_s`` compares the two
+                                       2.1 GB per million events); ``per_1M_events_s`` compares the two
 
     python bench/recording.py            # full (a few minutes: 10 M events)
     python bench/recording.py --quick    # small sizes (< 60 s)

@@ -16,7 +16,9 @@ Rows (all in one run, on one LocalRealtime):
                                 socket each) of a row trigger's ``realtime.broadcast_changes`` topic, or of
                                 the table's postgres_changes: commit → callback p50/p99 at a paced rate,
                                 sustained messages/s, server-thread CPU per delivered message and
-                                Postgres CPU per written row (trigger, WAL decoding)
+                                Postgres CPU per written row (trigger, WAL decoding); once with
+                                realtime-py subscribers, once with minimal websocket subscribers
+                                (realtime-py's parsing bounds the first)
 * ``capture only`` (floor)    — bench/capture.py's figures when that script exists: the change stream alone,
                                 without fan-out, JSON and websockets
 
@@ -407,6 +409,60 @@ async def _bfd_subscribers(rt: Any, path: str, n: int) -> tuple[list[Any], list[
     return clients, sinks
 
 
+class _RawSubscriber:
+    """A minimal V1 websocket subscriber (``json.loads`` per frame, no client library), so the
+    sustained figures measure the server rather than a client's parsing."""
+
+    def __init__(self, ws: Any, sink: _PathSink) -> None:
+        self.ws, self.sink = ws, sink
+        self.joined = asyncio.Event()
+        self.subscribed = asyncio.Event()  # postgres_changes: the hub's "Subscribed to PostgreSQL"
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        import json
+
+        async for frame in self.ws:
+            msg = json.loads(frame)
+            event = msg.get("event")
+            if event == "phx_reply" and msg["payload"].get("status") == "ok":
+                self.joined.set()
+            elif event in ("postgres_changes", "broadcast"):
+                self.sink(msg["payload"])
+            elif event == "system" and msg["payload"].get("status") == "ok":
+                self.subscribed.set()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await self.ws.close()
+
+
+async def _raw_subscribers(rt: Any, path: str, n: int) -> tuple[list[Any], list[_PathSink]]:
+    import json
+
+    import websockets
+
+    subs, sinks = [], []
+    for i in range(n):
+        ws = await websockets.connect(f"{rt.ws_url}/websocket?apikey={rt.service_role_key}&vsn=1.0.0")
+        sink = _PathSink()
+        sub = _RawSubscriber(ws, sink)
+        if path == "pgc":
+            topic, config = (
+                f"realtime:pgc-raw-{i}",
+                {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "bench_pgc"}]},
+            )
+        else:
+            topic, config = "realtime:bench-bfd", {"private": True}
+        join = {"topic": topic, "event": "phx_join", "ref": "1", "join_ref": "1"}
+        join["payload"] = {"config": config, "access_token": rt.service_role_key}
+        await ws.send(json.dumps(join))
+        await asyncio.wait_for((sub.subscribed if path == "pgc" else sub.joined).wait(), 30)
+        subs.append(sub)
+        sinks.append(sink)
+    return subs, sinks
+
+
 def _cpu_s(pids: list[int], server_tid: int | None) -> tuple[float, float]:
     """(Postgres processes' CPU s, the Realtime server thread's CPU s) so far."""
     import psutil
@@ -433,11 +489,12 @@ def _pg_pids(rt: Any) -> list[int]:
 
 
 async def _bfd_path(
-    rt: Any, conn: Any, path: str, n_subs: int, rate: float, seconds: float, burst: int
+    rt: Any, conn: Any, path: str, client: str, n_subs: int, rate: float, seconds: float, burst: int
 ) -> list[dict[str, Any]]:
     table = "bench_pgc" if path == "pgc" else "bench_bfd"
-    label = "Postgres Changes" if path == "pgc" else "Broadcast from Database"
-    clients, sinks = await _bfd_subscribers(rt, path, n_subs)
+    label = ("Postgres Changes" if path == "pgc" else "Broadcast from Database") + f" ({client})"
+    make = _bfd_subscribers if client == "realtime-py" else _raw_subscribers
+    clients, sinks = await make(rt, path, n_subs)
     tid = rt._thread.native_id if rt._thread is not None else None
     try:
         # paced: commit acknowledged → callback, over every subscriber
@@ -509,8 +566,9 @@ async def run_bfd(quick: bool) -> list[dict[str, Any]]:
     try:
         await rt.execute(BFD_SQL)
         async with await psycopg.AsyncConnection.connect(rt.dsn, autocommit=True) as conn:
-            for path in ("pgc", "bfd"):
-                rows += await _bfd_path(rt, conn, path, n_subs, rate, seconds, burst)
+            for client in ("realtime-py", "raw websocket"):
+                for path in ("pgc", "bfd"):
+                    rows += await _bfd_path(rt, conn, path, client, n_subs, rate, seconds, burst)
     finally:
         await asyncio.to_thread(rt.stop)
     return rows

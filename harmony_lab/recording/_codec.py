@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -208,10 +209,51 @@ def encode_json(value: Any) -> tuple[str | None, list[list[Any]] | None]:
     return text, (notes or None)
 
 
+_WALKABLE = _SCALAR_TYPES | {float, dict, list}
+_DICT_OR_NONE = frozenset({dict, type(None)})
+_MAX_LEVELS = 16
+
+
+def _batch_native(values: list[Any]) -> bool:
+    """True when every value of a batch is JSON-native: checked level by level, over the whole batch.
+
+    Each level (the values, then all their dicts' values and lists' items together, …) is checked
+    by the set of its types, in C. False means "not known": a non-native value somewhere, a
+    non-finite float, or nesting deeper than :data:`_MAX_LEVELS` (then each value is walked).
+    """
+    level: list[Any] = values
+    for _ in range(_MAX_LEVELS):
+        types = set(map(type, level))
+        if types <= _SCALAR_TYPES:
+            return True
+        if not types <= _WALKABLE:
+            return False
+        if float in types and not all(map(math.isfinite, [v for v in level if type(v) is float])):
+            return False
+        nxt: list[Any] = []
+        if dict in types:
+            # filter(None) keeps the dicts when the rest are None (empty dicts need no check)
+            if types <= _DICT_OR_NONE:
+                dicts = list(filter(None, level))
+            else:
+                dicts = [v for v in level if type(v) is dict]
+            if not _STR.issuperset(map(type, itertools.chain.from_iterable(dicts))):
+                return False
+            below = set(map(type, itertools.chain.from_iterable(map(dict.values, dicts))))
+            if not below <= _SCALAR_TYPES:  # floats or containers: look at them on the next level
+                nxt.extend(itertools.chain.from_iterable(map(dict.values, dicts)))
+        if list in types:
+            nxt.extend(itertools.chain.from_iterable([v for v in level if type(v) is list]))
+        level = nxt
+    return False
+
+
 def _plain_values(values: list[Any]) -> tuple[list[Any], list[list[list[Any]] | None]]:
     """JSON-native stand-ins for ``values`` and each one's type notes (None when it needs none)."""
     out = values
     notes: list[list[list[Any]] | None] = [None] * len(values)
+    if _batch_native(values):
+        return out, notes
     flags = list(map(_native, values))  # None is native
     if all(flags):
         return out, notes

@@ -18,15 +18,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from harmony_lab.events import EventKind
 from harmony_lab.recording._codec import SCHEMA
-from harmony_lab.recording._parts import readable_parts
+from harmony_lab.recording._parts import SkippedPart, readable_parts, warn_skipped
 from harmony_lab.recording._reader import _channels, _instant, _kinds, _select_parts
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["connect_recording", "sql_string"]
+__all__ = ["connect_recording", "damaged_parts", "sql_string"]
 
 
 def sql_string(text: str) -> str:
@@ -64,10 +67,51 @@ def connect_recording(
 
         con = connect_recording("recordings/today")
         con.sql("SELECT kind, count(*) FROM events GROUP BY kind").df()
+
+    A part whose footer cannot be read is left out with a :class:`CorruptPartWarning`. DuckDB reads
+    data pages only when a query needs them, so damage inside a part shows as a ``duckdb.Error``
+    from that query (``read_recording`` skips such a part with a warning; the analysis functions,
+    given a path, find it, warn, and run again without it).
     """
+    return _connect(
+        path, kinds=kinds, channels=channels, start=start, end=end, threads=threads, memory_limit=memory_limit
+    )
+
+
+def damaged_parts(path: str | os.PathLike[str]) -> list[Path]:
+    """The parts of a recording that cannot be read in full, each with a :class:`CorruptPartWarning`.
+
+    Reads every part completely (a part with an unreadable footer is left out silently: connecting
+    already warned about it), so it is meant for after a query failed, not for every query.
+    """
+    bad = []
+    for part in readable_parts(_select_parts(Path(path), None, None, None), on_skip=lambda _skipped: None):
+        try:
+            pq.read_table(part.path)
+        except (pa.ArrowException, OSError) as exc:
+            warn_skipped(SkippedPart(part.path, f"{exc}".strip().splitlines()[0][:200]))
+            bad.append(part.path)
+    return bad
+
+
+def _connect(
+    path: str | os.PathLike[str],
+    *,
+    kinds: Iterable[str | EventKind] | str | None = None,
+    channels: Iterable[str] | str | None = None,
+    start: Any = None,
+    end: Any = None,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    skip: frozenset[Path] = frozenset(),
+) -> duckdb.DuckDBPyConnection:
     kinds_l, channels_l = _kinds(kinds), _channels(channels)
     start_dt, end_dt = _instant(start, "start"), _instant(end, "end")
-    parts = readable_parts(_select_parts(Path(path), channels_l, start_dt, end_dt))
+    selected = _select_parts(Path(path), channels_l, start_dt, end_dt)
+    if skip:  # the second attempt: these were named already, and so were those with a bad footer
+        parts = readable_parts([p for p in selected if p.path not in skip], on_skip=lambda _skipped: None)
+    else:
+        parts = readable_parts(selected)
     duckdb = _duckdb()
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")

@@ -14,20 +14,24 @@ Public as :mod:`harmony_lab.analysis`.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import io
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 
+from harmony_lab._presence import PresenceState
 from harmony_lab.events import ChannelStatus
 from harmony_lab.recording._codec import JSON_COLUMNS, TS, decode_json
-from harmony_lab.recording._duck import connect_recording
+from harmony_lab.recording._duck import _connect, damaged_parts
 from harmony_lab.recording._reader import ARRIVAL_ORDER, table_to_pandas
 
 if TYPE_CHECKING:
@@ -74,7 +78,7 @@ def _relation(source: Any, columns: Iterable[str], what: str) -> Iterator[duckdb
         yield None
         return
     if isinstance(source, str | os.PathLike):
-        con = connect_recording(source)
+        con = _connect(source, skip=_SKIP.get())
         try:
             yield con.table("events")
         finally:
@@ -93,6 +97,39 @@ def _relation(source: Any, columns: Iterable[str], what: str) -> Iterator[duckdb
         f"{what} expects a DataFrame from read_recording(), a recording path or a DuckDB relation "
         f"over recording rows; got {type(source).__name__}"
     )
+
+
+_SKIP: contextvars.ContextVar[frozenset[Path]] = contextvars.ContextVar("skip", default=frozenset())
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _skipping_damaged_parts(fn: F) -> F:
+    """On a recording path, a query that fails on a damaged part runs again without it.
+
+    DuckDB reads data pages only when a query needs them, so a part with a good footer and a bad
+    page fails the query. Then every part is read in full, each damaged one is named with a
+    :class:`CorruptPartWarning`, and the function runs once more without them.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(source: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(source, str | os.PathLike) or _SKIP.get():
+            return fn(source, *args, **kwargs)
+        import duckdb
+
+        try:
+            return fn(source, *args, **kwargs)
+        except duckdb.Error:
+            bad = damaged_parts(source)
+            if not bad:
+                raise
+        token = _SKIP.set(frozenset(bad))
+        try:
+            return fn(source, *args, **kwargs)
+        finally:
+            _SKIP.reset(token)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _query(rel: duckdb.DuckDBPyRelation, sql: str) -> pd.DataFrame:
@@ -154,6 +191,7 @@ def parse_json(df: pd.DataFrame, columns: Iterable[str] = JSON_COLUMNS) -> pd.Da
     return out
 
 
+@_skipping_damaged_parts
 def event_rates(source: Source, freq: str | pd.Timedelta = "1s", *, by: str | None = "kind") -> pd.DataFrame:
     """Events per second in bins of ``freq``, one column per value of ``by`` (or ``events``).
 
@@ -202,6 +240,7 @@ def event_rates(source: Source, freq: str | pd.Timedelta = "1s", *, by: str | No
 _LAG_COLUMNS = ["count", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"]
 
 
+@_skipping_damaged_parts
 def lag_summary(source: Source) -> pd.DataFrame:
     """Commit → receive latency of change events per ``(schema, table)``, in milliseconds.
 
@@ -252,26 +291,13 @@ def lag_summary(source: Source) -> pd.DataFrame:
     return out[_LAG_COLUMNS]
 
 
-def _meta_ids(metas: Any) -> set[str]:
-    if isinstance(metas, dict) and "metas" in metas:
-        metas = metas["metas"]
-    if not isinstance(metas, list):
-        return set()
-    out = set()
-    for m in metas:
-        # realtime-py/-js call a meta's id presence_ref; raw Phoenix payloads call it phx_ref
-        ref = m.get("presence_ref", m.get("phx_ref")) if isinstance(m, dict) else None
-        if ref is not None:
-            out.add(str(ref))
-        else:
-            out.add(json.dumps(m, sort_keys=True, default=str))
-    return out
-
-
+@_skipping_damaged_parts
 def presence_sessions(source: Source) -> pd.DataFrame:
     """Join → leave intervals per presence key and channel.
 
-    A key is present while it has at least one presence (meta; told apart by ``presence_ref``):
+    Presence is folded with the one reducer the roster and the manager use
+    (:class:`harmony_lab._presence.PresenceState`). A key is present while it has at least one
+    presence (meta; told apart by ``presence_ref``):
     a ``join`` opens a session, the ``leave`` of its last meta closes it (``end_reason='leave'``); a
     ``sync`` reopens the keys it lists and closes those it no longer lists (``'sync'``); a status
     change of the channel away from ``connected`` closes every open session (``'disconnect'``,
@@ -292,53 +318,34 @@ def presence_sessions(source: Source) -> pd.DataFrame:
 def _sessions(rel: pd.DataFrame) -> pd.DataFrame:
     """Sessions from presence and status rows in arrival order."""
     cols = ["channel", "key", "joined_at", "left_at", "duration", "end_reason"]
-    open_: dict[tuple[str, str], dict[str, Any]] = {}
+    states: dict[str, PresenceState] = {}
+    open_: dict[tuple[str, str], Any] = {}  # (channel, key) -> joined_at
     rows: list[dict[str, Any]] = []
 
-    def close(k: tuple[str, str], at: pd.Timestamp, reason: str) -> None:
-        s = open_.pop(k)
-        rows.append({"channel": k[0], "key": k[1], "joined_at": s["at"], "left_at": at, "end_reason": reason})
+    def close(channel: str, keys: Iterable[str], at: pd.Timestamp, reason: str) -> None:
+        for key in keys:
+            joined = open_.pop((channel, key), None)
+            if joined is not None:
+                rows.append(
+                    {"channel": channel, "key": key, "joined_at": joined, "left_at": at, "end_reason": reason}
+                )
 
     for kind, channel, op, payload_text, at, status in zip(
         rel["kind"], rel["channel"], rel["op"], rel["payload"], rel["received_at"], rel["status"], strict=True
     ):
+        state = states.setdefault(channel, PresenceState())
         if kind == "status":
-            if status != "connected":
-                for k in [k for k in open_ if k[0] == channel]:
-                    close(k, at, "disconnect")
+            if status != "connected":  # presence is unknown until the next sync
+                close(channel, state.clear().left, at, "disconnect")
             continue
         payload = json.loads(payload_text) if isinstance(payload_text, str) else None
-        if not isinstance(payload, dict):
-            continue
-        if op == "sync":
-            listed = {str(key): _meta_ids(metas) for key, metas in payload.items()}
-            for k in [k for k in open_ if k[0] == channel and k[1] not in listed]:
-                close(k, at, "sync")
-            for key, ids in listed.items():
-                k = (channel, key)
-                if k in open_:
-                    open_[k]["ids"] = ids or {"?"}
-                else:
-                    open_[k] = {"at": at, "ids": ids or {"?"}}
-        elif op == "join":
-            k = (channel, str(payload.get("key")))
-            ids = _meta_ids(payload.get("new")) or {"?"}
-            if k in open_:
-                open_[k]["ids"] |= ids
-            else:
-                open_[k] = {"at": at, "ids": ids}
-        elif op == "leave":
-            k = (channel, str(payload.get("key")))
-            if k not in open_:
-                continue
-            open_[k]["ids"] -= _meta_ids(payload.get("left")) | {"?"}
-            current = payload.get("current")
-            if not open_[k]["ids"] or (isinstance(current, list) and not current):
-                close(k, at, "leave")
-    for k in list(open_):
-        s = open_.pop(k)
+        diff = state.apply(str(op or ""), payload)
+        close(channel, diff.left, at, "sync" if op == "sync" else "leave")
+        for key in diff.joined:
+            open_[(channel, key)] = at
+    for (channel, key), joined in open_.items():
         rows.append(
-            {"channel": k[0], "key": k[1], "joined_at": s["at"], "left_at": pd.NaT, "end_reason": "open"}
+            {"channel": channel, "key": key, "joined_at": joined, "left_at": pd.NaT, "end_reason": "open"}
         )
     out = pd.DataFrame(rows, columns=cols)
     out["joined_at"] = pd.to_datetime(out["joined_at"], utc=True)
@@ -381,6 +388,7 @@ def _status_intervals(st: pd.DataFrame, last_seen: Any, end: Any = None) -> pd.D
     return pd.DataFrame(rows, columns=["session_id", "channel", "status", "start", "end"])
 
 
+@_skipping_damaged_parts
 def status_durations(source: Source, *, end: Any = None) -> pd.DataFrame:
     """Seconds spent in each status per channel, with reconnect and error counts.
 
@@ -427,6 +435,7 @@ def status_durations(source: Source, *, end: Any = None) -> pd.DataFrame:
     return out[cols]
 
 
+@_skipping_damaged_parts
 def gaps(source: Source) -> pd.DataFrame:
     """The recorded gaps (events that may be missing): channel, gap_start, gap_end, duration, reason.
 
@@ -476,6 +485,7 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+@_skipping_damaged_parts
 def plot_status_timeline(source: Source, *, end: Any = None) -> Figure:
     """A Gantt-style timeline: one row per channel, colored by status; gaps hatched on top."""
     import matplotlib.dates as mdates

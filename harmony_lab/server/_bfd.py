@@ -202,6 +202,7 @@ class MessagesCapture:
             "queued": self._queue.qsize(),
             "process_s": round(self._process_s, 3),
             "last_latency_ms": self._last_latency_ms,
+            "slot": self._stream.slot_name if self._stream is not None else None,
             "janitor": self._janitor.stats if self._janitor is not None else None,
         }
 

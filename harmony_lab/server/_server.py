@@ -175,6 +175,9 @@ class RealtimeServer:
         out = self.registry.stats.as_dict()
         out["connections"] = len(self._sockets)
         out["topics"] = len(self.registry.topics())
+        if self.authorizer is not None:  # Realtime Authorization checks made for private channels
+            out["authorization"] = {k: round(v, 3) if isinstance(v, float) else v
+                                    for k, v in self.authorizer.stats.items()}  # fmt: skip
         return out
 
     def broadcast(self, topic: str, event: str, payload: Any, *, private: bool = False) -> int:

@@ -28,6 +28,11 @@ otherwise the hub reads the current values of those columns by primary key (one 
 change) — so ``record`` is complete, unlike Supabase, which leaves such columns out. If the row is
 gone by then, the columns are left out.
 
+Broadcast from Database: the hub also runs the capture of ``realtime.messages`` inserts (its own
+temporary slot on ``supabase_realtime_messages_publication``, as Supabase does; see
+:mod:`harmony_lab.server._bfd`) and hands each message to the server's fan-out
+(:meth:`attach_broadcasts`, called by the server with ``Registry.broadcast_from_db``).
+
 The hub survives anything a single change or subscriber does: errors are logged with context and the
 next change is processed. Capture reconnects are logged (changes committed while disconnected are
 lost, as with Supabase's temporary slot); if the capture gives up, the hub starts a new one.

@@ -11,7 +11,7 @@ import pytest
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.frames import LiveFrame
 from harmony_lab.frames._broadcast import change_event
-from harmony_lab.local.schema import ALICE, BOB, GENERAL, RANDOM
+from harmony_lab.local.schema import ALICE, BOB, ERIN, GENERAL, RANDOM
 from harmony_lab.manager import Backfill, BackoffPolicy, RealtimeConnectionManager
 
 pytestmark = [
@@ -88,6 +88,30 @@ async def test_frame_via_broadcast_equals_frame_via_postgres_changes(rt, manager
     assert ids[2] not in got
     await pg.aclose()
     await bc.aclose()
+
+
+async def test_a_refused_private_topic_is_the_frames_status_with_the_servers_reason(rt):
+    # Erin is not in the DM: Realtime Authorization refuses her join of its private topic
+    mgr = RealtimeConnectionManager(
+        rt.url,
+        rt.anon_key,
+        dsn=rt.dsn,
+        access_token=rt.token_for(str(ERIN)),
+        heartbeat_interval=0.5,
+        backoff=BackoffPolicy(base=0.1, max_delay=0.5, max_retries=10),
+        join_timeout=5.0,
+    )
+    try:
+        lf = LiveFrame(mgr, "messages", via="broadcast", topic="dm:alice-bob", private=True)
+        await lf.ready()
+        await mgr.wait_for_status(lf.name, "error", timeout=30)
+        assert lf.status == "error"
+        assert "Unauthorized: You do not have permissions to read from this Channel topic" in lf.status_reason
+        assert lf.snapshot_info is None  # a refused channel loads no rows either
+        assert len(lf) == 0
+        await lf.aclose()
+    finally:
+        await mgr.cleanup()
 
 
 def _broadcast(payload: Any) -> RealtimeEvent:

@@ -43,8 +43,9 @@ def execute(name: str, workdir: Path, artifacts: Path | None = None) -> nbformat
         resources={"metadata": {"path": str(workdir)}},
     )
     old = dict(os.environ)
+    env = notebook_env()  # computed before clearing: PYTHONPATH (a worktree first) must reach the kernel
     os.environ.clear()
-    os.environ.update(notebook_env())  # the kernel inherits this process's environment
+    os.environ.update(env)  # the kernel inherits this process's environment
     try:
         client.execute()
     finally:
@@ -91,11 +92,16 @@ PROMISES = {
     ],
     "03_reconnection_lab.ipynb": ["frame complete"],  # every outage backfilled
     "04_record_and_analyse.ipynb": ["dropped=0>"],  # the recorder lost nothing
+    "06_broadcast_and_authorization.ipynb": [
+        "erin: error — refused: Unauthorized: You do not have permissions to read from this Channel topic",
+        "Erin heard: 0 messages",  # the non-member was refused and heard nothing
+        "frames equal: True",  # both delivery paths agree
+    ],
 }
 
 
-def test_there_are_six_notebooks():
-    assert [n[:2] for n in ALL] == ["00", "01", "02", "03", "04", "05"], ALL
+def test_there_are_seven_notebooks():
+    assert [n[:2] for n in ALL] == ["00", "01", "02", "03", "04", "05", "06"], ALL
     assert set(PROMISES) <= set(ALL), set(PROMISES) - set(ALL)
 
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harmony_lab.recording._codec import SCHEMA, decode_json, encode_json, json_array
+from harmony_lab.recording._codec import SCHEMA, _batch_native, _native, decode_json, encode_json, json_array
 
 scalars = (
     st.none()
@@ -128,3 +128,9 @@ def test_a_batch_encoded_in_one_call_holds_each_values_json(batch):
 def test_a_batch_orjson_refuses_falls_back_to_the_standard_library():
     batch = [{"big": 2**80}, None, [1, 2]]
     assert json_array(batch).to_pylist() == ['{"big":1208925819614629174706176}', None, "[1,2]"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(json_native | values, max_size=12))
+def test_the_batch_nativeness_check_agrees_with_the_value_by_value_walk(batch):
+    assert _batch_native(batch) == all(_native(v) for v in batch)

@@ -12,6 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from harmony_lab.cli import main
@@ -161,3 +164,31 @@ def test_duckdb_readers_skip_a_truncated_part_with_a_warning(tmp_path):
     with pytest.warns(CorruptPartWarning, match=bad.name):
         rates = analysis.event_rates(tmp_path, "1s", by=None)
     assert rates["events"].sum() == len(lobby)
+
+
+def damage_a_data_page(path: Path, column: str = "received_at") -> None:
+    """Overwrite the middle of one column chunk, leaving the footer intact."""
+    meta = pq.read_metadata(path).row_group(0)
+    (chunk,) = [meta.column(i) for i in range(meta.num_columns) if meta.column(i).path_in_schema == column]
+    data = bytearray(path.read_bytes())
+    start = chunk.data_page_offset
+    data[start + 8 : start + chunk.total_compressed_size - 4] = b"\xab" * (chunk.total_compressed_size - 12)
+    path.write_bytes(bytes(data))
+
+
+def test_the_duckdb_path_skips_a_part_damaged_inside_with_a_warning(tmp_path):
+    from harmony_lab import analysis, connect_recording
+
+    lobby, _ = two_channel_recording(tmp_path)
+    bad = part_of(tmp_path, "room%3Aother")
+    damage_a_data_page(bad)
+    with connect_recording(tmp_path) as con, pytest.raises(duckdb.Error):  # the footer reads fine
+        con.sql("SELECT max(received_at) FROM events").fetchall()
+    with pytest.warns(CorruptPartWarning, match=bad.name):
+        rates = analysis.event_rates(tmp_path, "1s", by=None)
+    assert rates["events"].sum() == len(lobby)
+    with pytest.warns(CorruptPartWarning, match=bad.name):
+        want = analysis.lag_summary(read_recording(tmp_path))
+    with pytest.warns(CorruptPartWarning, match=bad.name):
+        got = analysis.lag_summary(tmp_path)
+    pd.testing.assert_frame_equal(got, want)

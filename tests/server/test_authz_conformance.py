@@ -117,7 +117,8 @@ async def test_realtime_js_sends_and_tracks_are_refused_without_an_insert_policy
     assert (await js_join(js, "reader", topic, **presence))["status"] == "SUBSCRIBED"
     assert (await js_join(js, "writer", topic, **presence))["status"] == "SUBSCRIBED"
     # realtime-js resolves send() 'ok' once pushed (no ack asked); the server drops it
-    await js.call("send", client="reader", topic=topic, event="forged", payload={"x": 1})
+    forged = await js.call("send", client="reader", topic=topic, event="forged", payload={"x": 1})
+    assert forged["result"] == "ok"
     assert (await js.call("track", client="reader", topic=topic, payload={"as": "writer"}))[
         "result"
     ] == "error"
@@ -217,6 +218,9 @@ async def test_realtime_py_private_joins_sends_tracks_and_refresh(stack, py_clie
         assert unauthorized(topic) in str(states[0][1])
         await refused.close()  # realtime-py would keep rejoining
     assert len(private_members(stack, topic)) == 2
+    checks = stack.server.stats["authorization"]
+    assert checks["read_checks"] >= 4
+    assert checks["errors"] == 0
 
     await m_ch.send_broadcast("forged", {"x": 1})
     await m_ch.track({"as": "w"})

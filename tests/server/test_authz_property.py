@@ -1,18 +1,21 @@
 """Property: for random access lists (who may read / write broadcast and presence on which private
-topic), every subscriber receives exactly the broadcasts and presence its policies allow — zero leaks,
-zero losses — with the real server, Postgres and websocket clients (one stack for the module)."""
+topic), every subscriber receives exactly the broadcasts — from sockets, from the service role and from
+the database (``realtime.send``) — and the presence its policies allow: zero leaks, zero losses, with
+the real server, Postgres and websocket clients (one stack for the module)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import json
 import uuid
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.polling import eventually
 from tests.server.authz_helpers import allow, clear, stack
 from tests.server.rt_helpers import Raw, raw_factory
 
@@ -49,6 +52,15 @@ def scenarios(draw: Any) -> Scenario:
     grants = {(s, t): draw(grant) for s in range(subs) for t in range(topics)}
     vsns = tuple(draw(st.sampled_from(["1.0.0", "2.0.0"])) for _ in range(subs))
     return Scenario(subs, topics, grants, vsns)
+
+
+def _broadcast_ids(client: Raw, topic: str) -> list[str]:
+    """The ``id`` in the payload of every broadcast ``client`` received on ``topic`` (V1 JSON frames or
+    V2 binary user broadcasts, which Broadcast from Database uses)."""
+    ids = []
+    for m in client.messages("broadcast", topic):
+        ids.append(json.loads(m["data"])["id"] if "kind" in m else m["payload"]["payload"]["id"])
+    return sorted(ids)
 
 
 async def _round_trip(clients: list[Raw]) -> None:
@@ -107,6 +119,15 @@ async def _run(rt: Any, sc: Scenario) -> None:
         for t, ref in service_refs.items():
             msg = {"type": "broadcast", "event": "m", "payload": {"id": "svc"}}
             await service.send(f"realtime:{topics[t]}", "broadcast", msg, None, ref)
+        # Broadcast from Database: one private realtime.send per topic, through the WAL
+        for topic in topics:
+            await rt.execute("select realtime.send('{\"id\": \"db\"}'::jsonb, 'm', %s, true)", topic)
+        for topic in topics:
+            await eventually(
+                lambda t=topic: "db" in _broadcast_ids(service, f"realtime:{t}"),
+                15,
+                what="the database's send",
+            )
         everyone = [*subs, service]
         await _round_trip(everyone)  # every send processed and fanned out
         await _round_trip(everyone)  # every frame queued before it delivered
@@ -115,11 +136,11 @@ async def _run(rt: Any, sc: Scenario) -> None:
             for t, topic in enumerate(topics):
                 g = sc.grants[(s, t)]
                 frames = subs[s].messages(topic=f"realtime:{topic}")
-                got = sorted(m["payload"]["payload"]["id"] for m in frames if m["event"] == "broadcast")
+                got = _broadcast_ids(subs[s], f"realtime:{topic}")
                 want: list[str] = []
                 if g.admitted and g.broadcast_read:
                     want = sorted(
-                        ["svc"]
+                        ["svc", "db"]
                         + [
                             f"{u}" for u in range(sc.subs)
                             if u != s and sc.grants[(u, t)].admitted and sc.grants[(u, t)].broadcast_write

@@ -297,3 +297,49 @@ async def test_janitor_keeps_daily_partitions_and_drops_old_messages(rt):
         "select topic from realtime.messages where topic in (%s, %s)", old_topic, kept_topic
     )
     assert left == [(kept_topic,)]
+
+
+@pytest.mark.js
+async def test_realtime_js_hears_the_harmony_trigger(rt, js):
+    await js.call("connect", client="alice", url=rt.ws_url, apikey=rt.anon_key)
+    await js.call("setAuth", client="alice", token=rt.token_for(str(ALICE)))
+    await js.subscribe("alice", "dm:alice-bob", config={"private": True}, listen={"broadcast": ["INSERT"]})
+    content = f"to bob {uuid.uuid4().hex[:6]}"
+    await rt.execute(
+        "insert into public.messages (channel_id, user_id, content) values (%s, %s, %s)",
+        DM_ALICE_BOB,
+        ALICE,
+        content,
+    )
+    msg = await js.expect(ev="broadcast", client="alice", event="INSERT", within=15)
+    payload = msg["payload"]
+    assert set(payload) == {"operation", "schema", "table", "record", "old_record", "id"}
+    assert (payload["operation"], payload["schema"], payload["table"]) == ("INSERT", "public", "messages")
+    assert payload["record"]["content"] == content
+    assert payload["old_record"] is None
+    assert msg["meta"] == {"id": payload["id"]}
+
+
+async def test_delivery_resumes_after_the_replication_connection_is_killed(rt):
+    topic = f"bfd-{uuid.uuid4().hex[:8]}"
+    sub = PyClient(rt)
+    await sub.open(topic, private=False)
+    try:
+        slot = rt.hub.stats["broadcast_from_db"]["slot"]
+        killed = await rt.execute(
+            "select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = %s", slot
+        )
+        assert killed == [(True,)]
+        # messages committed while the slot is re-created are lost (a temporary slot, as on Supabase):
+        # send one every half second until one arrives
+        for n in range(60):
+            await send(rt, topic, "after", {"n": n}, private=False)
+            try:
+                await eventually(lambda: "after" in sub.events(), 0.5)
+                break
+            except AssertionError:
+                continue
+        assert "after" in sub.events()
+        assert rt.hub.stats["broadcast_from_db"]["slot"] != slot  # a new temporary slot
+    finally:
+        await sub.close()

@@ -18,6 +18,7 @@ def test_widgets_export_exactly_the_widget_types_and_dashboard():
     assert sorted(harmony_lab.widgets.__all__) == [
         "Dashboard",
         "LiveTableWidget",
+        "Player",
         "PresenceRosterWidget",
         "StatusTimelineWidget",
         "dashboard",
