@@ -7,7 +7,7 @@ instant of the recording, the *position*:
 * **seek** to an instant: every frame takes the table's state there from
   :meth:`LiveFrame.at <harmony_lab.frames.LiveFrame.at>` (DuckDB over the part files, on a worker
   thread), and the roster and timeline are rebuilt from the recording's presence, status, gap and
-  heartbeat events up to it (the newest 20 000 of them);
+  heartbeat events up to it (the newest 5 000 of them);
 * **play**: the events after the position stream from DuckDB in arrival order and are applied at their
   recorded pace divided by ``speed`` (0.1× to 100×); the position advances with the clock;
 * at the end of the recording playing stops (``status`` becomes ``finished``).
@@ -47,7 +47,7 @@ MIN_SPEED = 0.1
 MAX_SPEED = 100.0
 MAX_TABLES = 20
 """Tables a player drives at most (pass ``tables=`` to choose them)."""
-MAX_SIDE_EVENTS = 20_000
+MAX_SIDE_EVENTS = 5_000
 """Presence, status, gap and heartbeat events before a seek's instant that rebuild the roster and
 timeline (the newest ones; the timeline shows the last minutes anyway)."""
 MAX_TRACK_EVENTS = 100_000
