@@ -344,7 +344,7 @@ class TopicDoctorReport:
         if name not in {n for _, _, n in _ANSWERS}:
             raise KeyError(f"no answer {name!r}; answers: {', '.join(n for _, _, n in _ANSWERS)}")
         for c in self.checks:
-            if c.name == name:
+            if c.name == name and c.kind == "answer":
                 return c.ok
         return None
 
@@ -531,6 +531,32 @@ def _topic_fix(
     return "\n".join(lines)
 
 
+class _Uncomputed(str):
+    """Why an answer could not be computed at all (not a refusal of the subscriber)."""
+
+    __slots__ = ()
+
+
+class _ProbeRefused(Exception):
+    """The doctor's own connection could not do its part of a check."""
+
+    def __init__(self, what: str, error: BaseException) -> None:
+        super().__init__(f"{what}: {error}")
+        self.why = _Uncomputed(
+            f"the doctor's own connection may not {what} ({_first_line(error)}): connect with dsn= as "
+            "the owner of realtime.messages or a superuser, as a Realtime server's connection is"
+        )
+
+
+async def _take_role(conn: Any, settings: list[Any]) -> None:
+    import psycopg
+
+    try:
+        await conn.execute(_SETTINGS_SQL, settings)
+    except psycopg.Error as exc:
+        raise _ProbeRefused(f"take the role {settings[0]}", exc) from exc
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
@@ -556,18 +582,24 @@ async def _probe(
     probes = {ext: uuid.uuid4() for ext in ("broadcast", "presence")}
     try:
         async with conn.transaction(force_rollback=True):
-            for ext, probe in probes.items():
-                await conn.execute(
-                    "INSERT INTO realtime.messages (id, topic, extension) VALUES (%s, %s, %s)",
-                    (probe, topic, ext),
-                )
-            await conn.execute(_SETTINGS_SQL, settings)
+            try:
+                for ext, probe in probes.items():
+                    await conn.execute(
+                        "INSERT INTO realtime.messages (id, topic, extension) VALUES (%s, %s, %s)",
+                        (probe, topic, ext),
+                    )
+            except psycopg.Error as exc:
+                raise _ProbeRefused("insert the probe rows", exc) from exc
+            await _take_role(conn, settings)
             cur = await conn.execute(
                 "SELECT id FROM realtime.messages WHERE id = ANY(%s)", (list(probes.values()),)
             )
             seen = {row[0] for row in await cur.fetchall()}
         for ext, probe in probes.items():
             out[ext, "read"] = probe in seen
+    except _ProbeRefused as refused:
+        for ext in probes:
+            out[ext, "read"] = refused.why
     except psycopg.errors.QueryCanceled as exc:
         for ext in probes:
             out[ext, "read"] = f"a policy ran past the statement timeout: {_first_line(exc)}"
@@ -576,7 +608,7 @@ async def _probe(
             out[ext, "read"] = _first_line(exc)
     try:
         async with conn.transaction(force_rollback=True):
-            await conn.execute(_SETTINGS_SQL, settings)
+            await _take_role(conn, settings)
             for ext in probes:
                 try:
                     async with conn.transaction():
@@ -587,6 +619,9 @@ async def _probe(
                     out[ext, "write"] = False
                 else:
                     out[ext, "write"] = True
+    except _ProbeRefused as refused:
+        for ext in probes:
+            out.setdefault((ext, "write"), refused.why)
     except psycopg.errors.QueryCanceled as exc:
         for ext in probes:
             out.setdefault((ext, "write"), f"a policy ran past the statement timeout: {_first_line(exc)}")
@@ -734,6 +769,9 @@ async def run_topic_doctor(
         answer = answers[ext, action]
         verb = _VERB[ext, action]
         command = "SELECT" if action == "read" else "INSERT"
+        if isinstance(answer, _Uncomputed):
+            checks.append(Check(name, False, f"could not be computed: {answer}"))
+            continue
         if isinstance(answer, str):
             # the server refuses on any error of the check, as Supabase's does
             why = "the grants above are missing" if missing else "the check failed, so the server refuses"

@@ -1123,7 +1123,7 @@ class RealtimeConnectionManager:
         evaluated as the Realtime server does (rolled back). Without ``user_id``/``token`` the
         manager's own token is used. Needs ``dsn`` (a role that may write ``realtime.messages``
         past its policies, as the server's own connection does)."""
-        from harmony_lab.manager._doctor import run_doctor, run_topic_doctor
+        from harmony_lab.manager._doctor import check_topic, run_doctor, run_topic_doctor
 
         if (table is None) == (topic is None):
             raise TypeError(
@@ -1136,6 +1136,8 @@ class RealtimeConnectionManager:
             raise TypeError("schema= is for doctor(table); a topic's policies are on realtime.messages")
         if user_id is not None and token is not None:
             raise TypeError("pass user_id= or token=, not both (a token already names its user)")
+        if topic is not None:
+            check_topic(topic)  # a bad topic is refused before anything connects
         if not self.dsn:
             raise RuntimeError(
                 "doctor() reads the database catalog: create the manager with dsn= (LocalRealtime: rt.dsn)"
@@ -1161,7 +1163,7 @@ class RealtimeConnectionManager:
             claims = dict(jwt_claims(self._access_token or self._key) or {})
         if role is None:
             role = str(claims.get("role") or "anon")
-        return await run_topic_doctor(self.dsn, topic, role=role, claims=claims)  # type: ignore[arg-type]
+        return await run_topic_doctor(self.dsn, topic or "", role=role, claims=claims)
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}

@@ -254,3 +254,21 @@ async def test_the_answers_agree_with_what_realtime_py_gets(rt, make_manager, to
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_a_connection_that_cannot_probe_says_so_instead_of_answering_no(rt):
+    import psycopg
+
+    await rt.execute("create role lab_doctor login password 'lab-doctor-pw' nobypassrls")
+    await rt.execute("grant usage on schema realtime to lab_doctor")
+    await rt.execute("grant select, insert on realtime.messages to lab_doctor")
+    params = psycopg.conninfo.conninfo_to_dict(rt.dsn)
+    weak = psycopg.conninfo.make_conninfo(**{**params, "user": "lab_doctor", "password": "lab-doctor-pw"})
+    report = await run_topic_doctor(weak, DM, role="authenticated", claims={"sub": str(ALICE)})
+    assert answers(report) == dict.fromkeys(ANSWERS, None)
+    read = report["read broadcast"]
+    assert read.mark == "FAIL"
+    assert "could not be computed: the doctor's own connection may not insert the probe rows" in read.detail
+    assert "take the role authenticated" in report["write broadcast"].detail
+    assert "not every answer could be computed" in repr(report)
+    assert report.fixes == ""
