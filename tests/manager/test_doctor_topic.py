@@ -207,7 +207,8 @@ async def join_private(rt: Any, sub: str | None, topic: str) -> tuple[Any, Any, 
         await client.set_auth(rt.token_for(sub))
     states: list[Any] = []
     got: list[Any] = []
-    ch = client.channel(topic, {"config": {"private": True}})
+    key = sub or "anon"
+    ch = client.channel(topic, {"config": {"private": True, "presence": {"key": key, "enabled": True}}})
     ch.on_broadcast("*", got.append)
     await ch.subscribe(lambda s, e: states.append(s))
     await eventually(lambda: states, what=f"a subscribe state for {topic}")
@@ -251,6 +252,15 @@ async def test_the_answers_agree_with_what_realtime_py_gets(rt, make_manager, to
             await eventually(lambda: len(bob_got) == 1, what="alice's broadcast at bob")
         else:
             await stays(lambda: len(bob_got), 0, for_s=1.0, what="a refused broadcast")
+        await alice_ch.track({"who": "alice"})
+
+        def tracked() -> bool:
+            return str(ALICE) in rt.server.registry.presence_state((f"realtime:{topic}", True))
+
+        if alice_report.allowed("track presence"):
+            await eventually(tracked, what="alice's presence on the server")
+        else:
+            await stays(tracked, False, for_s=1.0, what="a refused track")
     finally:
         for client in clients:
             await client.close()
