@@ -335,8 +335,9 @@ class TopicDoctorReport:
 
     @property
     def fixes(self) -> str:
-        """All suggested fixes as one SQL script (review before running)."""
-        return "\n".join(c.fix for c in self.checks if not c.ok and c.fix)
+        """All suggested fixes as one SQL script (review before running); a fix shared by several
+        answers (one policy for broadcast and presence) appears once."""
+        return "\n".join(dict.fromkeys(c.fix for c in self.checks if not c.ok and c.fix))
 
     def allowed(self, name: str) -> bool | None:
         """The answer to ``"read broadcast"``, ``"write broadcast"``, ``"read presence"`` or
@@ -465,8 +466,12 @@ async def _membership(conn: Any) -> tuple[str, str] | None:
     )
 
 
+def _plural(names: Sequence[str], one: str, many: str) -> str:
+    return f"{', '.join(names)} {one if len(names) == 1 else many}"
+
+
 def _topic_fix(
-    ext: str,
+    exts: Sequence[str],
     action: str,
     *,
     topic: str,
@@ -475,54 +480,64 @@ def _topic_fix(
     membership: tuple[str, str] | None,
     refusing: Sequence[TopicPolicy],
 ) -> str:
-    """A policy to create for one refused (extension, action): membership form first, then the
-    form for this one user on this topic, and the open form only as a warned comment."""
-    verb = _VERB[ext, action]
+    """The policy to create for the refused ``exts`` of one action (read or write): the membership
+    form first (runnable only when no policy of that command applies yet), then the form for this
+    one user on this topic, and the open form only as a warned comment."""
+    verb = " and ".join(_VERB[ext, action] for ext in exts)
     grantee = "authenticated" if role == "anon" else _ident(role)
     command = "SELECT" if action == "read" else "INSERT"
     clause = "USING" if action == "read" else "WITH CHECK"
     target = "realtime.messages"
-    name = _ident(f"realtime_{'members' if membership else 'topic'}_{action}_{ext}")
-    scope = f"realtime.messages.extension = {_literal(ext)}"
+    suffix = "" if len(exts) > 1 else f"_{exts[0]}"
+    scope = (
+        f"realtime.messages.extension = {_literal(exts[0])}"
+        if len(exts) == 1
+        else f"realtime.messages.extension IN ({', '.join(_literal(e) for e in exts)})"
+    )
     on_topic = f"(SELECT realtime.topic()) = {_literal(topic)}"
     lines: list[str] = []
     if refusing:
-        names = ", ".join(p.name for p in refusing)
+        who = f"user {user_id}" if user_id else "this token"
         lines.append(
-            f"-- {names} apply to {role} but refuse to let "
-            f"{'user ' + user_id if user_id else 'this token'} {verb} on {topic}: to admit them, make "
-            f"that policy's condition true for them (for a membership policy: make the user a member)."
+            f"-- {_plural([p.name for p in refusing], 'applies', 'apply')} to {role} but "
+            f"{'refuses' if len(refusing) == 1 else 'refuse'} to let {who} {verb} on {topic}: to admit "
+            "them, make that condition true for them (for a membership policy: make the user a member)."
         )
     if role == "anon" or user_id is None:
         lines.append(
             f"-- {role} carries no user id (auth.uid() is NULL): membership needs a signed-in user; "
             "connect with that user's access token."
         )
-    if membership is not None:
-        desc, cond = membership
-        lines.append(f"-- let the topic's members {verb} ({desc}):")
-        stmt = f"CREATE POLICY {name} ON {target} FOR {command} TO {grantee} {clause} ({scope} AND {cond});"
-        runnable = not refusing and role != "anon"
-        lines.append(stmt if runnable else f"-- {stmt}")
-    else:
-        lines.append(
-            f"-- let the topic's members {verb}: name your membership table (user_id, topic), "
-            "as in Supabase's Realtime Authorization guide:"
-        )
-        lines.append(
-            f"-- CREATE POLICY {name} ON {target} FOR {command} TO {grantee} {clause} ({scope} AND "
-            "EXISTS (SELECT 1 FROM <membership table> m WHERE m.user_id = (SELECT auth.uid()) "
-            "AND m.topic = (SELECT realtime.topic())));"
-        )
+    if not refusing:
+        name = _ident(f"realtime_members_{action}{suffix}")
+        if membership is not None:
+            desc, cond = membership
+            lines.append(f"-- let the topic's members {verb} ({desc}):")
+            stmt = (
+                f"CREATE POLICY {name} ON {target} FOR {command} TO {grantee} {clause} ({scope} AND {cond});"
+            )
+            lines.append(stmt if role != "anon" else f"-- {stmt}")
+        else:
+            lines.append(
+                f"-- let the topic's members {verb}: name your membership table (user_id, topic), "
+                "as in Supabase's Realtime Authorization guide:"
+            )
+            lines.append(
+                f"-- CREATE POLICY {name} ON {target} FOR {command} TO {grantee} {clause} ({scope} AND "
+                "EXISTS (SELECT 1 FROM <membership table> m WHERE m.user_id = (SELECT auth.uid()) "
+                "AND m.topic = (SELECT realtime.topic())));"
+            )
     if user_id is not None and role != "anon":
-        one = _ident(f"realtime_{action}_{ext}_{topic}_{user_id}"[:63])
-        lines.append(f"-- or only this user on this topic ({user_id} on {topic}):")
+        one = _ident(f"realtime_{action}{suffix}_{topic}_{user_id[:8]}"[:63])
+        lines.append(
+            f"-- {'or ' if not refusing else ''}only this user on this topic ({user_id} on {topic}):"
+        )
         lines.append(
             f"-- CREATE POLICY {one} ON {target} FOR {command} TO {grantee} {clause} ({scope} AND "
             f"{on_topic} AND (SELECT auth.uid()) = {_literal(user_id)}::uuid);"
         )
     who = "everyone who has the project's anon key" if role == "anon" else f"every {role} client"
-    opened = _ident(f"realtime_open_{action}_{ext}_{topic}"[:63])
+    opened = _ident(f"realtime_open_{action}{suffix}_{topic}"[:63])
     lines.append(f"-- only if {who} may {verb} on {topic} (this opens the topic to all of them):")
     lines.append(
         f"-- CREATE POLICY {opened} ON {target} FOR {command} TO {_ident(role)} {clause} "
@@ -765,6 +780,10 @@ async def run_topic_doctor(
             membership = await _membership(conn)
             answers = await _probe(conn, topic, role, claims)
 
+    refused = {
+        action: [e for e, a, _ in _ANSWERS if a == action and answers[e, a] is False]
+        for action in ("read", "write")
+    }
     for ext, action, name in _ANSWERS:
         answer = answers[ext, action]
         verb = _VERB[ext, action]
@@ -788,20 +807,25 @@ async def run_topic_doctor(
             )
             checks.append(Check(name, True, f"may {verb} on {topic}: {why}", kind="answer"))
             continue
+        fix: str | None = None
         if missing:
             why = "the grants above are missing"
-        elif applying:
-            why = f"{', '.join(p.name for p in applying)} refuse it for this {'user' if user_id else 'token'}"
         else:
-            why = f"no {command} policy on realtime.messages applies to {role}"
-        fix = _topic_fix(
-            ext,
-            action,
-            topic=topic,
-            role=role,
-            user_id=user_id,
-            membership=membership,
-            refusing=applying,
-        )
+            if applying:
+                names = [p.name for p in applying]
+                who = "user" if user_id else "token"
+                why = f"{_plural(names, 'refuses', 'refuse')} it for this {who}"
+            else:
+                why = f"no {command} policy on realtime.messages applies to {role}"
+            # one fix per action covers every refused extension (the same text on each check)
+            fix = _topic_fix(
+                refused[action],
+                action,
+                topic=topic,
+                role=role,
+                user_id=user_id,
+                membership=membership,
+                refusing=applying,
+            )
         checks.append(Check(name, False, f"may not {verb} on {topic}: {why}", fix, kind="answer"))
     return TopicDoctorReport(topic, role, user_id, tuple(checks), tuple(policies))

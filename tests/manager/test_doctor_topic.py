@@ -63,15 +63,15 @@ async def test_a_non_member_is_refused_with_a_fix_that_names_the_refusing_policy
     assert answers(report) == dict.fromkeys(ANSWERS, False)
     assert not report.ok
     read = report["read broadcast"]
-    assert "harmony_members_receive refuse it for this user" in read.detail
-    assert "harmony_members_receive apply to authenticated" in read.fix
+    assert "harmony_members_receive refuses it for this user" in read.detail
+    assert "harmony_members_receive applies to authenticated" in read.fix
     assert "make the user a member" in read.fix
     # a policy already decides membership: nothing in the fix runs by itself (no duplicate policy,
     # no opening of the topic); the per-user and open forms are there only as comments
     assert runnable(report.fixes) == []
     assert f"(SELECT auth.uid()) = '{CAROL}'::uuid" in read.fix
     lines = read.fix.splitlines()
-    opened = next(i for i, line in enumerate(lines) if "realtime_open_read_broadcast" in line)
+    opened = next(i for i, line in enumerate(lines) if "realtime_open_read_dm:alice-bob" in line)
     assert "this opens the topic to all of them" in lines[opened - 1]
     assert "| read broadcast | no |" in report._repr_markdown_()
     assert not_plain(repr(report)) == []
@@ -113,7 +113,7 @@ async def test_a_select_only_policy_reads_yes_and_writes_no(rt, make_manager):
         "track presence": False,
     }
     assert "allowed by harmony_members_receive, lab_read_announcements" in report["read broadcast"].detail
-    assert "harmony_members_send refuse it" in report["write broadcast"].detail
+    assert "harmony_members_send refuses it" in report["write broadcast"].detail
     assert {c.name for c in report.problems} == {"write broadcast", "track presence"}
     assert "FOR INSERT" in report["write broadcast"].fix
     assert "WITH CHECK" in report["write broadcast"].fix
@@ -132,8 +132,11 @@ async def test_a_role_without_policies_gets_a_runnable_membership_policy_that_wo
     assert report.policies == ()
     assert answers(report) == dict.fromkeys(ANSWERS, False)
     statements = runnable(report.fixes)
-    assert len(statements) == 4  # one membership policy per refused answer, nothing else runs
+    # one membership policy per action, for both extensions; nothing else runs
+    assert len(statements) == 2
     assert all(f"TO {quoted}" in s and "is_topic_member" in s for s in statements)
+    assert all("extension IN ('broadcast', 'presence')" in s for s in statements)
+    assert report["read broadcast"].fix == report["read presence"].fix
     for statement in statements:
         await rt.execute(statement)
     assert answers(await mgr.doctor(topic=DM, role=role, user_id=ALICE)) == dict.fromkeys(ANSWERS, True)
