@@ -285,3 +285,22 @@ async def test_a_connection_that_cannot_probe_says_so_instead_of_answering_no(rt
     assert "take the role authenticated" in report["write broadcast"].detail
     assert "not every answer could be computed" in repr(report)
     assert report.fixes == ""
+
+
+async def test_a_hostile_topic_is_quoted_in_every_suggestion(rt, make_manager):
+    topic = "room:x'); DROP TABLE public.messages; --\""
+    mgr = make_manager(rt.url, rt.anon_key, dsn=rt.dsn)
+    report = await mgr.doctor(topic=topic)
+    assert answers(report) == dict.fromkeys(ANSWERS, False)
+    lines = report["read broadcast"].fix.splitlines()
+    opened = next(i for i, line in enumerate(lines) if "this opens the topic" in line)
+    await rt.execute(lines[opened + 1].removeprefix("-- "))  # the user chooses to open it to anon
+    rows = await rt.execute("select to_regclass('public.messages') is not null")
+    assert rows == [(True,)]
+    after = await mgr.doctor(topic=topic)
+    assert after.allowed("read broadcast") is True
+    assert after.allowed("write broadcast") is False
+    # scoped to exactly that topic: another topic stays closed to anon
+    assert (await mgr.doctor(topic="room:x")).allowed("read broadcast") is False
+    with pytest.raises(ValueError, match="NUL"):
+        await mgr.doctor(topic="room:\x00")
