@@ -34,6 +34,7 @@ __all__ = [
     "EventKind",
     "PresenceStatus",
     "RealtimeEvent",
+    "aware_instant",
     "utc_now",
 ]
 
@@ -78,6 +79,30 @@ class EventKind(StrEnum):
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def aware_instant(value: object, name: str = "instant") -> datetime:
+    """A timezone-aware ``datetime``, ``pandas.Timestamp`` or ISO 8601 string with an offset, as UTC.
+
+    Anything else is refused with an error naming ``name`` and the accepted forms."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{name} must be an ISO 8601 timestamp with a UTC offset; got {value!r}"
+            ) from None
+    elif hasattr(value, "to_pydatetime"):  # pandas.Timestamp
+        value = value.to_pydatetime()
+    if not isinstance(value, datetime):
+        raise TypeError(
+            f"{name} must be a timezone-aware datetime, pandas.Timestamp or ISO string; got {value!r}"
+        )
+    if value.tzinfo is None:
+        raise ValueError(
+            f"{name} must be timezone-aware (e.g. datetime(..., tzinfo=UTC)); got naive {value!r}"
+        )
+    return value.astimezone(UTC)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

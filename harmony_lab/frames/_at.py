@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from harmony_lab.events import RealtimeEvent
+from harmony_lab.events import RealtimeEvent, aware_instant
 
 if TYPE_CHECKING:
     import duckdb
@@ -49,24 +49,7 @@ _BATCH = 8192
 
 def parse_instant(value: Any, name: str = "instant") -> datetime:
     """A timezone-aware datetime (``datetime``, ``pandas.Timestamp`` or ISO 8601 string), as UTC."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(
-                f"{name} must be an ISO 8601 timestamp with a UTC offset; got {value!r}"
-            ) from None
-    elif hasattr(value, "to_pydatetime"):  # pandas.Timestamp
-        value = value.to_pydatetime()
-    if not isinstance(value, datetime):
-        raise TypeError(
-            f"{name} must be a timezone-aware datetime, pandas.Timestamp or ISO string; got {value!r}"
-        )
-    if value.tzinfo is None:
-        raise ValueError(
-            f"{name} must be timezone-aware (e.g. datetime(..., tzinfo=UTC)); got naive {value!r}"
-        )
-    return value.astimezone(UTC)
+    return aware_instant(value, name)
 
 
 def recording_parts(recording: str | os.PathLike[str]) -> list[str]:

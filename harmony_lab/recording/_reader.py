@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from harmony_lab.events import EventKind, RealtimeEvent
+from harmony_lab.events import EventKind, RealtimeEvent, aware_instant
 from harmony_lab.recording._codec import SCHEMA, TS, events_from_table
 from harmony_lab.recording._layout import PartFile, iter_parts
 from harmony_lab.recording._parts import SkippedPart, read_parts, readable_parts, warn_skipped
@@ -63,26 +63,7 @@ def _channels(channels: Iterable[str] | str | None) -> list[str] | None:
 
 
 def _instant(value: Any, name: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(
-                f"{name} must be an ISO 8601 timestamp with a UTC offset; got {value!r}"
-            ) from None
-    elif hasattr(value, "to_pydatetime"):  # pandas.Timestamp
-        value = value.to_pydatetime()
-    if not isinstance(value, datetime):
-        raise TypeError(
-            f"{name} must be a timezone-aware datetime, pandas.Timestamp or ISO string; got {value!r}"
-        )
-    if value.tzinfo is None:
-        raise ValueError(
-            f"{name} must be timezone-aware (e.g. datetime(..., tzinfo=UTC)); got naive {value!r}"
-        )
-    return value.astimezone(UTC)
+    return None if value is None else aware_instant(value, name)
 
 
 def _select_parts(

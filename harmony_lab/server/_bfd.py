@@ -39,6 +39,7 @@ from psycopg import sql
 
 from harmony_lab.capture.types import Change
 from harmony_lab.server._codec import V2, UserBroadcast, dumps
+from harmony_lab.server._supervise import keep_capturing
 
 __all__ = [
     "MESSAGES_PUBLICATION",
@@ -220,34 +221,17 @@ class MessagesCapture:
         )
 
     async def _capture_loop(self) -> None:
-        delay = 0.5
-        while not self._closed:
-            try:
-                async for change in self._stream:
-                    await self._queue.put(change)
-                    delay = 0.5
-                if self._closed:
-                    return
-                logger.error("Broadcast from Database capture ended unexpectedly; starting a new one")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception(
-                    "Broadcast from Database capture failed; starting a new one in %.1f s", delay
-                )
-            try:
-                await self._stream.close()
-            except Exception:
-                logger.warning("Broadcast from Database: closing the ended stream failed", exc_info=True)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            try:
-                self._stream = await self._open_stream()
-                self._counts["capture_restarts"] += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("could not restart the Broadcast from Database capture")
+        await keep_capturing(
+            "Broadcast from Database capture",
+            stream=lambda: self._stream,
+            put=self._queue.put,
+            reopen=self._reopen,
+            closed=lambda: self._closed,
+        )
+
+    async def _reopen(self) -> None:
+        self._stream = await self._open_stream()
+        self._counts["capture_restarts"] += 1
 
     async def _process_loop(self) -> None:
         while True:

@@ -63,6 +63,7 @@ from harmony_lab.filters import (
 )
 from harmony_lab.server import rls
 from harmony_lab.server._bfd import MESSAGES_PUBLICATION, MessagesCapture, Sink
+from harmony_lab.server._supervise import keep_capturing
 from harmony_lab.server.payloads import ERROR_400, ERROR_401, build_data, error_data, record_bytes
 
 __all__ = ["ChangesHub", "Subscriber", "parse_binding", "xid_running"]
@@ -468,32 +469,17 @@ class ChangesHub:
         )
 
     async def _capture_loop(self) -> None:
-        delay = 0.5
-        while not self._closed:
-            try:
-                async for change in self._stream:
-                    await self._queue.put(change)
-                    delay = 0.5
-                if self._closed:
-                    return
-                logger.error("postgres_changes capture ended unexpectedly; starting a new one")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("postgres_changes capture failed; starting a new one in %.1f s", delay)
-            try:
-                await self._stream.close()
-            except Exception:
-                logger.warning("postgres_changes: closing the ended capture stream failed", exc_info=True)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            try:
-                self._stream = await self._open_stream()
-                self._counts["capture_restarts"] += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("could not restart the postgres_changes capture")
+        await keep_capturing(
+            "postgres_changes capture",
+            stream=lambda: self._stream,
+            put=self._queue.put,
+            reopen=self._reopen,
+            closed=lambda: self._closed,
+        )
+
+    async def _reopen(self) -> None:
+        self._stream = await self._open_stream()
+        self._counts["capture_restarts"] += 1
 
     async def _process_loop(self) -> None:
         while True:
