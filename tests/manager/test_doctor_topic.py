@@ -179,8 +179,10 @@ async def test_a_slow_policy_is_bounded_by_the_statement_timeout(rt):
     assert report.allowed("write broadcast") is False  # the INSERT policy (membership) answers quickly
 
 
-async def test_arguments_are_checked_with_clear_errors(rt, make_manager):
-    mgr = make_manager(rt.url, rt.anon_key, dsn=rt.dsn)
+async def test_arguments_are_checked_with_clear_errors(make_manager):
+    # every argument is checked before anything connects: no stack needed
+    mgr = make_manager("http://127.0.0.1:9", "anon-key", dsn="postgresql://nobody@127.0.0.1:9/none")
+    a_token = "e30.eyJzdWIiOiAieCJ9.sig"  # JWT-shaped: {} . {"sub": "x"} . sig
     with pytest.raises(TypeError, match="not both and not neither"):
         await mgr.doctor("messages", topic=DM)
     with pytest.raises(TypeError, match="not both and not neither"):
@@ -188,13 +190,17 @@ async def test_arguments_are_checked_with_clear_errors(rt, make_manager):
     with pytest.raises(TypeError, match="user_id= and token= are for doctor"):
         await mgr.doctor("messages", user_id=ALICE)
     with pytest.raises(TypeError, match="not both"):
-        await mgr.doctor(topic=DM, user_id=ALICE, token=rt.token_for(str(ALICE)))
+        await mgr.doctor(topic=DM, user_id=ALICE, token=a_token)
     with pytest.raises(ValueError, match="must be a uuid"):
         await mgr.doctor(topic=DM, user_id="alice")
     with pytest.raises(ValueError, match="must be a JWT"):
         await mgr.doctor(topic=DM, token="not-a-token")
     with pytest.raises(ValueError, match="1 to 1024 characters"):
         await mgr.doctor(topic="x" * 1025)
+    with pytest.raises(TypeError, match="topic must be a non-empty string"):
+        await mgr.doctor(topic=5)
+    with pytest.raises(TypeError, match="user_id must be a uuid or its string"):
+        await mgr.doctor(topic=DM, user_id=12)
     with pytest.raises(TypeError, match="schema= is for doctor"):
         await mgr.doctor(topic=DM, schema="realtime")
 
