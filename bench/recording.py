@@ -479,12 +479,15 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def seek_rows(total: int, tmp: Path, seeks: int = 20) -> list[dict[str, Any]]:
-    """Seek latency of ``LiveFrame.at`` (and a Player with two tables) at instants spread over a
+    """Seek latency of ``LiveFrame.at``, of a ``SeekIndex`` (``open_s``: building it) and of a Player
+    with two tables (``open_s``: opening it; its first seek, which builds the indexes, is not counted) at
+    instants spread over a
     generated recording; baseline in the same run: ``replay`` as fast as possible into a LiveFrame up to
     the earliest of those instants (what seeking costs without DuckDB), scaled per event."""
     import asyncio
 
     from harmony_lab.frames import LiveFrame
+    from harmony_lab.frames._at import SeekIndex
     from harmony_lab.recording import replay
     from harmony_lab.widgets import Player
 
@@ -500,6 +503,15 @@ def seek_rows(total: int, tmp: Path, seeks: int = 20) -> list[dict[str, Any]]:
         lf = LiveFrame.at(root, "messages", when)
         at_s.append(time.perf_counter() - t0)
         rows.append(len(lf))
+    t0 = time.perf_counter()
+    index = SeekIndex(LiveFrame, root, "messages")
+    build_s = time.perf_counter() - t0
+    idx_s = []
+    for when in instants:
+        t0 = time.perf_counter()
+        index.at(when)
+        idx_s.append(time.perf_counter() - t0)
+    index.close()
 
     async def player_seeks() -> tuple[list[float], float]:
         t0 = time.perf_counter()
@@ -507,6 +519,7 @@ def seek_rows(total: int, tmp: Path, seeks: int = 20) -> list[dict[str, Any]]:
         open_s = time.perf_counter() - t0
         out = []
         try:
+            await player.seek(instants[-1])  # the first seek builds the indexes
             for when in instants[: max(1, seeks // 2)]:
                 t0 = time.perf_counter()
                 await player.seek(when)
@@ -534,6 +547,14 @@ def seek_rows(total: int, tmp: Path, seeks: int = 20) -> list[dict[str, Any]]:
     base_per_event = base_s / max(1, base_events)
     mid = total * 0.8 / 2  # change events before the median instant
     return [
+        {
+            "metric": "seek: SeekIndex.at (messages; index built once)",
+            "events": total,
+            "seeks": len(idx_s),
+            "p50_s": round(_percentile(idx_s, 50), 3),
+            "p99_s": round(_percentile(idx_s, 99), 3),
+            "open_s": round(build_s, 2),
+        },
         {
             "metric": "seek: LiveFrame.at (messages)",
             "events": total,

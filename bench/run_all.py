@@ -26,7 +26,18 @@ from typing import Any
 from _table import columns, fmt
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["capture", "server", "authz", "manager", "frames", "inspector", "recording", "chaos", "soak"]
+ORDER = [
+    "capture",
+    "server",
+    "authz",
+    "manager",
+    "frames",
+    "inspector",
+    "recording",
+    "chaos",
+    "soak",
+    "userpath",
+]
 
 _RUNNER = """
 import json, os, sys, importlib.util

@@ -366,15 +366,23 @@ def run_lab(
         except KeyboardInterrupt:
             return 0
         finally:
-            out.write("harmony-lab: stopping JupyterLab, the simulator and the stack…\n")
-            out.flush()
+            _say(out, "harmony-lab: stopping JupyterLab, the simulator and the stack…\n")
             try:
                 if lab is not None:
                     lab.stop()
             finally:
                 demo.stop()
-            out.write("harmony-lab: stopped.\n")
-            out.flush()
+            _say(out, "harmony-lab: stopped.\n")
+
+
+def _say(out: TextIO, text: str) -> None:
+    """Write to the terminal while shutting down; a terminal that has gone away must not stop the
+    shutdown (JupyterLab, its kernels and the stack would be left running)."""
+    try:
+        out.write(text)
+        out.flush()
+    except OSError as exc:  # BrokenPipeError: whoever read our output has exited
+        logger.info("the terminal is gone (%s); shutting down anyway", exc)
 
 
 def _have_jupyterlab() -> bool:

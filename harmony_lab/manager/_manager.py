@@ -9,6 +9,7 @@ import itertools
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -1103,19 +1104,66 @@ class RealtimeConnectionManager:
         )
 
     # ---------------------------------------------------------------------------------------- doctor
-    async def doctor(self, table: str, *, schema: str = "public", role: str | None = None) -> Any:
+    async def doctor(
+        self,
+        table: str | None = None,
+        *,
+        topic: str | None = None,
+        schema: str = "public",
+        role: str | None = None,
+        user_id: Any = None,
+        token: str | None = None,
+    ) -> Any:
         """Check that ``schema.table`` can stream changes to ``role`` (default: the token's role):
-        publication membership, replica identity, primary key, grants and RLS. Needs ``dsn``."""
-        from harmony_lab.manager._doctor import run_doctor
+        publication membership, replica identity, primary key, grants and RLS.
 
+        ``doctor(topic="dm:alice-bob", user_id=... or token=...)`` answers for a private
+        Broadcast/Presence topic instead: row level security on ``realtime.messages``, the policies
+        that apply to the role, and whether it may read and write broadcast and presence there,
+        evaluated as the Realtime server does (rolled back). Without ``user_id``/``token`` the
+        manager's own token is used. Needs ``dsn`` (a role that may write ``realtime.messages``
+        past its policies, as the server's own connection does)."""
+        from harmony_lab.manager._doctor import check_topic, run_doctor, run_topic_doctor
+
+        if (table is None) == (topic is None):
+            raise TypeError(
+                "doctor() checks one thing: pass a table (doctor('messages')) or topic= "
+                "(doctor(topic='dm:alice-bob')), not both and not neither"
+            )
+        if table is not None and (user_id is not None or token is not None):
+            raise TypeError("user_id= and token= are for doctor(topic=...); a table check takes role=")
+        if topic is not None and schema != "public":
+            raise TypeError("schema= is for doctor(table); a topic's policies are on realtime.messages")
+        if user_id is not None and token is not None:
+            raise TypeError("pass user_id= or token=, not both (a token already names its user)")
+        if topic is not None:
+            check_topic(topic)  # a bad topic is refused before anything connects
         if not self.dsn:
             raise RuntimeError(
                 "doctor() reads the database catalog: create the manager with dsn= (LocalRealtime: rt.dsn)"
             )
+        if table is not None:
+            if role is None:
+                claims = jwt_claims(self._access_token or self._key) or {}
+                role = str(claims.get("role") or "anon")
+            return await run_doctor(self.dsn, table, schema=schema, role=role)
+        if token is not None:
+            if not isinstance(token, str) or jwt_claims(token) is None:
+                raise ValueError("token= must be a JWT (an access token or the project's API key)")
+            claims = dict(jwt_claims(token) or {})
+        elif user_id is not None:
+            if not isinstance(user_id, str | uuid.UUID):
+                raise TypeError(f"user_id must be a uuid or its string; got {type(user_id).__name__}")
+            try:
+                sub = str(uuid.UUID(str(user_id)))
+            except ValueError:
+                raise ValueError(f"user_id must be a uuid (auth.users.id); got {user_id!r}") from None
+            claims = {"sub": sub, "role": role or "authenticated", "aud": "authenticated"}
+        else:
+            claims = dict(jwt_claims(self._access_token or self._key) or {})
         if role is None:
-            claims = jwt_claims(self._access_token or self._key) or {}
             role = str(claims.get("role") or "anon")
-        return await run_doctor(self.dsn, table, schema=schema, role=role)
+        return await run_topic_doctor(self.dsn, topic or "", role=role, claims=claims)
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}

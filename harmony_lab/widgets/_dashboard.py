@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ipywidgets
 
 from harmony_lab.frames import LiveFrame
 from harmony_lab.widgets._roster import PresenceRosterWidget
+from harmony_lab.widgets._sources import display_names
 from harmony_lab.widgets._table import LiveTableWidget
 from harmony_lab.widgets._timeline import StatusTimelineWidget
 
@@ -60,6 +61,7 @@ def dashboard(
     max_rows: int = 10_000,
     timeline: bool = True,
     height: int = 320,
+    names: Mapping[Any, str] | None = None,
 ) -> Dashboard:
     """Compose live tables, a presence roster and the status timeline (ipywidgets VBox/HBox).
 
@@ -67,8 +69,10 @@ def dashboard(
     LiveFrames you built. ``presence``: a presence handle (``await manager.join_presence(...)``), a
     presence channel name (the roster follows that channel's presence events on ``manager``) or None.
     Call it in a notebook cell (the frames subscribe on the running loop); ``await d.aclose()``
-    undoes everything. With several tables they sit in tabs.
+    undoes everything. With several tables they sit in tabs. ``names`` (user id → display name,
+    e.g. from the profiles table) is shown by every table and the roster in place of the ids.
     """
+    shown = display_names(names, "dashboard")
     if isinstance(tables, str):
         tables = [tables]
     frames: dict[str, LiveFrame] = {}
@@ -79,14 +83,14 @@ def dashboard(
             frames[t] = LiveFrame(manager, t, max_rows=max_rows)
         else:
             raise TypeError(f"tables must hold table names or LiveFrames; got {type(t).__name__}")
-    table_widgets = {name: LiveTableWidget(f, height=height) for name, f in frames.items()}
+    table_widgets = {name: LiveTableWidget(f, height=height, names=shown) for name, f in frames.items()}
 
     roster: PresenceRosterWidget | None = None
     if presence is not None:
         if isinstance(presence, str):
-            roster = PresenceRosterWidget(manager, channel=presence)
+            roster = PresenceRosterWidget(manager, channel=presence, names=shown)
         else:
-            roster = PresenceRosterWidget(presence, events=manager)
+            roster = PresenceRosterWidget(presence, events=manager, names=shown)
     status = StatusTimelineWidget(manager) if timeline else None
 
     children: list[Any] = []

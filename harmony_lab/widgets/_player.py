@@ -7,7 +7,7 @@ instant of the recording, the *position*:
 * **seek** to an instant: every frame takes the table's state there from
   :meth:`LiveFrame.at <harmony_lab.frames.LiveFrame.at>` (DuckDB over the part files, on a worker
   thread), and the roster and timeline are rebuilt from the recording's presence, status, gap and
-  heartbeat events up to it (the newest 20 000 of them);
+  heartbeat events up to it (the newest 5 000 of them);
 * **play**: the events after the position stream from DuckDB in arrival order and are applied at their
   recorded pace divided by ``speed`` (0.1× to 100×); the position advances with the clock;
 * at the end of the recording playing stops (``status`` becomes ``finished``).
@@ -32,7 +32,7 @@ import traitlets
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.frames import LiveFrame
-from harmony_lab.frames._at import adopt, connect, parse_instant, recording_parts
+from harmony_lab.frames._at import SeekIndex, adopt, connect, parse_instant, recording_parts
 from harmony_lab.recording._codec import events_from_table
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StateWidget
@@ -47,7 +47,7 @@ MIN_SPEED = 0.1
 MAX_SPEED = 100.0
 MAX_TABLES = 20
 """Tables a player drives at most (pass ``tables=`` to choose them)."""
-MAX_SIDE_EVENTS = 20_000
+MAX_SIDE_EVENTS = 5_000
 """Presence, status, gap and heartbeat events before a seek's instant that rebuild the roster and
 timeline (the newest ones; the timeline shows the last minutes anyway)."""
 MAX_TRACK_EVENTS = 100_000
@@ -207,6 +207,8 @@ class Player(StateWidget):
         self.roster = PresenceRosterWidget(None, wall_clock=self._position_s)
         self.timeline = StatusTimelineWidget(None, wall_clock=self._position_s, title="Connection status")
         self._side_widgets = (self.roster, self.timeline)
+        self._indexes: dict[str, SeekIndex] = {}
+        self._index_lock = threading.Lock()
         self._init_stream(max_hz=max_hz, max_bytes_per_s=200_000, stats_interval_s=1.0)
         with self.hold_sync():
             self.start_ms, self.end_ms = _ms(start), _ms(end)
@@ -214,7 +216,7 @@ class Player(StateWidget):
             self.tables = chosen
             self.track = self._track()
             self._refresh_status()
-        self._apply_state(start, *self._states_at(start))
+        self._apply_state(start, *self._states_at(start, indexed=False))
 
     # ------------------------------------------------------------------ opening
 
@@ -386,9 +388,24 @@ class Player(StateWidget):
         finally:
             self.seeking = False
 
-    def _states_at(self, when: datetime) -> tuple[dict[str, LiveFrame], list[RealtimeEvent]]:
+    def _index(self, table: str) -> SeekIndex:
+        """The table's seek index, built on first use (on the seeking worker thread)."""
+        with self._index_lock:
+            index = self._indexes.get(table)
+            if index is None:
+                index = self._indexes[table] = SeekIndex(
+                    LiveFrame, self.recording, table, key=self._keys.get(table)
+                )
+            return index
+
+    def _states_at(
+        self, when: datetime, *, indexed: bool = True
+    ) -> tuple[dict[str, LiveFrame], list[RealtimeEvent]]:
         """Each table at ``when`` and the newest presence/status/gap/heartbeat events up to it (blocking)."""
-        frames = {t: LiveFrame.at(self.recording, t, when, key=self._keys.get(t)) for t in self._frames}
+        if indexed:
+            frames = {t: self._index(t).at(when) for t in self._frames}
+        else:
+            frames = {t: LiveFrame.at(self.recording, t, when, key=self._keys.get(t)) for t in self._frames}
         if not self._parts:
             return frames, []
         con = connect()
@@ -526,6 +543,8 @@ class Player(StateWidget):
             self._seek_task.cancel()
         for w in self._side_widgets:
             w.close()
+        for index in getattr(self, "_indexes", {}).values():
+            index.close()
         super().close()
 
     def __repr__(self) -> str:

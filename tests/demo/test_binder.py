@@ -1,4 +1,4 @@
-"""Binder rehearsal: build the environment from ``binder/`` only, as a non-root user, and run the quickstart.
+"""Binder rehearsal: build the environment from ``binder/`` only, as a non-root user, and Run All 01-04.
 
 What mybinder (repo2docker) does, as closely as this machine allows:
 
@@ -6,9 +6,9 @@ What mybinder (repo2docker) does, as closely as this machine allows:
    root (a copy owned by the notebook user);
 2. ``binder/postBuild`` (settings + the build-time self-check);
 3. ``binder/start <command>`` as the notebook user: the stack and the simulator start in the
-   background, ``HARMONY_LAB_*`` is exported and the command runs — here nbclient executing
-   ``notebooks/01_quickstart.ipynb``, which must use that stack (a ``RemoteStack`` with background
-   traffic), not start its own.
+   background, ``HARMONY_LAB_*`` is exported and the command runs — here JupyterLab, as on Binder;
+   after a minute of demo traffic Chromium runs notebooks 01-04 in it (Run All), and they must use
+   that stack (a ``RemoteStack`` with background traffic), not start their own.
 
 Run as root, the test creates a throwaway user (``useradd``) and removes it afterwards; otherwise it
 runs as the current (already non-root) user. Needs network access to PyPI. Slow (a few minutes).
@@ -19,26 +19,47 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.browser.conftest import free_port
+from tests.browser.userpath_driver import (
+    EXPECTED_LOG,
+    PROMISES,
+    USER_PATH,
+    errors_in,
+    open_notebook,
+    output_text,
+    run_all,
+    shutdown_kernel,
+)
+from tests.conftest import ARTIFACTS, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(1800)]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 @dataclass
@@ -128,28 +149,7 @@ def chown_tree(path: Path, user: NotebookUser) -> None:
             os.chown(os.path.join(dirpath, f), user.uid, user.gid, follow_symlinks=False)
 
 
-RUN_QUICKSTART = textwrap.dedent(
-    """
-    import json, os, shutil, sys
-    import nbformat
-    from nbclient import NotebookClient
-
-    work = os.path.join(os.environ["HOME"], "run")
-    shutil.copytree("notebooks", work, dirs_exist_ok=True)
-    nb = nbformat.read(os.path.join(work, "01_quickstart.ipynb"), as_version=4)
-    NotebookClient(nb, kernel_name="python3", timeout=180, startup_timeout=120,
-                   resources={"metadata": {"path": work}}).execute()
-    outputs = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            outputs.append(out.get("data", {}).get("text/plain") or out.get("text") or out.get("ename", ""))
-    env = sorted(k for k in os.environ if k.startswith("HARMONY_LAB_"))
-    print("RESULT " + json.dumps({"outputs": outputs, "env": env}))
-    """
-)
-
-
-def test_binder_environment_runs_the_quickstart_as_the_notebook_user(notebook_user):
+def test_binder_start_runs_notebooks_01_to_04_in_the_browser_as_the_notebook_user(notebook_user, browser):
     user = notebook_user
     repo = user.home / "repo"
     copy_repo(repo)
@@ -185,16 +185,64 @@ def test_binder_environment_runs_the_quickstart_as_the_notebook_user(notebook_us
     settings = user.home / ".jupyter/lab/user-settings/@jupyterlab/apputils-extension"
     assert json.loads((settings / "notification.jupyterlab-settings").read_text())["fetchNews"] == "false"
 
-    out = step(["binder/start", "python", "-c", RUN_QUICKSTART], 900)
-    result = json.loads(
-        next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT ") :]
+    # binder/start runs the notebook server as the notebook user; Chromium runs 01-04 on it (Run All)
+    port, token = free_port(), secrets.token_hex(16)
+    lab_log = user.home / "lab.log"
+    server = [
+        "binder/start", "python", "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        "--ServerApp.port_retries=0", f"--ServerApp.root_dir={repo / 'notebooks'}",
+        "--LabApp.expose_app_in_browser=True",
+    ]  # fmt: skip
+    kwargs: dict[str, object] = (
+        {"user": user.uid, "group": user.gid, "extra_groups": []} if user.created else {}
     )
-    assert "HARMONY_LAB_URL" in result["env"]
-    assert "HARMONY_LAB_TRAFFIC" in result["env"]
-    outputs = "\n".join(result["outputs"])
-    assert "RemoteStack" in outputs, outputs  # the notebook used the stack `start` runs
-    assert "content" in outputs  # and showed the messages DataFrame
-    assert "binder/start: harmony-lab stack running" in out
+    with open(lab_log, "wb") as log:
+        proc = subprocess.Popen(
+            server, cwd=repo, env={**env, "JUPYTER_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT,
+            **kwargs,  # type: ignore[arg-type]
+        )  # fmt: skip
+    lab = SimpleNamespace(base=f"http://127.0.0.1:{port}", token=token)
+    try:
+        deadline = time.monotonic() + 300
+        while not _answers(f"{lab.base}/api/status?token={token}"):
+            assert proc.poll() is None, lab_log.read_text(errors="replace")[-4000:]
+            assert time.monotonic() < deadline, lab_log.read_text(errors="replace")[-4000:]
+            time.sleep(0.5)
+        ready = time.monotonic()
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        ctx.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), lambda r: r.abort())
+        page = ctx.new_page()
+        page.set_default_timeout(60_000)
+        time.sleep(max(0.0, 60 - (time.monotonic() - ready)))  # a minute of demo traffic first, on purpose
+        for name in USER_PATH[:4]:
+            key = name[:2]
+            open_notebook(page, lab, name, f"binder-{key}")
+            try:
+                state = run_all(page, timeout_s=300)
+            except BaseException:
+                page.screenshot(path=ARTIFACTS / f"binder-{key}-failure.png", full_page=True)
+                raise
+            finally:
+                shutdown_kernel(page)
+            expected = EXPECTED_LOG.get(key, ())
+            problems = [p for p in errors_in(state["outputs"]) if not any(x in p for x in expected)]
+            assert problems == [], f"{name} on Binder: {problems}"
+            text = output_text(state["outputs"])
+            for promise in PROMISES[key]:
+                assert promise in text, f"{name} on Binder did not print {promise!r}:\n{text[-3000:]}"
+            if key == "01":
+                assert "RemoteStack" in text  # the notebook used the stack `start` runs, not its own
+        ctx.close()
+    finally:
+        proc.terminate()  # SIGTERM: the server (binder/start exec'd it) shuts its kernels down
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(lab_log, ARTIFACTS / "binder-lab.log")
+    assert "binder/start: harmony-lab stack running" in lab_log.read_text(errors="replace")
 
     # the stack follows the command: once it has exited, nothing of the user's is left running
     deadline = time.monotonic() + 60

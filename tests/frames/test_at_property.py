@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from harmony_lab.events import RealtimeEvent
 from harmony_lab.frames import LiveFrame
+from harmony_lab.frames._at import SeekIndex
 from harmony_lab.recording import Recorder
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
@@ -81,6 +82,7 @@ def _check(evs: list[RealtimeEvent], cuts: list[int], key: str | None) -> None:
         for ev in evs:
             rec.write(ev)
         rec.stop()
+        index = SeekIndex(LiveFrame, root, "messages", key=key)
         instants = [T0 - timedelta(seconds=1)] + [evs[c % len(evs)].received_at for c in cuts]
         for instant in instants:
             fed = LiveFrame(None, "messages", key=key, max_rows=None)
@@ -91,6 +93,10 @@ def _check(evs: list[RealtimeEvent], cuts: list[int], key: str | None) -> None:
             assert at.columns == fed.columns
             pdt.assert_frame_equal(at.df, fed.df)
             assert len(at) == len(fed)
+            indexed = index.at(instant)  # what the Player seeks with: the same frame
+            assert indexed.columns == fed.columns
+            pdt.assert_frame_equal(indexed.df, fed.df)
+        index.close()
 
 
 _SETTINGS = settings(

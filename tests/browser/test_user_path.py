@@ -1,0 +1,235 @@
+"""The newcomer's path is the test: ``harmony-lab lab`` exactly as the README starts it, demo traffic for a
+minute, then Run All on notebooks 01-05 in JupyterLab under Chromium.
+
+No test-only shortcuts: the kernels get the lab's ``HARMONY_LAB_*`` environment and nothing else, the
+notebooks have no fast or CI mode. For every notebook: Run All finishes, no cell shows an error or
+writes to stderr, every promise it prints holds; afterwards the showcase widgets of 01, 02 and 03 are
+still live (read from the DOM: the table's rows, the roster, the timeline's "now" edge change within
+10 s). Then 05 once more with a project URL nobody listens on: the table's status line and one log
+line in the cell say why within seconds. Last, the lab's terminal: at most one line per notable event,
+and realtime-py's connection-loss errors went to the log file instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import free_port
+from tests.browser.userpath_driver import (
+    EXPECTED_LOG,
+    KERNEL,
+    OUTPUT,
+    PROMISES,
+    USER_PATH,
+    RunningLab,
+    errors_in,
+    first_live_row,
+    open_notebook,
+    output_text,
+    run_all,
+    running_lab,
+    shutdown_kernel,
+)
+from tests.demo.plain_text import not_plain
+from tests.polling import eventually_sync
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+WARM_UP_S = 60.0  # the tables already hold a minute of demo traffic when the newcomer starts
+RUN_ALL_S = {"01": 120, "02": 240, "03": 300, "04": 240, "05": 120}
+
+ANSWERS = {"05": [""]}  # the project URL prompt: Enter, as a newcomer without a project does
+
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def user_lab(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[RunningLab]:
+    with running_lab(tmp_path_factory.mktemp("user-path")) as lab:
+        yield lab
+        art = Path(__file__).resolve().parents[2] / "test-artifacts"
+        art.mkdir(exist_ok=True)
+        (art / "user-path-terminal.txt").write_text(lab.terminal())
+        if lab.lab_log.exists():
+            (art / "user-path-lab.log").write_text(lab.lab_log.read_text(errors="replace"))
+
+
+@pytest.fixture
+def page(browser: Any, user_lab: RunningLab) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx.route(re.compile(r"^https?://(?!127\.0\.0\.1)"), lambda r: r.abort())
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    ctx.close()
+
+
+def _warm(lab: RunningLab) -> None:
+    """Let the demo traffic run for a minute before the first notebook (a wait on purpose, not a sync)."""
+    left = WARM_UP_S - (time.monotonic() - lab.ready_at)
+    if left > 0:
+        time.sleep(left)
+
+
+def _changes_within(page: Any, js: str, what: str, within: float = 10.0) -> None:
+    before = page.evaluate(js)
+    assert before, f"{what}: nothing to watch in the page"
+    eventually_sync(lambda: page.evaluate(js) != before, within=within, what=what, interval=0.25)
+
+
+TABLE_SIG = f"""() => {{ const t = document.querySelector('{OUTPUT} .hl-table');
+  if (!t || t.dataset.status !== 'connected') return null;
+  return [t.dataset.seq, t.dataset.nrows, [...t.querySelectorAll('.hl-tr')].slice(0, 5)
+          .map((r) => r.dataset.key + ':' + r.dataset.ver).join(',')].join('|'); }}"""
+ROSTER_SIG = f"""() => {{ const r = document.querySelector('{OUTPUT} .hl-roster');
+  if (!r) return null;
+  return [...r.querySelectorAll('.hl-user')].map(
+    (u) => `${{u.dataset.user}}:${{u.dataset.status}}:${{u.dataset.typing}}`).join(','); }}"""
+NOW_EDGE_SIG = f"""() => {{ const lane = document.querySelector(
+    "{OUTPUT} .hl-timeline .hl-lane[data-channel='messages'][data-status='connected']");
+  const edge = lane && lane.querySelector('.hl-now');
+  return edge ? edge.title : null; }}"""
+
+
+TIMELINE_COUNTS = f"""() => {{
+  const el = document.querySelector("{OUTPUT} .hl-timeline .hl-lane[data-channel='messages']");
+  const n = (sel) => el.querySelectorAll(sel).length;
+  return {{reconnecting: n(".hl-span[data-status='reconnecting']"), error: n(".hl-span[data-status='error']"),
+          retries: n(".hl-retry"), gaps: n(".hl-gap"),
+          open: n(".hl-span[data-status='connected'][data-open='true']")}}; }}"""
+
+
+def _run_notebook(page: Any, lab: RunningLab, artifacts: Path, name: str, answers: list[str]) -> str:
+    key = name[:2]
+    open_notebook(page, lab, name, f"user-path-{key}")
+    started = time.monotonic()
+    try:
+        state = run_all(page, timeout_s=RUN_ALL_S[key], answers=answers)
+    except BaseException:
+        page.screenshot(path=artifacts / f"user-path-{key}-failure.png", full_page=True)
+        raise
+    TIMINGS[name] = time.monotonic() - started
+    problems = [p for p in errors_in(state["outputs"]) if not any(x in p for x in EXPECTED_LOG.get(key, ()))]
+    assert problems == [], f"{name}: {problems}"
+    text = output_text(state["outputs"])
+    for promise in PROMISES[key]:
+        assert promise in text, f"{name} did not print {promise!r}:\n{text[-3000:]}"
+    return text
+
+
+def test_quickstart_widgets_render_in_notebook_7(user_lab, page, artifacts):
+    """The ``lab`` extra brings Notebook 7 too: from its file browser (/tree) to 01, Run All, and the
+    live table shows rows and keeps following the table. (Runs while the demo traffic warms up.)"""
+    nb = "01_in_notebook_7.ipynb"
+    (user_lab.notebooks / nb).write_bytes((user_lab.notebooks / USER_PATH[0]).read_bytes())
+    page.goto(f"{user_lab.base}/tree?token={user_lab.token}")
+    page.locator(f".jp-DirListing-item[title*='{nb}'], .jp-DirListing-item:has-text('{nb}')").first.dblclick()
+    page.wait_for_url(re.compile(rf"/notebooks/{re.escape(nb)}"))
+    page.wait_for_function(
+        f"""() => {{ try {{ const k = {KERNEL};
+        return k.connectionStatus === 'connected' && k.status === 'idle'; }} catch {{ return false; }} }}"""
+    )
+    try:
+        state = run_all(page, timeout_s=180)
+        assert errors_in(state["outputs"]) == []
+        first_live_row(page, 30_000)
+        _changes_within(page, TABLE_SIG, "new rows in 01's live table in Notebook 7", within=20)
+        page.screenshot(path=artifacts / "user-path-notebook7.png")
+    finally:
+        shutdown_kernel(page)
+
+
+@pytest.mark.parametrize("name", USER_PATH)
+def test_run_all_on_the_user_path(name, user_lab, page, artifacts):
+    _warm(user_lab)
+    key = name[:2]
+    try:
+        text = _run_notebook(page, user_lab, artifacts, name, ANSWERS.get(key, []))
+        if key == "01":
+            # the table shows what the table already holds, then keeps following it
+            n = int(page.locator(f"{OUTPUT} .hl-table").first.get_attribute("data-nrows") or 0)
+            assert n >= 60, f"after a minute of traffic the live table shows only {n} rows"
+            _changes_within(page, TABLE_SIG, "new rows in 01's live table after Run All")
+        elif key == "02":
+            _changes_within(page, ROSTER_SIG, "02's roster after Run All")
+        elif key == "03":
+            _changes_within(page, NOW_EDGE_SIG, "the 'now' edge of 03's timeline after Run All")
+            assert "missing" not in text
+            # five outages (drop, refused retries, rapid closes, stall, long refusal), one ending in error
+            counts = page.evaluate(TIMELINE_COUNTS)
+            assert counts["reconnecting"] >= 5, counts
+            assert counts["error"] >= 1, counts
+            assert counts["retries"] >= 5, counts
+            assert counts["gaps"] >= 5, counts
+            assert counts["open"] == 1, counts
+        page.screenshot(path=artifacts / f"user-path-{key}.png", full_page=False)
+    except BaseException as exc:
+        (artifacts / f"user-path-{key}-failure.txt").write_text(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutdown_kernel(page)
+    (artifacts / "user-path-timings.json").write_text(json.dumps(TIMINGS, indent=1))
+
+
+def test_wrong_project_url_says_why_in_the_cell(user_lab, page, artifacts):
+    """05 with a project URL nobody listens on: within seconds the table's status line names the refused
+    connection and the cell shows one log line about it; the notebook then says plainly it is not
+    connected (no endless ``[*]``)."""
+    _warm(user_lab)
+    nb = "05_wrong_url.ipynb"
+    (user_lab.notebooks / nb).write_bytes((user_lab.notebooks / USER_PATH[4]).read_bytes())
+    open_notebook(page, user_lab, nb, "user-path-05-wrong-url")
+    url = f"http://127.0.0.1:{free_port()}"  # bound and released: connections are refused
+    fake_key = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJyb2xlIjoiYW5vbiJ9.bm90LWEtcmVhbC1rZXk"
+    seen: dict[str, float] = {}
+    started: list[float] = []
+
+    def watch(state: dict[str, Any]) -> None:
+        if not started and state["stdin"] == 0 and any(state["outputs"]):
+            started.append(time.monotonic())
+        status = page.evaluate(
+            f"() => {{ const t = document.querySelector('{OUTPUT} .hl-table');"
+            " return t ? [t.dataset.status, t.dataset.reason || ''] : null; }"
+        )
+        if status and status[0] in ("reconnecting", "error") and "refused" in status[1].lower():
+            seen.setdefault("status", time.monotonic())
+        if "is reconnecting: connect failed" in output_text(state["outputs"]):
+            seen.setdefault("log", time.monotonic())
+
+    try:
+        state = run_all(page, timeout_s=120, answers=[url, fake_key], on_poll=watch)
+    finally:
+        page.screenshot(path=artifacts / "user-path-05-wrong-url.png", full_page=True)
+        shutdown_kernel(page)
+    assert "status" in seen, "the table's status line never named the refused connection"
+    assert "log" in seen, "no log line about the refused connection in the cell"
+    assert started
+    assert seen["status"] - started[0] < 10, seen
+    assert seen["log"] - started[0] < 10, seen
+    text = output_text(state["outputs"])
+    assert text.count("is reconnecting: connect failed") == 1, text  # one line per outage, not per retry
+    assert "not connected after 30 s" in text
+    assert "The frame is not connected" in text
+    assert [e for e in errors_in(state["outputs"]) if "Traceback" in e] == []
+
+
+def test_the_terminal_stays_quiet(user_lab):
+    """After every notebook (03 drops every connection five times, also the background simulator's), the
+    terminal holds the start banner and at most one line per notable event; realtime-py's
+    connection-loss errors for the connections the lab owns went to the log file."""
+    lines = [line for line in user_lab.terminal().splitlines() if line.strip()]
+    banner = [line for line in lines if line.startswith(("harmony-lab:", "    "))]
+    others = [line for line in lines if line not in banner]
+    assert len(banner) == 4, lines  # stack, Lab, URL, log + Ctrl-C
+    assert not [line for line in others if "realtime._async" in line], others
+    assert len(others) <= 10, "\n".join(others)
+    assert not_plain(user_lab.terminal()) == []
+    log = user_lab.lab_log.parent / "harmony-lab.log"
+    assert log.exists(), f"no log file next to {user_lab.lab_log}"

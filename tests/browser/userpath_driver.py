@@ -1,0 +1,277 @@
+"""Driving the newcomer's path: ``harmony-lab lab`` as a user starts it, and notebooks run in the page.
+
+Shared by ``tests/browser/test_user_path.py`` and ``bench/userpath.py``. Nothing here changes what a
+notebook does: the lab is the real command (``harmony-lab lab --no-browser``) with its own stack and
+background traffic, the kernels get exactly the environment the lab gives them. The only additions are
+the ones a test needs to *watch*: JupyterLab's app object exposed to the page, a copy of the notebooks
+(Lab autosaves) and a private state folder (``XDG_CACHE_HOME``) so the run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+OUTPUT = ".jp-OutputArea-output"
+USER_PATH = (
+    "01_quickstart.ipynb",
+    "02_presence_and_typing.ipynb",
+    "03_reconnection_lab.ipynb",
+    "04_record_and_analyse.ipynb",
+    "05_your_supabase_project.ipynb",
+)
+
+# what each notebook's story promises, as the notebook itself prints it
+PROMISES = {
+    "01": ["content"],  # the messages DataFrame
+    "02": [
+        "reached the notification callback: False",  # dnd suppresses notifications
+        "Bob sees Alice as: offline",  # invisible shows as offline
+        "typing events so far:",
+    ],
+    "03": ["frame complete", "stall detected after"],  # every outage backfilled; the stall noticed
+    "04": ["dropped=0>"],  # the recorder lost nothing
+    "05": ["running against the LOCAL embedded stack"],  # Enter at the prompt: the local stack
+}
+# log lines a notebook provokes on purpose (03's long refusal exhausts the retries: one line for it)
+EXPECTED_LOG = {"03": ["channel 'messages': reconnecting → error (gave up after 4 retries"]}
+
+
+@dataclass
+class RunningLab:
+    proc: subprocess.Popen[str]
+    base: str
+    token: str
+    notebooks: Path
+    state: Path
+    started: float
+    """``time.monotonic()`` when the command was started."""
+    ready_at: float
+    """When the terminal printed the Lab URL (the stack and its traffic run from then on)."""
+    lines: list[str] = field(default_factory=list)
+    """Everything the command printed to its terminal (stdout and stderr)."""
+
+    @property
+    def lab_log(self) -> Path:
+        return self.state / "harmony-lab" / "lab" / "lab.log"
+
+    def terminal(self) -> str:
+        return "".join(self.lines)
+
+
+def lab_environment(state: Path) -> dict[str, str]:
+    """This process's environment, as the user's shell would pass it, with a private state folder.
+
+    ``PYTHONPATH`` puts this checkout first so the lab and its kernels import the code under test (an
+    editable install does the same for a user).
+    """
+    env = dict(os.environ)
+    env["XDG_CACHE_HOME"] = str(state)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def harmony_lab_command() -> list[str]:
+    """The ``harmony-lab`` console script next to this Python (what ``bash dev.sh lab`` execs)."""
+    script = Path(sys.executable).parent / "harmony-lab"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "harmony_lab.cli"]
+
+
+@contextlib.contextmanager
+def running_lab(workdir: Path, *, extra: tuple[str, ...] = (), timeout: float = 240) -> Iterator[RunningLab]:
+    """``harmony-lab lab --no-browser --port 0`` on a copy of ``notebooks/``; stopped with SIGTERM after."""
+    notebooks = workdir / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks)
+    state = workdir / "state"
+    state.mkdir()
+    cmd = [
+        *harmony_lab_command(),
+        "lab",
+        "--no-browser",
+        "--port",
+        "0",
+        "--notebooks",
+        str(notebooks),
+        "--lab-arg=--LabApp.expose_app_in_browser=True",
+        "--lab-arg=--JupyterNotebookApp.expose_app_in_browser=True",  # the same for Notebook 7
+        *extra,
+    ]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=lab_environment(state),
+        cwd=workdir,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    found: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for line in proc.stdout:
+                lines.append(line)
+                m = re.search(r"(http://127\.0\.0\.1:\d+)/lab/tree/\S+\?token=(\w+)", line)
+                if m and not found:
+                    found.update(base=m.group(1), token=m.group(2), at=time.monotonic())
+                    ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        if not ready.wait(timeout) or not found:
+            raise RuntimeError(f"harmony-lab lab did not print its URL in {timeout:.0f} s:\n{''.join(lines)}")
+        yield RunningLab(proc, found["base"], found["token"], notebooks, state, started, found["at"], lines)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            raise
+        reader.join(10)
+
+
+# ------------------------------------------------------------------------------------------- the page
+
+_STATE_JS = """() => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const cells = panel.content.widgets.filter((c) => c.model.type === 'code');
+  const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+  return {
+    counts: cells.map((c) => c.model.executionCount),
+    outputs: cells.map((c) => c.model.outputs.toJSON()),
+    busy: !kernel || kernel.status !== 'idle',
+    stdin: document.querySelectorAll('.jp-Stdin-input').length,
+  };
+}"""
+
+
+def open_notebook(page: Any, lab: RunningLab, name: str, workspace: str) -> None:
+    """Open ``name`` in its own workspace (no restored tabs) and wait for its kernel to be idle."""
+    page.goto(f"{lab.base}/lab/workspaces/{workspace}/tree/{name}?token={lab.token}&reset")
+    page.wait_for_function(
+        f"""() => {{ try {{ const k = {KERNEL};
+        return k.connectionStatus === 'connected' && k.status === 'idle'; }} catch {{ return false; }} }}"""
+    )
+
+
+def notebook_state(page: Any) -> dict[str, Any]:
+    return dict(page.evaluate(_STATE_JS))
+
+
+def run_all(
+    page: Any,
+    *,
+    timeout_s: float,
+    answers: list[str] | None = None,
+    on_poll: Callable[[dict[str, Any]], None] | None = None,
+    start: bool = True,
+) -> dict[str, Any]:
+    """Run All (JupyterLab's own command) and wait until every code cell ran and the kernel is idle.
+
+    ``answers`` are typed into the input prompts the notebook shows (``input()`` / ``getpass``), in
+    order, each followed by Enter, as a user would. Returns the final notebook state. Raises
+    TimeoutError (with the state) if Run All does not finish within ``timeout_s``.
+    """
+    answers = list(answers or [])
+    # not awaited: the command's promise settles only when the last cell has run, and a cell waiting
+    # for input never does until the loop below answers it
+    if start:  # else Run All was already started
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    deadline = time.monotonic() + timeout_s
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = notebook_state(page)
+        if on_poll is not None:
+            on_poll(state)
+        if state["stdin"]:
+            if not answers:
+                raise AssertionError("the notebook asks for input nobody planned to give")
+            box = page.locator(".jp-Stdin-input").last
+            handle = box.element_handle()
+            box.fill(answers.pop(0))
+            box.press("Enter")
+            # the answered box is replaced by text (the next prompt may follow at once)
+            page.wait_for_function("(el) => !el.isConnected", arg=handle)
+            continue
+        if all(c is not None for c in state["counts"]) and not state["busy"]:
+            return state
+        time.sleep(0.25)
+    raise TimeoutError(f"Run All did not finish within {timeout_s:.0f} s: counts {state.get('counts')}")
+
+
+def shutdown_kernel(page: Any, timeout_ms: int = 30_000) -> None:
+    """Shut the notebook's kernel down (bounded: ``evaluate`` itself has no timeout)."""
+    page.evaluate(
+        """(ms) => Promise.race([
+             window.jupyterapp.shell.currentWidget.sessionContext.shutdown(),
+             new Promise((_, reject) => setTimeout(() => reject(new Error('kernel shutdown hung')), ms)),
+           ])""",
+        timeout_ms,
+    )
+
+
+def first_live_row(page: Any, timeout_ms: float) -> None:
+    """Wait until a live table in the page is connected and shows at least one row."""
+    page.wait_for_function(
+        f"""() => [...document.querySelectorAll('{OUTPUT} .hl-table')].some(
+              (t) => t.dataset.status === 'connected' && Number(t.dataset.nrows || 0) > 0
+                     && t.querySelector('.hl-tr'))""",
+        timeout=timeout_ms,
+    )
+
+
+# ------------------------------------------------------------------------------------ reading outputs
+
+
+def errors_in(outputs: list[list[dict[str, Any]]]) -> list[str]:
+    """Error outputs and tracebacks printed to stderr."""
+    found = []
+    for cell in outputs:
+        for out in cell:
+            if out.get("output_type") == "error":
+                found.append(f"{out.get('ename')}: {out.get('evalue')}")
+            elif out.get("output_type") == "stream" and out.get("name") == "stderr":
+                found.append(_text(out.get("text")))
+    return found
+
+
+def output_text(outputs: list[list[dict[str, Any]]]) -> str:
+    parts = []
+    for cell in outputs:
+        for out in cell:
+            if out.get("output_type") == "stream":
+                parts.append(_text(out.get("text")))
+            elif "text/plain" in (out.get("data") or {}):
+                parts.append(_text(out["data"]["text/plain"]))
+    return "\n".join(parts)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return "".join(value)
+    return str(value or "")
