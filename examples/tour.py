@@ -53,7 +53,7 @@ async def main() -> None:
         print(f"recorded {recorder.stats['events']} events; read back {len(read_recording(folder))} rows")
 
         await manager.cleanup()
-        await sim.stop()
+        await sim.aclose()
     finally:
         rt.stop()
 

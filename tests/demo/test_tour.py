@@ -14,7 +14,6 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _env() -> dict[str, str]:
@@ -24,9 +23,11 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_the_tour_script_runs(tmp_path):
     r = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "tour.py")],
+        [sys.executable, "-W", "error::DeprecationWarning", str(ROOT / "examples" / "tour.py")],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
@@ -47,6 +48,8 @@ def test_the_tour_script_runs(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_the_tour_notebook_runs(tmp_path, monkeypatch):
     work = tmp_path / "nb"
     shutil.copytree(ROOT / "notebooks", work)
@@ -73,3 +76,20 @@ def test_the_tour_notebook_runs(tmp_path, monkeypatch):
     views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert [v["data"]["text/plain"].split()[0] for v in views] == ["<Dashboard"]
     assert "roster=True" in views[0]["data"]["text/plain"]
+
+
+def _python_block(markdown: str, heading: str) -> list[str]:
+    text = markdown[markdown.index(heading) :]
+    start = text.index("```python\n") + len("```python\n")
+    return [line for line in text[start : text.index("```\n", start)].splitlines() if line.strip()]
+
+
+def test_the_readme_shows_the_tour_the_tests_run():
+    """The README's tour is the notebook's code, line for line (so what the tests run is what it shows)."""
+    readme = _python_block((ROOT / "README.md").read_text(), "## A tour in code")
+    doc = _python_block((ROOT / "docs" / "tour.md").read_text(), "## In a notebook")
+    nb = nbformat.read(ROOT / "notebooks" / "tour.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    cells = [line for line in code.splitlines() if line.strip()]
+    assert readme == doc
+    assert readme == cells
