@@ -40,11 +40,11 @@ def _events(steps: list[tuple[Any, ...]], ties: list[bool]) -> list[RealtimeEven
     for i, (kind, key, text, x, typ) in enumerate(steps):
         if i and not ties[i % len(ties)]:
             t += timedelta(milliseconds=7)
-        # the column's reported type follows the value's (the type can change between events)
-        cols = BASE_COLS if x is None else (*BASE_COLS, ("x", "float8" if isinstance(x, float) else "int4"))
+        # a column that some events report and others do not (its type stays: a row keeps its value)
+        cols = BASE_COLS if x is None else (*BASE_COLS, ("x", "float8"))
         row: dict[str, Any] = {"id": key, "body": text}
         if x is not None:
-            row["x"] = x
+            row["x"] = float(x)
         table, op, new, old, pk = "messages", kind, row, None, {"id": key}
         if kind == "PARTIAL":
             op, new = "UPDATE", {k: v for k, v in row.items() if k != "body"}
