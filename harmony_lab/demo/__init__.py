@@ -5,8 +5,9 @@ into a running stack; :func:`stack` finds or starts the stack a notebook should 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from harmony_lab._lazy import lazy_exports
 
 _EXPORTS = {
     "Simulator": "harmony_lab.demo._simulator",
@@ -25,10 +26,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from harmony_lab.demo._wait import until
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'harmony_lab.demo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

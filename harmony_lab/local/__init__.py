@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from harmony_lab._lazy import lazy_exports
 
 _EXPORTS = {
     "LocalPostgres": "harmony_lab.local.postgres",
@@ -17,8 +18,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from harmony_lab.local.stack import LocalRealtime
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'harmony_lab.local' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)
