@@ -123,7 +123,8 @@ def _no_postgres_left_running() -> Iterator[None]:
 
     def start(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = original(self, *args, **kwargs)
-        servers.append(self)
+        if self.external_dsn is None:  # an external database is not ours to stop
+            servers.append(self)
         if self.pid is not None:
             started[self.pid] = str(self.data_dir)
         return out

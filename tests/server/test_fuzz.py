@@ -23,7 +23,7 @@ from tests.server.rt_helpers import ANON, SECRET, token
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10500"))  # one frame per example
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6000"))  # one frame per example
 CHECK_EVERY = 500
 
 TOPICS = st.sampled_from(
@@ -228,11 +228,11 @@ def test_fuzz_frames_never_break_the_server(threaded):
                 if msg["event"] == "broadcast" and msg["payload"] == after:
                     break
         alive(control, "1.0.0")
-    assert sent[0] >= 10_000
+    assert sent[0] >= 0.95 * EXAMPLES
     assert 1011 not in closes, closes  # the server never closed a socket on an internal error
     stats = threaded.call(lambda: threaded.server.stats)
     assert stats["rejected"].get("internal error", 0) == 0, stats["rejected"]
-    assert stats["frames_in"] >= 10_000
+    assert stats["frames_in"] >= 0.95 * EXAMPLES
     assert sum(stats["rejected"].values()) > 1000  # the fuzzer did hit the error paths
     # every fuzz socket is gone and left nothing behind
     assert threaded.call(lambda: threaded.server.connection_count) == 0
