@@ -24,19 +24,9 @@ INSERT = "insert into messages (channel_id, user_id, content) values (%s, %s, %s
 
 
 @pytest.fixture
-async def manager(rt):
-    mgr = RealtimeConnectionManager(
-        rt.url,
-        rt.anon_key,
-        dsn=rt.dsn,
-        access_token=rt.token_for(str(ALICE)),
-        heartbeat_interval=0.5,
-        backoff=BackoffPolicy(base=0.1, max_delay=0.5, max_retries=10),
-        join_timeout=5.0,
-    )
-    yield mgr
-    await mgr.cleanup()
-    RealtimeConnectionManager.reset_instance()
+def manager(rt, make_manager):
+    """Alice's manager on the stack, with the suite's fast timings (cleaned up by make_manager)."""
+    return make_manager(rt.url, rt.anon_key, dsn=rt.dsn, access_token=rt.token_for(str(ALICE)))
 
 
 def _rows(lf: LiveFrame) -> list[dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from harmony_lab.local.schema import ALICE, BOB
-from harmony_lab.manager import BackoffPolicy, RealtimeConnectionManager
 from harmony_lab.widgets import dashboard
 from tests.polling import eventually
 from tests.widgets.recording_comm import RecordingComm
@@ -20,18 +19,9 @@ SHOWN = {str(ALICE): "Alice Liddell", str(BOB): "Bob Builder"}
 
 
 @pytest.fixture
-async def manager(rt):
-    mgr = RealtimeConnectionManager(
-        rt.url,
-        rt.anon_key,
-        dsn=rt.dsn,
-        access_token=rt.token_for(str(ALICE)),
-        heartbeat_interval=0.5,
-        backoff=BackoffPolicy(base=0.1, max_delay=0.5),
-    )
-    yield mgr
-    await mgr.cleanup()
-    RealtimeConnectionManager.reset_instance()
+def manager(rt, make_manager):
+    """Alice's manager on the stack, with the suite's fast timings (cleaned up by make_manager)."""
+    return make_manager(rt.url, rt.anon_key, dsn=rt.dsn, access_token=rt.token_for(str(ALICE)))
 
 
 def opened_state(widget) -> dict:

@@ -7,7 +7,6 @@ import pytest
 
 from harmony_lab.frames import LiveFrame
 from harmony_lab.local.schema import ALICE, BOB, GENERAL
-from harmony_lab.manager import BackoffPolicy, RealtimeConnectionManager
 from harmony_lab.widgets import LiveTableWidget, PresenceRosterWidget, StatusTimelineWidget, dashboard
 from tests.widgets.recording_comm import RecordingComm, rows_of
 
@@ -18,18 +17,9 @@ pytestmark = [
 
 
 @pytest.fixture
-async def manager(rt):
-    mgr = RealtimeConnectionManager(
-        rt.url,
-        rt.anon_key,
-        dsn=rt.dsn,
-        access_token=rt.token_for(str(ALICE)),
-        heartbeat_interval=0.5,
-        backoff=BackoffPolicy(base=0.1, max_delay=0.5),
-    )
-    yield mgr
-    await mgr.cleanup()
-    RealtimeConnectionManager.reset_instance()
+def manager(rt, make_manager):
+    """Alice's manager on the stack, with the suite's fast timings (cleaned up by make_manager)."""
+    return make_manager(rt.url, rt.anon_key, dsn=rt.dsn, access_token=rt.token_for(str(ALICE)))
 
 
 async def test_dashboard_composes_and_streams(rt, manager):
