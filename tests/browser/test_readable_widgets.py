@@ -8,7 +8,6 @@ bounding boxes, not from class names.
 from __future__ import annotations
 
 import ast
-import base64
 import json
 import shutil
 import time
@@ -20,9 +19,8 @@ import pytest
 
 from harmony_lab.frames import LiveFrame
 from harmony_lab.local.schema import ALICE, BOB, CAROL
-from harmony_lab.widgets import LiveTableWidget
+from tests.browser.table_rig import TableRig
 from tests.frames.frame_events import make_change
-from tests.widgets.recording_comm import RecordingComm, install
 
 pytestmark = pytest.mark.browser
 
@@ -39,8 +37,6 @@ MESSAGES = (
     ("reply_to", "int8"),
 )
 USERS = (ALICE, BOB, CAROL)
-TRAITS = ("title", "columns", "key_columns", "height", "paused", "pending", "counters", "rate")
-TRAITS += ("rate_history", "status", "reason", "mode", "names")
 BOX = ".hl-table .hl-tscroll"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,44 +65,8 @@ def messages_frame(n: int) -> LiveFrame:
     return lf
 
 
-class Rig:
-    """A LiveTableWidget whose comm traffic is delivered to its JS view in the harness page."""
-
-    def __init__(self, page: Any, monkeypatch: Any, frame: LiveFrame, **kw: Any) -> None:
-        install(monkeypatch)
-        self.page = page
-        self.frame = frame
-        self.widget = LiveTableWidget(frame, **kw)
-        assert isinstance(self.widget.comm, RecordingComm)
-        self.comm: RecordingComm = self.widget.comm
-        page.evaluate(
-            """(state) => {
-            window.fake = makeModel(state);
-            const el = document.getElementById('host');
-            window.cleanup = mods.table.default.render({ model: fake.model, el });
-            }""",
-            {k: getattr(self.widget, k) for k in TRAITS},
-        )
-
-    def sync(self) -> None:
-        for m in self.page.evaluate("() => { const s = fake.sent; fake.sent = []; return s; }"):
-            self.comm.front(m)
-        self.widget.flush()
-        for m in self.comm.sent:
-            data = m["data"]
-            if m["msg_type"] != "comm_msg":
-                continue
-            if data.get("method") == "update":
-                self.page.evaluate(
-                    "(st) => { for (const [k, v] of Object.entries(st)) fake.model.set(k, v); }",
-                    {k: v for k, v in data["state"].items() if k in TRAITS},
-                )
-            elif data.get("method") == "custom":
-                self.page.evaluate(
-                    "([msg, bufs]) => fake.emit(msg, bufs.map((b) => asDataView(b64(b))))",
-                    [data["content"], [base64.b64encode(b).decode() for b in m["buffers"]]],
-                )
-        self.comm.clear()
+class Rig(TableRig):
+    """The table rig with the box measurements these tests read."""
 
     def box(self, sel: str = BOX) -> dict[str, float]:
         return self.page.evaluate(
