@@ -429,8 +429,8 @@ class Player(StateWidget):
             adopt(self._frames[table], state)
         self._position = when
         self._finished = False
-        _reset_roster(self.roster)
-        _reset_timeline(self.timeline)
+        self.roster.reset()
+        self.timeline.reset()
         for ev in side:
             self._side_apply(ev)
         self._mark_dirty()
@@ -552,18 +552,3 @@ class Player(StateWidget):
             f"<Player {self.recording} {self.position.isoformat()} of {self.start.isoformat()}…"
             f"{self.end.isoformat()} {self._live_status()} speed={self.speed:g}× tables={list(self._frames)}>"
         )
-
-
-def _reset_roster(roster: PresenceRosterWidget) -> None:
-    from harmony_lab._presence import PresenceState
-
-    roster._users.clear()
-    roster._typing.clear()
-    roster._presence = PresenceState()
-    roster._mark_dirty()
-
-
-def _reset_timeline(timeline: StatusTimelineWidget) -> None:
-    timeline._lanes.clear()
-    timeline._latest_ms = 0
-    timeline._mark_dirty()

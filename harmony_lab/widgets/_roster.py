@@ -175,6 +175,13 @@ class PresenceRosterWidget(StateWidget):
                 entry["last_seen_ms"] = int(self._wall() * 1000)
         self._mark_dirty()
 
+    def reset(self) -> None:
+        """Forget every user, presence and typing state seen so far (the view empties)."""
+        self._users.clear()
+        self._typing.clear()
+        self._presence = PresenceState()
+        self._mark_dirty()
+
     def apply(self, event: RealtimeEvent) -> bool:
         """Apply a presence event (sync/join/leave) or a typing-table change; others are ignored."""
         if event.kind is EventKind.PRESENCE:

@@ -104,6 +104,12 @@ class StatusTimelineWidget(StateWidget):
             lane = self._lanes[channel] = _Lane()
         return lane
 
+    def reset(self) -> None:
+        """Forget every lane and status seen so far (the view empties)."""
+        self._lanes.clear()
+        self._latest_ms = 0
+        self._mark_dirty()
+
     def apply(self, event: RealtimeEvent) -> bool:
         """Apply a status, gap or heartbeat event (other kinds only count as traffic)."""
         if not event.channel or not self._wanted(event.channel):

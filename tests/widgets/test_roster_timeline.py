@@ -296,3 +296,22 @@ def test_bad_sources_are_rejected():
     replay = gen()
     with pytest.raises(RuntimeError, match="running event loop"):
         StatusTimelineWidget(replay)
+
+
+def test_reset_forgets_everything_seen_and_the_widgets_follow_again():
+    roster = PresenceRosterWidget()
+    roster.apply(presence("sync", {"u1": [{"user_id": "u1", "presence_ref": "a"}]}))
+    roster.apply(typing("INSERT", "u1"))
+    assert set(users_by_id(roster)) == {"u1"}
+    roster.reset()
+    assert roster.roster() == []
+    roster.apply(presence("join", {"key": "u2", "new": [{"user_id": "u2", "presence_ref": "b"}]}))
+    assert set(users_by_id(roster)) == {"u2"}  # the presence state started over too
+
+    timeline = StatusTimelineWidget()
+    timeline.apply(status_event("messages", "connected", at=T0))
+    assert [lane["channel"] for lane in timeline.state()] == ["messages"]
+    timeline.reset()
+    assert timeline.state() == []
+    timeline.apply(status_event("inbox", "connecting", at=T0 + 5))
+    assert [lane["channel"] for lane in timeline.state()] == ["inbox"]
