@@ -224,6 +224,31 @@ def run_all(
     raise TimeoutError(f"Run All did not finish within {timeout_s:.0f} s: counts {state.get('counts')}")
 
 
+def kernel_stdout(page: Any, code: str, timeout_ms: int = 30_000) -> str:
+    """Run ``code`` in the notebook's kernel (after Run All, to measure) and return what it printed.
+
+    Raises RuntimeError with the traceback if the code raised.
+    """
+    return str(
+        page.evaluate(
+            """([code, ms]) => new Promise((resolve, reject) => {
+                 const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+                 const future = kernel.requestExecute({code, store_history: false});
+                 let out = '';
+                 const timer = setTimeout(() => reject(new Error('kernel code did not finish')), ms);
+                 future.onIOPub = (msg) => {
+                   if (msg.header.msg_type === 'stream') out += msg.content.text;
+                   if (msg.header.msg_type === 'error') {
+                     clearTimeout(timer); reject(new Error(msg.content.traceback.join('\\n')));
+                   }
+                 };
+                 future.done.then(() => { clearTimeout(timer); resolve(out); }, reject);
+               })""",
+            [code, timeout_ms],
+        )
+    )
+
+
 def shutdown_kernel(page: Any, timeout_ms: int = 30_000) -> None:
     """Shut the notebook's kernel down (bounded: ``evaluate`` itself has no timeout)."""
     page.evaluate(
