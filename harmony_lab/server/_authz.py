@@ -343,6 +343,23 @@ class Authorizer:
         )
 
 
+def request_headers(headers: Any, *, only_x: bool = False) -> dict[str, str]:
+    """What ``request.headers`` holds in a policy check: the request's headers by lower-case name (a
+    repeated header keeps its last value), as Supabase sets them. A websocket check sees only the
+    ``x-*`` headers of the websocket request (``only_x``); a REST broadcast sees all of them.
+
+    ``headers`` is a websockets ``Headers`` (or any mapping); the request head it comes from is bounded
+    in bytes by the HTTP layer.
+    """
+    items = headers.raw_items() if hasattr(headers, "raw_items") else headers.items()
+    out: dict[str, str] = {}
+    for name, value in items:
+        key = str(name).lower()
+        if not only_x or key.startswith("x-"):
+            out[key] = str(value)
+    return out
+
+
 def _settings(
     role: str, topic: str, claims: Mapping[str, Any], sub: str | None, headers: Mapping[str, str] | None
 ) -> list[Any]:
@@ -362,6 +379,7 @@ async def rest_broadcast_allowed(
     messages: Sequence[Mapping[str, Any]],
     *,
     private: Iterable[bool],
+    headers: Mapping[str, str] | None = None,
 ) -> list[bool]:
     """Which REST broadcast messages to deliver, in order (``private`` is each message's flag).
 
@@ -379,7 +397,7 @@ async def rest_broadcast_allowed(
             continue
         topic = str(message.get("topic"))
         if topic not in verdict:
-            verdict[topic] = await _may_send(authorizer, claims, topic)
+            verdict[topic] = await _may_send(authorizer, claims, topic, headers)
         out.append(verdict[topic])
     dropped = sum(1 for ok in out if not ok)
     if dropped:
@@ -390,7 +408,9 @@ async def rest_broadcast_allowed(
     return out
 
 
-async def _may_send(authorizer: Authorizer | None, claims: Mapping[str, Any], topic: str) -> bool:
+async def _may_send(
+    authorizer: Authorizer | None, claims: Mapping[str, Any], topic: str, headers: Mapping[str, str] | None
+) -> bool:
     if authorizer is None:
         logger.warning(
             "REST broadcast into private topic %r dropped: this server has no database to evaluate "
@@ -399,7 +419,7 @@ async def _may_send(authorizer: Authorizer | None, claims: Mapping[str, Any], to
         )
         return False
     try:
-        policies = await authorizer.write(topic, claims, presence=False)
+        policies = await authorizer.write(topic, claims, presence=False, headers=headers)
     except AuthzError as exc:
         logger.warning(
             "REST broadcast into private topic %r dropped: the write check failed (%s)", topic, exc

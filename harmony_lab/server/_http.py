@@ -105,7 +105,8 @@ class HttpAwareConnection(ServerConnection):
         self.http_method = "GET"
         self.http_body = b""
         self.http_error: tuple[int, str] | None = None
-        self.harmony: tuple[str, str] | None = None  # (vsn, apikey) once the handshake is accepted
+        # (vsn, apikey, the request's x-* headers) once the handshake is accepted
+        self.harmony: tuple[str, str, dict[str, str]] | None = None
         self._sniff: bytearray | None = bytearray()
         self._head: tuple[str, bytes, int] | None = None  # (method, head for websockets, body length)
         self._discard = False  # a refused request: nothing more the client sends is read

@@ -20,7 +20,7 @@ from typing import Any
 from websockets.http11 import Request, Response
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
-from harmony_lab.server._authz import Authorizer, rest_broadcast_allowed
+from harmony_lab.server._authz import Authorizer, request_headers, rest_broadcast_allowed
 from harmony_lab.server._http import json_response, loads_strict
 from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._session import TOPIC_PREFIX, Registry, flexible_bool
@@ -198,7 +198,7 @@ class RestApi:
             messages.append(
                 RestMessage(m["topic"], m["event"], m.get("payload", {}), flexible_bool(m.get("private")))
             )
-        return await self.broadcast(claims, messages)
+        return await self.broadcast(claims, messages, headers=request_headers(request.headers))
 
     async def _single_broadcast(
         self, request: Request, query: dict[str, list[str]], body: bytes, topic: str, event: str
@@ -211,16 +211,24 @@ class RestApi:
         private = (query.get("private") or ["false"])[0].lower() == "true"
         ctype = (request.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
         if ctype == "application/octet-stream":
-            return await self.broadcast(claims, [RestMessage(topic, event, body, private, binary=True)])
+            return await self.broadcast(
+                claims,
+                [RestMessage(topic, event, body, private, binary=True)],
+                headers=request_headers(request.headers),
+            )
         try:
             payload = loads_strict(body or b"null")
         except ValueError:
             return json_response(
                 400, {"error": "body must be strict JSON (or application/octet-stream for binary)"}
             )
-        return await self.broadcast(claims, [RestMessage(topic, event, payload, private)])
+        return await self.broadcast(
+            claims, [RestMessage(topic, event, payload, private)], headers=request_headers(request.headers)
+        )
 
-    async def broadcast(self, claims: dict[str, Any], messages: list[RestMessage]) -> Response:
+    async def broadcast(
+        self, claims: dict[str, Any], messages: list[RestMessage], *, headers: Mapping[str, str] | None = None
+    ) -> Response:
         """Check and deliver the messages of one REST broadcast request (sent by the holder of
         ``claims``); the response says whether they were accepted.
 
@@ -250,6 +258,7 @@ class RestApi:
             claims,
             [{"topic": m.topic} for m in messages],
             private=[m.private for m in messages],
+            headers=headers,
         )
         for m in (m for m, ok in zip(messages, allowed, strict=True) if ok):
             full = TOPIC_PREFIX + m.topic

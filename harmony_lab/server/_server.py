@@ -20,7 +20,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
-from harmony_lab.server._authz import Authorizer
+from harmony_lab.server._authz import Authorizer, request_headers
 from harmony_lab.server._codec import V1, VSNS
 from harmony_lab.server._http import HttpAwareConnection, HttpGate, json_response
 from harmony_lab.server._limits import ServerLimits
@@ -322,7 +322,7 @@ class RealtimeServer:
                 await asyncio.sleep(self.limits.connect_error_delay_s)
             return json_response(error[0], {"error": error[1]})
         assert apikey is not None
-        conn.harmony = (vsn, apikey)
+        conn.harmony = (vsn, apikey, request_headers(request.headers, only_x=True))
         return None
 
     # -- websockets ----------------------------------------------------------------------------
@@ -335,7 +335,7 @@ class RealtimeServer:
             logger.info("fault: rapid close of a new connection with code %d", code)
             await conn.close(code, "fault: rapid close")
             return
-        vsn, apikey = conn.harmony
+        vsn, apikey, headers = conn.harmony
         hub = self.hub
         sock = Socket(
             conn, faults=self.faults, wait_unstalled=self._wait_unstalled, limits=self.limits,
@@ -356,6 +356,7 @@ class RealtimeServer:
             pg_available=hub is not None,
             authorizer=self.authorizer,
             private_only=self.private_only,
+            headers=headers,
         )
         sock.session = session
         self._sockets[conn] = sock

@@ -452,6 +452,7 @@ class Session:
         pg_available: bool = True,
         authorizer: Authorizer | None = None,
         private_only: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         if vsn not in (V1, V2):
             raise ValueError(f"vsn must be {V1!r} or {V2!r}; got {vsn!r}")
@@ -467,6 +468,8 @@ class Session:
         self.pg_available = pg_available
         self.authorizer = authorizer
         self.private_only = private_only
+        self.headers: Mapping[str, str] = dict(headers or {})
+        """The ``x-*`` headers of the websocket request: ``request.headers`` in authorization checks."""
         self.channels: dict[str, Channel] = {}
         lim = self.limits
         self._joins = RateWindow.per_second(lim.max_joins_per_second, lim.rate_window_s)
@@ -705,7 +708,9 @@ class Session:
 
         async def run() -> list[Effect]:
             try:
-                policies = await authorizer.read(name, ch.claims, presence=ch.presence_enabled)
+                policies = await authorizer.read(
+                    name, ch.claims, presence=ch.presence_enabled, headers=self.headers
+                )
             except AuthzError as exc:
                 return self._join_error(msg, exc.join_reason(name), old)
             if not policies.can_read or (replay and policies.broadcast_read is False):
@@ -733,8 +738,10 @@ class Session:
         async def run() -> list[Effect]:
             try:
                 if extension == "presence" and policies.presence_read is None:
-                    await authorizer.read(name, ch.claims, presence=True, policies=policies)
-                await authorizer.write(name, ch.claims, policies=policies)
+                    await authorizer.read(
+                        name, ch.claims, presence=True, policies=policies, headers=self.headers
+                    )
+                await authorizer.write(name, ch.claims, policies=policies, headers=self.headers)
             except AuthzError as exc:
                 return self._refuse_write(ch, extension, msg, f"the write check failed: {exc}")
             if not ch.open or ch.policies is not policies:
@@ -779,7 +786,9 @@ class Session:
 
         async def run() -> list[Effect]:
             try:
-                fresh = await authorizer.read(name, ch.claims, presence=ch.presence_enabled)
+                fresh = await authorizer.read(
+                    name, ch.claims, presence=ch.presence_enabled, headers=self.headers
+                )
             except AuthzError as exc:
                 return self._shutdown(ch, exc.shutdown_message(name)) if ch.open else []
             if not ch.open:
