@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import logging
 import time
@@ -42,6 +43,7 @@ __all__ = [
     "Authorizer",
     "AuthzError",
     "Policies",
+    "Replayed",
     "no_longer_readable",
     "rest_broadcast_allowed",
     "unreadable",
@@ -50,6 +52,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EXTENSIONS: Final = ("broadcast", "presence")
+MAX_REPLAY: Final = 25
+"""Messages a private join's ``broadcast.replay`` gets at most (Supabase's hard limit)."""
+_EPOCH: Final = dt.datetime(1970, 1, 1)  # naive UTC, as realtime.messages.inserted_at
 
 _SETTINGS_SQL: Final = (
     "select set_config('role', %s, true), set_config('realtime.topic', %s, true), "
@@ -95,6 +100,15 @@ class Policies:
         return (previous.broadcast_read is True and self.broadcast_read is False) or (
             previous.presence_read is True and self.presence_read is False
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Replayed:
+    """One stored private broadcast a join asked to replay."""
+
+    id: str
+    event: str | None
+    payload: Any
 
 
 class AuthzError(Exception):
@@ -172,7 +186,9 @@ class Authorizer:
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._closed = False
-        self.stats: dict[str, Any] = dict.fromkeys(("read_checks", "write_checks", "errors", "connects"), 0)
+        self.stats: dict[str, Any] = dict.fromkeys(
+            ("read_checks", "write_checks", "replays", "errors", "connects"), 0
+        )
         self.stats["check_s"] = 0.0
 
     # -- connections -------------------------------------------------------------------------
@@ -187,7 +203,7 @@ class Authorizer:
         self.stats["connects"] += 1
         return conn
 
-    async def _run(self, what: str, fn: Any) -> Policies:
+    async def _run(self, what: str, fn: Any) -> Any:
         if self._closed:
             raise AuthzError("unavailable", "the authorizer is closed")
         try:
@@ -203,8 +219,7 @@ class Authorizer:
         try:
             async with asyncio.timeout(self._deadline_s):
                 conn = self._idle.pop() if self._idle else await self._connect()
-                result: Policies = await fn(conn)
-            return result
+                return await fn(conn)
         except TimeoutError:
             self.stats["errors"] += 1
             await self._discard(conn)
@@ -335,6 +350,30 @@ class Authorizer:
 
         self.stats["write_checks"] += 1
         return await self._run("write", check)
+
+    async def replay(self, topic: str, since_ms: int, limit: int) -> list[Replayed]:
+        """The private broadcasts stored in ``realtime.messages`` for ``topic`` since ``since_ms`` (epoch
+        milliseconds), oldest first: at most ``limit`` of the newest, ``limit`` clamped to 1..25 as
+        Supabase does. Read with the server's own role (the join's read check came first).
+        Raises :class:`AuthzError` when the messages cannot be read.
+        """
+        limit = max(1, min(limit, MAX_REPLAY))
+        since = _EPOCH + dt.timedelta(milliseconds=since_ms)
+
+        async def fetch(conn: psycopg.AsyncConnection[Any]) -> list[Replayed]:
+            async with conn.transaction(force_rollback=True):
+                cur = await conn.execute(
+                    "select id::text, event, payload from realtime.messages "
+                    "where topic = %s and private is true and extension = 'broadcast' and inserted_at >= %s "
+                    "and inserted_at < (now() at time zone 'UTC') + interval '1 minute' "
+                    "order by inserted_at desc limit %s",
+                    [topic, since, limit],
+                )
+                rows = await cur.fetchall()
+            return [Replayed(str(i), event, payload) for i, event, payload in reversed(rows)]
+
+        self.stats["replays"] += 1
+        return list(await self._run("replay", fetch))
 
     def __repr__(self) -> str:
         return (

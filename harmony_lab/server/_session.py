@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harmony_lab.server._auth import AuthError, TokenVerifier
-from harmony_lab.server._authz import Authorizer, AuthzError, Policies, no_longer_readable, unreadable
+from harmony_lab.server._authz import (
+    MAX_REPLAY,
+    Authorizer,
+    AuthzError,
+    Policies,
+    Replayed,
+    no_longer_readable,
+    unreadable,
+)
 from harmony_lab.server._codec import (
     ENCODING_BINARY,
     V1,
@@ -159,6 +167,15 @@ def default_binding_id(binding: Mapping[str, Any]) -> int:
     return zlib.crc32(canonical.encode()) % _BINDING_ID_SPACE + 1
 
 
+_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z in epoch milliseconds
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def _is_int(value: Any) -> bool:
+    """A JSON integer (not a boolean, not a float)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def flexible_bool(value: Any, default: bool = False) -> bool:
     """JSON booleans or the strings ``"true"``/``"false"`` (any case); anything else → ``default``."""
     if isinstance(value, bool):
@@ -245,12 +262,17 @@ class Registry:
         self.untrack(channel)
 
     def fanout(
-        self, scope: tuple[str, bool], message: Fanout | UserBroadcast, exclude: Channel | None = None
+        self,
+        scope: tuple[str, bool],
+        message: Fanout | UserBroadcast,
+        exclude: Channel | None = None,
+        message_id: str | None = None,
     ) -> int:
-        """Send ``message`` to every channel on ``scope`` but ``exclude``; returns how many got it."""
+        """Send ``message`` to every channel on ``scope`` but ``exclude`` (and those that replayed the
+        stored message ``message_id`` at join); returns how many got it."""
         n = 0
         for ch in tuple(self._topics.get(scope, ())):
-            if ch is exclude or not ch.reads("broadcast"):
+            if ch is exclude or not ch.reads("broadcast") or message_id in ch.replayed_ids:
                 continue
             frame = message.frame(ch.session.vsn)
             if frame is not None and ch.session.emit(frame):
@@ -267,7 +289,9 @@ class Registry:
         """A row of ``realtime.messages`` read from the WAL (Broadcast from Database): to the topic's
         private channels if the row is private, else to its public ones, with ``meta.id``."""
         self.stats.broadcasts += 1
-        return self.fanout((TOPIC_PREFIX + message.topic, message.private), message.fanout())
+        return self.fanout(
+            (TOPIC_PREFIX + message.topic, message.private), message.fanout(), message_id=message.id
+        )
 
     def broadcast_binary(self, topic: str, event: str, data: bytes, *, private: bool = False) -> int:
         self.stats.broadcasts += 1
@@ -328,6 +352,7 @@ class Channel:
         "presence_enabled",
         "presence_key",
         "private",
+        "replayed_ids",
         "self_broadcast",
         "session",
         "token",
@@ -351,6 +376,8 @@ class Channel:
         # Realtime Authorization of a private channel (None on a public one): evaluated at join,
         # writes on first use, all again when the token changes
         self.policies: Policies | None = None
+        # ids of the stored broadcasts replayed at join: not delivered again when they arrive live
+        self.replayed_ids: frozenset[str] = frozenset()
 
     def reads(self, extension: str) -> bool:
         """Whether this channel may receive ``extension`` (``broadcast`` / ``presence``) messages."""
@@ -665,8 +692,8 @@ class Session:
         lim = self.limits
         ch.presence_calls = RateWindow(lim.max_presence_calls, lim.presence_window_s)
         if private:
-            replay = isinstance(broadcast.get("replay"), dict)
-            return effects + self._authorize_join(ch, msg, old, replay)
+            replay = broadcast.get("replay")
+            return effects + self._authorize_join(ch, msg, old, replay if isinstance(replay, dict) else None)
         return effects + self._admit(ch, msg, old)
 
     def _admit(self, ch: Channel, msg: Inbound, old: Channel | None) -> list[Effect]:
@@ -699,8 +726,15 @@ class Session:
 
     # -- Realtime Authorization (private channels) ----------------------------------------------
 
-    def _authorize_join(self, ch: Channel, msg: Inbound, old: Channel | None, replay: bool) -> list[Effect]:
-        """Admit a private join only if the token's role may read broadcast or presence of the topic."""
+    def _authorize_join(
+        self, ch: Channel, msg: Inbound, old: Channel | None, replay: Mapping[str, Any] | None
+    ) -> list[Effect]:
+        """Admit a private join only if the token's role may read broadcast or presence of the topic.
+
+        ``replay`` (the join's ``broadcast.replay``: ``since`` in epoch ms, ``limit``) needs broadcast
+        read; the stored private broadcasts it asks for are pushed right after the join's reply, marked
+        ``meta.replayed``, and not delivered a second time if they also arrive live.
+        """
         authorizer = self.authorizer
         if authorizer is None:
             return self._join_error(msg, NO_DATABASE, old)
@@ -713,12 +747,32 @@ class Session:
                 )
             except AuthzError as exc:
                 return self._join_error(msg, exc.join_reason(name), old)
-            if not policies.can_read or (replay and policies.broadcast_read is False):
+            if not policies.can_read or (replay is not None and policies.broadcast_read is False):
                 return self._join_error(msg, f"Unauthorized: {unreadable(name)}", old)
+            replayed: list[Replayed] = []
+            if replay is not None:
+                since, limit = replay.get("since"), replay.get("limit") or MAX_REPLAY
+                if not (_is_int(since) and _is_int(limit) and _MIN_MS <= since <= _MAX_MS):
+                    return self._join_error(msg, "UnableToReplayMessages: Replay params are not valid", old)
+                try:
+                    replayed = await authorizer.replay(name, since, limit)
+                except AuthzError as exc:
+                    logger.warning("replay on %s failed: %s", name, exc)
+                    return self._join_error(
+                        msg, "UnableToReplayMessages: Realtime was unable to replay messages", old
+                    )
             if self.closed:
                 return []
             ch.policies = policies
-            return self._admit(ch, msg, old)
+            ch.replayed_ids = frozenset(m.id for m in replayed)
+            effects = self._admit(ch, msg, old)
+            for m in replayed:
+                ch.push(
+                    "broadcast",
+                    {"payload": m.payload, "event": m.event, "type": "broadcast",
+                     "meta": {"replayed": True, "id": m.id}},
+                )  # fmt: skip
+            return effects
 
         return [self._await(run, msg)]
 
