@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     total = 200_000 if quick else int(os.environ.get("HARMONY_BENCH_SEEK_EVENTS", "300000"))
     tmp = Path(tempfile.mkdtemp(prefix="bench-seek-"))
     try:
-        rows = seek_rows(total, tmp)
+        rows = seek_rows(total, tmp, seeks=int(os.environ.get("HARMONY_BENCH_SEEKS", "20")))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows)
