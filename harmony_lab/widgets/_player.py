@@ -223,6 +223,7 @@ class Player(StateWidget):
             self._refresh_status()
         self._apply_state(start, *self._states_at(start, indexed=False))
         # seeks wait for the indexes (the status line says "indexing…" meanwhile)
+        self._stop_indexing = threading.Event()
         self._indexing = threading.Thread(target=self._build_indexes, daemon=True, name="Player-index")
         self._indexing.start()
 
@@ -411,6 +412,8 @@ class Player(StateWidget):
         try:
             self._side()
             for t in list(self._frames):
+                if self._stop_indexing.is_set():  # closed meanwhile
+                    return
                 self._index(t)
         except Exception:
             logger.exception("Player: indexing %s failed (seeks build what they need)", self.recording)
@@ -621,6 +624,9 @@ class Player(StateWidget):
         self._anchor = None
         if self._seek_task is not None:
             self._seek_task.cancel()
+        stop = getattr(self, "_stop_indexing", None)
+        if stop is not None:
+            stop.set()
         for w in self._side_widgets:
             w.close()
         for index in getattr(self, "_indexes", {}).values():
