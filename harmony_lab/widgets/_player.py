@@ -4,10 +4,12 @@ The player holds one :class:`~harmony_lab.frames.LiveFrame` per recorded table, 
 :class:`PresenceRosterWidget` and a :class:`StatusTimelineWidget`, and keeps all of them at one
 instant of the recording, the *position*:
 
-* **seek** to an instant: every frame takes the table's state there from
-  :meth:`LiveFrame.at <harmony_lab.frames.LiveFrame.at>` (DuckDB over the part files, on a worker
-  thread), and the roster and timeline are rebuilt from the recording's presence, status, gap and
-  heartbeat events up to it (the newest 5 000 of them);
+* **seek** to an instant: every frame takes the table's state there from a
+  :class:`~harmony_lab.frames._at.SeekIndex` (the same frame as :meth:`LiveFrame.at
+  <harmony_lab.frames.LiveFrame.at>`), and the roster and timeline are rebuilt from the recording's
+  presence, status, gap, heartbeat and typing events up to it (the newest 5 000 of them, found in a
+  time index of those events). The indexes are built on a worker thread when the player opens
+  (status reason ``indexing…``); a seek waits for them and runs on a worker thread too;
 * **play**: the events after the position stream from DuckDB in arrival order and are applied at their
   recorded pace divided by ``speed`` (0.1× to 100×); the position advances with the clock;
 * at the end of the recording playing stops (``status`` becomes ``finished``).
