@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -287,10 +288,11 @@ def json_array(values: list[Any]) -> pa.Array:
     one allocation instead of one of each per value. A batch orjson refuses (an integer beyond 64
     bits, nesting deeper than it allows) is encoded by the standard library, value by value.
     """
-    present = [i for i, v in enumerate(values) if v is not None]
-    if not present:
-        return pa.nulls(len(values), pa.string())
-    dense = values if len(present) == len(values) else [values[i] for i in present]
+    n = len(values)
+    nulls = values.count(None)
+    if nulls == n:
+        return pa.nulls(n, pa.string())
+    dense = values if nulls == 0 else [v for v in values if v is not None]
     marked: list[Any] = [_BOUNDARY] * (2 * len(dense) - 1)
     marked[::2] = dense
     try:
@@ -305,12 +307,22 @@ def json_array(values: list[Any]) -> pa.Array:
     texts = pc.split_pattern(whole, pattern=_SPLIT).values
     if len(texts) != len(dense):  # pragma: no cover - the marker cannot occur inside a value
         raise AssertionError(f"splitting {len(dense)} JSON values gave {len(texts)}")
-    if len(dense) == len(values):
+    if nulls == 0:
         return texts
-    where: list[int | None] = [None] * len(values)
-    for k, i in enumerate(present):
-        where[i] = k
-    return texts.take(pa.array(where, pa.int32()))
+    # spread the dense texts over the rows: a null row gets an empty slot and a cleared validity bit
+    valid = np.fromiter(map(operator.is_not, values, itertools.repeat(None)), dtype=bool, count=n)
+    _, offsets_buf, data_buf = texts.buffers()
+    dense_offsets = np.frombuffer(offsets_buf, dtype=np.int32)[texts.offset : texts.offset + len(texts) + 1]
+    lengths = np.zeros(n, dtype=np.int32)
+    lengths[valid] = np.diff(dense_offsets)
+    offsets = np.empty(n + 1, dtype=np.int32)
+    offsets[0] = dense_offsets[0]
+    np.cumsum(lengths, out=offsets[1:])
+    offsets[1:] += dense_offsets[0]
+    bitmap = np.packbits(valid, bitorder="little")
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets), data_buf, pa.py_buffer(bitmap), null_count=nulls
+    )
 
 
 def _convert(value: Any, tag: str) -> Any:
@@ -491,26 +503,27 @@ _BOOL = frozenset({bool})
 def _columns_array(values: list[tuple[tuple[str, str], ...]]) -> pa.Array:
     """The ``columns`` list<struct> array: each distinct value converted once, then taken by index.
 
-    Events of one table share their column list, usually as the same object, so most rows cost one
-    ``id()`` lookup (every value is alive while the batch is built, so ids are unambiguous).
+    Events of one table share their column list, usually as the same object, so the rows are
+    grouped by object identity in C (every value is alive while the batch is built, so ids are
+    unambiguous) and only the few distinct objects are compared by value and converted.
     """
-    by_id: dict[int, int] = {}
+    ids = list(map(id, values))
+    objects = dict(zip(ids, values, strict=True))  # one entry per distinct object, in first-seen order
     by_value: dict[tuple[tuple[str, str], ...], int] = {}
     uniques: list[Any] = []
-    indices = []
-    for v in values:
-        i = by_id.get(id(v))
+    slot: dict[int, int] = {}
+    for key, v in objects.items():
+        if type(v) is not tuple:  # not hashable as given: convert each value (rare)
+            return pa.array(values, type=_COLUMNS_TYPE)
+        i = by_value.get(v)
         if i is None:
-            if type(v) is not tuple:  # not hashable as given: convert each value (rare)
-                return pa.array(values, type=_COLUMNS_TYPE)
-            i = by_value.get(v)
-            if i is None:
-                i = by_value[v] = len(uniques)
-                uniques.append(v)
-            by_id[id(v)] = i
-        indices.append(i)
+            i = by_value[v] = len(uniques)
+            uniques.append(v)
+        slot[key] = i
     table = pa.array(uniques, type=_COLUMNS_TYPE)
-    return table if len(uniques) == len(values) else table.take(pa.array(indices, pa.int32()))
+    if len(uniques) == len(values):
+        return table
+    return table.take(pa.array(list(map(slot.__getitem__, ids)), pa.int32()))
 
 
 def events_to_table(events: Sequence[RealtimeEvent], session_id: str = "") -> pa.Table:
