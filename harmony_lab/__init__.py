@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "BackoffPolicy": "harmony_lab.manager",
     "TableSubscription": "harmony_lab.manager",
     "Backfill": "harmony_lab.manager",
+    "BroadcastReplay": "harmony_lab.manager",
     # frames and widgets
     "LiveFrame": "harmony_lab.frames",
     "FrameChange": "harmony_lab.frames",
@@ -49,6 +50,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "Backfill",
     "BackoffPolicy",
+    "BroadcastReplay",
     "ChannelStatus",
     "Dashboard",
     "EventKind",
@@ -80,7 +82,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from harmony_lab.frames import FrameChange, LiveFrame
     from harmony_lab.inspector import Inspector
     from harmony_lab.local import LocalPostgres, LocalRealtime
-    from harmony_lab.manager import Backfill, BackoffPolicy, RealtimeConnectionManager, TableSubscription
+    from harmony_lab.manager import (
+        Backfill,
+        BackoffPolicy,
+        BroadcastReplay,
+        RealtimeConnectionManager,
+        TableSubscription,
+    )
     from harmony_lab.recording import Recorder, connect_recording, read_recording, replay
     from harmony_lab.widgets import (
         Dashboard,

@@ -19,6 +19,7 @@ EXPECTED = {
     "BackoffPolicy",
     "TableSubscription",
     "Backfill",
+    "BroadcastReplay",
     "LiveFrame",
     "FrameChange",
     "LiveTableWidget",

@@ -13,7 +13,10 @@ What differs from Postgres Changes, by construction of the path:
   server-side filter; DELETEs pass the filter, as on Postgres Changes;
 * the broadcast carries no column types: they come from the snapshot (or stay inferred);
 * no commit timestamp is broadcast, so ``_commit_ts`` (append mode) is empty;
-* a topic may carry several tables (one trigger function on many tables): the frame keeps its table's.
+* a topic may carry several tables (one trigger function on many tables): the frame keeps its table's;
+* after a gap, a private topic catches up by replaying the broadcasts the server stored meanwhile (the
+  manager's ``BroadcastReplay``: at most 25 per reconnect, marked backfilled); a public topic cannot
+  (the server replays only private ones) and misses what was sent during the gap.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from harmony_lab.events import EventKind, RealtimeEvent
+from harmony_lab.manager import BroadcastReplay
 
 if TYPE_CHECKING:
     from harmony_lab.frames._live import LiveFrame
@@ -57,8 +61,9 @@ def check_options(via: str, topic: str | None, private: bool, *, is_manager: boo
         )
     if backfill is not None:
         raise ValueError(
-            "backfill is for via='postgres_changes'; a broadcast topic has no gap fetch — drop backfill= "
-            "or subscribe to the table with via='postgres_changes'"
+            "backfill is for via='postgres_changes'; a private broadcast topic catches up after a gap by "
+            "replaying what the server stored meanwhile (up to 25 messages) — drop backfill=, or subscribe "
+            "to the table with via='postgres_changes' for a full gap fetch"
         )
 
 
@@ -95,8 +100,10 @@ def subscriber(frame: LiveFrame, source: Any) -> Callable[..., Awaitable[Any]]:
             frame.apply(change)
 
     async def subscribe(name: str, table: str, **_table_options: Any) -> Any:
+        # the snapshot holds the starting rows; after a gap, a private topic replays what was missed
+        replay = BroadcastReplay() if frame.private else None
         return await source.subscribe_to_broadcast(
-            name, frame.topic, event="*", private=frame.private, callback=on_broadcast
+            name, frame.topic, event="*", private=frame.private, callback=on_broadcast, replay=replay
         )
 
     return subscribe

@@ -33,7 +33,13 @@ from harmony_lab.manager._machine import (
 from harmony_lab.manager._presence import PresenceHandle
 from harmony_lab.manager._runner import ChannelRunner, TokenUnavailableError
 from harmony_lab.manager._snapshot import TableSnapshot
-from harmony_lab.manager._specs import Backfill, ChannelSpec, TableSubscription, strict_kwargs
+from harmony_lab.manager._specs import (
+    Backfill,
+    BroadcastReplay,
+    ChannelSpec,
+    TableSubscription,
+    strict_kwargs,
+)
 
 __all__ = ["RealtimeConnectionManager"]
 
@@ -335,6 +341,7 @@ class RealtimeConnectionManager:
         event: str = "*",
         private: bool = False,
         callback: Callable[[RealtimeEvent], Any] | None = None,
+        replay: BroadcastReplay | None = None,
     ) -> ChannelState:
         """Channel ``name`` receives the broadcasts on Realtime topic ``topic`` (``"room:1"``; the
         ``realtime:`` prefix is added on the wire); returns like :meth:`subscribe_to_table`.
@@ -348,12 +355,17 @@ class RealtimeConnectionManager:
         resets it. Broadcasts sent with :meth:`broadcast` go to the same topic (sending into a private
         topic needs an INSERT policy). Calling it again on ``name`` replaces the subscription (the
         last call wins; the same topic and privacy keep the connection and take the new callback).
+
+        ``replay=BroadcastReplay(since=timedelta(hours=1))`` (private channels only) asks the server
+        for the broadcasts the topic has stored (``realtime.send`` / ``broadcast_changes``): the newest
+        (at most 25) since ``since`` on the first join, and after every gap those stored since the gap
+        began; they arrive with ``backfilled=True`` and never twice (see :class:`BroadcastReplay`).
         """
         if not isinstance(event, str) or not event:
             raise ValueError(f"event must be a broadcast event name (or '*'), got {event!r}")
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}")
-        spec = ChannelSpec(name, topic=topic, private=private)
+        spec = ChannelSpec(name, topic=topic, private=private, replay=replay)
         listen = (event, callback, True) if callback is not None else None
         return await self._subscribe(spec, None, broadcast=listen, clear_broadcast=callback is None)
 

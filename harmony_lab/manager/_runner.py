@@ -67,6 +67,7 @@ from harmony_lab.manager._machine import (
     TearDown,
     TokenUnavailable,
 )
+from harmony_lab.manager._replay import ReplayBook
 from harmony_lab.manager._specs import ChannelSpec, TableSubscription
 
 if TYPE_CHECKING:
@@ -193,6 +194,7 @@ class ChannelRunner:
         self.clock_watch = ClockWatch(threshold=max(5.0, 2 * settings.heartbeat_interval))
         self.pk: dict[tuple[str, str], tuple[str, ...]] = {}
         self.book = BackfillBook(spec.tables)
+        self.replays = ReplayBook(spec.name, spec.replay, host.clock.now())
         self.events_received = 0
         self.last_event_at: Any = None
         self.backfilled = 0
@@ -232,8 +234,9 @@ class ChannelRunner:
                 self._retry_task = self._spawn(self._retry_after(delay))
             case Cancelled():
                 self._cancel_retry()
-            case GapStart():
-                pass  # the status event announces it; the gap event is emitted once complete
+            case GapStart(at=at):
+                # the status event announces it; the gap event is emitted once complete
+                self.replays.gap_started(at)
             case GapEnd():
                 self._emit_gap(d)
                 if d.recovered and self.book.enabled:
@@ -492,9 +495,13 @@ class ChannelRunner:
     def _build_channel(self, client: AsyncRealtimeClient, gen: int) -> AsyncRealtimeChannel:
         spec = self.spec
         presence_on = spec.presence_key is not None
+        broadcast: dict[str, Any] = {"ack": False, "self": False}
+        replay = self.replays.join_config()
+        if replay is not None:
+            broadcast["replay"] = replay
         params: Any = {
             "config": {
-                "broadcast": {"ack": False, "self": False},
+                "broadcast": broadcast,
                 "presence": {"key": spec.presence_key or "", "enabled": presence_on},
                 "private": spec.private,
             }
@@ -572,6 +579,7 @@ class ChannelRunner:
         if gen != self.generation:
             return
         if state is RealtimeSubscribeStates.SUBSCRIBED:
+            self.replays.joined()
             self.feed(Joined(postgres=self.spec.postgres))
             if self.presence is not None and self.machine.joined:
                 self.presence._on_joined()
@@ -706,6 +714,9 @@ class ChannelRunner:
         if gen != self.generation:
             return
         self._touch()
+        meta = payload.get("meta")
+        if not self.replays.deliver(meta):
+            return  # a stored message already delivered (replayed and live, or replayed twice)
         event = str(payload.get("event"))
         ev = self.host.make_event(
             kind=EventKind.BROADCAST,
@@ -713,6 +724,7 @@ class ChannelRunner:
             topic=self.topic,
             op=event,
             payload=payload.get("payload"),
+            backfilled=isinstance(meta, dict) and meta.get("replayed") is True,
         )
         targets = list(self.broadcast_callbacks.get("*", ())) + [
             cb
@@ -847,6 +859,7 @@ class ChannelRunner:
             "backfill_superseded": self.book.superseded,
             "backfill_deleted": self.book.deleted,
             "backfill_pending": self._bf_task is not None and not self._bf_task.done(),
+            "replay": dict(self.replays.stats) if self.spec.replay is not None else None,
             "socket": {
                 "connected": bool(client is not None and client.is_connected),
                 "channel_state": self.channel.state.value if self.channel is not None else None,

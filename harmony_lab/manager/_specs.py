@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from harmony_lab._strict import strict_kwargs, unknown_kwargs_error
 from harmony_lab.filters import Condition, Filter, FilterError, format_filter, parse_filter
 
-__all__ = ["EVENTS", "Backfill", "ChannelSpec", "TableSubscription", "strict_kwargs", "unknown_kwargs_error"]
+__all__ = [
+    "EVENTS",
+    "MAX_REPLAY",
+    "Backfill",
+    "BroadcastReplay",
+    "ChannelSpec",
+    "TableSubscription",
+    "strict_kwargs",
+    "unknown_kwargs_error",
+]
 
 EVENTS = ("*", "INSERT", "UPDATE", "DELETE")
+MAX_REPLAY = 25
+"""Stored broadcasts one join can replay at most (the Realtime server's limit)."""
 
 
 def _identifier(owner: str, name: str, value: object) -> str:
@@ -81,6 +93,57 @@ def _normalise_filter(value: object) -> tuple[str | None, tuple[Condition, ...]]
     if not conditions:
         return None, ()
     return format_filter(conditions), conditions
+
+
+@strict_kwargs
+@dataclasses.dataclass(frozen=True, slots=True)
+class BroadcastReplay:
+    """Replay the broadcasts a private channel's topic has stored (Supabase's broadcast replay).
+
+    The Realtime server keeps the private broadcasts written with ``realtime.send`` /
+    ``realtime.broadcast_changes`` (Broadcast from Database) in ``realtime.messages`` for three days; a
+    join can ask for the newest of them stored since an instant, at most :data:`MAX_REPLAY` (25).
+
+    ``since``: the first join replays what was stored since then (an aware ``datetime``, or a
+    ``timedelta`` back from the moment of subscribing; None: nothing on the first join).
+    ``catch_up`` (default True): after each gap (a reconnect for whatever reason), the rejoin replays
+    what was stored since the gap began, minus ``lookback`` seconds (the skew between the database's
+    clock and ours). ``limit`` caps each replay (1 to 25, the newest win). Replayed broadcasts arrive
+    as broadcast events with ``backfilled=True``; none arrives twice (the manager drops a message whose
+    id it already delivered). A catch-up that returns ``limit`` messages may have missed older ones:
+    it is logged as a warning. Only private channels replay (the server refuses it on public ones).
+    """
+
+    since: datetime | timedelta | None = None
+    limit: int = MAX_REPLAY
+    catch_up: bool = True
+    lookback: float = 2.0
+
+    def __post_init__(self) -> None:
+        since = self.since
+        if since is not None and not (
+            isinstance(since, timedelta) or (isinstance(since, datetime) and since.utcoffset() is not None)
+        ):
+            raise ValueError(
+                f"BroadcastReplay.since must be an aware datetime, a timedelta back from now, or None; "
+                f"got {since!r}"
+            )
+        if isinstance(since, timedelta) and since < timedelta(0):
+            raise ValueError(
+                f"BroadcastReplay.since as a timedelta must be >= 0 (back from now), got {since!r}"
+            )
+        if (
+            isinstance(self.limit, bool)
+            or not isinstance(self.limit, int)
+            or not 1 <= self.limit <= MAX_REPLAY
+        ):
+            raise ValueError(
+                f"BroadcastReplay.limit must be an int from 1 to {MAX_REPLAY}, got {self.limit!r}"
+            )
+        if not isinstance(self.catch_up, bool):
+            raise ValueError(f"BroadcastReplay.catch_up must be True or False, got {self.catch_up!r}")
+        if isinstance(self.lookback, bool) or not isinstance(self.lookback, int | float) or self.lookback < 0:
+            raise ValueError(f"BroadcastReplay.lookback must be seconds >= 0, got {self.lookback!r}")
 
 
 @strict_kwargs
@@ -156,6 +219,8 @@ class ChannelSpec:
     private: bool = False
     """Join as a private channel (Realtime Authorization: the server checks ``realtime.messages``
     policies for the subscriber's role and claims)."""
+    replay: BroadcastReplay | None = None
+    """Replay stored broadcasts on join and after gaps (private channels only)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -169,6 +234,17 @@ class ChannelSpec:
                 )
         if not isinstance(self.private, bool):
             raise TypeError(f"private must be True or False, got {self.private!r}")
+        if self.replay is not None:
+            if not isinstance(self.replay, BroadcastReplay):
+                raise TypeError(
+                    "replay must be None or a harmony_lab.BroadcastReplay(since=..., limit=...); "
+                    f"got {self.replay!r}"
+                )
+            if not self.private:
+                raise ValueError(
+                    "replay needs a private channel: the Realtime server replays stored broadcasts only on "
+                    "private channels (pass private=True, with a SELECT policy on realtime.messages)"
+                )
 
     @property
     def wire_topic(self) -> str:
@@ -189,4 +265,6 @@ class ChannelSpec:
             out.append(f"topic {self.topic}")
         if self.private:
             out.append("private")
+        if self.replay is not None:
+            out.append(f"replay limit={self.replay.limit}" + (" catch-up" if self.replay.catch_up else ""))
         return out

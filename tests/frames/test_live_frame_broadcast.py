@@ -147,6 +147,33 @@ def test_change_event_reads_broadcast_changes_payloads():
     assert change_event(_broadcast("not a map"), None) is None
 
 
+async def test_a_private_topic_catches_up_after_a_gap_by_replay(rt, manager):
+    """Rows written while the connection was down reach the frame when it comes back: the topic's
+    stored broadcasts are replayed (backfilled), and nothing is applied twice."""
+    bc = LiveFrame(manager, "messages", filter=f"channel_id=eq.{GENERAL}", via="broadcast",
+                   topic="channel:general", private=True)  # fmt: skip
+    await bc.ready()
+    await manager.wait_for_status(bc.name, "connected", timeout=30)
+    before = await rt.execute(INSERT, GENERAL, ALICE, "before the gap")
+    await bc.wait_until(lambda f: before[0][0] in set(f.df["id"]), within_s=30)
+    rt.faults.refuse(1.5)
+    rt.faults.drop_all(code=1001, reason="test: gap")
+    await manager.wait_for_status(bc.name, "reconnecting", timeout=10)
+    during = [(await rt.execute(INSERT, GENERAL, BOB, f"during {n}"))[0][0] for n in range(3)]
+    await rt.execute("update messages set content = 'edited in the gap' where id = %s", before[0][0])
+    await manager.wait_for_status(bc.name, "connected", timeout=30)
+    await bc.wait_until(lambda f: set(during) <= set(f.df["id"]), within_s=30)
+    await bc.wait_until(
+        lambda f: f.df.set_index("id").loc[before[0][0], "content"] == "edited in the gap", within_s=30
+    )
+    assert bc.counters["backfilled"] >= 4  # the three inserts and the edit, replayed
+    assert manager.get_debug_info()["channels"][bc.name]["replay"]["replayed"] >= 4
+    table = {r[0]: r[1] for r in await rt.execute(
+        "select id, content from messages where channel_id = %s", GENERAL)}  # fmt: skip
+    assert {r["id"]: r["content"] for r in _rows(bc)} == table
+    await bc.aclose()
+
+
 async def test_broadcast_options_are_checked(rt, manager):
     with pytest.raises(ValueError, match="needs topic="):
         LiveFrame(manager, "messages", via="broadcast")
@@ -154,7 +181,7 @@ async def test_broadcast_options_are_checked(rt, manager):
         LiveFrame(manager, "messages", via="presence")
     with pytest.raises(ValueError, match="belong to via='broadcast'"):
         LiveFrame(manager, "messages", topic="channel:general")
-    with pytest.raises(ValueError, match="backfill is for via='postgres_changes'"):
+    with pytest.raises(ValueError, match="catches up after a gap by replaying"):
         LiveFrame(manager, "messages", via="broadcast", topic="t", backfill=Backfill(column="updated_at"))
     with pytest.raises(ValueError, match="needs a RealtimeConnectionManager"):
         LiveFrame(None, "messages", via="broadcast", topic="t")

@@ -35,13 +35,20 @@ def test_public_surface_is_curated():
     assert set(manager_pkg.__all__) == {
         "Backfill",
         "BackoffPolicy",
+        "BroadcastReplay",
         "ChannelStatus",
         "PresenceStatus",
         "RealtimeConnectionManager",
         "RealtimeEvent",
         "TableSubscription",
     }
-    for name in ("RealtimeConnectionManager", "BackoffPolicy", "TableSubscription", "Backfill"):
+    for name in (
+        "RealtimeConnectionManager",
+        "BackoffPolicy",
+        "TableSubscription",
+        "Backfill",
+        "BroadcastReplay",
+    ):
         assert getattr(harmony_lab, name) is getattr(manager_pkg, name)
     assert manager_pkg.RealtimeEvent is harmony_lab.RealtimeEvent
 

@@ -17,7 +17,7 @@ import pytest
 
 from harmony_lab.local.schema import ALICE, BOB, CAROL
 from tests.polling import eventually, stays
-from tests.server.rt_helpers import Raw, raw_factory
+from tests.server.rt_helpers import Raw, raw_clients
 
 TOPIC = "realtime:dm:alice-bob"
 REFUSED = "Unauthorized: You do not have permissions to read from this Channel topic: dm:alice-bob"
@@ -37,18 +37,8 @@ def stack() -> Iterator[Any]:
 @pytest.fixture
 async def clients(stack: Any) -> AsyncIterator[Any]:
     """``await clients(vsn)``: raw websocket clients with the anon key, closed afterwards."""
-    connect = raw_factory(stack.server)
-    opened: list[Any] = []
-
-    async def make(vsn: str = "1.0.0") -> Raw:
-        cm = connect(vsn=vsn, apikey=stack.anon_key)
-        client = await cm.__aenter__()
-        opened.append(cm)
-        return client
-
-    yield make
-    for cm in opened:
-        await cm.__aexit__(None, None, None)
+    async with raw_clients(stack.server, stack.anon_key) as make:
+        yield make
 
 
 def join_payload(token: str | None, key: str) -> dict[str, Any]:

@@ -168,6 +168,18 @@ def raw_factory(server: RealtimeServer) -> Callable[..., Any]:
     return connect
 
 
+@contextlib.asynccontextmanager
+async def raw_clients(server: RealtimeServer, apikey: str) -> AsyncIterator[Callable[..., Any]]:
+    """``await make(vsn="1.0.0", **connect_kw)``: raw clients with ``apikey``, all closed on exit."""
+    connect = raw_factory(server)
+    async with contextlib.AsyncExitStack() as opened:
+
+        async def make(vsn: str = "1.0.0", **kw: Any) -> Raw:
+            return await opened.enter_async_context(connect(vsn=vsn, apikey=apikey, **kw))
+
+        yield make
+
+
 # ---------------------------------------------------------------------------------------------
 # realtime-js under node
 

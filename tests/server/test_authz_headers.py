@@ -15,7 +15,7 @@ import pytest
 
 from tests.polling import eventually, stays
 from tests.server.authz_helpers import fresh_topic, stack, unauthorized
-from tests.server.rt_helpers import Raw, raw_factory
+from tests.server.rt_helpers import Raw, raw_clients
 
 __all__ = ["stack"]
 
@@ -45,18 +45,12 @@ def policies(stack: Any) -> Any:
 @pytest.fixture
 async def clients(policies: Any) -> AsyncIterator[Any]:
     """``await clients(headers)``: raw websocket clients with the anon key and these request headers."""
-    connect = raw_factory(policies.server)
-    opened: list[Any] = []
+    async with raw_clients(policies.server, policies.anon_key) as make:
 
-    async def make(headers: dict[str, str] | None = None) -> Raw:
-        cm = connect(vsn="1.0.0", apikey=policies.anon_key, additional_headers=headers or {})
-        client = await cm.__aenter__()
-        opened.append(cm)
-        return client
+        async def with_headers(headers: dict[str, str] | None = None) -> Raw:
+            return await make(additional_headers=headers or {})
 
-    yield make
-    for cm in opened:
-        await cm.__aexit__(None, None, None)
+        yield with_headers
 
 
 def private(token: str) -> dict[str, Any]:

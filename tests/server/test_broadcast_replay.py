@@ -17,7 +17,7 @@ import pytest
 
 from tests.polling import eventually, stays
 from tests.server.authz_helpers import allow, fresh_topic, rules, stack, unauthorized
-from tests.server.rt_helpers import Raw, raw_factory
+from tests.server.rt_helpers import Raw, raw_clients
 
 __all__ = ["stack"]
 
@@ -26,18 +26,8 @@ READER = "0b7e3c52-0000-4000-a000-00000000000a"
 
 @pytest.fixture
 async def clients(stack: Any) -> AsyncIterator[Any]:
-    connect = raw_factory(stack.server)
-    opened: list[Any] = []
-
-    async def make(vsn: str = "1.0.0") -> Raw:
-        cm = connect(vsn=vsn, apikey=stack.anon_key)
-        client = await cm.__aenter__()
-        opened.append(cm)
-        return client
-
-    yield make
-    for cm in opened:
-        await cm.__aexit__(None, None, None)
+    async with raw_clients(stack.server, stack.anon_key) as make:
+        yield make
 
 
 def send(dsn: str, topic: str, n: int, *, private: bool = True, event: str = "note") -> list[tuple[str, int]]:
