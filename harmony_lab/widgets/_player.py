@@ -4,10 +4,12 @@ The player holds one :class:`~harmony_lab.frames.LiveFrame` per recorded table, 
 :class:`PresenceRosterWidget` and a :class:`StatusTimelineWidget`, and keeps all of them at one
 instant of the recording, the *position*:
 
-* **seek** to an instant: every frame takes the table's state there from
-  :meth:`LiveFrame.at <harmony_lab.frames.LiveFrame.at>` (DuckDB over the part files, on a worker
-  thread), and the roster and timeline are rebuilt from the recording's presence, status, gap and
-  heartbeat events up to it (the newest 5 000 of them);
+* **seek** to an instant: every frame takes the table's state there from a
+  :class:`~harmony_lab.frames._at.SeekIndex` (the same frame as :meth:`LiveFrame.at
+  <harmony_lab.frames.LiveFrame.at>`), and the roster and timeline are rebuilt from the recording's
+  presence, status, gap, heartbeat and typing events up to it (the newest 5 000 of them, found in a
+  time index of those events). The indexes are built on a worker thread when the player opens
+  (status reason ``indexing…``); a seek waits for them and runs on a worker thread too;
 * **play**: the events after the position stream from DuckDB in arrival order and are applied at their
   recorded pace divided by ``speed`` (0.1× to 100×); the position advances with the clock;
 * at the end of the recording playing stops (``status`` becomes ``finished``).
@@ -27,12 +29,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import traitlets
 
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.frames import LiveFrame
-from harmony_lab.frames._at import SeekIndex, adopt, connect, parse_instant, recording_parts
+from harmony_lab.frames._at import SeekIndex, adopt, connect, instant_us, parse_instant, recording_parts
 from harmony_lab.recording._codec import events_from_table
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StateWidget
@@ -208,7 +214,8 @@ class Player(StateWidget):
         self.timeline = StatusTimelineWidget(None, wall_clock=self._position_s, title="Connection status")
         self._side_widgets = (self.roster, self.timeline)
         self._indexes: dict[str, SeekIndex] = {}
-        self._index_lock = threading.Lock()
+        self._side_index: tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None
+        self._index_lock = threading.RLock()
         self._init_stream(max_hz=max_hz, max_bytes_per_s=200_000, stats_interval_s=1.0)
         with self.hold_sync():
             self.start_ms, self.end_ms = _ms(start), _ms(end)
@@ -217,6 +224,10 @@ class Player(StateWidget):
             self.track = self._track()
             self._refresh_status()
         self._apply_state(start, *self._states_at(start, indexed=False))
+        # seeks wait for the indexes (the status line says "indexing…" meanwhile)
+        self._stop_indexing = threading.Event()
+        self._indexing = threading.Thread(target=self._build_indexes, daemon=True, name="Player-index")
+        self._indexing.start()
 
     # ------------------------------------------------------------------ opening
 
@@ -398,14 +409,87 @@ class Player(StateWidget):
                 )
             return index
 
+    def _build_indexes(self) -> None:
+        """Build every table's seek index and the side-event index (the opening worker thread)."""
+        try:
+            self._side()
+            for t in list(self._frames):
+                if self._stop_indexing.is_set():  # closed meanwhile
+                    return
+                self._index(t)
+        except Exception:
+            logger.exception("Player: indexing %s failed (seeks build what they need)", self.recording)
+
+    def _side(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """The presence/status/gap/heartbeat/typing events in arrival order: time, file and row each."""
+        with self._index_lock:
+            if self._side_index is None:
+                self._side_index = self._read_side()
+            return self._side_index
+
+    def _read_side(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        if not self._parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), []
+        con = connect()
+        try:
+            files = "[" + ", ".join(_lit(p) for p in self._parts) + "]"
+            kinds = ", ".join(_lit(k) for k in _SIDE_KINDS)
+            got = con.sql(
+                f"SELECT epoch_us(received_at) AS t, filename AS f, file_row_number AS r FROM read_parquet("
+                f"{files}, filename = true, file_row_number = true, hive_partitioning = false) "
+                f"WHERE kind IN ({kinds}) OR (kind = 'change' AND \"table\" = {_lit(_TYPING_TABLE)}) "
+                f"ORDER BY {_ORDER}"
+            ).to_arrow_table()
+        finally:
+            con.close()
+        names = got.column("f").combine_chunks()
+        if pa.types.is_string_view(names.type):
+            names = names.cast(pa.string())
+        enc = pc.dictionary_encode(names)
+        return (
+            np.asarray(got.column("t").to_numpy(), dtype=np.int64),
+            np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64),
+            np.asarray(got.column("r").to_numpy(), dtype=np.int64),
+            [str(x) for x in enc.dictionary.to_pylist()],
+        )
+
+    def _side_events(self, when: datetime) -> list[RealtimeEvent]:
+        """The newest side events up to ``when``: a binary search, then their rows read by row group."""
+        t, f, r, names = self._side()
+        n = int(np.searchsorted(t, instant_us(when), side="right"))
+        lo = max(0, n - MAX_SIDE_EVENTS)
+        if n <= lo:
+            return []
+        sel_f, sel_r = f[lo:n], r[lo:n]
+        pieces: list[pa.Table] = []
+        where: list[np.ndarray] = []
+        for fi in np.unique(sel_f).tolist():
+            at = np.flatnonzero(sel_f == fi)
+            want = sel_r[at]
+            pf = pq.ParquetFile(names[fi])
+            meta = pf.metadata
+            bounds = np.concatenate(
+                [[0], np.cumsum([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])]
+            ).astype(np.int64)
+            group_of = np.searchsorted(bounds, want, side="right") - 1
+            groups = np.unique(group_of)
+            table = pf.read_row_groups(groups.tolist(), use_threads=False)
+            starts = np.concatenate([[0], np.cumsum(bounds[groups + 1] - bounds[groups])])
+            local = starts[np.searchsorted(groups, group_of)] + want - bounds[group_of]
+            pieces.append(table.take(pa.array(local)))
+            where.append(at)
+        merged = pa.concat_tables(pieces, promote_options="permissive")
+        order = np.argsort(np.concatenate(where), kind="stable")
+        return list(events_from_table(merged.take(pa.array(order))))
+
     def _states_at(
         self, when: datetime, *, indexed: bool = True
     ) -> tuple[dict[str, LiveFrame], list[RealtimeEvent]]:
         """Each table at ``when`` and the newest presence/status/gap/heartbeat events up to it (blocking)."""
         if indexed:
             frames = {t: self._index(t).at(when) for t in self._frames}
-        else:
-            frames = {t: LiveFrame.at(self.recording, t, when, key=self._keys.get(t)) for t in self._frames}
+            return frames, self._side_events(when)
+        frames = {t: LiveFrame.at(self.recording, t, when, key=self._keys.get(t)) for t in self._frames}
         if not self._parts:
             return frames, []
         con = connect()
@@ -526,7 +610,8 @@ class Player(StateWidget):
         return "playing" if self.playing else "paused"
 
     def _live_reason(self) -> str:
-        return ""
+        indexing = getattr(self, "_indexing", None)
+        return "indexing…" if indexing is not None and indexing.is_alive() else ""
 
     def _push(self) -> None:
         with self.hold_sync():
@@ -541,6 +626,9 @@ class Player(StateWidget):
         self._anchor = None
         if self._seek_task is not None:
             self._seek_task.cancel()
+        stop = getattr(self, "_stop_indexing", None)
+        if stop is not None:
+            stop.set()
         for w in self._side_widgets:
             w.close()
         for index in getattr(self, "_indexes", {}).values():

@@ -231,3 +231,25 @@ def test_rejects_unknown_arguments(recording: Path) -> None:
         Player(recording, tabels=["messages"])  # type: ignore[call-arg]
     with pytest.raises(FileNotFoundError, match="no recording"):
         Player(recording / "missing")
+
+
+def test_indexed_seek_reads_the_same_side_events_as_a_scan(recording: Path) -> None:
+    """The side-event index (binary search, rows read by row group) gives what a DuckDB scan gives."""
+    p = Player(recording)
+    try:
+        p._indexing.join(timeout=30)
+        assert not p._indexing.is_alive()
+        assert p._live_reason() == ""
+        checked = 0
+        for dt in (-1.0, 0.0, 0.05, 0.7, 1.55, 1.6, 2.9, SPAN_S, SPAN_S + 1):
+            when = T0 + timedelta(seconds=dt)
+            frames, side = p._states_at(when)
+            scanned_frames, scanned = p._states_at(when, indexed=False)
+            assert side == scanned
+            assert all(ev.received_at <= when for ev in side)
+            for t, lf in frames.items():
+                pdt.assert_frame_equal(lf.df, scanned_frames[t].df)
+            checked += len(side)
+        assert checked > 20
+    finally:
+        p.close()
