@@ -246,9 +246,21 @@ class Writer:
 
     def _drain(self) -> None:
         q = self.queue
+        popleft = q.popleft
+        parts = self.parts
+        rotate_rows = self.rec.rotate_rows
         append = self._append
         for _ in range(len(q)):  # bounded: a fast producer must not starve the flush deadline
-            append(q.popleft())
+            ev = popleft()
+            part = parts.get(ev.channel)
+            # the common case inline: the channel's open part takes the event and needs nothing else
+            if part is not None and part.day_start <= ev.received_at < part.day_end:
+                events = part.buffer.events
+                if len(events) < BATCH_ROWS - 1 and part.rows < rotate_rows - 1:
+                    events.append(ev)
+                    part.rows += 1
+                    continue
+            append(ev)
         if self.overflow:
             with self.ovf_lock:
                 episode, self.overflow = self.overflow, {}

@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from datetime import UTC, timedelta
+from datetime import UTC, timedelta, timezone
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harmony_lab.recording._codec import SCHEMA, _batch_native, _native, decode_json, encode_json, json_array
+from harmony_lab.recording._codec import (
+    SCHEMA,
+    _batch_native,
+    _native,
+    decode_json,
+    encode_json,
+    json_array,
+    timestamp_array,
+)
 
 scalars = (
     st.none()
@@ -134,3 +144,24 @@ def test_a_batch_orjson_refuses_falls_back_to_the_standard_library():
 @given(st.lists(json_native | values, max_size=12))
 def test_the_batch_nativeness_check_agrees_with_the_value_by_value_walk(batch):
     assert _batch_native(batch) == all(_native(v) for v in batch)
+
+
+zones = st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8)), ZoneInfo("Europe/Paris")]
+)
+one_zone_batch = zones.flatmap(
+    lambda tz: st.lists(st.none() | st.datetimes(timezones=st.just(tz)), max_size=20)
+)
+mixed_batch = st.lists(
+    st.none() | st.datetimes(timezones=zones) | st.datetimes(timezones=st.timezones()), max_size=20
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(one_zone_batch | mixed_batch)
+def test_the_fast_timestamp_column_holds_the_same_instants_as_arrows_conversion(batch):
+    """Same zone, mixed zones, years 1 to 9999 (beyond what pandas holds), nulls: the instants match."""
+    arr = timestamp_array(batch)
+    arr.validate(full=True)
+    assert arr.type == SCHEMA.field("received_at").type
+    assert arr.equals(pa.array(batch, SCHEMA.field("received_at").type))
