@@ -210,6 +210,7 @@ class Player(StateWidget):
             t: LiveFrame(None, t, key=self._keys.get(t), max_rows=None) for t in chosen
         }
         self._position = start
+        self._next_at: datetime | None = None  # while playing: no event not yet applied is earlier
         self.roster = PresenceRosterWidget(None, wall_clock=self._position_s)
         self.timeline = StatusTimelineWidget(None, wall_clock=self._position_s, title="Connection status")
         self._side_widgets = (self.roster, self.timeline)
@@ -363,7 +364,12 @@ class Player(StateWidget):
 
     def pause(self) -> None:
         """Stop at the current position."""
-        self._position = self.position
+        position = self.position
+        if self._anchor is not None and self._next_at is not None:
+            # the clock may have passed an event the playing loop has not applied yet: stop just before
+            # it, so the frames show exactly the state at the position and playing resumes with it
+            position = min(position, max(self._position, self._next_at - timedelta(microseconds=1)))
+        self._position = position
         self._anchor = None
         task, self._task = self._task, None
         if task is not None and not task.done():
@@ -427,18 +433,22 @@ class Player(StateWidget):
                 self._side_index = self._read_side()
             return self._side_index
 
+    def _side_sql(self) -> tuple[str, str]:
+        """The parts as a DuckDB list literal, and the condition selecting the side events."""
+        files = "[" + ", ".join(_lit(p) for p in self._parts) + "]"
+        kinds = ", ".join(_lit(k) for k in _SIDE_KINDS)
+        return files, f"kind IN ({kinds}) OR (kind = 'change' AND \"table\" = {_lit(_TYPING_TABLE)})"
+
     def _read_side(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         if not self._parts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), []
         con = connect()
         try:
-            files = "[" + ", ".join(_lit(p) for p in self._parts) + "]"
-            kinds = ", ".join(_lit(k) for k in _SIDE_KINDS)
+            files, side = self._side_sql()
             got = con.sql(
                 f"SELECT epoch_us(received_at) AS t, filename AS f, file_row_number AS r FROM read_parquet("
                 f"{files}, filename = true, file_row_number = true, hive_partitioning = false) "
-                f"WHERE kind IN ({kinds}) OR (kind = 'change' AND \"table\" = {_lit(_TYPING_TABLE)}) "
-                f"ORDER BY {_ORDER}"
+                f"WHERE {side} ORDER BY {_ORDER}"
             ).to_arrow_table()
         finally:
             con.close()
@@ -494,12 +504,10 @@ class Player(StateWidget):
             return frames, []
         con = connect()
         try:
-            files = "[" + ", ".join(_lit(p) for p in self._parts) + "]"
-            kinds = ", ".join(_lit(k) for k in _SIDE_KINDS)
+            files, side = self._side_sql()
             table = con.sql(
                 f"SELECT * FROM (SELECT * FROM read_parquet({files}, hive_partitioning = false) "
-                f"WHERE (kind IN ({kinds}) OR (kind = 'change' AND \"table\" = {_lit(_TYPING_TABLE)})) "
-                f"AND received_at <= {_lit(when.isoformat())}::TIMESTAMPTZ "
+                f"WHERE ({side}) AND received_at <= {_lit(when.isoformat())}::TIMESTAMPTZ "
                 f"ORDER BY {_ORDER} DESC LIMIT {MAX_SIDE_EVENTS}) ORDER BY {_ORDER}"
             ).to_arrow_table()
         finally:
@@ -534,12 +542,15 @@ class Player(StateWidget):
         cursor = _Cursor(self._parts, self._position, loop) if self._parts else None
         try:
             while cursor is not None:
+                self._next_at = self._position  # the next batch may start at the last applied instant
                 batch = await cursor.next()
                 if batch is None:
                     break
                 for ev in batch:
+                    self._next_at = ev.received_at
                     await self._wait_for(ev.received_at)
                     self._apply(ev)
+            self._next_at = None
             await self._wait_for(self.end)
             self._position = self.end
             self._anchor = None
