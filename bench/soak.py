@@ -122,11 +122,18 @@ class RssSampler:
         self._task = asyncio.create_task(self._run(), name="soak-rss")
 
     async def _run(self) -> None:
+        # on a fixed schedule (t0, t0 + interval, ...): the time a sample takes on a busy machine does
+        # not stretch the interval; a sample that is late by whole intervals skips them
+        due = self.t0
         while True:
             own, pg = await asyncio.to_thread(self.sample)
             self.samples.append((time.monotonic() - self.t0, own, pg))
             logger.info("rss t=%.0fs self=%.1f MB postgres=%.1f MB", self.samples[-1][0], own, pg)
-            await asyncio.sleep(self.interval_s)
+            now = time.monotonic()
+            due += self.interval_s
+            if due < now:
+                due += (now - due) // self.interval_s * self.interval_s + self.interval_s
+            await asyncio.sleep(due - now)
 
     async def stop(self) -> None:
         if self._task is not None:
