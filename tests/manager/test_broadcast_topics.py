@@ -88,3 +88,34 @@ async def test_an_authorization_refusal_is_error_without_a_retry_storm(rt, make_
     session = types.SimpleNamespace(access_token=rt.token_for(str(ALICE)))
     await mgr.handle_auth_event("TOKEN_REFRESHED", session)
     await mgr.wait_for_status("dm", "connected", timeout=15)
+
+
+async def test_a_refused_channel_is_retried_by_the_health_check_with_the_same_token(rt, make_manager):
+    topic = "dm:health-check-retry"
+    mgr = make_manager(
+        rt.url,
+        rt.anon_key,
+        access_token=rt.token_for(str(ALICE)),
+        health_interval=0.25,
+        error_reset_after=1.5,
+    )
+    events = []
+    mgr.add_listener(events.append)
+    state = await mgr.subscribe_to_broadcast("dm", topic, private=True)
+    if state.status is not ChannelStatus.ERROR:
+        state = await mgr.wait_for_status("dm", "error", timeout=15)
+    refused = f"Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
+    assert refused in state.reason
+    # a policy admitting Alice appears while the channel is in error; no token changes
+    await rt.execute(
+        "CREATE POLICY lab_health_retry ON realtime.messages FOR SELECT TO authenticated "
+        f"USING (realtime.topic() = '{topic}' AND auth.uid() = '{ALICE}')"
+    )
+    try:
+        await mgr.wait_for_status("dm", "connected", timeout=15)
+        reasons = [e.reason or "" for e in events if e.kind is EventKind.STATUS]
+        assert [r for r in reasons if "health check" in r], "the retry came from the health check"
+        refusals = [r for r in reasons if r.startswith("refused")]
+        assert len(refusals) == 1, refusals  # no retry before the health check
+    finally:
+        await rt.execute("DROP POLICY lab_health_retry ON realtime.messages")
