@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import pytest
 
@@ -124,16 +125,18 @@ async def test_a_refused_channel_is_retried_by_the_health_check_with_the_same_to
 READER = "00000000-0000-4000-8000-00000000abcd"  # may read broadcast of the topic, not presence
 
 
-@pytest.mark.parametrize(
-    ("joined_with", "text"),
-    [
-        ("broadcast", "You do not have permissions to read from this Channel topic"),
-        ("presence", "You no longer have permission to read from this Channel topic"),
-    ],
-)
-async def test_a_refresh_that_revokes_reading_is_a_refusal_not_a_reconnect(
-    rt, make_manager, joined_with, text
-):
+REVOKED = {
+    "broadcast": "You do not have permissions to read from this Channel topic",
+    "presence": "You no longer have permission to read from this Channel topic",
+}
+
+
+async def test_a_refresh_that_revokes_reading_is_a_refusal_not_a_reconnect(rt, make_manager):
+    for joined_with, text in REVOKED.items():
+        await _refresh_revokes(rt, make_manager, joined_with, text)
+
+
+async def _refresh_revokes(rt: Any, make_manager: Any, joined_with: str, text: str) -> None:
     topic = f"dm:revoked-on-refresh-{joined_with}"
     await rt.execute(
         "CREATE POLICY lab_revoke ON realtime.messages FOR SELECT TO authenticated "
