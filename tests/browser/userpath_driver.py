@@ -148,15 +148,24 @@ def harmony_lab_command() -> list[str]:
 
 
 @contextlib.contextmanager
-def running_lab(workdir: Path, *, extra: tuple[str, ...] = (), timeout: float = 240) -> Iterator[RunningLab]:
-    """``harmony-lab lab --no-browser --port 0`` on a copy of ``notebooks/``; stopped with SIGTERM after."""
+def running_lab(
+    workdir: Path,
+    *,
+    extra: tuple[str, ...] = (),
+    timeout: float = 240,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[RunningLab]:
+    """``harmony-lab lab --no-browser --port 0`` on a copy of ``notebooks/``; stopped with SIGTERM after.
+
+    ``command`` replaces ``harmony-lab lab`` (e.g. ``bash dev.sh lab``); ``env`` adds to its environment.
+    """
     notebooks = workdir / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks)
     state = workdir / "state"
     state.mkdir()
     cmd = [
-        *harmony_lab_command(),
-        "lab",
+        *(command or [*harmony_lab_command(), "lab"]),
         "--no-browser",
         "--port",
         "0",
@@ -172,7 +181,7 @@ def running_lab(workdir: Path, *, extra: tuple[str, ...] = (), timeout: float = 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=lab_environment(state),
+        env={**lab_environment(state), **(env or {})},
         cwd=workdir,
         start_new_session=True,
     )
