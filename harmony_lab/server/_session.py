@@ -714,7 +714,14 @@ class Session:
         if ch.presence_enabled and ch.reads("presence"):
             ch.push("presence_state", self.registry.presence_state(ch.scope))
         if bindings:
-            if self.pg_available:
+            most = self.limits.max_postgres_changes_per_channel
+            if len(bindings) > most:
+                ch.system(
+                    "postgres_changes", "error",
+                    f"Unable to subscribe to changes with given parameters: a channel may have at most "
+                    f"{most} postgres_changes bindings, this join has {len(bindings)}",
+                )  # fmt: skip
+            elif self.pg_available:
                 effects.append(PgSubscribe(ch, bindings, claims))
             else:
                 ch.system(
