@@ -90,6 +90,8 @@ def output_text(nb: nbformat.NotebookNode) -> str:
 PROMISES = {
     "00_inspector.ipynb": ["('hello', {'text': 'hi from the Inspector'})"],  # sent from the Inspector
     "06_broadcast_and_authorization.ipynb": [
+        "bob: connected",  # the member was admitted
+        "Bob heard: INSERT messages",  # and heard the trigger's broadcast
         "erin: error — refused: Unauthorized: You do not have permissions to read from this Channel topic",
         "Erin heard: 0 messages",  # the non-member was refused and heard nothing
         "frames equal: True",  # both delivery paths agree
