@@ -48,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from harmony_lab.local.stack import LocalRealtime
-    from harmony_lab.server._limits import ServerLimits
+    from harmony_lab.server import ServerLimits
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,10 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from harmony_lab._aio import close_loop
-from harmony_lab.server._auth import make_token
-from harmony_lab.server._authz import Authorizer
-from harmony_lab.server._limits import ServerLimits
-from harmony_lab.server._server import RealtimeServer
+from harmony_lab.server import Authorizer, RealtimeServer, ServerLimits, make_token
 
 if TYPE_CHECKING:
     from harmony_lab.local.postgres import LocalPostgres
