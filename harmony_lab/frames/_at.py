@@ -39,7 +39,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SeekIndex", "adopt", "connect", "frame_at", "instant_us", "parse_instant", "recording_parts"]
+__all__ = [
+    "Instant",
+    "SeekIndex",
+    "adopt",
+    "connect",
+    "frame_at",
+    "instant_us",
+    "parse_instant",
+    "recording_parts",
+]
 
 MEMORY_LIMIT = "1GB"
 """DuckDB's memory cap for one query (it spills to a temporary directory beyond it)."""
@@ -49,7 +58,12 @@ _ORDER = "received_at, session_id, received_mono_ns, seq"
 _BATCH = 8192
 
 
-def parse_instant(value: Any, name: str = "instant") -> datetime:
+Instant = datetime | str
+"""An instant: a timezone-aware ``datetime`` (a ``pandas.Timestamp`` is one) or an ISO 8601 string
+with a UTC offset."""
+
+
+def parse_instant(value: Instant, name: str = "instant") -> datetime:
     """A timezone-aware datetime (``datetime``, ``pandas.Timestamp`` or ISO 8601 string), as UTC."""
     return aware_instant(value, name)
 
@@ -266,7 +280,7 @@ def frame_at(
     cls: type[LiveFrame],
     recording: str | os.PathLike[str],
     table: str,
-    instant: Any,
+    instant: Instant,
     *,
     key: str | Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
@@ -652,7 +666,7 @@ class SeekIndex:
         with self._lock:
             self._closed = True
 
-    def at(self, instant: Any) -> LiveFrame:
+    def at(self, instant: Instant) -> LiveFrame:
         """The table at ``instant`` (the same frame :func:`frame_at` gives)."""
         when = parse_instant(instant)
         if not self._usable or (

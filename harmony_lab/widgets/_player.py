@@ -37,7 +37,7 @@ import traitlets
 
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
-from harmony_lab.frames import LiveFrame, SeekIndex, adopt, connect, instant_us, parse_instant
+from harmony_lab.frames import Instant, LiveFrame, SeekIndex, adopt, connect, instant_us, parse_instant
 from harmony_lab.recording import events_from_table, part_files
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StateWidget
@@ -377,7 +377,7 @@ class Player(StateWidget):
         self._refresh_status()
         self._mark_dirty()
 
-    async def seek(self, instant: Any) -> None:
+    async def seek(self, instant: Instant | float) -> None:
         """Show the recording as it was at ``instant`` (a datetime, ``pandas.Timestamp``, ISO string, or
         seconds from the start as a number); playing goes on from there."""
         if isinstance(instant, int | float) and not isinstance(instant, bool):

@@ -12,6 +12,7 @@ def test_frames_exports_live_frame_frame_change_and_the_seek_interface():
     # frames only through these names
     assert harmony_lab.frames.__all__ == [
         "FrameChange",
+        "Instant",
         "LiveFrame",
         "SeekIndex",
         "adopt",
