@@ -15,23 +15,32 @@ thread is still closed at exit. Each registration from the main thread checks th
 so a handler installed after ours is chained to as well. A closer that raises is logged and the
 others still run. SIGKILL cannot be caught: what it leaves behind is each owner's own business
 (the recorder's files are always complete; PostgreSQL has a watchdog process).
+
+A command that stops gracefully (``harmony-lab serve``, ``record``, ``demo``) asks for it with
+:func:`stop_signals` (a thread waits on a ``threading.Event``) or :func:`async_stop_signals` (a
+coroutine awaits an ``asyncio.Event``): inside that block SIGINT and SIGTERM only set the event —
+the closers do not run from the signal, the command stops its objects itself — and on leaving it
+the handlers in place before are back (so the closers answer SIGTERM again, and Ctrl-C raises
+``KeyboardInterrupt``). Blocks nest; the innermost one gets the signal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import itertools
 import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["on_exit", "stop_all"]
+__all__ = ["async_stop_signals", "on_exit", "stop_all", "stop_signals"]
 
 Closer = Callable[[str], None]
 """Called with the reason (``"interpreter exit"`` or ``"SIGTERM"``); must be idempotent and quick."""
@@ -41,6 +50,7 @@ _closers: dict[int, tuple[str, Closer]] = {}
 _ids = itertools.count()
 _atexit_installed = False
 _previous: Any = signal.SIG_DFL
+_graceful: list[Callable[[], None]] = []  # the stop requests of the open stop_signals blocks, innermost last
 
 
 def on_exit(name: str, closer: Closer) -> Callable[[], None]:
@@ -76,6 +86,9 @@ def stop_all(reason: str) -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    if _graceful:  # a command stops gracefully: it stops its objects itself
+        _graceful[-1]()
+        return
     stop_all("SIGTERM")
     previous = _previous
     if callable(previous):
@@ -95,3 +108,48 @@ def _install_sigterm() -> None:
         return
     _previous = current
     signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@contextlib.contextmanager
+def _requests(request: Callable[[], None]) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("stop_signals() must be entered on the main thread (signals are delivered there)")
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        logger.info("signal %d: stopping", signum)
+        request()
+
+    previous_int = signal.getsignal(signal.SIGINT)
+    previous_term = signal.getsignal(signal.SIGTERM)
+    with _lock:
+        _graceful.append(request)
+    signal.signal(signal.SIGINT, on_sigint)
+    _install_sigterm()
+    try:
+        yield
+    finally:
+        with _lock:
+            _graceful.remove(request)
+        signal.signal(signal.SIGINT, previous_int)
+        with _lock:
+            closers_left = bool(_closers)
+        # ours stays while something registered still needs stopping on SIGTERM
+        if not closers_left and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, previous_term)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """A ``threading.Event`` that SIGINT and SIGTERM set while the block runs (see the module text)."""
+    stop = threading.Event()
+    with _requests(stop.set):
+        yield stop
+
+
+@contextlib.contextmanager
+def async_stop_signals() -> Iterator[asyncio.Event]:
+    """An ``asyncio.Event`` of the running loop that SIGINT and SIGTERM set while the block runs."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    with _requests(lambda: loop.call_soon_threadsafe(stop.set)):
+        yield stop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -33,3 +34,72 @@ def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
     result = _lint_imports(tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode != 0
     assert "harmony_lab.manager._upward -> harmony_lab.server._session" in result.stdout
+
+
+# A package reaches another through what that package's __init__ exports, never through its private
+# (underscore) modules. The project's shared bottom modules (harmony_lab._feed, _strict, _lifetime, …)
+# are private to the project, not to a package, and may be imported anywhere below their layer.
+# Each crossing still allowed names why; the list can only shrink.
+ALLOWED_PRIVATE_IMPORTS = {
+    # the Inspector is a streaming widget: it builds on the widgets' base class and bundle loader
+    ("harmony_lab.inspector._inspector", "harmony_lab.widgets._base"): "StreamingWidget",
+    ("harmony_lab.inspector._inspector", "harmony_lab.widgets._assets"): "its built bundle",
+    # a channel with tables and presence at once goes through the manager's own subscription step
+    ("harmony_lab.inspector._channels", "harmony_lab.manager._specs"): "ChannelSpec",
+    ("harmony_lab.inspector._inspector", "harmony_lab.manager._manager"): "realtime_url",
+}
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and not parts[1].startswith("_")) else module
+
+
+def private_imports(root: Path) -> set[tuple[str, str]]:
+    """(importer, imported private module) for every import that crosses into another package's privates."""
+    found: set[tuple[str, str]] = set()
+    for path in sorted((root / "harmony_lab").rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        here = _package(module)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for target in targets:
+                parts = target.split(".")
+                if parts[0] != "harmony_lab" or len(parts) < 3 or _package(target) == here:
+                    continue
+                private = next((i for i, p in enumerate(parts[2:], 2) if p.startswith("_")), None)
+                if private is not None:
+                    found.add((module, ".".join(parts[: private + 1])))
+    return found
+
+
+def test_packages_meet_through_their_public_names():
+    crossings = private_imports(ROOT)
+    unexpected = sorted(crossings - set(ALLOWED_PRIVATE_IMPORTS))
+    assert not unexpected, (
+        f"imports of another package's private modules: {unexpected}; import what that package's "
+        "__init__ exports (add the name there) instead"
+    )
+    stale = sorted(set(ALLOWED_PRIVATE_IMPORTS) - crossings)
+    assert not stale, f"allowed crossings that no longer happen, remove them: {stale}"
+
+
+def test_a_private_import_across_packages_is_found(tmp_path: Path):
+    pkg = tmp_path / "harmony_lab" / "widgets"
+    pkg.mkdir(parents=True)
+    (pkg / "_x.py").write_text(
+        "from harmony_lab.frames._at import SeekIndex\n"
+        "from harmony_lab.frames import LiveFrame\n"
+        "from harmony_lab.widgets._base import StreamingWidget\n"
+        "from harmony_lab._feed import pump\n"
+        "def f():\n    import harmony_lab.recording._codec\n"
+    )
+    assert private_imports(tmp_path) == {
+        ("harmony_lab.widgets._x", "harmony_lab.frames._at"),
+        ("harmony_lab.widgets._x", "harmony_lab.recording._codec"),
+    }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 
 import pytest
@@ -23,6 +24,10 @@ from tests.test_feed import Listening
         ("Simulator", ("start", "aclose", "start_in_thread", "stop_in_thread", "__aenter__")),
         ("Inspector", ("aclose", "close")),
         ("Dashboard", ("aclose", "close")),
+        ("Player", ("play", "pause", "close")),
+        ("LiveTableWidget", ("close",)),
+        ("PresenceRosterWidget", ("close",)),
+        ("StatusTimelineWidget", ("close",)),
     ],
 )
 def test_every_public_object_speaks_the_same_words(name, methods):
@@ -33,6 +38,35 @@ def test_every_public_object_speaks_the_same_words(name, methods):
         assert inspect.iscoroutinefunction(cls.aclose), f"{name}.aclose must be async"
     if hasattr(cls, "stop") and name not in ("Simulator",):
         assert not inspect.iscoroutinefunction(cls.stop), f"{name}.stop must block, not be awaited"
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("harmony_lab.server", "RealtimeServer"),
+        ("harmony_lab.server", "Authorizer"),
+        ("harmony_lab.server.changes", "ChangesHub"),
+        ("harmony_lab.capture", "ChangeStream"),
+    ],
+)
+def test_the_building_blocks_end_with_aclose_too(module, name):
+    """The server's and the capture's public classes run on the event loop: they end with aclose()."""
+    cls = getattr(importlib.import_module(module), name)
+    assert inspect.iscoroutinefunction(cls.aclose), f"{name}.aclose"
+
+
+def test_the_old_close_of_a_building_block_warns_and_closes():
+    from harmony_lab.server import RealtimeServer
+
+    async def main() -> None:
+        server = await RealtimeServer(jwt_secret="secret-" + "x" * 32).start()
+        assert server.running
+        with pytest.warns(DeprecationWarning, match=r"await server\.aclose\(\)"):
+            await server.close()
+        assert not server.running
+        await server.aclose()  # ending twice is harmless
+
+    asyncio.run(main())
 
 
 def test_frame_close_is_the_old_spelling_of_aclose():

@@ -136,3 +136,52 @@ def test_registration_off_the_main_thread_still_closes_at_exit():
     )
     assert got.returncode == 0, got.stderr
     assert got.stdout.splitlines()[1:] == ["closed t (interpreter exit)"]
+
+
+def test_inside_stop_signals_sigterm_only_asks_to_stop_then_the_closers_answer_again():
+    got = run(
+        """
+        from harmony_lab._lifetime import stop_signals
+        on_exit("a", closer("a"))
+        with stop_signals() as stop:
+            print("READY", flush=True)
+            assert stop.wait(20)
+            print("asked to stop", flush=True)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        """,
+        sigterm=True,
+    )
+    assert got.returncode == -signal.SIGTERM, got.stderr
+    assert got.stdout.splitlines()[1:] == ["asked to stop", "closed a (SIGTERM)"]
+
+
+def test_async_stop_signals_wakes_the_loop_on_sigint_and_restores_the_handlers():
+    got = run(
+        """
+        import asyncio
+        from harmony_lab._lifetime import async_stop_signals
+        async def main():
+            with async_stop_signals() as stop:
+                print("READY", flush=True)
+                os.kill(os.getpid(), signal.SIGINT)
+                await asyncio.wait_for(stop.wait(), 20)
+                print("stopped by SIGINT", flush=True)
+                with async_stop_signals() as inner:  # the innermost block gets the signal
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    await asyncio.wait_for(inner.wait(), 20)
+                    print("inner stopped by SIGTERM", flush=True)
+        asyncio.run(main())
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # nothing registered: as before
+        print("handlers restored", flush=True)
+        """,
+        sigterm=False,
+    )
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines()[1:] == [
+        "stopped by SIGINT",
+        "inner stopped by SIGTERM",
+        "handlers restored",
+    ]

@@ -24,6 +24,7 @@ import re
 import secrets
 import struct
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
@@ -355,6 +356,11 @@ class ChangeStream:
         return _ChangeIterator(self)
 
     async def close(self) -> None:
+        """The old spelling of :meth:`aclose` (it warns)."""
+        warnings.warn("ChangeStream.close() is now `await stream.aclose()`", DeprecationWarning, stacklevel=2)
+        await self.aclose()
+
+    async def aclose(self) -> None:
         """Stop streaming; the temporary slot is dropped with the connection. Idempotent."""
         if self._closing:
             return
@@ -375,7 +381,7 @@ class ChangeStream:
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        await self.aclose()
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 import time
 from collections import Counter
@@ -87,17 +86,14 @@ class Summary:
 async def _demo(
     duration: float | None, interval: float, rate: float, users: int, seed: int | None, out: TextIO
 ) -> int:
+    from harmony_lab._lifetime import async_stop_signals
     from harmony_lab.demo._simulator import PRESENCE_CHANNEL, Simulator
     from harmony_lab.local import LocalRealtime
     from harmony_lab.local.schema import TABLES
     from harmony_lab.manager import PresenceStatus, RealtimeConnectionManager, TableSubscription
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     tty = out.isatty()
-    try:
+    with async_stop_signals() as stop:
         async with LocalRealtime() as rt:
             summary = Summary(tuple(TABLES))
             mgr = RealtimeConnectionManager(rt.url, rt.service_role_key, dsn=rt.dsn)
@@ -131,9 +127,6 @@ async def _demo(
         out.write("harmony-lab demo: stopped.\n")
         out.flush()
         return 0
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def run_demo(

@@ -28,8 +28,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final, TextIO
+
+from harmony_lab._lifetime import stop_signals
 
 __all__ = ["LabProcess", "find_notebooks", "lab_command", "state_dir"]
 
@@ -249,23 +250,6 @@ class LabProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT/SIGTERM (instead of exceptions), restoring the old handlers after."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        logger.info("signal %d: shutting down", signum)
-        stop.set()
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
 
 
 _TERMINAL_QUIET: Final = ("harmony_lab.demo._presence", "harmony_lab.demo._simulator")

@@ -42,8 +42,8 @@ def run_stack(
 ) -> int:
     import psutil
 
+    from harmony_lab._lifetime import stop_signals
     from harmony_lab.demo._background import DemoStack, write_env_file
-    from harmony_lab.demo._lab import stop_signals
 
     created = None
     if parent_pid is not None:

@@ -67,7 +67,7 @@ class RemoteStack:
                 f"token_for() needs the stack's JWT secret; set {ENV_SECRET} (harmony-lab lab and "
                 "harmony-lab stack export it)"
             )
-        from harmony_lab.server._auth import make_token
+        from harmony_lab.server import make_token
 
         now = int(time.time())
         body: dict[str, Any] = {"sub": str(user_id), "role": role, "aud": "authenticated"}

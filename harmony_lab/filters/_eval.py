@@ -249,9 +249,16 @@ def _bpchar_key(v: Any) -> Any:
     raise _Unconvertible(v)
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _uuid_key(v: Any) -> Any:
+    """The uuid's canonical text (lowercase, hyphenated): its order is the order of the uuids' bytes,
+    as Postgres compares them. Values in that form already (what Postgres sends) are used as they are."""
+    if type(v) is str and _CANONICAL_UUID.fullmatch(v):
+        return v
     try:
-        return uuid.UUID(str(v))
+        return str(uuid.UUID(str(v)))
     except ValueError as exc:
         raise _Unconvertible(v) from exc
 

@@ -24,7 +24,6 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,7 +39,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["frame_at", "parse_instant", "recording_parts"]
+__all__ = [
+    "Instant",
+    "SeekIndex",
+    "adopt",
+    "connect",
+    "frame_at",
+    "instant_us",
+    "parse_instant",
+    "recording_parts",
+]
 
 MEMORY_LIMIT = "1GB"
 """DuckDB's memory cap for one query (it spills to a temporary directory beyond it)."""
@@ -50,7 +58,12 @@ _ORDER = "received_at, session_id, received_mono_ns, seq"
 _BATCH = 8192
 
 
-def parse_instant(value: Any, name: str = "instant") -> datetime:
+Instant = datetime | str
+"""An instant: a timezone-aware ``datetime`` (a ``pandas.Timestamp`` is one) or an ISO 8601 string
+with a UTC offset."""
+
+
+def parse_instant(value: Instant, name: str = "instant") -> datetime:
     """A timezone-aware datetime (``datetime``, ``pandas.Timestamp`` or ISO 8601 string), as UTC."""
     return aware_instant(value, name)
 
@@ -58,14 +71,9 @@ def parse_instant(value: Any, name: str = "instant") -> datetime:
 def recording_parts(recording: str | os.PathLike[str]) -> list[str]:
     """The readable part files of a recording (damaged ones skipped with a ``CorruptPartWarning``)."""
     # frames sit beside recording in the layers; this lazy import is the one way in (pyproject.toml)
-    from harmony_lab.recording._layout import iter_parts
-    from harmony_lab.recording._parts import readable_parts
+    from harmony_lab.recording import part_files
 
-    root = Path(recording)
-    if not root.exists():
-        raise FileNotFoundError(f"no recording at {root} (expected a directory written by Recorder)")
-    parts = sorted(iter_parts(root), key=lambda p: p.sort_key)
-    return [str(p.path) for p in readable_parts(parts)]
+    return part_files(recording)
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -232,7 +240,7 @@ class _Query:
 
     def stream(self) -> Iterator[RealtimeEvent]:
         """Every change event of the table up to the instant, in arrival order."""
-        from harmony_lab.recording._codec import events_from_table
+        from harmony_lab.recording import events_from_table
 
         reader = self.con.sql(f"SELECT * EXCLUDE (uop, vals) FROM tev ORDER BY {_ORDER}").to_arrow_reader(
             _BATCH
@@ -245,7 +253,7 @@ def _healthy(con: duckdb.DuckDBPyConnection, parts: list[str]) -> list[str]:
     """The parts DuckDB can read in full (each damaged one named in a ``CorruptPartWarning``)."""
     import duckdb
 
-    from harmony_lab.recording._parts import CorruptPartWarning
+    from harmony_lab.recording import CorruptPartWarning
 
     out = []
     for p in parts:
@@ -272,7 +280,7 @@ def frame_at(
     cls: type[LiveFrame],
     recording: str | os.PathLike[str],
     table: str,
-    instant: Any,
+    instant: Instant,
     *,
     key: str | Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
@@ -358,7 +366,7 @@ def _compute(
     key_cols: tuple[str, ...] | None,
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str | None]], tuple[str, ...] | None]:
     """The live rows in order, the columns (name, type) and the key."""
-    from harmony_lab.recording._codec import decode_json
+    from harmony_lab.recording import decode_json
 
     q = _Query(con, parts, table, schema, when)
     learnt = key_cols if key_cols is not None else q.learn_key()
@@ -658,7 +666,7 @@ class SeekIndex:
         with self._lock:
             self._closed = True
 
-    def at(self, instant: Any) -> LiveFrame:
+    def at(self, instant: Instant) -> LiveFrame:
         """The table at ``instant`` (the same frame :func:`frame_at` gives)."""
         when = parse_instant(instant)
         if not self._usable or (
@@ -701,7 +709,7 @@ class SeekIndex:
         return [(name, typed[name][1] if name in typed else None) for name in order]
 
     def _rows(self, when: datetime) -> tuple[list[dict[str, Any]], list[tuple[str, str | None]]]:
-        from harmony_lab.recording._codec import decode_json
+        from harmony_lab.recording import decode_json
 
         n = int(np.searchsorted(self._t, instant_us(when), side="right"))
         cols = self._columns(n)

@@ -21,7 +21,10 @@ __all__ = ["ChannelConfig", "join_on", "parse_events", "parse_tables", "supports
 _MAX_TOPIC = 255
 _MAX_BINDINGS = 50
 _EVENT = re.compile(r"[^\s,]{1,200}")
-_TABLE_KEYS = ("table", "schema", "event", "filter", "primary_key")
+# a binding written as a mapping takes TableSubscription's fields, except the Python-only ones
+_TABLE_KEYS = tuple(
+    f.name for f in dataclasses.fields(TableSubscription) if f.name not in ("callback", "backfill")
+)
 
 
 def parse_tables(value: Any) -> tuple[TableSubscription, ...]:

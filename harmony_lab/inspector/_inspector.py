@@ -31,7 +31,7 @@ import secrets
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anywidget
 import pyarrow as pa
@@ -46,6 +46,9 @@ from harmony_lab.inspector._log import LogEntry, LogFilter, MessageLog
 from harmony_lab.manager import RealtimeConnectionManager
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StreamingWidget
+
+if TYPE_CHECKING:
+    from harmony_lab.recording import Recorder
 
 logger = logging.getLogger(__name__)
 
@@ -541,7 +544,7 @@ class Inspector(StreamingWidget):
 
     # ------------------------------------------------------------------ recording
 
-    def record(self, path: str | Path, **options: Any) -> Any:
+    def record(self, path: str | Path, **options: Any) -> Recorder:
         """Record every event the Inspector observes from now on into ``path`` (a
         :class:`~harmony_lab.Recorder` recording, read with ``read_recording``); returns the running
         Recorder (``rec.stop()`` or ``await rec.aclose()`` ends it; so does :meth:`aclose`)."""

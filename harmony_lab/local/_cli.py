@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from typing import Any
 
@@ -53,42 +52,39 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from harmony_lab._lifetime import async_stop_signals
     from harmony_lab.local.stack import LocalRealtime
-    from harmony_lab.server._limits import ServerLimits
+    from harmony_lab.server import ServerLimits
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    limits = ServerLimits(idle_timeout_s=args.idle_timeout or None)
-    jwt_secret = os.environ.get(args.jwt_secret_env) or None
-    async with LocalRealtime(
-        data_dir=args.data_dir,
-        port=args.port,
-        host=args.host,
-        jwt_secret=jwt_secret,
-        limits=limits,
-        seed=not args.no_seed,
-        private_only=args.private_only,
-    ) as rt:
-        out = sys.stdout
-        out.write(
-            "harmony-lab Realtime is running\n"
-            f"  URL               {rt.url}\n"
-            f"  websocket         {rt.ws_url}/websocket\n"
-            f"  anon key          {rt.anon_key}\n"
-            f"  service role key  {rt.service_role_key}\n"
-            f"  JWT secret        {rt.jwt_secret}\n"
-            f"  DSN               {rt.dsn}\n"
-            f"  postgres_changes  {'on' if rt.hub is not None else 'off (no hub available)'}\n"
-            f"  public channels   {'refused (private only)' if args.private_only else 'allowed'}\n"
-            "environment:\n"
-        )
-        for k, v in rt.env().items():
-            out.write(f"  export {k}='{v}'\n")
-        out.write("Press Ctrl-C to stop.\n")
-        out.flush()
-        await stop.wait()
-        logger.info("stopping")
+    with async_stop_signals() as stop:
+        limits = ServerLimits(idle_timeout_s=args.idle_timeout or None)
+        jwt_secret = os.environ.get(args.jwt_secret_env) or None
+        async with LocalRealtime(
+            data_dir=args.data_dir,
+            port=args.port,
+            host=args.host,
+            jwt_secret=jwt_secret,
+            limits=limits,
+            seed=not args.no_seed,
+        ) as rt:
+            out = sys.stdout
+            out.write(
+                "harmony-lab Realtime is running\n"
+                f"  URL               {rt.url}\n"
+                f"  websocket         {rt.ws_url}/websocket\n"
+                f"  anon key          {rt.anon_key}\n"
+                f"  service role key  {rt.service_role_key}\n"
+                f"  JWT secret        {rt.jwt_secret}\n"
+                f"  DSN               {rt.dsn}\n"
+                f"  postgres_changes  {'on' if rt.hub is not None else 'off (no hub available)'}\n"
+                f"  public channels   {'refused (private only)' if args.private_only else 'allowed'}\n"
+                "environment:\n"
+            )
+            for k, v in rt.env().items():
+                out.write(f"  export {k}='{v}'\n")
+            out.write("Press Ctrl-C to stop.\n")
+            out.flush()
+            await stop.wait()
+            logger.info("stopping")
     sys.stdout.write("stopped\n")
     return 0

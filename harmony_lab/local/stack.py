@@ -21,10 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from harmony_lab._aio import close_loop
-from harmony_lab.server._auth import make_token
-from harmony_lab.server._authz import Authorizer
-from harmony_lab.server._limits import ServerLimits
-from harmony_lab.server._server import RealtimeServer
+from harmony_lab.server import Authorizer, RealtimeServer, ServerLimits, make_token
 
 if TYPE_CHECKING:
     from harmony_lab.local.postgres import LocalPostgres
@@ -242,19 +239,19 @@ class LocalRealtime:
         server, self._server = self._server, None
         if server is not None:
             try:
-                await server.close()
+                await server.aclose()
             except Exception:
                 logger.exception("stopping the Realtime server failed")
         hub, self.hub = self.hub, None
         if hub is not None:
             try:
-                await hub.close()
+                await hub.aclose()
             except Exception:
                 logger.exception("stopping the postgres_changes hub failed")
         authorizer, self._authorizer = self._authorizer, None
         if authorizer is not None:
             try:
-                await authorizer.close()
+                await authorizer.aclose()
             except Exception:
                 logger.exception("closing the Realtime Authorization connections failed")
         if self._own_postgres and self._postgres is not None:

@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -128,32 +127,31 @@ def _record(args: argparse.Namespace) -> int:
 
 
 async def _record_async(args: argparse.Namespace, specs: list[Any]) -> int:
+    from harmony_lab._lifetime import async_stop_signals
     from harmony_lab.manager import RealtimeConnectionManager
     from harmony_lab.recording._recorder import Recorder
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     progress = _Progress(sys.stderr)
     names = [f"record:{spec.schema}.{spec.table}" for spec in specs]
     async with RealtimeConnectionManager(args.url, args.key) as manager:
         rec = Recorder(manager, args.out, flush_seconds=args.flush_seconds)
         async with rec:
-            # after the recorder started: these replace its SIGTERM flush with a graceful stop that
-            # also records the channels' final statuses
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            sys.stderr.write(f"recording session {rec.session_id} into {rec.path}\n")
-            for name, spec in zip(names, specs, strict=True):
-                await manager.subscribe_to_multiple_tables(name, [spec])
-            deadline = None if args.duration is None else loop.time() + args.duration
-            while not stop.is_set():
-                timeout = 0.5 if deadline is None else min(0.5, deadline - loop.time())
-                if timeout <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout)
-                progress.update(rec.stats, _statuses(manager, names))
-            await manager.cleanup()  # leave the channels: their final statuses are recorded too
+            # SIGINT/SIGTERM ask for a graceful stop that also records the channels' final statuses
+            # (instead of the recorder's flush on SIGTERM)
+            with async_stop_signals() as stop:
+                sys.stderr.write(f"recording session {rec.session_id} into {rec.path}\n")
+                for name, spec in zip(names, specs, strict=True):
+                    await manager.subscribe_to_multiple_tables(name, [spec])
+                deadline = None if args.duration is None else loop.time() + args.duration
+                while not stop.is_set():
+                    timeout = 0.5 if deadline is None else min(0.5, deadline - loop.time())
+                    if timeout <= 0:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout)
+                    progress.update(rec.stats, _statuses(manager, names))
+                await manager.cleanup()  # leave the channels: their final statuses are recorded too
         progress.update(rec.stats, "stopped", final=True)
     stats = rec.stats
     sys.stderr.write(

@@ -12,6 +12,7 @@ Every skipped file produces one :class:`CorruptPartWarning` naming it and saying
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,11 +23,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from harmony_lab.recording._codec import SCHEMA
-from harmony_lab.recording._layout import PartFile
+from harmony_lab.recording._layout import PartFile, iter_parts
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CorruptPartWarning", "SkippedPart", "read_parts", "readable_parts", "warn_skipped"]
+__all__ = ["CorruptPartWarning", "SkippedPart", "part_files", "read_parts", "readable_parts", "warn_skipped"]
 
 _REQUIRED = ("seq", "received_at", "kind", "channel")
 
@@ -110,3 +111,12 @@ def read_parts(
         empty = SCHEMA.empty_table()
         return empty if cols is None else empty.select(cols)
     return pa.concat_tables(tables)
+
+
+def part_files(recording: str | os.PathLike[str]) -> list[str]:
+    """The readable part files of a recording in order (damaged ones skipped, each with a warning)."""
+    root = Path(recording)
+    if not root.exists():
+        raise FileNotFoundError(f"no recording at {root} (expected a directory written by Recorder)")
+    parts = sorted(iter_parts(root), key=lambda p: p.sort_key)
+    return [str(p.path) for p in readable_parts(parts)]

@@ -2,8 +2,10 @@
 
 ``RealtimeServer`` speaks the Phoenix channel protocol (V1 JSON objects, V2 arrays and binary broadcast
 frames) on ``/realtime/v1/websocket`` and ``/socket/websocket``; ``ServerLimits`` configures its limits
-(Supabase Free plan by default); ``Faults`` / ``RemoteFaults`` inject failures. Most users start the
-whole stack with :class:`harmony_lab.LocalRealtime` instead of using this package directly.
+(Supabase Free plan by default); ``Faults`` / ``RemoteFaults`` inject failures; ``Authorizer`` decides
+private channels from ``realtime.messages`` policies; ``make_token`` signs a JWT with the server's
+secret. Most users start the whole stack with :class:`harmony_lab.LocalRealtime` instead of using this
+package directly.
 
 Deliberate differences from Supabase's server (all for the official clients' sake or local use):
 
@@ -26,8 +28,18 @@ Deliberate differences from Supabase's server (all for the official clients' sak
 
 from __future__ import annotations
 
+from harmony_lab.server._auth import make_token
+from harmony_lab.server._authz import Authorizer
 from harmony_lab.server._limits import ServerLimits
 from harmony_lab.server._server import RealtimeServer
 from harmony_lab.server.faults import FaultError, Faults, RemoteFaults
 
-__all__ = ["FaultError", "Faults", "RealtimeServer", "RemoteFaults", "ServerLimits"]
+__all__ = [
+    "Authorizer",
+    "FaultError",
+    "Faults",
+    "RealtimeServer",
+    "RemoteFaults",
+    "ServerLimits",
+    "make_token",
+]

@@ -31,6 +31,7 @@ import json
 import logging
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -266,6 +267,13 @@ class Authorizer:
             logger.warning("authorization: closing a connection failed", exc_info=True)
 
     async def close(self) -> None:
+        """The old spelling of :meth:`aclose` (it warns)."""
+        warnings.warn(
+            "Authorizer.close() is now `await authorizer.aclose()`", DeprecationWarning, stacklevel=2
+        )
+        await self.aclose()
+
+    async def aclose(self) -> None:
         """Close the pooled connections; checks after this fail as ``unavailable``. Idempotent."""
         self._closed = True
         idle, self._idle = self._idle, []

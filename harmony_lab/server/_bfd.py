@@ -214,7 +214,7 @@ class MessagesCapture:
             self._tasks.append(loop.create_task(self._janitor.loop(), name="bfd-janitor"))
         logger.info("Broadcast from Database capture started on publication %r", self._publication)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -226,7 +226,7 @@ class MessagesCapture:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 logger.error("Broadcast from Database: task %s had failed", task.get_name(), exc_info=exc)
         if self._stream is not None:
-            await self._stream.close()
+            await self._stream.aclose()
         self._sink = None
 
     @property

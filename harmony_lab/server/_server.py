@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 import urllib.parse
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -126,6 +127,13 @@ class RealtimeServer:
         return self
 
     async def close(self) -> None:
+        """The old spelling of :meth:`aclose` (it warns)."""
+        warnings.warn(
+            "RealtimeServer.close() is now `await server.aclose()`", DeprecationWarning, stacklevel=2
+        )
+        await self.aclose()
+
+    async def aclose(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
@@ -149,7 +157,7 @@ class RealtimeServer:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await self.aclose()
 
     @property
     def running(self) -> bool:

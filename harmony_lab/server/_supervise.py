@@ -42,7 +42,7 @@ async def keep_capturing(
         except Exception:
             logger.exception("%s failed; starting a new one in %.1f s", what, delay)
         try:
-            await current.close()  # type: ignore[attr-defined]
+            await current.aclose()  # type: ignore[attr-defined]
         except Exception:
             logger.warning("%s: closing the ended stream failed", what, exc_info=True)
         await asyncio.sleep(delay)

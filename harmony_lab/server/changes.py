@@ -46,6 +46,7 @@ import hashlib
 import json
 import logging
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -410,6 +411,11 @@ class ChangesHub:
         logger.info("postgres_changes hub started on publication %r", self._publication)
 
     async def close(self) -> None:
+        """The old spelling of :meth:`aclose` (it warns)."""
+        warnings.warn("ChangesHub.close() is now `await hub.aclose()`", DeprecationWarning, stacklevel=2)
+        await self.aclose()
+
+    async def aclose(self) -> None:
         """Stop capture and processing and close the connections. Idempotent."""
         if self._closed:
             return
@@ -422,9 +428,9 @@ class ChangesHub:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 logger.error("postgres_changes: task %s had failed", task.get_name(), exc_info=exc)
         if self._stream is not None:
-            await self._stream.close()
+            await self._stream.aclose()
         if self._bfd is not None:
-            await self._bfd.close()
+            await self._bfd.aclose()
         for conn in (self._work, self._sub_conn):
             if conn is not None:
                 await conn.close()

@@ -28,7 +28,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from harmony_lab.capture._convert import to_json_value
+from harmony_lab.capture import to_json_value
 from harmony_lab.filters import ColumnType, Condition, classify, pg_text, sql_check
 
 __all__ = [

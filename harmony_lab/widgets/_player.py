@@ -5,7 +5,7 @@ The player holds one :class:`~harmony_lab.frames.LiveFrame` per recorded table, 
 instant of the recording, the *position*:
 
 * **seek** to an instant: every frame takes the table's state there from a
-  :class:`~harmony_lab.frames._at.SeekIndex` (the same frame as :meth:`LiveFrame.at
+  :class:`~harmony_lab.frames.SeekIndex` (the same frame as :meth:`LiveFrame.at
   <harmony_lab.frames.LiveFrame.at>`), and the roster and timeline are rebuilt from the recording's
   presence, status, gap, heartbeat and typing events up to it (the newest 5 000 of them, found in a
   time index of those events). The indexes are built on a worker thread when the player opens
@@ -37,9 +37,8 @@ import traitlets
 
 from harmony_lab._strict import strict_kwargs
 from harmony_lab.events import EventKind, RealtimeEvent
-from harmony_lab.frames import LiveFrame
-from harmony_lab.frames._at import SeekIndex, adopt, connect, instant_us, parse_instant, recording_parts
-from harmony_lab.recording._codec import events_from_table
+from harmony_lab.frames import Instant, LiveFrame, SeekIndex, adopt, connect, instant_us, parse_instant
+from harmony_lab.recording import events_from_table, part_files
 from harmony_lab.widgets import _assets
 from harmony_lab.widgets._base import StateWidget
 from harmony_lab.widgets._roster import PresenceRosterWidget
@@ -187,7 +186,7 @@ class Player(StateWidget):
         kw: dict[str, Any] = {} if layout is None else {"layout": layout}
         super().__init__(title=title, speed=self._valid_speed(speed), **kw)
         self.recording = Path(recording)
-        self._parts = recording_parts(self.recording)
+        self._parts = part_files(self.recording)
         self._keys = dict(keys or {})
         self._task: asyncio.Task[None] | None = None
         self._seek_task: asyncio.Task[None] | None = None
@@ -378,7 +377,7 @@ class Player(StateWidget):
         self._refresh_status()
         self._mark_dirty()
 
-    async def seek(self, instant: Any) -> None:
+    async def seek(self, instant: Instant | float) -> None:
         """Show the recording as it was at ``instant`` (a datetime, ``pandas.Timestamp``, ISO string, or
         seconds from the start as a number); playing goes on from there."""
         if isinstance(instant, int | float) and not isinstance(instant, bool):

@@ -15,6 +15,7 @@ import pytest
 from harmony_lab.capture import Change, ChangeStream, ChangeStreamError, poll_changes
 from harmony_lab.local import LocalPostgres
 from harmony_lab.local.schema import ALICE, BOB, GENERAL, RANDOM, apply_schema
+from tests.polling import eventually
 
 
 async def _next(it: Any) -> Change:
@@ -68,11 +69,7 @@ async def test_reconnects_after_walsender_is_terminated(harmony_dsn: str) -> Non
                 [slot],
             ).fetchall()
             assert killed == [(True,)]
-            for _ in range(200):  # wait for the new slot
-                if reasons:
-                    break
-                await asyncio.sleep(0.05)
-            assert reasons
+            await eventually(lambda: reasons, what="the new slot")
             assert "terminat" in reasons[0]
             assert stream.slot_name != slot
             _insert_message(c, "after")
@@ -91,16 +88,17 @@ async def test_close_ends_iteration_and_drops_the_slot(harmony_dsn: str) -> None
         ).fetchall() == [(True,)]
         _insert_message(c, "queued before close")
         await asyncio.sleep(0.3)
-        await stream.close()
-        await stream.close()  # idempotent
+        await stream.aclose()
+        await stream.aclose()  # idempotent
         items = [c async for c in stream]  # what was queued is still delivered, then the end
         assert [i.new["content"] for i in items] == ["queued before close"]
-        for _ in range(100):
-            if not c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [slot]).fetchall():
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail(f"slot {slot} still exists after close()")
+        await eventually(
+            lambda: (
+                not c.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", [slot]).fetchall()
+            ),
+            within=5,
+            what=f"slot {slot} to be dropped after aclose()",
+        )
 
 
 async def test_unreachable_server_is_a_clear_error() -> None:
@@ -217,18 +215,14 @@ async def test_survives_a_server_restart_and_gives_up_when_it_stays_down(shared_
         # stop from a thread: a fast shutdown waits for the walsender, which waits for this loop
         await asyncio.to_thread(pg.stop)
         pg = LocalPostgres(shared_dir / "data", port=port).start()
-        for _ in range(200):
-            if reasons:
-                break
-            await asyncio.sleep(0.05)
-        assert reasons, "no reconnect after the server came back"
+        await eventually(lambda: reasons, what="a reconnect after the server came back")
         with pg.connect() as c:
             _insert_message(c, "after restart")
         assert (await _next(it)).new["content"] == "after restart"
         await asyncio.to_thread(pg.stop)  # and now it stays down: iteration fails after reconnect_timeout
         with pytest.raises(ChangeStreamError, match="could not reconnect"):
             await _next(it)
-        await stream.close()
+        await stream.aclose()
     finally:
         pg.stop()
 

@@ -48,6 +48,7 @@ from tests.browser.userpath_driver import (
     still_live,
 )
 from tests.conftest import ARTIFACTS, skip_or_fail
+from tests.polling import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
@@ -244,8 +245,9 @@ def test_binder_start_runs_notebooks_01_to_04_in_the_browser_as_the_notebook_use
     assert "binder/start: harmony-lab stack running" in lab_log.read_text(errors="replace")
 
     # the stack follows the command: once it has exited, nothing of the user's is left running
-    deadline = time.monotonic() + 60
-    while user.processes() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    left = [(p.pid, p.name()) for p in user.processes()]
-    assert not left, f"left running after the command exited: {left}"
+    eventually_sync(
+        lambda: not user.processes(),
+        within=60,
+        interval=0.5,
+        what=f"the user's processes to end after the command exited ({user.processes()})",
+    )

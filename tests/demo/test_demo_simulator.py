@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -13,7 +12,7 @@ from realtime import AsyncRealtimeClient
 from harmony_lab.demo import PRESENCE_CHANNEL, Simulator
 from harmony_lab.demo._plan import ActionKind, Status
 from harmony_lab.local import schema
-from tests.polling import eventually, stays
+from tests.polling import eventually, eventually_sync, stays
 
 COVERAGE_SEED = 11  # covers every action kind and status within ~8 virtual seconds at 40/s (see test_plan)
 
@@ -206,10 +205,7 @@ def test_runs_in_its_own_thread_next_to_a_threaded_stack():
     try:
         sim = Simulator(rt, users=3, rate=30.0, seed=2).start_in_thread()
         try:
-            end = time.monotonic() + 30
-            while sim.actions < 20 and time.monotonic() < end:
-                time.sleep(0.05)
-            assert sim.actions >= 20
+            eventually_sync(lambda: sim.actions >= 20, within=30, interval=0.05, what="20 simulated actions")
             assert sim.state == "running"
         finally:
             sim.stop_in_thread()

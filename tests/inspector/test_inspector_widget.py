@@ -11,7 +11,7 @@ import pytest
 
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.inspector import Inspector
-from tests.polling import eventually
+from tests.polling import eventually, stays
 from tests.widgets.recording_comm import RecordingComm, rows_of
 
 _seq = itertools.count(1)
@@ -41,8 +41,7 @@ async def test_nothing_is_sent_before_the_front_end_is_ready_then_a_snapshot():
     insp, c = inspector()
     for i in range(5):
         insp._on_event(bcast(i))
-    await asyncio.sleep(0.3)
-    assert c.customs() == []
+    await stays(c.customs, [], for_s=0.3, what="messages sent before the view is ready")
     c.front({"type": "ready"})
     snap = c.customs("snapshot")
     assert len(snap) == 1

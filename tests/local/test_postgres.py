@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 import harmony_lab.local.postgres as pgmod
 from harmony_lab.local import LocalPostgres, PostgresError
+from tests.polling import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -36,16 +36,23 @@ def _tree(pid: int) -> list[int]:
     return [pid, *(c.pid for c in proc.children(recursive=True))]
 
 
+def _alive(pids: list[int]) -> list[int]:
+    out = []
+    for p in pids:
+        try:
+            if psutil.Process(p).status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def _assert_gone(pids: list[int], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    alive = pids
-    while time.monotonic() < deadline:
-        alive = [
-            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
-        if not alive:
-            return
-        time.sleep(0.05)
+    try:
+        eventually_sync(lambda: not _alive(pids), within=timeout, interval=0.05, what="postgres to exit")
+        return
+    except AssertionError:
+        alive = _alive(pids)
     names = []
     for p in alive:
         try:
@@ -306,10 +313,10 @@ def test_no_orphan_postgres_when_the_owner_goes_away(how: str, tmp_path: Path) -
                 assert proc.returncode == 0
             _assert_gone(tree)
             _no_postgres_for(data_dir)
-            deadline = time.monotonic() + 10  # the watchdog deletes the temporary cluster after SIGKILL
-            while data_dir.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert not data_dir.exists()
+            # the watchdog deletes the temporary cluster after SIGKILL
+            eventually_sync(
+                lambda: not data_dir.exists(), within=10, interval=0.05, what="the watchdog to delete it"
+            )
         finally:
             if proc.poll() is None:
                 proc.kill()

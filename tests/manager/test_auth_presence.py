@@ -133,8 +133,9 @@ async def test_a_refresh_arriving_while_waiting_is_used(rt, make_manager):
     expired = rt.token_for(str(ALICE), expires_in=-30)
     mgr = make_manager(rt.url, rt.anon_key, access_token=expired, token_wait=5.0)
     task = asyncio.ensure_future(mgr.subscribe("room", "*", lambda ev: None))
-    await asyncio.sleep(0.3)
-    assert rt.server.stats["connections_total"] == 0
+    await stays(
+        lambda: rt.server.stats["connections_total"], 0, for_s=0.3, what="connections with an expired token"
+    )
     await mgr.handle_auth_event("TOKEN_REFRESHED", session_for(rt, ALICE))
     state = await task
     assert state.status is ChannelStatus.CONNECTED

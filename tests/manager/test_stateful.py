@@ -22,7 +22,7 @@ from harmony_lab.events import ChannelStatus
 from harmony_lab.manager import BackoffPolicy, RealtimeConnectionManager
 from tests.conftest import FAST_MANAGER
 from tests.manager.manager_helpers import REALTIME_PY_DEPRECATIONS
-from tests.polling import eventually, eventually_sync
+from tests.polling import eventually, eventually_sync, stays
 
 pytestmark = REALTIME_PY_DEPRECATIONS
 
@@ -178,7 +178,9 @@ class ManagerMachine(RuleBasedStateMachine):
             await eventually(
                 lambda: all(self.hits[k] == before[k] + 1 for k in wanted), what="probe delivery"
             )
-            await asyncio.sleep(0.2)  # then nothing else: a late delivery to a gone callback would land here
+            # then nothing else: a late delivery to a gone callback would land here
+            settled = dict(self.hits)
+            await stays(lambda: dict(self.hits), settled, for_s=0.2, what="callback hits after the probe")
 
         self.run(delivered())
         changed = {k for k, n in self.hits.items() if n != before.get(k, 0)}

@@ -14,6 +14,10 @@ def test_recording_exports():
         "connect_recording",
         "read_recording",
         "replay",
+        # the package's interface to the other readers of part files (LiveFrame.at, the Player)
+        "decode_json",
+        "events_from_table",
+        "part_files",
     }
     for name in ("Recorder", "connect_recording", "read_recording", "replay"):
         assert getattr(harmony_lab, name) is getattr(harmony_lab.recording, name)

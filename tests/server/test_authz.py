@@ -36,7 +36,7 @@ async def authz(dsn: str) -> AsyncIterator[Authorizer]:
     try:
         yield a
     finally:
-        await a.close()
+        await a.aclose()
 
 
 def _count(dsn: str) -> int:
@@ -130,7 +130,7 @@ async def test_unreachable_database_and_closed_authorizer() -> None:
         await a.read("t", ANON)
     assert info.value.kind == "unavailable"
     assert "unable to connect to the project database" in info.value.join_reason("t")
-    await a.close()
+    await a.aclose()
     with pytest.raises(AuthzError, match="closed"):
         await a.write("t", ANON)
     with pytest.raises(ValueError, match="pool_size"):
@@ -153,7 +153,7 @@ async def test_the_pool_bounds_concurrent_checks(dsn: str) -> None:
         assert results[1].kind == "pool"
         assert "increase your connection pool" in results[1].join_reason("x")
     finally:
-        await a.close()
+        await a.aclose()
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute("DROP POLICY t_wait ON realtime.messages")
 
@@ -256,4 +256,4 @@ async def test_an_unexpected_failure_while_authorising_is_a_crashed_join_not_a_d
     assert peer.session.registry.stats.rejected["internal error"] == 1
     frames = await peer.feed("phoenix", "heartbeat", {}, "2")
     assert frames[-1]["payload"]["status"] == "ok"  # the socket keeps going
-    await broken.close()
+    await broken.aclose()

@@ -18,6 +18,7 @@ import pytest
 
 from harmony_lab.filters import F
 from harmony_lab.server.changes import ChangesHub, parse_binding
+from tests.polling import eventually
 
 PUB = "s2_pub"
 ALICE = "11111111-1111-1111-1111-111111111111"
@@ -145,7 +146,7 @@ async def env(dsn):
         yield Env(hub, db, probe)
     finally:
         await db.close()
-        await hub.close()
+        await hub.aclose()
 
 
 def b(table: str = "items", event: str = "*", filter: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -522,7 +523,7 @@ async def test_oversize_record_gets_413_and_small_values_only(dsn):
         assert "big" not in data["record"]
         assert TS_RE.match(data["commit_timestamp"])
     finally:
-        await hub.close()
+        await hub.aclose()
 
 
 async def test_unchanged_toast_values_are_filled(env):
@@ -766,10 +767,9 @@ async def test_capture_reconnect_is_survived(env):
     cur = await env.db.execute("select active_pid from pg_replication_slots where slot_name = %s", (slot,))
     (pid,) = await cur.fetchone()
     await env.sql("select pg_terminate_backend(%s)", pid)
-    for _ in range(600):
-        if env.hub.stats["capture_reconnects"] >= 1:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: env.hub.stats["capture_reconnects"] >= 1, within=30, what="the capture to reconnect"
+    )
     assert env.hub.stats["capture_reconnects"] == 1
     await env.sql("insert into s2.items (id) values (42)")
     await rec.wait(1)

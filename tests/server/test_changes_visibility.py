@@ -13,6 +13,7 @@ import psycopg
 
 from harmony_lab.server import rls
 from harmony_lab.server.changes import ChangesHub, xid_running
+from tests.polling import stays
 from tests.server.test_changes import ALICE, AUTH_ALICE, PUB, b, dsn, env  # noqa: F401 - fixtures
 
 EPOCH = 2**32
@@ -45,8 +46,8 @@ async def test_reads_wait_until_a_transaction_is_visible(dsn):  # noqa: F811 - t
         assert row is not None
         xid = int(row[0])
         waiting = asyncio.ensure_future(hub._await_visible(conn, {xid}))
-        await asyncio.sleep(0.2)
-        assert not waiting.done(), "the transaction is still running: the hub must wait"
+        # the transaction is still running: the hub must wait
+        await stays(waiting.done, False, for_s=0.2, what="the visibility wait")
         await writer.commit()
         await asyncio.wait_for(waiting, 2)
         assert hub.stats["visibility_waits"] > 0

@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 
 from harmony_lab.local.schema import ALICE, GENERAL
 from harmony_lab.server import FaultError, Faults, ServerLimits
-from tests.polling import eventually
+from tests.polling import eventually, stays
 from tests.server.rt_helpers import ANON, SERVICE, raw_factory
 
 # realtime-py 2.34.1 reads ConnectionClosed.code/.reason (deprecated in websockets 13.1) when a socket is
@@ -73,10 +73,13 @@ async def test_stall_holds_replies_then_delivers_in_order(server, raw):
         await other.send(
             "realtime:room", "broadcast", {"type": "broadcast", "event": "e", "payload": {"i": 1}}, "b"
         )
-        await asyncio.sleep(0.4)
-        assert not c.messages("phx_reply", "phoenix")  # nothing answered during the stall
-        assert not c.messages("broadcast")
-        assert c.ws.close_code is None  # the socket stays open
+        # nothing answered or delivered during the stall, and the socket stays open
+        await stays(
+            lambda: (len(c.messages("phx_reply", "phoenix")), len(c.messages("broadcast")), c.ws.close_code),
+            (0, 0, None),
+            for_s=0.4,
+            what="replies, broadcasts and the close code during the stall",
+        )
         await c.expect("phx_reply", ref="hb1", within=5)
         await c.expect("broadcast", within=5)
         assert time.perf_counter() - t0 >= 0.7
@@ -328,7 +331,7 @@ async def test_stopping_the_server_during_a_stall_is_prompt(server, raw, caplog)
         server.faults.stall(30)
         await c.send("phoenix", "heartbeat", {}, "hb")  # unread: the stall paused reading
         t0 = time.perf_counter()
-        await server.close()  # closing handshakes need the sockets read again
+        await server.aclose()  # closing handshakes need the sockets read again
         assert time.perf_counter() - t0 < 3  # not websockets' 10 s close timeout
         await eventually(lambda: c.ws.close_code is not None and d.ws.close_code is not None)
         assert (c.ws.close_code, d.ws.close_code) == (1001, 1001)
@@ -411,8 +414,7 @@ async def test_stall_holds_rest_but_not_the_admin_api(server):
         rest = asyncio.create_task(
             http.post("/realtime/v1/api/broadcast/room/events/e", json={}, headers={"apikey": ANON})
         )
-        await asyncio.sleep(0.3)
-        assert not rest.done()  # held by the stall
+        await stays(rest.done, False, for_s=0.3, what="the REST call held by the stall")
         t0 = time.perf_counter()
         r = await http.post("/admin/v1/faults/clear", json={}, headers={"Authorization": f"Bearer {SERVICE}"})
         assert r.status_code == 200

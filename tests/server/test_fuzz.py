@@ -141,7 +141,7 @@ class Threaded:
         return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(10)
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(15)
+        asyncio.run_coroutine_threadsafe(self.server.aclose(), self.loop).result(15)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()

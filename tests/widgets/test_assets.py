@@ -114,7 +114,8 @@ def test_hot_reload_reaches_the_real_widget_classes():
     # a kernel started with ANYWIDGET_HMR=1: every widget class watches its built bundle
     code = (
         "import harmony_lab.widgets as w, harmony_lab.inspector as i\n"
-        "for cls in (w.LiveTableWidget, w.PresenceRosterWidget, w.StatusTimelineWidget, i.Inspector):\n"
+        "classes = (w.LiveTableWidget, w.PresenceRosterWidget, w.StatusTimelineWidget, w.Player)\n"
+        "for cls in (*classes, i.Inspector):\n"
         "    esm = cls._esm\n"
         "    print(cls.__name__, type(esm).__name__, esm._path.name, esm._background_thread is not None)\n"
         "    esm.stop_thread()\n"
@@ -124,9 +125,10 @@ def test_hot_reload_reaches_the_real_widget_classes():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:4] == [
+    assert done.stdout.split("\n")[:5] == [
         "LiveTableWidget FileContents live_table.js True",
         "PresenceRosterWidget FileContents presence_roster.js True",
         "StatusTimelineWidget FileContents status_timeline.js True",
+        "Player FileContents player.js True",
         "Inspector FileContents inspector.js True",
     ]

@@ -7,8 +7,19 @@ import harmony_lab.frames
 import harmony_lab.widgets
 
 
-def test_frames_exports_exactly_live_frame_and_frame_change():
-    assert harmony_lab.frames.__all__ == ["FrameChange", "LiveFrame"]
+def test_frames_exports_live_frame_frame_change_and_the_seek_interface():
+    # LiveFrame and FrameChange for users; the seek tools for the Player (widgets), which reaches
+    # frames only through these names
+    assert harmony_lab.frames.__all__ == [
+        "FrameChange",
+        "Instant",
+        "LiveFrame",
+        "SeekIndex",
+        "adopt",
+        "connect",
+        "instant_us",
+        "parse_instant",
+    ]
     assert harmony_lab.LiveFrame is harmony_lab.frames.LiveFrame
     # what on_change callbacks receive, importable for annotations and isinstance checks
     assert harmony_lab.FrameChange is harmony_lab.frames.FrameChange

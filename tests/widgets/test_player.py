@@ -12,7 +12,7 @@ import pytest
 
 from harmony_lab import LiveFrame, Player, Recorder
 from harmony_lab.events import RealtimeEvent
-from tests.polling import eventually
+from tests.polling import eventually, stays
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,10 +163,13 @@ async def test_pause_stops_the_position_and_the_frames(recording: Path) -> None:
         await eventually(lambda: len(p.frame("messages")) >= 3, within=20, what="rows arriving")
         p.pause()
         held, rows = p.position, p.frame("messages").version
-        await asyncio.sleep(0.3)  # nothing may move while paused
-        assert p.position == held
-        assert p.frame("messages").version == rows
-        assert not p.playing
+        # nothing may move while paused
+        await stays(
+            lambda: (p.position, p.frame("messages").version, p.playing),
+            (held, rows, False),
+            for_s=0.3,
+            what="position, rows and playing while paused",
+        )
         pdt.assert_frame_equal(p.frame("messages").df, _fed(held).df)
     finally:
         p.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +10,7 @@ from harmony_lab.events import RealtimeEvent
 from harmony_lab.widgets import PresenceRosterWidget, StatusTimelineWidget
 from harmony_lab.widgets._roster import display_status, initials
 from tests.frames.frame_events import make_change
-from tests.polling import stays
+from tests.polling import eventually, stays
 from tests.widgets.recording_comm import RecordingComm
 from tests.widgets.widget_events import status_event
 
@@ -196,10 +195,13 @@ async def test_roster_streams_only_after_ready_at_most_every_tick():
     c.clear()
     for i in range(50):
         w.apply(presence("join", {"key": f"x{i}", "new": [{"user_id": f"x{i}"}]}))
-    await asyncio.sleep(0.25)
-    pushes = [u for u in c.updates() if "users" in u]
-    assert len(pushes) == 1
-    assert len(pushes[0]["users"]) == 51
+
+    def pushes() -> list[dict]:
+        return [u for u in c.updates() if "users" in u]
+
+    await eventually(pushes, what="the roster push")
+    await stays(lambda: len(pushes()), 1, for_s=0.25, what="roster pushes for 50 joins in one tick")
+    assert len(pushes()[0]["users"]) == 51
 
 
 def test_timeline_spans_retries_gaps_heartbeats():
@@ -282,8 +284,10 @@ async def test_timeline_reads_a_replay():
             yield status_event("m", st, at=T0 + k)
 
     w = StatusTimelineWidget(replay())
-    await asyncio.sleep(0.05)
-    assert [s[2] for s in w.state()[0]["spans"]] == ["connecting", "connected", "reconnecting", "connected"]
+    want = ["connecting", "connected", "reconnecting", "connected"]
+    await eventually(
+        lambda: w.state() and [s[2] for s in w.state()[0]["spans"]] == want, what="the replayed spans"
+    )
 
 
 def test_bad_sources_are_rejected():

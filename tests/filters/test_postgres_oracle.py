@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harmony_lab.capture._convert import to_json_value
+from harmony_lab.capture import to_json_value
 from harmony_lab.filters import (
     DEFER,
     Condition,
@@ -29,6 +29,7 @@ from harmony_lab.filters import (
     pg_text,
     sql_check,
 )
+from harmony_lab.frames._filter import compile_filter
 
 COMPARISONS = ("eq", "neq", "lt", "lte", "gt", "gte", "isdistinct")
 
@@ -94,8 +95,13 @@ def check(conn, cond, ctype, row_text):
     if got is not DEFER:
         assert (got is True) == want, ("server", cond, ctype.typname, row_text, got, want)
     if (got is not DEFER or cond.op in ("like", "ilike", "match", "imatch")) and client_readable(cond, ctype):
-        client = client_predicate(cond, ctype)(pg_jsonb(conn, row_text, ctype.regtype))
+        value = pg_jsonb(conn, row_text, ctype.regtype)
+        client = client_predicate(cond, ctype)(value)
         assert (client is True) == want, ("client", cond, ctype.typname, row_text, client, want)
+        if ctype.category != "enum":  # an event names the type, not its labels
+            # the path a client-side LiveFrame takes: the filter as text, the type from the event
+            seen = compile_filter(cond).matches({"c": value}, [("c", ctype.typname)])
+            assert seen == want, ("LiveFrame", str(cond), ctype.typname, row_text, seen, want)
 
 
 TYPES = {
