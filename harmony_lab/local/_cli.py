@@ -66,6 +66,7 @@ async def _run(args: argparse.Namespace) -> int:
             jwt_secret=jwt_secret,
             limits=limits,
             seed=not args.no_seed,
+            private_only=args.private_only,
         ) as rt:
             out = sys.stdout
             out.write(
