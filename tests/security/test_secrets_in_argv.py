@@ -118,3 +118,6 @@ async def test_record_reads_its_key_from_the_environment(server, tmp_path: Path,
         proc.stderr.close()
         print(err)  # shown when the test fails
     assert "--key" not in err, err  # no warning: nothing was given on the command line
+    written = [p for p in (tmp_path / "rec").rglob("*") if p.is_file()]
+    assert written, "record wrote nothing"
+    assert not [p for p in written if ANON.encode() in p.read_bytes()], "the key went into the recording"
