@@ -12,6 +12,18 @@ VENV=${HARMONY_LAB_VENV:-.venv}
 
 need_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"; else return 1; fi; }
 
+# the stamp names the extras installed for this pyproject.toml; more extras than asked for will do
+# (after `bash dev.sh test`, `bash dev.sh lab` starts at once instead of reinstalling)
+installed() {
+  local stamp="$1" extras="$2" have sum e
+  [ -f "$stamp" ] || return 1
+  read -r have sum < "$stamp" || return 1
+  [ "$sum" = "$(cat pyproject.toml | cksum)" ] || return 1
+  for e in ${extras//,/ }; do
+    case ",$have," in *",$e,"*) ;; *) return 1 ;; esac
+  done
+}
+
 setup_python() {
   if [ ! -x "$VENV/bin/python" ]; then
     echo "==> creating $VENV"
@@ -19,7 +31,7 @@ setup_python() {
   fi
   local stamp="$VENV/.harmony-lab-installed" extras="$1"
   local want; want="$extras $(cat pyproject.toml | cksum)"
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  if ! installed "$stamp" "$extras"; then
     echo "==> installing harmony_lab[$extras] into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e ".[$extras]"

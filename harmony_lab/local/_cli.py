@@ -33,6 +33,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-seed", action="store_true", help="do not load the Harmony demo data")
     p.add_argument(
+        "--private-only",
+        action="store_true",
+        help="refuse public channels (Supabase's 'Allow public access' turned off): every channel must "
+        "join with config.private and pass Realtime Authorization",
+    )
+    p.add_argument(
         "--idle-timeout",
         type=float,
         default=60.0,
@@ -60,6 +66,7 @@ async def _run(args: argparse.Namespace) -> int:
             jwt_secret=jwt_secret,
             limits=limits,
             seed=not args.no_seed,
+            private_only=args.private_only,
         ) as rt:
             out = sys.stdout
             out.write(
@@ -71,6 +78,7 @@ async def _run(args: argparse.Namespace) -> int:
                 f"  JWT secret        {rt.jwt_secret}\n"
                 f"  DSN               {rt.dsn}\n"
                 f"  postgres_changes  {'on' if rt.hub is not None else 'off (no hub available)'}\n"
+                f"  public channels   {'refused (private only)' if args.private_only else 'allowed'}\n"
                 "environment:\n"
             )
             for k, v in rt.env().items():

@@ -84,8 +84,9 @@ _FATAL_PG_PREFIXES = ("Error parsing", "Unable to subscribe", "No subscription p
 # join refusals that retrying with the same token cannot change (Realtime Authorization): the channel
 # goes to error and waits for a new token or the health check instead of retrying in a loop
 _REFUSED_PREFIXES = ("Unauthorized:", "PrivateOnly:")
-# the system error a joined private channel gets when its read permission is gone (then phx_close)
-_REVOKED_PREFIXES = ("You no longer have permission",)
+# the system errors a joined private channel gets when a new token may no longer read it (then
+# phx_close): nothing may be read at all, or one read permission it had is gone
+_REVOKED_PREFIXES = ("You do not have permissions to read", "You no longer have permission")
 _GRACEFUL = ("unsubscribed", "signed_out", "cleanup", "replaced")
 
 

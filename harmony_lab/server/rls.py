@@ -230,7 +230,9 @@ class CheckedCondition:
     """The filter value cast to the column type, in ``to_jsonb`` rendering (list for ``in``)."""
 
 
-async def _sqlerrm(conn: psycopg.AsyncConnection[Any], query: sql.Composable, params: Sequence[Any]) -> Any:
+async def _sqlerrm(
+    conn: psycopg.AsyncConnection[Any], query: sql.Composable, params: Sequence[Any] | Mapping[str, Any]
+) -> Any:
     """Run ``query`` in a savepoint; return its first value or raise :class:`psycopg.Error`."""
     async with conn.transaction():
         cur = await conn.execute(query, params)
@@ -251,6 +253,40 @@ async def _canonical(conn: psycopg.AsyncConnection[Any], col: ColumnInfo, value:
     return await _sqlerrm(
         conn, sql.SQL("select to_jsonb(cast(%s::text as {}))").format(sql.SQL(regtype)), (value,)
     )
+
+
+# The operator each pattern filter applies. As Supabase checks it, like/ilike need ``~~`` with the
+# column's exact type on its left (text, char, name, bytea) and match/imatch need ``~``/``~*`` with it on
+# both sides (text): a varchar or domain column is refused for all four, an integer one too.
+_PATTERN_OPERATORS: Final = {"like": "~~", "ilike": "~~", "match": "~", "imatch": "~*"}
+
+_TEXT_COMPATIBLE = """
+select case when exists (
+    select 1 from pg_catalog.pg_operator
+    where oprname = %(opr)s and oprleft = %(type)s::regtype
+      and (not %(regex)s or (oprright = %(type)s::regtype and oprresult = 'boolean'::regtype))
+) then null else %(type)s::regtype::text end
+"""
+
+
+async def _check_pattern_filter(conn: psycopg.AsyncConnection[Any], cond: Condition, regtype: str) -> None:
+    """like/ilike/match/imatch as ``subscription_check_filters`` checks them: the column's type must
+    have the operator (else ``operator like requires a text-compatible column type, got integer``),
+    then a regular expression must compile (``invalid regular expression for match filter: …``)."""
+    regex = cond.op in ("match", "imatch")
+    params = {"opr": _PATTERN_OPERATORS[cond.op], "type": regtype, "regex": regex}
+    refused_type = await _sqlerrm(conn, sql.SQL(_TEXT_COMPATIBLE), params)
+    if refused_type is not None:
+        raise _raise_exception(
+            f"operator {cond.op} requires a text-compatible column type, got {refused_type}"
+        )
+    if regex:
+        try:
+            await _sqlerrm(conn, sql.SQL("select '' ~ %s::text"), (cond.value,))
+        except psycopg.Error as exc:
+            raise _raise_exception(
+                f"invalid regular expression for {cond.op} filter: {exc.diag.message_primary}"
+            ) from exc
 
 
 async def check_subscription(
@@ -287,16 +323,11 @@ async def check_subscription(
                             f"is {cond.value} filter requires a boolean column, got {regtype}"
                         )
                     continue_checks = False
+                elif cond.op in _PATTERN_OPERATORS:
+                    await _check_pattern_filter(conn, cond, regtype)
+                    continue_checks = False
                 else:
-                    if cond.op in ("match", "imatch"):
-                        try:
-                            await _sqlerrm(conn, sql.SQL("select '' ~ %s::text"), (cond.value,))
-                        except psycopg.Error as exc:
-                            raise _raise_exception(
-                                f"invalid regular expression for {cond.op} filter: {exc.diag.message_primary}"
-                            ) from exc
-                    elif cond.op not in ("like", "ilike"):
-                        canonical = await _canonical(conn, col, cond.value, array=False)
+                    canonical = await _canonical(conn, col, cond.value, array=False)
                     continue_checks = True
                 if continue_checks:
                     probe = sql.SQL("select " + sql_check(cond, regtype))

@@ -26,17 +26,20 @@ from tests.browser.userpath_driver import (
     EXPECTED_LOG,
     KERNEL,
     OUTPUT,
-    PROMISES,
+    TABLE_SIG,
     USER_PATH,
     RunningLab,
+    changes_within,
     errors_in,
     first_live_row,
     kernel_stdout,
     open_notebook,
     output_text,
+    promise_problems,
     run_all,
     running_lab,
     shutdown_kernel,
+    still_live,
 )
 from tests.demo.plain_text import not_plain
 from tests.polling import eventually_sync
@@ -79,24 +82,33 @@ def _warm(lab: RunningLab) -> None:
         time.sleep(left)
 
 
-def _changes_within(page: Any, js: str, what: str, within: float = 10.0) -> None:
-    before = page.evaluate(js)
-    assert before, f"{what}: nothing to watch in the page"
-    eventually_sync(lambda: page.evaluate(js) != before, within=within, what=what, interval=0.25)
+TYPING_SHOWN = f"""() => [...document.querySelectorAll("{OUTPUT} .hl-roster .hl-user[data-typing='true']")]
+  .map((li) => [li.dataset.user, (li.querySelector('.hl-typing') || {{}}).textContent])"""
+ROSTER_SHOWN = f"""() => [...document.querySelectorAll("{OUTPUT} .hl-roster .hl-user")].map((li) => [
+  li.dataset.user, li.querySelector(".hl-name").textContent, li.dataset.status,
+  li.dataset.typing === "true"])"""
+ROSTER_DF = (
+    "import json as _json\n"
+    "from harmony_lab import PresenceRosterWidget as _Roster\n"
+    "_r = [v for v in Out.values() if isinstance(v, _Roster)][-1]\n"
+    "print(_json.dumps([[u, n, s, bool(t)] for u, n, s, t in "
+    "_r.df[['id', 'name', 'status', 'typing']].itertuples(index=False)]))"
+)
+NAMES_SHOWN = f"""() => [...document.querySelectorAll("{OUTPUT} .hl-table .hl-td[data-col='user_id']")]
+  .slice(0, 20).map((td) => td.textContent)"""
 
 
-TABLE_SIG = f"""() => {{ const t = document.querySelector('{OUTPUT} .hl-table');
-  if (!t || t.dataset.status !== 'connected') return null;
-  return [t.dataset.seq, t.dataset.nrows, [...t.querySelectorAll('.hl-tr')].slice(0, 5)
-          .map((r) => r.dataset.key + ':' + r.dataset.ver).join(',')].join('|'); }}"""
-ROSTER_SIG = f"""() => {{ const r = document.querySelector('{OUTPUT} .hl-roster');
-  if (!r) return null;
-  return [...r.querySelectorAll('.hl-user')].map(
-    (u) => `${{u.dataset.user}}:${{u.dataset.status}}:${{u.dataset.typing}}`).join(','); }}"""
-NOW_EDGE_SIG = f"""() => {{ const lane = document.querySelector(
-    "{OUTPUT} .hl-timeline .hl-lane[data-channel='messages'][data-status='connected']");
-  const edge = lane && lane.querySelector('.hl-now');
-  return edge ? edge.title : null; }}"""
+def _roster_agrees(page: Any, within: float = 15.0) -> None:
+    """What 02's roster shows (users in order: id, name, status, typing) equals its ``df``."""
+    deadline = time.monotonic() + within
+    while True:
+        shown = page.evaluate(ROSTER_SHOWN)
+        df = json.loads(kernel_stdout(page, ROSTER_DF))
+        if shown == df:
+            assert shown, "02's roster is empty"
+            return
+        assert time.monotonic() < deadline, f"the roster shows {shown}\nbut its df has {df}"
+        time.sleep(0.2)
 
 
 TIMELINE_COUNTS = f"""() => {{
@@ -120,8 +132,8 @@ def _run_notebook(page: Any, lab: RunningLab, artifacts: Path, name: str, answer
     problems = [p for p in errors_in(state["outputs"]) if not any(x in p for x in EXPECTED_LOG.get(key, ()))]
     assert problems == [], f"{name}: {problems}"
     text = output_text(state["outputs"])
-    for promise in PROMISES[key]:
-        assert promise in text, f"{name} did not print {promise!r}:\n{text[-3000:]}"
+    (artifacts / f"user-path-{key}-output.txt").write_text(text)
+    assert promise_problems(key, text) == [], f"{name}:\n{text[-3000:]}"
     return text
 
 
@@ -141,7 +153,7 @@ def test_quickstart_widgets_render_in_notebook_7(user_lab, page, artifacts):
         state = run_all(page, timeout_s=180)
         assert errors_in(state["outputs"]) == []
         first_live_row(page, 30_000)
-        _changes_within(page, TABLE_SIG, "new rows in 01's live table in Notebook 7", within=20)
+        changes_within(page, TABLE_SIG, "new rows in 01's live table in Notebook 7", within=20)
         page.screenshot(path=artifacts / "user-path-notebook7.png")
     finally:
         shutdown_kernel(page)
@@ -154,6 +166,7 @@ def test_run_all_on_the_user_path(name, user_lab, page, artifacts):
     before_run_all = time.time()
     try:
         text = _run_notebook(page, user_lab, artifacts, name, ANSWERS.get(key, []))
+        still_live(page, key)  # 01's table, 02's roster, 03's timeline change within 10 s
         if key == "01":
             # the table shows what the table already held before Run All (messages are only ever
             # soft-deleted), then keeps following it
@@ -167,11 +180,19 @@ def test_run_all_on_the_user_path(name, user_lab, page, artifacts):
             assert held >= 20, f"a minute of demo traffic left only {held} messages in the table"
             n = int(page.locator(f"{OUTPUT} .hl-table").first.get_attribute("data-nrows") or 0)
             assert n >= held, f"the table held {held} messages before Run All; the live table shows {n}"
-            _changes_within(page, TABLE_SIG, "new rows in 01's live table after Run All")
+            # user ids show display names (names= from the profiles table)
+            names = json.loads(
+                kernel_stdout(page, "import json as _json\nprint(_json.dumps(sorted(set(names.values()))))")
+            )
+            shown = page.evaluate(NAMES_SHOWN)
+            assert shown, "01's live table shows no user_id cells"
+            assert set(shown) <= set(names), f"user ids shown as {shown[:5]}, not display names"
         elif key == "02":
-            _changes_within(page, ROSTER_SIG, "02's roster after Run All")
+            # a colleague types: the roster says so, and its DataFrame view agrees with what it shows
+            eventually_sync(lambda: page.evaluate(TYPING_SHOWN), within=30, what="'typing…' in 02's roster")
+            assert {t for _, t in page.evaluate(TYPING_SHOWN)} <= {"typing…"}
+            _roster_agrees(page)
         elif key == "03":
-            _changes_within(page, NOW_EDGE_SIG, "the 'now' edge of 03's timeline after Run All")
             assert "missing" not in text
             # five outages (drop, refused retries, rapid closes, stall, long refusal), one ending in error
             counts = page.evaluate(TIMELINE_COUNTS)

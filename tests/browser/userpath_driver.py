@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.polling import eventually_sync
+
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
 OUTPUT = ".jp-OutputArea-output"
@@ -36,18 +38,70 @@ USER_PATH = (
 
 # what each notebook's story promises, as the notebook itself prints it
 PROMISES = {
-    "01": ["content"],  # the messages DataFrame
+    "01": ["<RemoteStack ", "content"],  # the lab's stack (not one of its own); the messages DataFrame
     "02": [
+        "suppressed: <RealtimeEvent",  # the mention while on dnd arrived, marked suppressed
         "reached the notification callback: False",  # dnd suppresses notifications
+        "new callbacks while dnd: 0",
+        "delivered to the callback: <RealtimeEvent",  # back online, the next mention reaches it
         "Bob sees Alice as: offline",  # invisible shows as offline
         "typing events so far:",
     ],
-    "03": ["frame complete", "stall detected after"],  # every outage backfilled; the stall noticed
+    "03": ["frame complete", "stall detected after", "in error: <ChannelState 'messages' error"],
     "04": ["dropped=0>"],  # the recorder lost nothing
     "05": ["running against the LOCAL embedded stack"],  # Enter at the prompt: the local stack
 }
 # log lines a notebook provokes on purpose (03's long refusal exhausts the retries: one line for it)
 EXPECTED_LOG = {"03": ["channel 'messages': reconnecting → error (gave up after 4 retries"]}
+# what a notebook prints when its promise is broken (or when it had to fall back)
+BROKEN = {
+    "01": ["could not load the table's current rows"],
+    "02": ["could not load the table's current rows"],
+    "03": ["missing"],
+    "05": ["not connected after", "The frame is not connected", "No changes of"],
+}
+# printed numbers that must hold: (pattern, check on the match, what the notebook promised)
+_NUMBERS: dict[str, list[tuple[str, Callable[[re.Match[str]], bool], str]]] = {
+    "02": [
+        (
+            r"typing events so far: (\d+) started, (\d+) stopped",
+            lambda m: int(m[1]) >= 3 and int(m[2]) >= 1,
+            "at least 3 typing starts and 1 stop",
+        ),
+        # invisible, Alice still receives the roster
+        (r"Alice still sees (\d+) colleagues online", lambda m: int(m[1]) >= 1, "a colleague in view"),
+    ],
+    "03": [
+        # faults.stall(6) with heartbeats every 2 s: noticed within two intervals (plus one of slack)
+        (r"stall detected after ([\d.]+) s", lambda m: float(m[1]) <= 6.0, "the stall noticed within 6 s"),
+        (r"backfilled rows: (\d+)", lambda m: int(m[1]) > 0, "rows missed in the outages backfilled"),
+        (
+            r"messages written after the frame subscribed \(\d+\.\.\d+\): (\d+), frame complete",
+            lambda m: int(m[1]) > 0,
+            "a complete frame of the messages written meanwhile",
+        ),
+    ],
+    "04": [
+        (
+            r"(\d+) events in (\d+) channels",
+            lambda m: int(m[1]) >= 300 and int(m[2]) >= 2,
+            "a recording of at least 300 events in both channels",
+        )
+    ],
+}
+
+
+def promise_problems(key: str, text: str) -> list[str]:
+    """What notebook ``key`` (``"01"``…) printed against what it promises; empty when every promise holds."""
+    problems = [f"did not print {p!r}" for p in PROMISES.get(key, []) if p not in text]
+    problems += [f"printed {b!r}" for b in BROKEN.get(key, []) if b in text]
+    for pattern, ok, what in _NUMBERS.get(key, []):
+        m = re.search(pattern, text)
+        if m is None:
+            problems.append(f"did not print {pattern!r} ({what})")
+        elif not ok(m):
+            problems.append(f"printed {m[0]!r}: not {what}")
+    return problems
 
 
 @dataclass
@@ -94,15 +148,24 @@ def harmony_lab_command() -> list[str]:
 
 
 @contextlib.contextmanager
-def running_lab(workdir: Path, *, extra: tuple[str, ...] = (), timeout: float = 240) -> Iterator[RunningLab]:
-    """``harmony-lab lab --no-browser --port 0`` on a copy of ``notebooks/``; stopped with SIGTERM after."""
+def running_lab(
+    workdir: Path,
+    *,
+    extra: tuple[str, ...] = (),
+    timeout: float = 240,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[RunningLab]:
+    """``harmony-lab lab --no-browser --port 0`` on a copy of ``notebooks/``; stopped with SIGTERM after.
+
+    ``command`` replaces ``harmony-lab lab`` (e.g. ``bash dev.sh lab``); ``env`` adds to its environment.
+    """
     notebooks = workdir / "notebooks"
     shutil.copytree(ROOT / "notebooks", notebooks)
     state = workdir / "state"
     state.mkdir()
     cmd = [
-        *harmony_lab_command(),
-        "lab",
+        *(command or [*harmony_lab_command(), "lab"]),
         "--no-browser",
         "--port",
         "0",
@@ -118,7 +181,7 @@ def running_lab(workdir: Path, *, extra: tuple[str, ...] = (), timeout: float = 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=lab_environment(state),
+        env={**lab_environment(state), **(env or {})},
         cwd=workdir,
         start_new_session=True,
     )
@@ -268,6 +331,47 @@ def first_live_row(page: Any, timeout_ms: float) -> None:
                      && t.querySelector('.hl-tr'))""",
         timeout=timeout_ms,
     )
+
+
+def changes_within(page: Any, js: str, what: str, within: float = 10.0) -> None:
+    """``js`` reads a live widget's state from the DOM (null once it is no longer live): it must change
+    to another live state within ``within`` seconds."""
+    before = page.evaluate(js)
+    assert before, f"{what}: nothing to watch in the page"
+
+    def changed() -> bool:
+        now = page.evaluate(js)
+        return bool(now) and now != before
+
+    eventually_sync(changed, within=within, what=what, interval=0.25)
+
+
+TABLE_SIG = f"""() => {{ const t = document.querySelector('{OUTPUT} .hl-table');
+  if (!t || t.dataset.status !== 'connected') return null;
+  return [t.dataset.seq, t.dataset.nrows, [...t.querySelectorAll('.hl-tr')].slice(0, 5)
+          .map((r) => r.dataset.key + ':' + r.dataset.ver).join(',')].join('|'); }}"""
+ROSTER_SIG = f"""() => {{ const r = document.querySelector('{OUTPUT} .hl-roster');
+  if (!r) return null;
+  return [...r.querySelectorAll('.hl-user')].map(
+    (u) => `${{u.dataset.user}}:${{u.dataset.status}}:${{u.dataset.typing}}`).join(','); }}"""
+_LANE = f"{OUTPUT} .hl-timeline .hl-lane[data-channel='messages'][data-status='connected']"
+# the "now" edge is redrawn by the page's own clock; the RTT history comes from the kernel's heartbeats
+NOW_EDGE_SIG = f"""() => {{ const edge = document.querySelector("{_LANE} .hl-now");
+  return edge ? edge.title : null; }}"""
+HEARTBEAT_SIG = f"""() => {{ const meta = document.querySelector("{_LANE} .hl-rtt");
+  return meta && meta.title ? meta.title : null; }}"""
+
+
+def still_live(page: Any, key: str, within: float = 10.0) -> None:
+    """After Run All the showcase widget of notebook ``key`` is still live: 01's table rows, 02's roster
+    and 03's timeline (its "now" edge and the heartbeats the kernel receives) change within seconds."""
+    if key == "01":
+        changes_within(page, TABLE_SIG, "new rows in 01's live table after Run All", within)
+    elif key == "02":
+        changes_within(page, ROSTER_SIG, "02's roster after Run All", within)
+    elif key == "03":
+        changes_within(page, NOW_EDGE_SIG, "the 'now' edge of 03's timeline after Run All", within)
+        changes_within(page, HEARTBEAT_SIG, "heartbeats reaching 03's timeline after Run All", within)
 
 
 # ------------------------------------------------------------------------------------ reading outputs

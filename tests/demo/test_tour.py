@@ -15,6 +15,16 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# run after the tour notebook, in its kernel: who the dashboard's roster shows
+ROSTER_PROBE = """
+from harmony_lab.demo import until
+board = [v for v in Out.values() if type(v).__name__ == "Dashboard"][-1]
+def present():
+    return [u for u in board.roster.roster() if u["status"] != "offline"]
+await until(lambda: present(), within=60, what="someone in the dashboard's roster")
+print("roster shows", len(present()), "present users")
+"""
+
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
@@ -56,13 +66,20 @@ def test_the_tour_notebook_runs(tmp_path, monkeypatch):
     nb = nbformat.read(work / "tour.ipynb", as_version=4)
     for k, v in _env().items():
         monkeypatch.setenv(k, v)  # the kernel inherits this process's environment
-    NotebookClient(
+    client = NotebookClient(
         nb,
         kernel_name="python3",
         timeout=180,
         startup_timeout=120,
         resources={"metadata": {"path": str(work)}},
-    ).execute()
+    )
+    written = len(nb.cells)
+    nb.cells.append(nbformat.v4.new_code_cell(ROSTER_PROBE))
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):  # the notebook as written, then a look at its dashboard
+            client.execute_cell(cell, index)
+    probe = nb.cells.pop()
+    assert len(nb.cells) == written
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "\n".join(
@@ -76,6 +93,10 @@ def test_the_tour_notebook_runs(tmp_path, monkeypatch):
     views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert [v["data"]["text/plain"].split()[0] for v in views] == ["<Dashboard"]
     assert "roster=True" in views[0]["data"]["text/plain"]
+    # the dashboard's roster lists the people in the lobby (not "nobody here yet")
+    (shown,) = [o["text"] for o in probe.outputs if o.get("output_type") == "stream"]
+    present = int(shown.split()[2])
+    assert present >= 1, shown
 
 
 def _python_block(markdown: str, heading: str) -> list[str]:

@@ -326,13 +326,17 @@ def test_no_orphan_postgres_when_the_owner_goes_away(how: str, tmp_path: Path) -
 # --- as an ordinary user -------------------------------------------------------------------
 
 _AS_USER = """
-import json, os, psutil
+import json, os, psutil, psycopg
 from harmony_lab.local import LocalPostgres
 with LocalPostgres() as pg, pg.connect() as c:
+    with psycopg.connect(pg.dsn, replication="database", autocommit=True) as r:  # password in the DSN
+        identify = r.pgconn.exec_(b"IDENTIFY_SYSTEM")
+        replication_db = (identify.get_value(0, 3) if identify.ntuples else identify.error_message).decode()
     out = {
         "uid": os.geteuid(),
         "server_user": psutil.Process(pg.pid).username(),
         "wal_level": c.execute("SHOW wal_level").fetchone()[0],
+        "replication_db": replication_db,
         "pid": pg.pid,
     }
 print(json.dumps(out))
@@ -391,6 +395,7 @@ def test_runs_as_an_ordinary_user() -> None:
         assert out["uid"] == uid
         assert out["server_user"] == name  # no nobody, no useradd: it runs as the user
         assert out["wal_level"] == "logical"
+        assert out["replication_db"] == "postgres"  # a replication connection works as that user too
         _assert_gone([out["pid"]])
         left = [
             p

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from harmony_lab.local.schema import ALICE, BOB, CAROL, apply_schema, claims_for
+from harmony_lab.local.schema import ALICE, BOB, CAROL, DM_ALICE_BOB, GENERAL, apply_schema, claims_for
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +121,55 @@ def test_message_trigger_broadcasts_changes_to_the_channel_topic(conn: psycopg.C
     assert insert["record"]["content"] == content
     assert update["old_record"]["content"] == content
     assert update["record"]["content"] == content + "!"
+
+
+def test_reaction_typing_and_delete_triggers_broadcast_to_the_channel_topic(
+    conn: psycopg.Connection[Any],
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    row = conn.execute(
+        "insert into public.messages (channel_id, user_id, content) values (%s, %s, %s) returning id",
+        [DM_ALICE_BOB, ALICE, f"react to me {tag}"],
+    ).fetchone()
+    assert row is not None
+    message_id = row[0]
+    conn.execute(
+        "insert into public.message_reactions (message_id, user_id, emoji) values (%s, %s, %s)",
+        [message_id, BOB, tag],
+    )
+    conn.execute(
+        "delete from public.typing_indicators where channel_id = %s and user_id = %s", [GENERAL, BOB]
+    )
+    conn.execute("insert into public.typing_indicators (channel_id, user_id) values (%s, %s)", [GENERAL, BOB])
+    conn.execute("delete from public.message_reactions where emoji = %s", [tag])
+    conn.execute("delete from public.messages where id = %s", [message_id])
+
+    def sent(table: str, key: str, value: Any) -> list[tuple[str, str, bool, Any]]:
+        rows = conn.execute(
+            "select topic, event, private, payload::text from realtime.messages "
+            "where payload ->> 'table' = %s "
+            "and coalesce(nullif(payload -> 'record', 'null'), payload -> 'old_record') ->> %s = %s "
+            "order by inserted_at",
+            [table, key, str(value)],
+        ).fetchall()
+        return [(t, e, p, json.loads(body)) for t, e, p, body in rows]
+
+    reactions = sent("message_reactions", "emoji", tag)
+    assert [(t, e, p) for t, e, p, _ in reactions] == [
+        ("dm:alice-bob", "INSERT", True),
+        ("dm:alice-bob", "DELETE", True),
+    ]
+    assert reactions[0][3]["record"]["user_id"] == str(BOB)
+    assert (reactions[1][3]["record"], reactions[1][3]["old_record"]["emoji"]) == (None, tag)
+    typing = [r for r in sent("typing_indicators", "user_id", BOB) if r[1] == "INSERT"]
+    assert typing, "typing indicator INSERT not broadcast"
+    topic, _, private, payload = typing[-1]
+    assert (topic, private, payload["schema"]) == ("channel:general", True, "public")
+    assert payload["record"]["channel_id"] == GENERAL
+    deleted = [r for r in sent("messages", "id", message_id) if r[1] == "DELETE"]
+    assert [(t, p) for t, _, p, _ in deleted] == [("dm:alice-bob", True)]
+    assert deleted[0][3]["record"] is None
+    assert deleted[0][3]["old_record"]["content"] == f"react to me {tag}"
 
 
 def test_broadcast_changes_refuses_statement_level(conn: psycopg.Connection[Any]) -> None:

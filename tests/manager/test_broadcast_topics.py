@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,78 @@ async def test_an_authorization_refusal_is_error_without_a_retry_storm(rt, make_
     session = types.SimpleNamespace(access_token=rt.token_for(str(ALICE)))
     await mgr.handle_auth_event("TOKEN_REFRESHED", session)
     await mgr.wait_for_status("dm", "connected", timeout=15)
+
+
+async def test_a_refused_channel_is_retried_by_the_health_check_with_the_same_token(rt, make_manager):
+    topic = "dm:health-check-retry"
+    mgr = make_manager(
+        rt.url,
+        rt.anon_key,
+        access_token=rt.token_for(str(ALICE)),
+        health_interval=0.25,
+        error_reset_after=1.5,
+    )
+    events = []
+    mgr.add_listener(events.append)
+    state = await mgr.subscribe_to_broadcast("dm", topic, private=True)
+    if state.status is not ChannelStatus.ERROR:
+        state = await mgr.wait_for_status("dm", "error", timeout=15)
+    refused = f"Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
+    assert refused in state.reason
+    # a policy admitting Alice appears while the channel is in error; no token changes
+    await rt.execute(
+        "CREATE POLICY lab_health_retry ON realtime.messages FOR SELECT TO authenticated "
+        f"USING (realtime.topic() = '{topic}' AND auth.uid() = '{ALICE}')"
+    )
+    try:
+        await mgr.wait_for_status("dm", "connected", timeout=15)
+        reasons = [e.reason or "" for e in events if e.kind is EventKind.STATUS]
+        assert [r for r in reasons if "health check" in r], "the retry came from the health check"
+        refusals = [r for r in reasons if r.startswith("refused")]
+        assert len(refusals) == 1, refusals  # no retry before the health check
+    finally:
+        await rt.execute("DROP POLICY lab_health_retry ON realtime.messages")
+
+
+READER = "00000000-0000-4000-8000-00000000abcd"  # may read broadcast of the topic, not presence
+
+
+REVOKED = {
+    "broadcast": "You do not have permissions to read from this Channel topic",
+    "presence": "You no longer have permission to read from this Channel topic",
+}
+
+
+async def test_a_refresh_that_revokes_reading_is_a_refusal_not_a_reconnect(rt, make_manager):
+    for joined_with, text in REVOKED.items():
+        await _refresh_revokes(rt, make_manager, joined_with, text)
+
+
+async def _refresh_revokes(rt: Any, make_manager: Any, joined_with: str, text: str) -> None:
+    topic = f"dm:revoked-on-refresh-{joined_with}"
+    await rt.execute(
+        "CREATE POLICY lab_revoke ON realtime.messages FOR SELECT TO authenticated "
+        f"USING (realtime.topic() = '{topic}' AND (auth.uid() = '{ALICE}' "
+        f"OR (auth.uid() = '{READER}' AND realtime.messages.extension = 'broadcast')))"
+    )
+    try:
+        mgr = make_manager(rt.url, rt.anon_key, access_token=rt.token_for(str(ALICE)), health_interval=60.0)
+        if joined_with == "broadcast":
+            await mgr.subscribe_to_broadcast("dm", topic, private=True)
+        else:
+            await mgr.join_presence("dm", "alice", topic=topic, private=True)
+        await mgr.wait_for_status("dm", "connected", timeout=15)
+        connects = mgr.get_debug_info()["channels"]["dm"]["connects"]
+        # on a broadcast-only channel the reader's token may read nothing; on a presence channel it
+        # loses the presence read it had: either way the server closes the channel
+        token = rt.token_for(READER if joined_with == "presence" else "00000000-0000-4000-8000-0000000000ef")
+        await mgr.handle_auth_event("TOKEN_REFRESHED", types.SimpleNamespace(access_token=token))
+        state = await mgr.wait_for_status("dm", "error", timeout=15)
+        assert state.reason == f"refused: {text}: {topic}"
+        await stays(lambda: mgr.get_debug_info()["channels"]["dm"]["connects"], connects, for_s=1.0)
+        # Alice's token again: the manager rejoins and is admitted
+        alice = types.SimpleNamespace(access_token=rt.token_for(str(ALICE)))
+        await mgr.handle_auth_event("TOKEN_REFRESHED", alice)
+        await mgr.wait_for_status("dm", "connected", timeout=15)
+    finally:
+        await rt.execute("DROP POLICY lab_revoke ON realtime.messages")

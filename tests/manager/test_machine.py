@@ -26,6 +26,7 @@ from harmony_lab.manager._machine import (
     JoinFailed,
     MachineConfig,
     PostgresSubscribed,
+    Refused,
     RetryDue,
     ScheduleRetry,
     SetStatus,
@@ -444,6 +445,34 @@ def test_token_unavailable_errors_and_token_refresh_recovers():
     # a refresh while healthy does nothing
     m.handle(Joined())
     assert m.handle(TokenRefreshed()) == []
+
+
+def test_a_refusal_waits_for_a_token_change_or_the_health_check():
+    reason = "Unauthorized: You do not have permissions to read from this Channel topic: dm:a-b"
+    for revive in ("token", "health"):
+        m, clock = make(backoff=BackoffPolicy(max_retries=5), error_reset_after=30.0)
+        m.handle(ConnectRequested())
+        m.handle(SocketOpen())
+        out = m.handle(Refused(reason))
+        # no retry scheduled: the same token would be refused again
+        assert kinds(out) == ["TearDown", "SetStatus"]
+        assert out[1].details == {"kind": "auth"}
+        assert m.status is S.ERROR
+        assert m.snapshot().reason == f"refused: {reason}"
+        assert m.handle(RetryDue()) == []
+        assert m.handle(Refused(reason)) == []  # a second refusal in error changes nothing
+        clock.advance(29)
+        assert m.handle(HealthTick()) == []
+        if revive == "token":
+            out = m.handle(TokenRefreshed())
+            assert "new access token" in out[0].reason
+        else:
+            clock.advance(1)
+            out = m.handle(HealthTick())
+            assert "health check" in out[0].reason
+        assert kinds(out) == ["SetStatus", "Connect"], revive
+        assert out[0].status is S.RECONNECTING
+        assert out[1] == Connect(0)
 
 
 def test_token_refresh_does_not_revive_other_errors():

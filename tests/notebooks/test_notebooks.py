@@ -96,6 +96,8 @@ PROMISES = {
     "03_reconnection_lab.ipynb": ["frame complete"],  # every outage backfilled
     "04_record_and_analyse.ipynb": ["dropped=0>"],  # the recorder lost nothing
     "06_broadcast_and_authorization.ipynb": [
+        "bob: connected",  # the member was admitted
+        "Bob heard: INSERT messages",  # and heard the trigger's broadcast
         "erin: error — refused: Unauthorized: You do not have permissions to read from this Channel topic",
         "Erin heard: 0 messages",  # the non-member was refused and heard nothing
         "frames equal: True",  # both delivery paths agree

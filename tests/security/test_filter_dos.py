@@ -18,7 +18,7 @@ import pytest
 import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from realtime import AsyncRealtimeClient
+from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 
 from harmony_lab.filters import (
     DEFER,
@@ -127,6 +127,32 @@ async def test_hostile_subscribers_do_not_block_heartbeats_or_lose_events() -> N
                 await ch.subscribe()
             await eventually(lambda: len(systems) >= len(BOMBS), within=15, what="four joins")
             assert {s.message for s in systems} == {"Subscribed to PostgreSQL"}, systems
+            # a pattern Postgres cannot compile, or one on a column without the operator, is refused
+            # when the channel joins (as subscription_check_filters does), never met at insert time
+            refused: dict[str, list[Any]] = {}
+            for column, op, pattern in (("content", "match", "(a+"), ("user_id", "like", "%a%a%b")):
+                ch = client.channel(f"refused-{op}")
+                ch.on_postgres_changes(
+                    "INSERT", schema="public", table="messages", filter=f"{column}={op}.{pattern}",
+                    callback=lambda p: pytest.fail(f"a refused subscription got {p}"),
+                )  # fmt: skip
+                states = refused.setdefault(op, [])
+                await ch.subscribe(lambda state, err, states=states: states.append((state, err)))
+            errors = {}
+            for op, states in refused.items():
+                (error,) = await eventually(
+                    lambda s=states: [e for st_, e in s if st_ == RealtimeSubscribeStates.CHANNEL_ERROR][:1],
+                    15, what=f"the {op} subscription refused",
+                )  # fmt: skip
+                errors[op] = json.loads(str(error))["message"]
+            assert errors["match"].endswith(
+                "Exception: ERROR P0001 (raise_exception) invalid regular expression for match filter: "
+                "invalid regular expression: parentheses () not balanced"
+            ), errors
+            assert errors["like"].endswith(
+                "Exception: ERROR P0001 (raise_exception) operator like requires a text-compatible column "
+                "type, got uuid"
+            ), errors
             tag = uuid.uuid4().hex[:6]
             rows = {
                 "a" * 60 + "!": (),  # matches none: the exponential case for every bomb

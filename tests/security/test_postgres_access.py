@@ -26,13 +26,15 @@ GUESSES = ["", "postgres", "password", "harmony", "root"]
 pytestmark = pytest.mark.skipif(PSQL is None, reason="psql (postgresql-client) is not installed")
 
 
-def _as_stranger(uid: int, args: list[str], password: str | None = None) -> subprocess.CompletedProcess[str]:
+def _as_stranger(
+    uid: int, args: list[str], password: str | None = None, command: str = ATTACK
+) -> subprocess.CompletedProcess[str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PGCONNECT_TIMEOUT": "5"}
     if password is not None:
         env["PGPASSWORD"] = password
     assert PSQL is not None
     return subprocess.run(
-        [PSQL, "-X", "-w", *args, "-c", ATTACK],
+        [PSQL, "-X", "-w", *args, "-c", command],
         env=env, capture_output=True, text=True, timeout=30,
         user=uid, group=uid, extra_groups=[], cwd="/",
     )  # fmt: skip
@@ -58,6 +60,22 @@ def test_a_stranger_cannot_connect_over_tcp_with_or_without_a_password(postgres,
     # the DSN the stack hands out is what works: the owner's client gets in
     with psycopg.connect(postgres.dsn, connect_timeout=10) as c:
         assert c.execute("SELECT current_user").fetchone() == ("postgres",)
+
+
+def test_a_stranger_gets_no_replication_connection_and_the_owner_does(postgres, other_uid) -> None:
+    # a logical replication connection streams every committed row of every table: the same rules
+    # hold for it (the server's change capture uses exactly this, with the DSN's password)
+    conninfo = f"host=127.0.0.1 port={postgres.port} user=postgres dbname=postgres replication=database"
+    for guess in (None, *GUESSES):
+        out = _as_stranger(other_uid, [conninfo], password=guess, command="IDENTIFY_SYSTEM")
+        assert out.returncode != 0, f"replication connection with {guess!r}: {out.stdout}"
+        assert "no password supplied" in out.stderr or "password authentication failed" in out.stderr, (
+            out.stderr
+        )
+    with psycopg.connect(postgres.dsn, replication="database", autocommit=True, connect_timeout=10) as c:
+        result = c.pgconn.exec_(b"IDENTIFY_SYSTEM")  # replication commands take the simple protocol
+        assert result.status == psycopg.pq.ExecStatus.TUPLES_OK, result.error_message
+        assert result.get_value(0, 3) == b"postgres"  # dbname: a logical (database) replication session
 
 
 def test_a_stranger_cannot_reach_the_unix_socket(postgres, other_uid) -> None:

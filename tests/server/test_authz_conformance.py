@@ -71,6 +71,27 @@ async def py_join(client: AsyncRealtimeClient, topic: str, **config: Any) -> tup
     return ch, states, got
 
 
+def refused_broadcasts(stack: Any, topic: str) -> int:
+    """How many broadcasts on the private ``topic`` the server refused for role authenticated."""
+    key = f"broadcast on private {topic!r} refused for role 'authenticated'"
+    return sum(n for why, n in stack.server.stats["rejected"].items() if why.startswith(key))
+
+
+async def rest_fence(stack: Any, topic: str) -> None:
+    """A service_role REST broadcast ``fence`` into the private ``topic``: a subscriber that receives it
+    has received everything queued for it before."""
+    import httpx
+
+    body = {"messages": [{"topic": topic, "event": "fence", "payload": {}, "private": True}]}
+    key = stack.service_role_key
+    async with httpx.AsyncClient() as http:
+        r = await http.post(
+            f"{stack.url}/realtime/v1/api/broadcast", json=body,
+            headers={"apikey": key, "Authorization": f"Bearer {key}"},
+        )  # fmt: skip
+    assert r.status_code == 202, r.text
+
+
 # ---------------------------------------------------------------------------------------------
 # realtime-js
 
@@ -186,6 +207,20 @@ async def test_realtime_js_token_refresh_changes_the_outcome(stack, js):
     await js.expect(ev="broadcast", client="r", event="after")
     assert js.find(ev="broadcast", client="r", event="before") == []
     assert [c.claims["sub"] for c in private_members(stack, topic)].count(member) == 0
+    # back to a token that may read but not write: the sends that arrived are refused again
+    refused = refused_broadcasts(stack, topic)
+    await js.call("setAuth", client="w", token=stack.token_for(member))
+    await eventually(
+        lambda: [c.claims.get("sub") for c in private_members(stack, topic)].count(member) == 1,
+        what="w's channel running on the member's token again",
+    )
+    await js.call("send", client="w", topic=topic, event="revoked", payload={})
+    # the socket handles its frames in order: the track's refusal comes after the send's
+    assert (await js.call("track", client="w", topic=topic, payload={"as": "w"}))["result"] == "error"
+    assert refused_broadcasts(stack, topic) == refused + 1
+    await rest_fence(stack, topic)
+    await js.expect(ev="broadcast", client="r", event="fence")
+    assert js.find(ev="broadcast", client="r", event="revoked") == []
     deny(stack.dsn, rules(topic, writer, "broadcast:write"))
 
 
@@ -240,6 +275,38 @@ async def test_realtime_py_private_joins_sends_tracks_and_refresh(stack, py_clie
     assert f"You do not have permissions to read from this Channel topic: {topic}" in errors[0]
     assert len(private_members(stack, topic)) == 1
     await eventually(lambda: list(w_ch.presence_state()) == ["w"], what="presence unchanged for the writer")
+
+
+async def test_realtime_py_token_refresh_grants_and_revokes_write(stack, py_clients):
+    topic = fresh_topic()
+    listener, reader, writer = user(), user(), user()
+    allow(stack.dsn, rules(topic, listener, "broadcast:read"))
+    allow(stack.dsn, rules(topic, reader, "broadcast:read"))
+    allow(stack.dsn, rules(topic, writer, "broadcast:read", "broadcast:write"))
+    _, l_states, heard = await py_join(await py_clients(listener), topic)
+    sender = await py_clients(reader)
+    s_ch, s_states, _ = await py_join(sender, topic)
+    assert [s for s, _ in l_states + s_states] == [S.SUBSCRIBED, S.SUBSCRIBED]
+
+    def sender_sub() -> list[Any]:
+        return [c.claims.get("sub") for c in private_members(stack, topic) if c.claims.get("sub") != listener]
+
+    refused = refused_broadcasts(stack, topic)
+    await s_ch.send_broadcast("refused-before", {})
+    await eventually(lambda: refused_broadcasts(stack, topic) == refused + 1, what="the first refusal")
+    # refused → admitted: the writer's token is checked again on the next send
+    await sender.set_auth(stack.token_for(writer))
+    await eventually(lambda: sender_sub() == [writer], what="the sender's channel on the writer's token")
+    await s_ch.send_broadcast("granted", {})
+    await eventually(lambda: [g["event"] for g in heard] == ["granted"], what="the granted send")
+    # admitted → refused: a token that may read but not write loses the write it had
+    await sender.set_auth(stack.token_for(reader))
+    await eventually(lambda: sender_sub() == [reader], what="the sender's channel on the reader's token")
+    await s_ch.send_broadcast("revoked", {})
+    await eventually(lambda: refused_broadcasts(stack, topic) == refused + 2, what="the second refusal")
+    await rest_fence(stack, topic)
+    await eventually(lambda: [g["event"] for g in heard] == ["granted", "fence"], what="the fence")
+    assert [s for s, _ in s_states] == [S.SUBSCRIBED]  # the sender's channel stayed open throughout
 
 
 async def test_rest_broadcast_into_a_private_topic_checks_the_callers_role(stack, py_clients):

@@ -609,15 +609,33 @@ async def test_parse_errors(env, binding, message):
             "qty=is.true",
             "ERROR P0001 (raise_exception) is true filter requires a boolean column, got integer",
         ),
-        ("name=match.(", "ERROR P0001 (raise_exception) invalid regular expression for match filter: "),
+        (
+            "name=match.(",
+            "ERROR P0001 (raise_exception) invalid regular expression for match filter: "
+            "invalid regular expression: parentheses () not balanced",
+        ),
+        # the column's type is checked before the pattern, as subscription_check_filters does
+        (
+            "qty=match.(",
+            "ERROR P0001 (raise_exception) operator match requires a text-compatible column type, "
+            "got integer",
+        ),
+        (
+            "payload=imatch.x",
+            "ERROR P0001 (raise_exception) operator imatch requires a text-compatible column type, got jsonb",
+        ),
+        (
+            "tag=ilike.a%",
+            "ERROR P0001 (raise_exception) operator ilike requires a text-compatible column type, got uuid",
+        ),
         (
             "qty=like.1%",
-            "ERROR P0001 (raise_exception) operator like is not supported on column qty of type integer: ",
+            "ERROR P0001 (raise_exception) operator like requires a text-compatible column type, got integer",
         ),
         (
             "flags=like.x",
-            "ERROR P0001 (raise_exception) operator like is not supported on column flags of type "
-            "integer[]: ",
+            "ERROR P0001 (raise_exception) operator like requires a text-compatible column type, "
+            "got integer[]",
         ),
     ],
 )

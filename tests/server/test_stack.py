@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import websockets
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from supabase import acreate_client
 
@@ -129,7 +131,7 @@ def test_constructor_rejects_bad_arguments():
 async def test_cli_serve_prints_and_stops_on_sigint():
     secret = "serve-test-secret-" + os.urandom(12).hex()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "harmony_lab.cli", "serve", "--no-seed",
+        sys.executable, "-m", "harmony_lab.cli", "serve", "--no-seed", "--private-only",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "HARMONY_LAB_JWT_SECRET": secret},
     )  # fmt: skip
@@ -146,6 +148,19 @@ async def test_cli_serve_prints_and_stops_on_sigint():
         assert any("DSN" in line for line in lines)
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{url}/realtime/v1/api/ping")).json()["message"] == "ok"
+        # --private-only: a public join is refused with Supabase's PrivateOnly error
+        assert any(line.split() == ["public", "channels", "refused", "(private", "only)"] for line in lines)
+        anon = next(line.split()[-1] for line in lines if line.strip().startswith("anon key"))
+        ws_url = url.replace("http://", "ws://") + f"/realtime/v1/websocket?apikey={anon}&vsn=1.0.0"
+        async with websockets.connect(ws_url) as ws:
+            join = {"topic": "realtime:room", "event": "phx_join", "payload": {"config": {}}, "ref": "1"}
+            await ws.send(json.dumps({**join, "join_ref": "1"}))
+            async with asyncio.timeout(10):
+                reply = json.loads(await ws.recv())
+        assert reply["payload"] == {
+            "status": "error",
+            "response": {"reason": "PrivateOnly: This project only allows private channels"},
+        }
         printed = next(line.split()[-1] for line in lines if line.strip().startswith("JWT secret"))
         assert printed == secret  # taken from the environment, never from argv
         cmdline = await asyncio.to_thread(Path(f"/proc/{proc.pid}/cmdline").read_bytes)
