@@ -110,6 +110,8 @@ class Replayed:
     id: str
     event: str | None
     payload: Any
+    binary: bytes | None = None
+    """the ``binary_payload`` of a message sent with ``realtime.send_binary`` (then ``payload`` is None)"""
 
 
 class AuthzError(Exception):
@@ -371,14 +373,17 @@ class Authorizer:
         async def fetch(conn: psycopg.AsyncConnection[Any]) -> list[Replayed]:
             async with conn.transaction(force_rollback=True):
                 cur = await conn.execute(
-                    "select id::text, event, payload from realtime.messages "
+                    "select id::text, event, payload, binary_payload from realtime.messages "
                     "where topic = %s and private is true and extension = 'broadcast' and inserted_at >= %s "
                     "and inserted_at < (now() at time zone 'UTC') + interval '1 minute' "
                     "order by inserted_at desc limit %s",
                     [topic, since, limit],
                 )
                 rows = await cur.fetchall()
-            return [Replayed(str(i), event, payload) for i, event, payload in reversed(rows)]
+            return [
+                Replayed(str(i), event, payload, None if binary is None else bytes(binary))
+                for i, event, payload, binary in reversed(rows)
+            ]
 
         self.stats["replays"] += 1
         return list(await self._run("replay", fetch))

@@ -10,11 +10,15 @@ streams each committed row, and the row becomes a broadcast on its topic:
 * a V2 (realtime-js) socket gets the binary *user broadcast* frame (kind 4) with metadata
   ``{"id": <message id>}``; a V1 (realtime-py) socket gets the JSON ``broadcast`` message
   ``{"type": "broadcast", "event": …, "payload": …, "meta": {"id": …}}``;
+* a row written by ``realtime.send_binary()`` carries ``binary_payload`` instead of ``payload``: V2
+  sockets get it as a binary-encoded user broadcast; V1 sockets cannot carry binary payloads and get
+  nothing, as on Supabase;
 * rows of rolled-back transactions are never decoded, so never delivered; committed rows arrive in
   commit order.
 
-A row without topic, event, id, inserted_at, private or payload is logged and skipped, as is a payload
-larger than the broadcast bound or a topic or event longer than 255 bytes (the V2 frame's limit).
+A row without topic, event, id, inserted_at, private or a payload (``payload`` or ``binary_payload``)
+is logged and skipped, as is a payload larger than the broadcast bound or a topic or event longer than
+255 bytes (the V2 frame's limit).
 
 :class:`MessagesJanitor` keeps the table bounded the way Supabase's janitor does: daily partitions
 ``realtime.messages_YYYY_MM_DD`` from yesterday to three days ahead are created, and partitions whose
@@ -38,7 +42,7 @@ import psycopg
 from psycopg import sql
 
 from harmony_lab.capture.types import Change
-from harmony_lab.server._codec import V2, UserBroadcast, dumps
+from harmony_lab.server._codec import ENCODING_BINARY, ENCODING_JSON, V2, UserBroadcast, dumps
 from harmony_lab.server._supervise import keep_capturing
 
 __all__ = [
@@ -72,15 +76,19 @@ class DbMessage:
     """The topic as written (without ``realtime:``)."""
     event: str
     payload_json: bytes
-    """The row's ``payload`` as compact JSON (the user payload of the broadcast)."""
+    """The user payload of the broadcast: the row's ``payload`` as compact JSON or, with
+    ``encoding`` binary, the bytes of its ``binary_payload``."""
     private: bool
     id: str
     commit_ts_us: int
+    encoding: int = ENCODING_JSON
 
     def fanout(self) -> DbBroadcast:
         """The frame source for :meth:`Registry.fanout` (encoded once per serializer version)."""
         meta = dumps({"id": self.id}).encode()
-        return DbBroadcast("realtime:" + self.topic, self.event, self.payload_json, metadata=meta)
+        return DbBroadcast(
+            "realtime:" + self.topic, self.event, self.payload_json, encoding=self.encoding, metadata=meta
+        )
 
 
 class DbBroadcast(UserBroadcast):
@@ -91,6 +99,8 @@ class DbBroadcast(UserBroadcast):
     def frame(self, vsn: str) -> str | bytes | None:
         if vsn == V2:
             return UserBroadcast.frame(self, vsn)
+        if self.encoding != ENCODING_JSON:
+            return None  # V1 JSON frames cannot carry a binary payload
         if self._v1 is None:
             self._v1 = (
                 '{"topic":' + dumps(self.topic) + ',"event":"broadcast","payload":{"type":"broadcast",'
@@ -106,18 +116,41 @@ def message_from_change(change: Change, *, max_payload_bytes: int) -> DbMessage:
     for name in ("inserted_at", "event", "id", "topic", "private"):
         if row.get(name) is None:
             raise MessageError(f"the row has no {name}")
-    if "payload" not in row or row["payload"] is None:
+    binary = row.get("binary_payload")
+    if binary is None and row.get("payload") is None:
         raise MessageError("the row has no payload")
+    if binary is not None and row.get("payload") is not None:
+        raise MessageError("the row has both payload and binary_payload")
     topic, event = row["topic"], row["event"]
     if not isinstance(topic, str) or not isinstance(event, str) or not isinstance(row["private"], bool):
         raise MessageError("topic and event must be text and private a boolean")
     for label, value in (("topic", topic), ("event", event)):
         if len(value.encode()) > _FIELD_MAX:
             raise MessageError(f"the {label} is longer than {_FIELD_MAX} bytes")
-    payload = json.dumps(row["payload"], separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    if binary is not None:
+        payload, encoding = _bytea(binary, max_payload_bytes), ENCODING_BINARY
+    else:
+        text = json.dumps(row["payload"], separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        payload, encoding = text.encode(), ENCODING_JSON
     if len(payload) > max_payload_bytes:
         raise MessageError(f"the payload of {len(payload)} bytes exceeds {max_payload_bytes}")
-    return DbMessage(topic, event, payload, row["private"], str(row["id"]), change.commit_ts_us)
+    return DbMessage(topic, event, payload, row["private"], str(row["id"]), change.commit_ts_us, encoding)
+
+
+def _bytea(value: Any, max_bytes: int) -> bytes:
+    """The bytes of a ``bytea`` column as decoded from the WAL (its hex text form ``\\x…``), bounded
+    by ``max_bytes`` before the text is parsed."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if not isinstance(value, str) or not value.startswith("\\x"):
+        raise MessageError("binary_payload is not in bytea's hex form")
+    size = (len(value) - 2) // 2
+    if size > max_bytes:
+        raise MessageError(f"the payload of {size} bytes exceeds {max_bytes}")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError as exc:
+        raise MessageError(f"binary_payload is not valid hex: {exc}") from None
 
 
 Sink = Callable[[DbMessage], int]

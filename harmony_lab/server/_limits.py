@@ -40,6 +40,9 @@ class ServerLimits:
     * ``max_outbound_bytes`` — frames queued for one socket and not yet written (a client that reads
       slower than it is sent to); beyond it the queue is dropped and the socket closed with 1008
       ``slow consumer``. Binary frames count their bytes, text frames their length.
+    * ``max_postgres_changes_per_channel`` — postgres_changes bindings in one join; each is checked in
+      the database, so more are refused at once (``system`` error, nothing checked). Supabase sets no
+      such limit; the embedded server's 100 is its own.
     * ``max_topic_bytes`` — a join's topic (``realtime:`` included, UTF-8); a longer one is refused with
       ``TopicNameTooLong`` and nothing of it is kept.
     * ``max_rest_events_per_second`` — messages sent through REST broadcast, server-wide, averaged over
@@ -71,6 +74,7 @@ class ServerLimits:
     max_v1_outbound_bytes: int = MIB
     max_outbound_bytes: int = 16 * MIB
     max_topic_bytes: int = 1024
+    max_postgres_changes_per_channel: int = 100
     max_rest_events_per_second: float = 100.0
     max_http_head_bytes: int = 32 * KB
     max_http_body_bytes: int = 8 * MIB

@@ -714,7 +714,14 @@ class Session:
         if ch.presence_enabled and ch.reads("presence"):
             ch.push("presence_state", self.registry.presence_state(ch.scope))
         if bindings:
-            if self.pg_available:
+            most = self.limits.max_postgres_changes_per_channel
+            if len(bindings) > most:
+                ch.system(
+                    "postgres_changes", "error",
+                    f"Unable to subscribe to changes with given parameters: a channel may have at most "
+                    f"{most} postgres_changes bindings, this join has {len(bindings)}",
+                )  # fmt: skip
+            elif self.pg_available:
                 effects.append(PgSubscribe(ch, bindings, claims))
             else:
                 ch.system(
@@ -767,11 +774,18 @@ class Session:
             ch.replayed_ids = frozenset(m.id for m in replayed)
             effects = self._admit(ch, msg, old)
             for m in replayed:
-                ch.push(
-                    "broadcast",
-                    {"payload": m.payload, "event": m.event, "type": "broadcast",
-                     "meta": {"replayed": True, "id": m.id}},
-                )  # fmt: skip
+                meta = {"replayed": True, "id": m.id}
+                if m.binary is None:
+                    ch.push(
+                        "broadcast",
+                        {"payload": m.payload, "event": m.event, "type": "broadcast", "meta": meta},
+                    )
+                elif self.vsn == V2:  # V1 JSON frames cannot carry a binary payload: not replayed there
+                    frame = UserBroadcast(
+                        ch.topic, m.event or "", m.binary, ENCODING_BINARY, dumps(meta).encode()
+                    ).frame(V2)
+                    if frame is not None:
+                        self.emit(frame)
             return effects
 
         return [self._await(run, msg)]

@@ -615,12 +615,14 @@ class ChangesHub:
             raise RuntimeError("ChangesHub.subscribe() before start()")
         claims_json = json.dumps(dict(claims), separators=(",", ":"), ensure_ascii=False, default=str)
         subs: list[_Sub] = []
-        async with self._sub_lock:
-            role: str | None = None
-            for _raw, item in parsed:
-                if isinstance(item, _CheckStageError):
-                    raise item
-                p = item
+        role: str | None = None
+        for _raw, item in parsed:
+            if isinstance(item, _CheckStageError):
+                raise item
+            p = item
+            # the lock is taken per binding, not per join: a join with many bindings (each checked in
+            # the database) cannot hold everyone else's joins back until all of its own are checked
+            async with self._sub_lock:
                 tables = await rls.publication_tables(conn, self._publication, p.schema, p.table)
                 if not tables:
                     raise BindingError(f"{UNABLE_NOT_ENABLED}[{_to_log(p)}]")

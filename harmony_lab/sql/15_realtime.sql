@@ -1,7 +1,7 @@
 -- The `realtime` schema of a Supabase project, as the Realtime server's tenant migrations leave it:
 -- realtime.messages (the table Realtime Authorization's policies are written on, and the table
--- Broadcast from Database writes to), realtime.topic(), realtime.send(), realtime.broadcast_changes()
--- and the grants. Re-applying is safe: objects are created when missing, functions replaced.
+-- Broadcast from Database writes to), realtime.topic(), realtime.send(), realtime.send_binary(),
+-- realtime.broadcast_changes() and the grants. Re-applying is safe: objects are created when missing, functions replaced.
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'supabase_realtime_admin') THEN
@@ -53,6 +53,22 @@ BEGIN
   END LOOP;
 END
 $$;
+-- Binary broadcasts (realtime.send_binary) carry their payload in binary_payload; a row has one of
+-- the two payloads, never both.
+ALTER TABLE realtime.messages ADD COLUMN IF NOT EXISTS binary_payload bytea;
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                 WHERE conrelid = 'realtime.messages'::regclass AND conname = 'messages_payload_exclusive') THEN
+    BEGIN
+      ALTER TABLE realtime.messages ADD CONSTRAINT messages_payload_exclusive
+        CHECK (payload IS NULL OR binary_payload IS NULL) NOT VALID;
+    EXCEPTION WHEN duplicate_object THEN
+      NULL;  -- added concurrently by another session: fine
+    END;
+  END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS messages_inserted_at_topic_index
   ON realtime.messages (inserted_at DESC, topic) WHERE extension = 'broadcast' AND private IS TRUE;
 
@@ -96,6 +112,27 @@ BEGIN
 END;
 $$;
 
+-- Broadcast the bytes `payload` as `event` to `topic`: like realtime.send, with the payload stored in
+-- binary_payload (delivered to clients that speak the binary protocol, realtime-js).
+CREATE OR REPLACE FUNCTION realtime.send_binary(payload bytea, event text, topic text, private boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  generated_id uuid;
+BEGIN
+  BEGIN
+    generated_id := gen_random_uuid();
+    EXECUTE format('SET LOCAL realtime.topic TO %L', topic);
+    INSERT INTO realtime.messages (id, binary_payload, event, topic, private, extension)
+    VALUES (generated_id, payload, event, topic, private, 'broadcast');
+  EXCEPTION
+    WHEN OTHERS THEN
+      RAISE WARNING 'WarnSendingBroadcastMessage: %', SQLERRM;
+  END;
+END;
+$$;
+
 -- For row triggers: broadcast a row change to `topic_name` (always a private broadcast) as
 -- {operation, schema, table, record, old_record}.
 CREATE OR REPLACE FUNCTION realtime.broadcast_changes(
@@ -125,9 +162,11 @@ $$;
 
 ALTER FUNCTION realtime.topic() OWNER TO supabase_realtime_admin;
 ALTER FUNCTION realtime.send(jsonb, text, text, boolean) OWNER TO supabase_realtime_admin;
+ALTER FUNCTION realtime.send_binary(bytea, text, text, boolean) OWNER TO supabase_realtime_admin;
 ALTER FUNCTION realtime.broadcast_changes(text, text, text, text, text, record, record, text)
   OWNER TO supabase_realtime_admin;
 GRANT EXECUTE ON FUNCTION realtime.topic(), realtime.send(jsonb, text, text, boolean),
+  realtime.send_binary(bytea, text, text, boolean),
   realtime.broadcast_changes(text, text, text, text, text, record, record, text)
   TO anon, authenticated, service_role;
 

@@ -37,6 +37,7 @@ from tests.browser.userpath_driver import (
     output_text,
     promise_problems,
     run_all,
+    run_new_cell,
     running_lab,
     shutdown_kernel,
     still_live,
@@ -237,9 +238,17 @@ def test_wrong_project_url_says_why_in_the_cell(user_lab, page, artifacts):
 
     try:
         state = run_all(page, timeout_s=120, answers=[url, fake_key], on_poll=watch)
+        # then, in a new cell, the lab's real project with that wrong key: 401 in the cell within seconds
+        wrong_key = run_new_cell(page, WRONG_KEY_CELL.format(key=fake_key))
+        unauthorized = _cell_says_why(page, wrong_key, "401")
     finally:
         page.screenshot(path=artifacts / "user-path-05-wrong-url.png", full_page=True)
         shutdown_kernel(page)
+    assert "401" in unauthorized["reason"], unauthorized
+    assert unauthorized["status"] in ("reconnecting", "error"), unauthorized
+    assert unauthorized["seconds"] < 10, unauthorized
+    (line,) = unauthorized["log"]  # one log line about it in the cell, not one per retry
+    assert "401" in line, unauthorized
     assert "status" in seen, "the table's status line never named the refused connection"
     assert "log" in seen, "no log line about the refused connection in the cell"
     assert started
@@ -250,6 +259,37 @@ def test_wrong_project_url_says_why_in_the_cell(user_lab, page, artifacts):
     assert "not connected after 30 s" in text
     assert "The frame is not connected" in text
     assert [e for e in errors_in(state["outputs"]) if "Traceback" in e] == []
+
+
+WRONG_KEY_CELL = """import os
+wrong = RealtimeConnectionManager(os.environ["HARMONY_LAB_URL"], "{key}")  # the lab's project, a wrong key
+unauthorized = LiveFrame(wrong, "messages")
+unauthorized"""
+
+
+def _cell_says_why(page: Any, index: int, needle: str, within: float = 20.0) -> dict[str, Any]:
+    """Wait until cell ``index`` (``WRONG_KEY_CELL``) shows a live table whose status line names ``needle``;
+    then, after three retries, its status, reason, the seconds it took and its log lines in the cell."""
+    started = time.monotonic()
+    js = """(i) => { const cell = window.jupyterapp.shell.currentWidget.content.widgets[i];
+      const t = cell.node.querySelector('.hl-table');
+      const log = cell.model.outputs.toJSON().filter((o) => o.output_type === 'stream')
+        .map((o) => [].concat(o.text).join('')).join('').split('\\n')
+        .filter((l) => l.includes('LiveFrame') && l.includes("' is "));
+      return {status: t ? t.dataset.status : null, reason: t ? t.dataset.reason || '' : '', log}; }"""
+
+    def says_why() -> bool:
+        state = page.evaluate(js, index)
+        return state["status"] in ("reconnecting", "error") and needle in state["reason"]
+
+    eventually_sync(says_why, within=within, what=f"{needle!r} on cell {index}'s status line", interval=0.25)
+    took = time.monotonic() - started
+    # a few retries more: they must not add log lines
+    retries = "print(wrong.get_status(unauthorized.name).attempt)"
+    eventually_sync(lambda: int(kernel_stdout(page, retries)) >= 3, within=30, what="3 retries", interval=0.5)
+    state = dict(page.evaluate(js, index))
+    state["seconds"] = took
+    return state
 
 
 def test_the_terminal_stays_quiet(user_lab):

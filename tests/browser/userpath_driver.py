@@ -287,6 +287,22 @@ def run_all(
     raise TimeoutError(f"Run All did not finish within {timeout_s:.0f} s: counts {state.get('counts')}")
 
 
+def run_new_cell(page: Any, code: str) -> int:
+    """Add a code cell holding ``code`` at the end of the notebook and run it, as a user would; returns its
+    index among the notebook's cells. Does not wait for it to finish."""
+    return int(
+        page.evaluate(
+            """(code) => { const nb = window.jupyterapp.shell.currentWidget.content;
+                 const n = nb.model.cells.length;
+                 nb.model.sharedModel.insertCell(n, {cell_type: 'code', source: code});
+                 nb.activeCellIndex = n;
+                 window.jupyterapp.commands.execute('notebook:run-cell');
+                 return n; }""",
+            code,
+        )
+    )
+
+
 def kernel_stdout(page: Any, code: str, timeout_ms: int = 30_000) -> str:
     """Run ``code`` in the notebook's kernel (after Run All, to measure) and return what it printed.
 

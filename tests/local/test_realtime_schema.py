@@ -172,6 +172,31 @@ def test_reaction_typing_and_delete_triggers_broadcast_to_the_channel_topic(
     assert deleted[0][3]["old_record"]["content"] == f"react to me {tag}"
 
 
+def test_send_binary_stores_the_bytes_in_binary_payload(conn: psycopg.Connection[Any]) -> None:
+    event = f"bin-{uuid.uuid4().hex[:8]}"
+    with conn.transaction():
+        _as(conn, ALICE, "dm:alice-bob")
+        conn.execute("select realtime.send_binary('\\x00ff'::bytea, %s, 'dm:alice-bob')", [event])
+        conn.execute("reset role")
+    row = conn.execute(
+        "select payload, binary_payload, private, extension from realtime.messages where event = %s", [event]
+    ).fetchone()
+    assert row == (None, b"\x00\xff", True, "broadcast")
+    # refused by policy: a warning, no row (as realtime.send)
+    with conn.transaction():
+        _as(conn, CAROL, "dm:alice-bob")
+        conn.execute("select realtime.send_binary('\\x01'::bytea, %s, 'dm:alice-bob')", [event + "-carol"])
+        conn.execute("reset role")
+    assert conn.execute(
+        "select count(*) from realtime.messages where event = %s", [event + "-carol"]
+    ).fetchone() == (0,)
+    with pytest.raises(psycopg.errors.CheckViolation, match="messages_payload_exclusive"):
+        conn.execute(
+            "insert into realtime.messages (topic, extension, payload, binary_payload) "
+            "values ('t', 'broadcast', '{}', '\\x00')"
+        )
+
+
 def test_broadcast_changes_refuses_statement_level(conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(psycopg.errors.RaiseException, match="only be triggered for each row"):
         conn.execute(
@@ -191,6 +216,12 @@ def test_grants_and_rls_match_supabase(conn: psycopg.Connection[Any]) -> None:
                 "select has_table_privilege(%s, 'realtime.messages', %s)", [role, priv]
             ).fetchone()
             assert got == (True,), (role, priv)
+    for role in ("anon", "authenticated", "service_role"):
+        got = conn.execute(
+            "select has_function_privilege(%s, %s, 'EXECUTE')",
+            [role, "realtime.send_binary(bytea, text, text, boolean)"],
+        ).fetchone()
+        assert got == (True,), role
     pub = conn.execute(
         "select schemaname, tablename from pg_publication_tables "
         "where pubname = 'supabase_realtime_messages_publication'"

@@ -121,6 +121,10 @@ async def test_realtime_js_private_joins_are_admitted_or_refused_per_policy(stac
     got = await js.expect(ev="broadcast", client="alice", topic=topic, event="hi")
     assert got["payload"] == {"n": 1}
     await stays(lambda: js.find(ev="broadcast", client="carol2"), [], for_s=0.5, what="a leak to public")
+    # refused → admitted: realtime-js rejoins the refused channel with its backoff; after setAuth with
+    # a token the policy admits, the rejoin is admitted
+    await js.call("setAuth", client="carol", token=stack.token_for(alice))
+    await js.expect(ev="status", client="carol", topic=topic, status="SUBSCRIBED", within=15)
 
 
 @pytest.mark.js

@@ -259,6 +259,32 @@ async def test_realtime_js_private_and_public_over_v2(rt, js):
     assert pub[0]["payload"]["who"] == "public"
 
 
+@pytest.mark.js
+async def test_send_binary_reaches_realtime_js_as_bytes_and_skips_v1(rt, js):
+    import base64
+
+    topic = f"bfd-{uuid.uuid4().hex[:8]}"
+    await js.call("connect", client="bin", url=rt.ws_url, apikey=rt.anon_key)
+    await js.subscribe("bin", topic, config={"private": True}, listen={"broadcast": ["*"]})
+    v1 = PyClient(rt)  # realtime-py speaks V1 JSON: binary payloads cannot reach it
+    await v1.open(topic, private=True)
+    try:
+        blob = bytes(range(256)) * 4
+        await rt.execute("select realtime.send_binary(%s, 'blob', %s)", blob, topic)
+        await send(rt, topic, "fence", {}, private=True)
+        await js.expect(ev="broadcast", client="bin", event="fence", within=15)
+        await eventually(lambda: "fence" in v1.events(), 15)
+        (got,) = js.find(ev="broadcast", client="bin", event="blob")
+        assert base64.b64decode(got["payload"]["__binary__"]) == blob
+        [(stored,)] = await rt.execute(
+            "select id::text from realtime.messages where topic = %s and event = 'blob'", topic
+        )
+        assert got["meta"] == {"id": stored}
+        assert v1.events() == ["fence"]
+    finally:
+        await v1.close()
+
+
 async def test_janitor_keeps_daily_partitions_and_drops_old_messages(rt):
     import datetime as dt
 

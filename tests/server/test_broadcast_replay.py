@@ -168,3 +168,45 @@ async def test_realtime_js_gets_the_replayed_messages_with_their_meta(stack, js)
     assert [(g["payload"], g["meta"]) for g in got] == [
         ({"i": i, "id": stored[i][0]}, {"replayed": True, "id": stored[i][0]}) for i in (1, 2)
     ]
+
+
+@pytest.mark.js
+async def test_binary_messages_are_replayed_to_realtime_js_and_not_to_v1(stack, js, clients):
+    import base64
+
+    topic = fresh_topic("replay")
+    allow(stack.dsn, rules(topic, READER, "broadcast:read"))
+    ((json_id, since),) = send(stack.dsn, topic, 1)
+    blob = bytes(range(200))
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        conn.execute("select realtime.send_binary(%s, 'blob', %s)", [blob, topic])
+        (blob_id,) = conn.execute(
+            "select id::text from realtime.messages where topic = %s and event = 'blob'", [topic]
+        ).fetchone()
+    await js.call("connect", client="b", url=stack.ws_url, apikey=stack.anon_key)
+    await js.call("setAuth", client="b", token=stack.token_for(READER))
+    await js.call(
+        "channel", client="b", topic=topic, listen={"broadcast": ["*"]},
+        config={"private": True, "broadcast": {"replay": {"since": since, "limit": 10}}},
+    )  # fmt: skip
+    assert (await js.expect(ev="status", client="b", topic=topic))["status"] == "SUBSCRIBED"
+    await eventually(
+        lambda: len(js.find(ev="broadcast", client="b")) == 2, what="both replayed at realtime-js"
+    )
+    first, second = js.find(ev="broadcast", client="b")
+    assert (first["event"], first["meta"]) == ("note", {"replayed": True, "id": json_id})
+    assert (second["event"], second["meta"]) == ("blob", {"replayed": True, "id": blob_id})
+    assert base64.b64decode(second["payload"]["__binary__"]) == blob
+    # a V1 JSON socket cannot carry the binary one: it gets the JSON message only
+    v1 = await clients("1.0.0")
+    reply = await v1.join(f"realtime:{topic}", join_with_replay(stack.token_for(READER), since=since))
+    assert reply["payload"]["status"] == "ok", reply
+    await eventually(lambda: replayed(v1), what="the JSON message replayed over V1")
+    await _heartbeat(v1)  # every frame of the join has been read
+    assert [m["meta"]["id"] for m in replayed(v1)] == [json_id]
+
+
+async def _heartbeat(client: Raw) -> None:
+    ref = client.ref()
+    await client.send("phoenix", "heartbeat", {}, ref)
+    await client.expect("phx_reply", "phoenix", ref=ref, within=10)

@@ -10,7 +10,14 @@ import pytest
 
 from harmony_lab.capture.types import Change
 from harmony_lab.server._bfd import DbMessage, MessageError, message_from_change
-from harmony_lab.server._codec import ENCODING_JSON, KIND_USER_BROADCAST, V1, V2, decode_server_binary
+from harmony_lab.server._codec import (
+    ENCODING_BINARY,
+    ENCODING_JSON,
+    KIND_USER_BROADCAST,
+    V1,
+    V2,
+    decode_server_binary,
+)
 from harmony_lab.server._session import Registry
 
 ID = "6f1e2d3c-0000-4000-8000-000000000001"
@@ -82,6 +89,33 @@ def test_frames_per_serializer_carry_meta_id():
     assert json.loads(decoded["metadata"]) == {"id": ID}
     assert json.loads(decoded["data"]) == {"text": "hi", "id": ID}
     assert source.frame(V2) is v2  # encoded once per version, shared by every receiver
+
+
+def test_a_binary_row_is_a_binary_broadcast_for_v2_and_nothing_for_v1():
+    m = message_from_change(row(payload=None, binary_payload="\\x00ff10"), max_payload_bytes=1000)
+    assert (m.payload_json, m.encoding) == (b"\x00\xff\x10", ENCODING_BINARY)
+    source = m.fanout()
+    assert source.frame(V1) is None  # JSON frames cannot carry it, as on Supabase
+    decoded = decode_server_binary(source.frame(V2))
+    assert decoded["kind"] == KIND_USER_BROADCAST
+    assert (decoded["event"], decoded["encoding"], decoded["data"]) == (
+        "note",
+        ENCODING_BINARY,
+        b"\x00\xff\x10",
+    )
+    assert json.loads(decoded["metadata"]) == {"id": ID}
+
+
+def test_hostile_binary_rows_are_refused():
+    with pytest.raises(MessageError, match="both payload and binary_payload"):
+        message_from_change(row(binary_payload="\\x00"), max_payload_bytes=1000)
+    with pytest.raises(MessageError, match="hex form"):
+        message_from_change(row(payload=None, binary_payload="00"), max_payload_bytes=1000)
+    with pytest.raises(MessageError, match="not valid hex"):
+        message_from_change(row(payload=None, binary_payload="\\xzz"), max_payload_bytes=1000)
+    # the size is checked on the text, before any of it is parsed
+    with pytest.raises(MessageError, match="exceeds 100"):
+        message_from_change(row(payload=None, binary_payload="\\x" + "zz" * 101), max_payload_bytes=100)
 
 
 def test_registry_sends_each_row_to_its_scope_only():
