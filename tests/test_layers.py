@@ -123,7 +123,7 @@ def private_members(root: Path) -> set[tuple[str, str]]:
     for path in sorted((root / "harmony_lab").rglob("*.py")):
         rel = path.relative_to(root).with_suffix("")
         module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        here = (module.split(".") + [""])[1]
+        here = [*module.split("."), ""][1]
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (
                 not isinstance(node, ast.Attribute)
