@@ -23,7 +23,7 @@ from tests.server.rt_helpers import ANON, SECRET, token
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6000"))  # one frame per example
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "4000"))  # one frame per example
 CHECK_EVERY = 500
 
 TOPICS = st.sampled_from(
@@ -233,7 +233,7 @@ def test_fuzz_frames_never_break_the_server(threaded):
     stats = threaded.call(lambda: threaded.server.stats)
     assert stats["rejected"].get("internal error", 0) == 0, stats["rejected"]
     assert stats["frames_in"] >= 0.95 * EXAMPLES
-    assert sum(stats["rejected"].values()) > 1000  # the fuzzer did hit the error paths
+    assert sum(stats["rejected"].values()) > EXAMPLES // 4  # the fuzzer did hit the error paths (~98 %)
     # every fuzz socket is gone and left nothing behind
     assert threaded.call(lambda: threaded.server.connection_count) == 0
     assert threaded.call(lambda: threaded.server.registry.topics()) == []
