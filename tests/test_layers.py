@@ -44,9 +44,6 @@ ALLOWED_PRIVATE_IMPORTS = {
     # the Inspector is a streaming widget: it builds on the widgets' base class and bundle loader
     ("harmony_lab.inspector._inspector", "harmony_lab.widgets._base"): "StreamingWidget",
     ("harmony_lab.inspector._inspector", "harmony_lab.widgets._assets"): "its built bundle",
-    # a channel with tables and presence at once goes through the manager's own subscription step
-    ("harmony_lab.inspector._channels", "harmony_lab.manager._specs"): "ChannelSpec",
-    ("harmony_lab.inspector._inspector", "harmony_lab.manager._manager"): "realtime_url",
 }
 
 
@@ -110,11 +107,7 @@ OWNERS = {
     "frame": "frames", "lf": "frames", "manager": "manager", "mgr": "manager", "server": "server",
     "hub": "server", "recorder": "recording", "rec": "recording", "rt": "local", "stack": "local",
 }  # fmt: skip
-ALLOWED_PRIVATE_MEMBERS = {
-    # the manager's subscription step and presence handles, for a channel with tables and presence
-    ("harmony_lab.inspector._channels", "manager._subscribe"),
-    ("harmony_lab.inspector._inspector", "manager._presence"),
-}
+ALLOWED_PRIVATE_MEMBERS: set[tuple[str, str]] = set()
 
 
 def private_members(root: Path) -> set[tuple[str, str]]:

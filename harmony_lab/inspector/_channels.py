@@ -8,13 +8,13 @@ own error). Configs are kept so that switching identity can join every channel a
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from harmony_lab.events import PresenceStatus
 from harmony_lab.manager import RealtimeConnectionManager, TableSubscription
-from harmony_lab.manager._specs import ChannelSpec
 
 __all__ = ["ChannelConfig", "join_on", "parse_events", "parse_tables", "supports_private"]
 
@@ -130,16 +130,16 @@ def _ignore(_ev: Any) -> None:
 
 
 def supports_private() -> bool:
-    """Whether this manager can join private channels (its channel spec has a ``private`` field)."""
-    return "private" in {f.name for f in dataclasses.fields(ChannelSpec)}
+    """Whether this manager can join private channels (its ``join_channel`` takes ``private``)."""
+    return "private" in inspect.signature(RealtimeConnectionManager.join_channel).parameters
 
 
 async def join_on(manager: RealtimeConnectionManager, cfg: ChannelConfig) -> Any:
     """Join ``cfg`` on ``manager``; returns the channel's state once the first attempt settled.
 
     The manager's public calls cover a channel with broadcast only, with tables, or with presence; a
-    channel with tables *and* presence (or private tables) goes through the manager's subscription
-    step with everything in one spec, the step its public calls take. Presence joins untracked
+    channel with tables *and* presence (or private tables) joins with everything at once
+    (:meth:`~harmony_lab.RealtimeConnectionManager.join_channel`). Presence joins untracked
     (``invisible``): the roster arrives and :meth:`Inspector.track` shows the Inspector to others.
     """
     if cfg.private and not supports_private():
@@ -159,6 +159,6 @@ async def join_on(manager: RealtimeConnectionManager, cfg: ChannelConfig) -> Any
     if key is not None and not cfg.tables:
         handle = await manager.join_presence(cfg.topic, key, PresenceStatus.INVISIBLE, **private)
         return manager.get_status(handle.name)
-    spec = ChannelSpec(cfg.topic, tables=cfg.tables, presence_key=key, **private)
-    presence = (key, PresenceStatus.INVISIBLE, None) if key is not None else None
-    return await manager._subscribe(spec, None, presence=presence)
+    return await manager.join_channel(
+        cfg.topic, tables=cfg.tables, presence_key=key, presence_status=PresenceStatus.INVISIBLE, **private
+    )
