@@ -8,7 +8,6 @@ own error). Configs are kept so that switching identity can join every channel a
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from harmony_lab.events import PresenceStatus
 from harmony_lab.manager import RealtimeConnectionManager, TableSubscription
 
-__all__ = ["ChannelConfig", "join_on", "parse_events", "parse_tables", "supports_private"]
+__all__ = ["ChannelConfig", "join_on", "parse_events", "parse_tables"]
 
 _MAX_TOPIC = 255
 _MAX_BINDINGS = 50
@@ -129,11 +128,6 @@ def _ignore(_ev: Any) -> None:
     """Events reach the Inspector through the manager's listener; channel callbacks have nothing to do."""
 
 
-def supports_private() -> bool:
-    """Whether this manager can join private channels (its ``join_channel`` takes ``private``)."""
-    return "private" in inspect.signature(RealtimeConnectionManager.join_channel).parameters
-
-
 async def join_on(manager: RealtimeConnectionManager, cfg: ChannelConfig) -> Any:
     """Join ``cfg`` on ``manager``; returns the channel's state once the first attempt settled.
 
@@ -142,11 +136,6 @@ async def join_on(manager: RealtimeConnectionManager, cfg: ChannelConfig) -> Any
     (:meth:`~harmony_lab.RealtimeConnectionManager.join_channel`). Presence joins untracked
     (``invisible``): the roster arrives and :meth:`Inspector.track` shows the Inspector to others.
     """
-    if cfg.private and not supports_private():
-        raise ValueError(
-            f"channel {cfg.topic!r}: this version's connection manager joins public channels only; "
-            "join it with private=False"
-        )
     private: dict[str, Any] = {"private": True} if cfg.private else {}
     key = cfg.presence_key
     if key is None and not cfg.tables:
