@@ -44,9 +44,6 @@ ALLOWED_PRIVATE_IMPORTS = {
     # the Inspector is a streaming widget: it builds on the widgets' base class and bundle loader
     ("harmony_lab.inspector._inspector", "harmony_lab.widgets._base"): "StreamingWidget",
     ("harmony_lab.inspector._inspector", "harmony_lab.widgets._assets"): "its built bundle",
-    # a channel with tables and presence at once goes through the manager's own subscription step
-    ("harmony_lab.inspector._channels", "harmony_lab.manager._specs"): "ChannelSpec",
-    ("harmony_lab.inspector._inspector", "harmony_lab.manager._manager"): "realtime_url",
 }
 
 
@@ -102,4 +99,53 @@ def test_a_private_import_across_packages_is_found(tmp_path: Path):
     assert private_imports(tmp_path) == {
         ("harmony_lab.widgets._x", "harmony_lab.frames._at"),
         ("harmony_lab.widgets._x", "harmony_lab.recording._codec"),
+    }
+
+
+# Objects other packages hold, by the names the code gives them, and the package that owns their class.
+OWNERS = {
+    "frame": "frames", "lf": "frames", "manager": "manager", "mgr": "manager", "server": "server",
+    "hub": "server", "recorder": "recording", "rec": "recording", "rt": "local", "stack": "local",
+}  # fmt: skip
+ALLOWED_PRIVATE_MEMBERS: set[tuple[str, str]] = set()
+
+
+def private_members(root: Path) -> set[tuple[str, str]]:
+    """(module, "name._member") where a module reads an underscore member of another package's object."""
+    found: set[tuple[str, str]] = set()
+    for path in sorted((root / "harmony_lab").rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        here = [*module.split("."), ""][1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                not isinstance(node, ast.Attribute)
+                or not node.attr.startswith("_")
+                or node.attr.startswith("__")
+            ):
+                continue
+            value = node.value
+            name = value.id if isinstance(value, ast.Name) else getattr(value, "attr", None)
+            if name is not None and OWNERS.get(name.lstrip("_"), here) != here:
+                found.add((module, f"{name}.{node.attr}"))
+    return found
+
+
+def test_no_package_reads_another_packages_private_members():
+    reaches = private_members(ROOT)
+    unexpected = sorted(reaches - ALLOWED_PRIVATE_MEMBERS)
+    assert not unexpected, f"private members of another package's objects: {unexpected}; add a public API"
+    stale = sorted(ALLOWED_PRIVATE_MEMBERS - reaches)
+    assert not stale, f"allowed reaches that no longer happen, remove them: {stale}"
+
+
+def test_a_private_member_reach_is_found(tmp_path: Path):
+    pkg = tmp_path / "harmony_lab" / "widgets"
+    pkg.mkdir(parents=True)
+    (pkg / "_y.py").write_text(
+        "def f(frame, self):\n    frame._rows\n    self._frame._index\n    frame.row_ids()\n    self._x\n"
+    )
+    assert private_members(tmp_path) == {
+        ("harmony_lab.widgets._y", "frame._rows"),
+        ("harmony_lab.widgets._y", "_frame._index"),
     }

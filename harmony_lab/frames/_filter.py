@@ -103,13 +103,23 @@ class RowFilter:
         self.text = text
         self.conditions = conditions
         self._tests = [_Condition(c) for c in conditions]
+        # the last event's column types: a stream's events mostly carry the same (name, type) pairs
+        self._columns: tuple[tuple[str, str], ...] | None = None
+        self._types: dict[str, str] = {}
 
     def matches(self, row: Mapping[str, Any] | None, columns: Iterable[tuple[str, str]] = ()) -> bool:
         """Whether ``row`` passes; ``columns`` are the event's (name, type) pairs."""
         if row is None:
             return False
-        types = dict(columns)
-        return all(t(row, types) for t in self._tests)
+        if columns is not self._columns and columns != self._columns:
+            # a tuple is kept as it is; anything else (a list could change later) is copied
+            self._columns = columns if type(columns) is tuple else tuple(columns)
+            self._types = dict(self._columns)
+        types = self._types
+        for test in self._tests:  # noqa: SIM110 (a plain loop: this runs once per event)
+            if not test(row, types):
+                return False
+        return True
 
     def __str__(self) -> str:
         return self.text

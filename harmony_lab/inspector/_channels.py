@@ -14,9 +14,8 @@ from typing import Any
 
 from harmony_lab.events import PresenceStatus
 from harmony_lab.manager import RealtimeConnectionManager, TableSubscription
-from harmony_lab.manager._specs import ChannelSpec
 
-__all__ = ["ChannelConfig", "join_on", "parse_events", "parse_tables", "supports_private"]
+__all__ = ["ChannelConfig", "join_on", "parse_events", "parse_tables"]
 
 _MAX_TOPIC = 255
 _MAX_BINDINGS = 50
@@ -129,24 +128,14 @@ def _ignore(_ev: Any) -> None:
     """Events reach the Inspector through the manager's listener; channel callbacks have nothing to do."""
 
 
-def supports_private() -> bool:
-    """Whether this manager can join private channels (its channel spec has a ``private`` field)."""
-    return "private" in {f.name for f in dataclasses.fields(ChannelSpec)}
-
-
 async def join_on(manager: RealtimeConnectionManager, cfg: ChannelConfig) -> Any:
     """Join ``cfg`` on ``manager``; returns the channel's state once the first attempt settled.
 
     The manager's public calls cover a channel with broadcast only, with tables, or with presence; a
-    channel with tables *and* presence (or private tables) goes through the manager's subscription
-    step with everything in one spec, the step its public calls take. Presence joins untracked
+    channel with tables *and* presence (or private tables) joins with everything at once
+    (:meth:`~harmony_lab.RealtimeConnectionManager.join_channel`). Presence joins untracked
     (``invisible``): the roster arrives and :meth:`Inspector.track` shows the Inspector to others.
     """
-    if cfg.private and not supports_private():
-        raise ValueError(
-            f"channel {cfg.topic!r}: this version's connection manager joins public channels only; "
-            "join it with private=False"
-        )
     private: dict[str, Any] = {"private": True} if cfg.private else {}
     key = cfg.presence_key
     if key is None and not cfg.tables:
@@ -159,6 +148,6 @@ async def join_on(manager: RealtimeConnectionManager, cfg: ChannelConfig) -> Any
     if key is not None and not cfg.tables:
         handle = await manager.join_presence(cfg.topic, key, PresenceStatus.INVISIBLE, **private)
         return manager.get_status(handle.name)
-    spec = ChannelSpec(cfg.topic, tables=cfg.tables, presence_key=key, **private)
-    presence = (key, PresenceStatus.INVISIBLE, None) if key is not None else None
-    return await manager._subscribe(spec, None, presence=presence)
+    return await manager.join_channel(
+        cfg.topic, tables=cfg.tables, presence_key=key, presence_status=PresenceStatus.INVISIBLE, **private
+    )

@@ -168,7 +168,7 @@ class Inspector(StreamingWidget):
                 "Inspector needs a project: Inspector(rt) for a LocalRealtime, Inspector(client) for a "
                 "supabase AsyncClient, or Inspector(url='https://<ref>.supabase.co', key='<anon key>')"
             )
-        from harmony_lab.manager._manager import realtime_url
+        from harmony_lab.manager import realtime_url
 
         realtime_url(url)  # the manager's URL check, before anything else
         self._url, self._key = url, key
@@ -413,7 +413,7 @@ class Inspector(StreamingWidget):
                 presence=True,
             )
             manager = self._joined(channel)
-        handle = manager._presence.get(channel)
+        handle = manager.presence_handle(channel)
         if handle is None:
             raise RuntimeError(f"channel {channel!r} has no presence; join it with presence=True")
         await manager.wait_for_status(channel, "connected", timeout=manager.join_timeout + 5)

@@ -2,13 +2,13 @@
 
 Public names: :class:`RealtimeConnectionManager`, :class:`BackoffPolicy`, :class:`TableSubscription`,
 :class:`Backfill`, :class:`BroadcastReplay`, and (re-exported from :mod:`harmony_lab.events`)
-:class:`RealtimeEvent`, :class:`ChannelStatus`, :class:`PresenceStatus`. Everything in ``_modules`` is
-private.
+:class:`RealtimeEvent`, :class:`ChannelStatus`, :class:`PresenceStatus`; :func:`realtime_url` (a
+project URL checked and turned into the Realtime endpoint). Everything in ``_modules`` is private.
 """
 
 from harmony_lab.events import ChannelStatus, PresenceStatus, RealtimeEvent
 from harmony_lab.manager._backoff import BackoffPolicy
-from harmony_lab.manager._manager import RealtimeConnectionManager
+from harmony_lab.manager._manager import RealtimeConnectionManager, realtime_url
 from harmony_lab.manager._specs import Backfill, BroadcastReplay, TableSubscription
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "RealtimeConnectionManager",
     "RealtimeEvent",
     "TableSubscription",
+    "realtime_url",
 ]

@@ -706,6 +706,35 @@ class RealtimeConnectionManager:
             return PresenceHandle(self._host, None, name, user, st, meta)
         return handle
 
+    async def join_channel(
+        self,
+        name: str,
+        *,
+        tables: Iterable[TableSubscription] = (),
+        presence_key: str | None = None,
+        presence_status: PresenceStatus | str = PresenceStatus.ONLINE,
+        topic: str | None = None,
+        private: bool = False,
+    ) -> ChannelState:
+        """Join channel ``name`` with postgres_changes ``tables``, broadcast and (with ``presence_key``)
+        presence at once, in one join; returns the state once the first attempt settled (see
+        :meth:`subscribe_to_table`). Events go to the listeners and each table's callback; the presence
+        handle is :meth:`presence_handle`. The single-purpose calls (``subscribe_to_multiple_tables``,
+        ``subscribe_to_broadcast``, ``join_presence``) cover the common cases."""
+        if presence_key is not None and (not isinstance(presence_key, str) or not presence_key):
+            raise ValueError(f"presence_key must be a non-empty string or None, got {presence_key!r}")
+        spec = ChannelSpec(
+            name, tables=tuple(tables), presence_key=presence_key, topic=topic, private=private
+        )
+        presence = None
+        if presence_key is not None:
+            presence = (presence_key, PresenceStatus.coerce(presence_status), None)
+        return await self._subscribe(spec, None, presence=presence)
+
+    def presence_handle(self, name: str) -> PresenceHandle | None:
+        """The presence handle of channel ``name`` when it was joined with presence, else None."""
+        return self._presence.get(name)
+
     def _dnd(self) -> bool:
         return any(h.status is PresenceStatus.DND and not h.closed for h in self._presence.values())
 

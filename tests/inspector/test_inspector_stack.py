@@ -244,19 +244,16 @@ async def test_joining_a_topic_again_replaces_its_bindings(stack, make_inspector
     assert topic not in insp.channels
 
 
-async def test_private_channels_are_refused_up_front_until_the_manager_joins_them(stack, make_inspector):
-    from harmony_lab.inspector._channels import supports_private
-
+async def test_a_private_channel_without_a_policy_is_refused_with_the_servers_reason(stack, make_inspector):
     insp = make_inspector(stack)
-    if supports_private():
-        state = await insp.join("private-room", private=True)
-        assert insp.channels["private-room"]["private"] is True
-        assert str(state.status) in ("connected", "error")  # the server decides; the chip shows why
-        assert insp.channels["private-room"]["reason"]
-    else:
-        with pytest.raises(ValueError, match="joins public channels only"):
-            await insp.join("private-room", private=True)
-        assert insp.channels == {}
+    state = await insp.join("private-room", private=True)
+    assert insp.channels["private-room"]["private"] is True
+    # no realtime.messages policy lets this role read private-room: the server refuses, the chip says why
+    assert str(state.status) == "error"
+    assert (
+        "You do not have permissions to read from this Channel topic: private-room"
+        in (insp.channels["private-room"]["reason"])
+    )
 
 
 async def test_a_hosted_project_with_a_jwt_secret_that_is_never_kept(stack, make_inspector):

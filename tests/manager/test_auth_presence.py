@@ -225,3 +225,29 @@ async def test_doctor_reports_problems_with_fixes(rt, make_manager):
     missing = await mgr.doctor("no_such_table")
     assert not missing.ok
     assert "does not exist" in missing["table exists"].detail
+
+
+async def test_join_channel_takes_tables_and_presence_in_one_join(rt, make_manager):
+    from harmony_lab.manager import TableSubscription
+
+    mgr = make_manager(rt.url, rt.service_role_key)
+    events = []
+    mgr.add_listener(events.append)
+    state = await mgr.join_channel(
+        "both",
+        tables=[TableSubscription("notifications", event="INSERT")],
+        presence_key="watcher",
+        presence_status="invisible",
+    )
+    assert state.status is ChannelStatus.CONNECTED
+    handle = mgr.presence_handle("both")
+    assert handle is not None
+    assert handle.status is PresenceStatus.INVISIBLE
+    assert mgr.presence_handle("nothing-here") is None
+    row_id = await insert_notification(rt, ALICE)
+    await eventually(
+        lambda: any(e.kind is EventKind.CHANGE and e.new and e.new.get("id") == row_id for e in events),
+        what="the INSERT on the joint channel",
+    )
+    with pytest.raises(ValueError, match="presence_key must be a non-empty string"):
+        await mgr.join_channel("bad", presence_key="")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import harmony_lab
 import harmony_lab.frames
 import harmony_lab.widgets
@@ -37,4 +39,4 @@ def test_widgets_export_exactly_the_widget_types_and_dashboard():
     for name in harmony_lab.widgets.__all__:
         assert getattr(harmony_lab, name) is getattr(harmony_lab.widgets, name)
     # dashboard() builds a Dashboard: the type a user annotates or checks with isinstance
-    assert harmony_lab.dashboard.__annotations__["return"] in ("Dashboard", harmony_lab.Dashboard)
+    assert typing.get_type_hints(harmony_lab.dashboard)["return"] is harmony_lab.Dashboard
