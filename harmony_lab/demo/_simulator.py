@@ -114,6 +114,8 @@ class Simulator:
             raise ValueError(f"rate must be a positive number of actions per second; got {rate!r}")
         self.rt = rt
         self.rate = float(rate)
+        self.background_rate = 0.0
+        """Actions/s another process adds on the same stack (set by ``traffic()`` when it tops that up)."""
         self.seed = seed
         self.presence_channel = presence_channel
         self.presence_enabled = presence
@@ -192,12 +194,18 @@ class Simulator:
         }
 
     def __repr__(self) -> str:
-        counts = self.presence_counts()
-        shown = " ".join(f"{k}={v}" for k, v in counts.items() if v)
+        if self.presence_enabled:
+            counts = self.presence_counts()
+            presence = "presence[" + " ".join(f"{k}={v}" for k, v in counts.items() if v) + "]"
+        else:
+            presence = "presence not simulated here"
         errors = sum(self._errors.values())
+        rate = f"rate={self.rate:g}/s"
+        if self.background_rate:
+            rate += f" + {self.background_rate:g}/s in the background"
         return (
-            f"<Simulator {self._state} users={len(self.users)} rate={self.rate:g}/s seed={self.seed} "
-            f"actions={self.actions} errors={errors} presence[{shown}]>"
+            f"<Simulator {self._state} users={len(self.users)} {rate} seed={self.seed} "
+            f"actions={self.actions} errors={errors} {presence}>"
         )
 
     def _elapsed(self) -> float:

@@ -202,6 +202,8 @@ async def traffic(
         return current
     options.setdefault("exclude", (NOTEBOOK_USER,))
     sim = Simulator(rt, users=users, rate=5.0 if rate is None else rate, seed=seed, **options)
+    if isinstance(rt, RemoteStack) and rt.traffic:
+        sim.background_rate = rt.traffic  # its repr says what the notebook gets in all
     await sim.start()
     _sims[id(rt)] = sim
     return sim

@@ -91,6 +91,25 @@ _NUMBERS: dict[str, list[tuple[str, Callable[[re.Match[str]], bool], str]]] = {
 }
 
 
+# the traffic a notebook asks for (actions/s): it must get at least that, and say what it got
+TRAFFIC_ASKED = {"02": 8.0, "03": 6.0, "04": 10.0}
+
+
+def _traffic_problem(key: str, text: str) -> str | None:
+    asked = TRAFFIC_ASKED.get(key)
+    if asked is None:
+        return None
+    own = re.search(r"<Simulator \w+ users=\d+ rate=([\d.]+)/s(?: \+ ([\d.]+)/s in the background)?", text)
+    lab = re.search(r"<BackgroundTraffic ([\d.]+) actions/s", text)
+    if own is not None:
+        got = float(own[1]) + float(own[2] or 0)
+    elif lab is not None:
+        got = float(lab[1])
+    else:
+        return f"did not say what demo traffic it runs with (asked for {asked:g} actions/s)"
+    return None if got >= asked - 1e-9 else f"runs with {got:g} actions/s, asked for {asked:g}"
+
+
 def promise_problems(key: str, text: str) -> list[str]:
     """What notebook ``key`` (``"01"``…) printed against what it promises; empty when every promise holds."""
     problems = [f"did not print {p!r}" for p in PROMISES.get(key, []) if p not in text]
@@ -101,6 +120,9 @@ def promise_problems(key: str, text: str) -> list[str]:
             problems.append(f"did not print {pattern!r} ({what})")
         elif not ok(m):
             problems.append(f"printed {m[0]!r}: not {what}")
+    traffic = _traffic_problem(key, text)
+    if traffic is not None:
+        problems.append(traffic)
     return problems
 
 

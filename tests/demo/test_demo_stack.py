@@ -106,6 +106,8 @@ async def test_traffic_defers_to_a_background_simulator_and_is_reused(rt, monkey
         assert topped.running
         assert topped.rate == 7.5
         assert not topped.presence_enabled
+        assert "rate=7.5/s + 2.5/s in the background" in repr(topped)  # what the notebook gets in all
+        assert repr(topped).endswith("presence not simulated here>")  # the background's simulator does it
         await topped.wait_for(lambda s: s.actions >= 3, timeout=30)  # it really writes
     finally:
         await topped.aclose()

@@ -10,16 +10,19 @@ from tests.browser.userpath_driver import PROMISES, USER_PATH, promise_problems
 HEALTHY = {
     "01": "<RemoteStack http://127.0.0.1:5 (started by another process; faults over HTTP)>\n"
     "   id  channel_id  user_id  content\n",
-    "02": "typing events so far: 4 started, 2 stopped\n"
+    "02": "<Simulator running users=12 rate=6/s + 2/s in the background seed=None actions=3 errors=0>\n"
+    "typing events so far: 4 started, 2 stopped\n"
     "suppressed: <RealtimeEvent #41 change 'my-notifications' INSERT public.notifications suppressed>\n"
     "reached the notification callback: False | new callbacks while dnd: 0\n"
     "delivered to the callback: <RealtimeEvent #45 change 'my-notifications' INSERT public.notifications>\n"
     "Bob sees Alice as: offline | Alice still sees 7 colleagues online\n",
-    "03": "stall detected after 4.1 s (heartbeat interval 2 s)\n"
+    "03": "<BackgroundTraffic 6 actions/s, run by the process that started the stack>\n"
+    "stall detected after 4.1 s (heartbeat interval 2 s)\n"
     "in error: <ChannelState 'messages' error reason='gave up after 4 retries'>\n"
     "backfilled rows: 64 | live inserts: 10\n"
     "messages written after the frame subscribed (11..84): 74, frame complete\n",
-    "04": "<Recorder stopped events=312 written=312 files=2 gaps=2 dropped=0>\n"
+    "04": "<Simulator running users=12 rate=10/s seed=None actions=0 errors=0 presence[online=3]>\n"
+    "<Recorder stopped events=312 written=312 files=2 gaps=2 dropped=0>\n"
     "312 events in 2 channels, 31 s\n",
     "05": "running against the LOCAL embedded stack at http://127.0.0.1:5 instead.\n   id  content\n",
 }
@@ -45,6 +48,9 @@ def test_a_healthy_run_keeps_every_promise(key):
         ("03", "74, frame complete", "74, frame 3 missing (first: [12])", "'frame complete'"),
         ("04", "312 events in 2", "151 events in 2", "at least 300 events"),
         ("04", "dropped=0>", "dropped=4>", "'dropped=0>'"),
+        ("02", "rate=6/s + 2/s in the background", "rate=6/s", "runs with 6 actions/s, asked for 8"),
+        ("03", "<BackgroundTraffic 6", "<BackgroundTraffic 2", "runs with 2 actions/s, asked for 6"),
+        ("04", "<Simulator running users=12 rate=10/s", "<Sim", "did not say what demo traffic"),
     ],
 )
 def test_a_broken_promise_is_named(key, old, new, problem):
