@@ -58,7 +58,17 @@ class StackLike(Protocol):
     def token_for(self, user_id: str, role: str = ..., expires_in: int = ...) -> str: ...
 
 
-_VALID_ARGS: Final = ("rt", "users", "rate", "seed", "presence_channel", "exclude", "presence", "log_size")
+_VALID_ARGS: Final = (
+    "rt",
+    "users",
+    "rate",
+    "seed",
+    "presence_channel",
+    "exclude",
+    "presence",
+    "statuses",
+    "log_size",
+)
 
 
 class Simulator:
@@ -83,6 +93,9 @@ class Simulator:
         still get mentions, DMs and notifications.
     presence:
         ``False`` skips the realtime clients (tables only, presence only in ``profiles.status``).
+    statuses:
+        ``False`` leaves ``profiles.status`` alone too: another simulator on the same stack owns who
+        is online (``traffic()`` tops up the lab's background traffic this way).
     log_size:
         How many recent actions :attr:`log` keeps.
     """
@@ -97,6 +110,7 @@ class Simulator:
         presence_channel: str = PRESENCE_CHANNEL,
         exclude: Iterable[str] = (),
         presence: bool = True,
+        statuses: bool = True,
         log_size: int = 10_000,
         **unknown: Any,
     ) -> None:
@@ -125,7 +139,7 @@ class Simulator:
         self._channels = channels
         self.planner = Planner(simulated, channels, rate=self.rate, seed=seed, bystanders=bystanders)
         self.log: deque[Action] = deque(maxlen=log_size)
-        self._writer = PgWriter(rt.dsn)
+        self._writer = PgWriter(rt.dsn, statuses=statuses)
         self._presence: dict[str, PresenceUser] = {}
         self._presence_tail: dict[str, asyncio.Task[None]] = {}
         self._listeners: list[Callable[[Action], None]] = []

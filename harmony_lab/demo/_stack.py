@@ -195,6 +195,7 @@ async def traffic(
         # the background runs slower than asked: top it up with table-only traffic from this kernel
         # (presence stays with the background simulator, which already tracks these users)
         options["presence"] = False
+        options["statuses"] = False  # nor who is online: profiles.status stays the background's
         logger.info("background traffic %g actions/s; adding %g here", rt.traffic, rate - rt.traffic)
         rate -= rt.traffic
     current = _sims.get(id(rt))

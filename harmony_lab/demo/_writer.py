@@ -26,8 +26,9 @@ _MAX_HANDLES: Final = 50_000
 class PgWriter:
     """Writes the simulation into Postgres (a superuser/owner DSN: writes bypass RLS like a backend)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, statuses: bool = True) -> None:
         self.dsn = dsn
+        self.statuses = statuses  # False: profiles.status belongs to another simulator on the stack
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._channel_ids: dict[str, int] = {}
         self._message_ids: OrderedDict[str, int] = OrderedDict()
@@ -71,11 +72,12 @@ class PgWriter:
                     (u.id, u.username, u.display_name),
                 )
             ids = [u.id for u in users]
-            await self.conn.execute(
-                "UPDATE public.profiles SET status = 'offline' WHERE id = ANY(%s::uuid[]) "
-                "AND status <> 'offline'",
-                (ids,),
-            )
+            if self.statuses:
+                await self.conn.execute(
+                    "UPDATE public.profiles SET status = 'offline' WHERE id = ANY(%s::uuid[]) "
+                    "AND status <> 'offline'",
+                    (ids,),
+                )
             await self.conn.execute(
                 "DELETE FROM public.typing_indicators WHERE user_id = ANY(%s::uuid[])", (ids,)
             )
@@ -92,11 +94,12 @@ class PgWriter:
         """Everyone simulated goes offline; typing indicators are cleared."""
         ids = list(users)
         async with self.conn.transaction():
-            await self.conn.execute(
-                "UPDATE public.profiles SET status = 'offline', last_seen_at = now() "
-                "WHERE id = ANY(%s::uuid[]) AND status <> 'offline'",
-                (ids,),
-            )
+            if self.statuses:
+                await self.conn.execute(
+                    "UPDATE public.profiles SET status = 'offline', last_seen_at = now() "
+                    "WHERE id = ANY(%s::uuid[]) AND status <> 'offline'",
+                    (ids,),
+                )
             await self.conn.execute(
                 "DELETE FROM public.typing_indicators WHERE user_id = ANY(%s::uuid[])", (ids,)
             )
@@ -157,6 +160,8 @@ class PgWriter:
     async def _do_presence(self, a: Action) -> bool:
         assert a.status is not None
         await self._stop_typing(a)
+        if not self.statuses:
+            return True
         await self.conn.execute(
             "UPDATE public.profiles SET status = %s, last_seen_at = now() WHERE id = %s",
             (str(a.status), a.actor),

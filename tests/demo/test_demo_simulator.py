@@ -223,3 +223,29 @@ async def test_bad_arguments_are_explained(rt):
         Simulator(rt, rate=0)
     with pytest.raises(ValueError, match="unknown seed users"):
         Simulator(rt, users=["alice", "mallory"])
+
+
+async def test_a_top_up_simulator_leaves_who_is_online_to_the_other(rt):
+    """statuses=False (how traffic() tops up the lab's background): presence actions are planned and
+    counted but profiles.status stays what the simulator that owns presence wrote, at start, while
+    running and at close."""
+    first = Simulator(rt, users=8, rate=1.0, seed=3, presence=False)  # creates the 8 users' profiles
+    await first.start()
+    await first.aclose()
+    await rt.execute("UPDATE public.profiles SET status = 'away'")
+
+    async def statuses() -> dict[str, str]:
+        return dict(await rt.execute("SELECT id::text, status FROM public.profiles"))
+
+    before = await statuses()
+    sim = Simulator(rt, users=8, rate=300.0, seed=3, presence=False, statuses=False)
+    async with sim:
+        await sim.wait_for(lambda s: s.stats["by_kind"].get("presence", 0) >= 5, timeout=60)
+        assert await statuses() == before
+    assert sim.stats["errors"] == 0, sim.stats["last_error"]
+    assert await statuses() == before
+    # the default writes them (the same seed plans the same presence actions)
+    sim = Simulator(rt, users=8, rate=300.0, seed=3, presence=False)
+    async with sim:
+        await sim.wait_for(lambda s: s.stats["by_kind"].get("presence", 0) >= 5, timeout=60)
+    assert await statuses() != before
