@@ -1,6 +1,6 @@
 """The Inspector widget: join channels, watch every message, filter, send, track, listen as a role.
 
-Traffic (the widgets' discipline, :class:`~harmony_lab.widgets._base.StreamingWidget`): nothing is sent
+Traffic (the widgets' discipline, :class:`~harmony_lab.widgets.base.StreamingWidget`): nothing is sent
 before a view says ``ready``; then at most ``max_hz`` (≤ 10) messages a second carry everything — new
 log rows as one Arrow IPC buffer, channel states and counters in the same message — within
 ``max_bytes_per_s``. Details travel only when a view asks for one.
@@ -44,8 +44,7 @@ from harmony_lab.inspector._entries import describe
 from harmony_lab.inspector._identity import Identity, claims_of, sign
 from harmony_lab.inspector._log import LogEntry, LogFilter, MessageLog
 from harmony_lab.manager import RealtimeConnectionManager
-from harmony_lab.widgets import _assets
-from harmony_lab.widgets._base import StreamingWidget
+from harmony_lab.widgets.base import StreamingWidget, css, esm
 
 if TYPE_CHECKING:
     from harmony_lab.recording import Recorder
@@ -114,8 +113,8 @@ class Inspector(StreamingWidget):
     Inspector creates (one per identity).
     """
 
-    _esm = _assets.esm("inspector.js")
-    _css = _assets.css() + "\n" + _assets.css("inspector.css")
+    _esm = esm("inspector.js")
+    _css = css() + "\n" + css("inspector.css")
 
     filters = traitlets.Dict().tag(sync=True)
     paused = traitlets.Bool(False).tag(sync=True)

