@@ -110,6 +110,27 @@ def _traffic_problem(key: str, text: str) -> str | None:
     return None if got >= asked - 1e-9 else f"runs with {got:g} actions/s, asked for {asked:g}"
 
 
+_PROFILE_ROW = re.compile(
+    r"^\s*\d+\s+(\S(?:.*?\S)?)\s{2,}(online|away|dnd|invisible|offline)\s+(online|away|dnd|offline)\s*$", re.M
+)
+
+
+def _profiles_problem(key: str, text: str) -> str | None:
+    """02's last table: each user's chosen status beside presence as others see it. Invisible shows as
+    offline, every other status as itself; one row may be caught mid-change (the profile is written
+    just before presence is tracked)."""
+    if key != "02":
+        return None
+    if "presence as others see it" not in text:
+        return "did not show the chosen status beside presence"
+    table = text[text.rindex("presence as others see it") :]
+    rows = _PROFILE_ROW.findall(table)
+    if len(rows) < 6:
+        return f"the chosen-status table has {len(rows)} rows"
+    wrong = [r for r in rows if r[2] != ("offline" if r[1] == "invisible" else r[1])]
+    return None if len(wrong) <= 1 else f"chosen status and presence disagree for {wrong}"
+
+
 def promise_problems(key: str, text: str) -> list[str]:
     """What notebook ``key`` (``"01"``…) printed against what it promises; empty when every promise holds."""
     problems = [f"did not print {p!r}" for p in PROMISES.get(key, []) if p not in text]
@@ -120,9 +141,9 @@ def promise_problems(key: str, text: str) -> list[str]:
             problems.append(f"did not print {pattern!r} ({what})")
         elif not ok(m):
             problems.append(f"printed {m[0]!r}: not {what}")
-    traffic = _traffic_problem(key, text)
-    if traffic is not None:
-        problems.append(traffic)
+    for problem in (_traffic_problem(key, text), _profiles_problem(key, text)):
+        if problem is not None:
+            problems.append(problem)
     return problems
 
 
