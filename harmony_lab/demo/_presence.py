@@ -26,21 +26,14 @@ from typing import Any, Final
 from realtime import AsyncRealtimeChannel, AsyncRealtimeClient, RealtimeSubscribeStates
 
 from harmony_lab.demo._plan import Status, UserSpec
+from harmony_lab.manager import realtime_url
 
-__all__ = ["PresenceUser", "realtime_url"]
+__all__ = ["PresenceUser"]
 
 logger = logging.getLogger(__name__)
 
 _TRACKED: Final = frozenset({Status.ONLINE, Status.AWAY, Status.DND})
 _JOIN_TIMEOUT_S: Final = 10.0
-
-
-def realtime_url(project_url: str) -> str:
-    """The realtime-py client URL for a Supabase-style project URL (``…/realtime/v1``)."""
-    base = project_url.rstrip("/")
-    if base.endswith("/realtime/v1"):
-        return base
-    return f"{base}/realtime/v1"
 
 
 class PresenceUser:

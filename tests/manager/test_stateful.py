@@ -62,6 +62,9 @@ class ManagerMachine(RuleBasedStateMachine):
         self.hits: dict[int, int] = {}
         # name → (kind, keys of the callbacks that must receive): the model
         self.model: dict[str, tuple[str, frozenset[int]]] = {}
+        # name → when its status last changed before a fault dropped its socket: until it changes
+        # again, "connected" is the view from before the drop (the server closes in the background)
+        self.dropped: dict[str, Any] = {}
 
     # ----------------------------------------------------------------------------------- helpers
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -163,7 +166,11 @@ class ManagerMachine(RuleBasedStateMachine):
 
     @rule()
     def fault(self) -> None:
+        before = {name: self.mgr.get_status(name) for name in self.model}
         self.rt.faults.drop_all(code=1001, reason="fault: stateful test")
+        for name, state in before.items():
+            if state.status is ChannelStatus.CONNECTED:
+                self.dropped[name] = state.since
 
     @rule()
     def probe(self) -> None:
@@ -197,6 +204,7 @@ class ManagerMachine(RuleBasedStateMachine):
         def matches() -> bool:
             return (
                 all(self.mgr.get_status(n).status is ChannelStatus.CONNECTED for n in self.model)
+                and all(self.mgr.get_status(n).since > t for n, t in self.dropped.items() if n in self.model)
                 and server_topics(self.rt) == want_topics
                 and self.rt.hub.stats["subscribers"] == want_pg
             )
@@ -208,6 +216,7 @@ class ManagerMachine(RuleBasedStateMachine):
             )
 
         self.run(settled())
+        self.dropped.clear()
 
     @invariant()
     def server_matches_the_manager(self) -> None:

@@ -12,7 +12,13 @@ import harmony_lab
 from harmony_lab import manager as manager_pkg
 from harmony_lab.events import EventKind, RealtimeEvent
 from harmony_lab.filters import F, FilterError
-from harmony_lab.manager import Backfill, BackoffPolicy, RealtimeConnectionManager, TableSubscription
+from harmony_lab.manager import (
+    Backfill,
+    BackoffPolicy,
+    RealtimeConnectionManager,
+    TableSubscription,
+    realtime_url,
+)
 from harmony_lab.manager._bus import CallbackGuard, EventBus
 from harmony_lab.manager._clock import FakeClock
 from harmony_lab.manager._convert import (
@@ -25,7 +31,6 @@ from harmony_lab.manager._convert import (
     row_version,
 )
 from harmony_lab.manager._liveness import ClockWatch, HeartbeatTracker
-from harmony_lab.manager._manager import realtime_url
 from harmony_lab.manager._ratelimit import CallWindow
 
 # ------------------------------------------------------------------------------------- public surface
@@ -41,6 +46,7 @@ def test_public_surface_is_curated():
         "RealtimeConnectionManager",
         "RealtimeEvent",
         "TableSubscription",
+        "realtime_url",
     }
     for name in (
         "RealtimeConnectionManager",
