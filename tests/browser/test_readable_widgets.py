@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -400,39 +399,5 @@ def test_roster_names_and_status_line_on_the_real_stack(lab_page, artifacts, req
             "for _m in ('bad', 'bob_mgr', 'mgr'):\n"
             "    if _m in globals(): await globals()[_m].cleanup()\n"
             "if 'rt' in globals(): rt.stop()",
-            check=False,
-        )
-
-
-@pytest.mark.slow
-def test_notebook_02_roster_shows_the_simulated_users_typing(lab_page, artifacts, request):
-    """The demo notebook as a user runs it: its simulated colleagues type, the roster says so."""
-    lp = lab_page
-    page = lp.page
-    shutil.copy(ROOT / "notebooks" / "02_presence_and_typing.ipynb", lp.root / "demo_02.ipynb")
-    lp.open("demo_02.ipynb", request.node.name)
-    lp.run_all()
-    try:
-        typing = f"{ROSTER} .hl-user[data-typing='true']"
-        page.wait_for_selector(typing, timeout=180_000)
-        assert page.locator(f"{typing} .hl-typing").first.text_content() == "typing…"
-        lp.kernel(
-            "import gc as _gc\n"
-            "from harmony_lab import PresenceRosterWidget as _R\n"
-            "roster = next(o for o in _gc.get_objects() if isinstance(o, _R) and not o._closed)"
-        )
-        shown = roster_agrees(lp, timeout=30)
-        names = kernel_json(lp, "names")
-        assert all(name == names.get(uid, name) for uid, name, _, _ in shown)  # display names
-        page.locator(".hl-roster").first.screenshot(path=artifacts / "readable-02-roster.png")
-    except Exception:
-        page.screenshot(path=artifacts / "readable-02-failure.png", full_page=True)
-        raise
-    finally:
-        lp.kernel(
-            "if 'me_manager' in globals(): await me_manager.cleanup()\n"
-            "if 'bob_manager' in globals(): await bob_manager.cleanup()\n"
-            "if 'sim' in globals(): await sim.stop()\n"
-            "if 'rt' in globals() and callable(getattr(rt, 'stop', None)): rt.stop()",
             check=False,
         )
