@@ -303,10 +303,14 @@ class ChannelState:
     gap_open_since: datetime | None = None
     superseded: bool = False
     """True for what a call returns when a later call on the same name took over before it settled."""
+    backfilling: bool = False
+    """True while the backfill of a gap is still being fetched or delivered (it runs in the background
+    after the reconnect): until it is False again, rows written during the gap may not have arrived."""
 
     def __repr__(self) -> str:
         extra = f" last_error={self.last_error!r}" if self.last_error else ""
         extra += " superseded" if self.superseded else ""
+        extra += " backfilling" if self.backfilling else ""
         return (
             f"<ChannelState {self.name!r} {self.status} reason={self.reason!r} attempt={self.attempt} "
             f"since={self.since.isoformat(timespec='seconds')}{extra}>"

@@ -761,6 +761,8 @@ class RealtimeConnectionManager:
 
     def _state(self, runner: ChannelRunner) -> ChannelState:
         state = runner.machine.snapshot()
+        if runner.backfilling:
+            state = dataclasses.replace(state, backfilling=True)
         if self._loop_gone() and state.status is not ChannelStatus.DISCONNECTED:
             # nothing can drive a channel whose loop is closed: never report it as alive
             return dataclasses.replace(

@@ -751,6 +751,11 @@ class ChannelRunner:
         self.host.deliver(ev, self.callbacks)
 
     # ------------------------------------------------------------------------------------ backfill
+    @property
+    def backfilling(self) -> bool:
+        """Whether a gap's backfill is queued or running (``ChannelState.backfilling``)."""
+        return self._bf_task is not None and not self._bf_task.done()
+
     def _schedule_backfill(self, gap: GapEnd) -> None:
         """Queue a backfill for ``gap``; one runs at a time (see ``_backfill.py``)."""
         self._bf_queue.append((gap, self.book.begin()))
@@ -859,7 +864,7 @@ class ChannelRunner:
             "duplicates_skipped": self.book.duplicates,
             "backfill_superseded": self.book.superseded,
             "backfill_deleted": self.book.deleted,
-            "backfill_pending": self._bf_task is not None and not self._bf_task.done(),
+            "backfill_pending": self.backfilling,
             "replay": dict(self.replays.stats) if self.spec.replay is not None else None,
             "socket": {
                 "connected": bool(client is not None and client.is_connected),

@@ -43,7 +43,9 @@ async def test_rows_deleted_or_moved_out_of_the_filter_during_a_gap_are_backfill
     await t.bump(2, 3)
     await rt.execute("INSERT INTO public.gap_rows (id) VALUES (5)")
     await t.mgr.wait_for_status("gap_rows", "connected", timeout=10)
-    await eventually(lambda: len(t.reports()) == 1, what="the backfill report")
+    # get_status says when the background backfill is over: by then it has been delivered
+    await eventually(lambda: not t.mgr.get_status("gap_rows").backfilling, what="the backfill's end")
+    assert len(t.reports()) == 1
     assert t.frame() == await t.table() == {3: 2, 4: 1, 5: 1}
     backfilled = [e for e in t.events if e.kind is EventKind.CHANGE and e.backfilled]
     deletes = sorted((e for e in backfilled if e.op == "DELETE"), key=lambda e: e.pk["id"])
@@ -90,10 +92,13 @@ async def test_a_slow_backfill_does_not_overwrite_a_newer_live_update(rt, make_m
     await t.bump(2, 1)
     await t.bump(2, 2)
     await t.mgr.wait_for_status("gap_rows", "connected", timeout=10)
+    assert t.mgr.get_status("gap_rows").backfilling  # connected, the slow backfill still to come
+    assert "backfilling" in repr(t.mgr.get_status("gap_rows"))
     await asyncio.sleep(0.5)  # the backfill has taken its snapshot and sleeps in the scan
     await t.bump(3, 1)
     await eventually(lambda: t.frame().get(1) == 3, what="the live v3")  # live is not held back
     await eventually(lambda: len(t.reports()) == 1, within=15, what="the backfill report")
+    await eventually(lambda: not t.mgr.get_status("gap_rows").backfilling, what="the backfill's end")
     assert t.frame() == await t.table() == {1: 3, 2: 2}
     (report,) = t.reports()
     assert report.payload["superseded"] == 1  # row 1 at v2 from the snapshot: older than live v3
