@@ -435,7 +435,7 @@ class RealtimeConnectionManager:
                 existing.start()
             if not await self._unless_superseded(slot, ticket, self._wait_first_attempt(existing)):
                 return None
-            return existing.machine.snapshot()
+            return existing.state()
         if existing is not None:
             await self._remove(spec.name, reason="replaced")
         runner = ChannelRunner(self._host, spec)
@@ -464,7 +464,7 @@ class RealtimeConnectionManager:
         runner.start()
         if not await self._unless_superseded(slot, ticket, self._wait_first_attempt(runner)):
             return None
-        return runner.machine.snapshot()
+        return runner.state()
 
     # ------------------------------------------------------------------------- one owner per name
     async def _owned(
@@ -760,9 +760,7 @@ class RealtimeConnectionManager:
         return self._state(runner)
 
     def _state(self, runner: ChannelRunner) -> ChannelState:
-        state = runner.machine.snapshot()
-        if runner.backfilling:
-            state = dataclasses.replace(state, backfilling=True)
+        state = runner.state()
         if self._loop_gone() and state.status is not ChannelStatus.DISCONNECTED:
             # nothing can drive a channel whose loop is closed: never report it as alive
             return dataclasses.replace(
@@ -789,11 +787,11 @@ class RealtimeConnectionManager:
         try:
             await runner.wait(lambda status, _attempt: status in wanted, timeout)
         except TimeoutError:
-            state = runner.machine.snapshot()
+            state = runner.state()
             raise TimeoutError(
                 f"channel {name!r} not {'/'.join(sorted(wanted))} after {timeout} s; it is {state!r}"
             ) from None
-        return runner.machine.snapshot()
+        return runner.state()
 
     def on_status_change(
         self, name: str, callback: Callable[[ChannelState], Any], *, reasons: bool = False

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from harmony_lab.manager._liveness import ClockWatch, HeartbeatTracker
 from harmony_lab.manager._machine import (
     Cancelled,
     ChannelMachine,
+    ChannelState,
     ClockJump,
     Closed,
     Connect,
@@ -255,7 +257,7 @@ class ChannelRunner:
             attempt=d.attempt,
             payload={"previous": str(d.previous), "at": d.at.isoformat(), **d.details},
         )
-        self.host.status_changed(self.machine.snapshot(), changed=d.status is not d.previous)
+        self.host.status_changed(self.state(), changed=d.status is not d.previous)
 
     def _emit_gap(self, gap: GapEnd) -> None:
         self.host.emit(
@@ -755,6 +757,12 @@ class ChannelRunner:
     def backfilling(self) -> bool:
         """Whether a gap's backfill is queued or running (``ChannelState.backfilling``)."""
         return self._bf_task is not None and not self._bf_task.done()
+
+    def state(self) -> ChannelState:
+        """The machine's snapshot with what only the runner knows (a backfill in flight): what callers
+        of the manager are handed."""
+        state = self.machine.snapshot()
+        return dataclasses.replace(state, backfilling=True) if self.backfilling else state
 
     def _schedule_backfill(self, gap: GapEnd) -> None:
         """Queue a backfill for ``gap``; one runs at a time (see ``_backfill.py``)."""

@@ -91,8 +91,9 @@ async def test_a_slow_backfill_does_not_overwrite_a_newer_live_update(rt, make_m
     await t.gap("test gap")
     await t.bump(2, 1)
     await t.bump(2, 2)
-    await t.mgr.wait_for_status("gap_rows", "connected", timeout=10)
-    assert t.mgr.get_status("gap_rows").backfilling  # connected, the slow backfill still to come
+    reconnected = await t.mgr.wait_for_status("gap_rows", "connected", timeout=10)
+    assert reconnected.backfilling  # connected, the slow backfill still to come
+    assert t.mgr.get_status("gap_rows").backfilling
     assert "backfilling" in repr(t.mgr.get_status("gap_rows"))
     await asyncio.sleep(0.5)  # the backfill has taken its snapshot and sleeps in the scan
     await t.bump(3, 1)

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ class ManagerMachine(RuleBasedStateMachine):
         self.model: dict[str, tuple[str, frozenset[int]]] = {}
         # name → when its status last changed before a fault dropped its socket: until it changes
         # again, "connected" is the view from before the drop (the server closes in the background)
-        self.dropped: dict[str, Any] = {}
+        self.dropped: dict[str, datetime] = {}
 
     # ----------------------------------------------------------------------------------- helpers
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
